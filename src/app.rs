@@ -1,0 +1,140 @@
+//! The application: shared state, the router with each route's authentication mode, and serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::auth::{self, Authenticator, InstallKeys, LifecycleJwt};
+use crate::config::Config;
+use crate::error::Error;
+use crate::lifecycle::{self, Descriptor};
+use crate::store::TenantStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn TenantStore>,
+    pub auth: Authenticator,
+    pub descriptor: Arc<Descriptor>,
+}
+
+impl AppState {
+    /// Wires the state for `config` over `store`.
+    pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
+        let descriptor = Descriptor::new(&config.base_url);
+        let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
+        let auth = Authenticator::new(
+            store.clone(),
+            descriptor.key().to_owned(),
+            &config.base_url,
+            config.jwt_leeway,
+            config.max_body_bytes,
+            install_keys,
+        );
+        Self {
+            config: Arc::new(config),
+            store,
+            auth,
+            descriptor: Arc::new(descriptor),
+        }
+    }
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The whole HTTP surface. Each group of routes names the authentication it requires.
+pub fn router(state: AppState) -> Router {
+    let lifecycle_hooks = lifecycle::hooks_router().route_layer(middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_jwt::<LifecycleJwt>,
+    ));
+    Router::new()
+        // No authentication.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(lifecycle::descriptor_router())
+        // RS256 signed install, verified by the handlers' `SignedInstall` extractor.
+        .merge(lifecycle::signed_install_router())
+        // HS256 with the QSH of the hook; never a context token.
+        .merge(lifecycle_hooks)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // The path only: a query may carry a JWT.
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_owned());
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        route,
+                        client_key = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, _span: &Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_us = latency.as_micros() as u64,
+                        "{}",
+                        response.status()
+                    );
+                })
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
+    app.store.ping().await.map_err(Error::StoreUnavailable)?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+async fn not_found() -> impl IntoResponse {
+    Error::NotFound
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    Error::MethodNotAllowed
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

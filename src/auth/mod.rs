@@ -1,0 +1,349 @@
+//! Authentication of every request that is not public: the product's HS256 JWTs with their query
+//! string hash, the app's own session tokens, and the RS256 signed install of lifecycle hooks.
+//!
+//! Routes choose a mode by type ([`ProductJwt`], [`ContextJwt`], [`LifecycleJwt`]) when the router
+//! layers [`require_jwt`] on them; handlers then take the verified [`Tenant`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, request::Parts};
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::store::TenantStore;
+
+pub mod install;
+pub mod jwt;
+pub mod qsh;
+mod tenant;
+
+pub use install::{InstallKeys, SignedInstall};
+pub use tenant::Tenant;
+
+/// The response header that carries a fresh session token for the iframe's later calls.
+pub const SESSION_TOKEN_HEADER: &str = "x-acpt";
+
+/// How long a session token lives.
+pub const SESSION_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Why a request was not authenticated; each has a stable reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no JWT in the Authorization header, the jwt query parameter or the jwt form field")]
+    MissingToken,
+    #[error("the JWT was sent in more than one place")]
+    MultipleTokens,
+    #[error("the Authorization header must use the JWT scheme")]
+    UnsupportedScheme,
+    #[error("the JWT could not be decoded")]
+    MalformedToken,
+    #[error("the JWT's algorithm is not accepted here")]
+    UnsupportedAlgorithm,
+    #[error("the JWT lacks a required claim")]
+    MissingClaim,
+    #[error("the JWT's signature does not verify")]
+    BadSignature,
+    #[error("the JWT has expired")]
+    Expired,
+    #[error("the JWT is not valid yet")]
+    NotYetValid,
+    #[error("the JWT was issued in the future")]
+    IssuedInFuture,
+    #[error("the JWT's issuer is not an installed tenant")]
+    UnknownTenant,
+    #[error("the tenant has uninstalled the app")]
+    TenantUninstalled,
+    #[error("the tenant has disabled the app")]
+    TenantDisabled,
+    #[error("the JWT has no qsh claim")]
+    MissingQsh,
+    #[error("the JWT's qsh does not match this request")]
+    QshMismatch,
+    #[error("this route does not accept context tokens")]
+    ContextTokenNotAllowed,
+    #[error("the JWT's audience is not this app")]
+    InvalidAudience,
+    #[error("the JWT's issuer does not match the payload's clientKey")]
+    IssuerMismatch,
+    #[error("the signed install has no usable key id")]
+    InvalidKeyId,
+    #[error("no public key is published for the signed install's key id")]
+    UnknownKeyId,
+    #[error("the install key server could not be reached")]
+    KeyServerUnavailable,
+}
+
+impl AuthError {
+    /// The stable reason code sent in the error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::MultipleTokens => "multiple_tokens",
+            AuthError::UnsupportedScheme => "unsupported_scheme",
+            AuthError::MalformedToken => "malformed_token",
+            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthError::MissingClaim => "missing_claim",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::UnknownTenant => "unknown_tenant",
+            AuthError::TenantUninstalled => "tenant_uninstalled",
+            AuthError::TenantDisabled => "tenant_disabled",
+            AuthError::MissingQsh => "missing_qsh",
+            AuthError::QshMismatch => "qsh_mismatch",
+            AuthError::ContextTokenNotAllowed => "context_token_not_allowed",
+            AuthError::InvalidAudience => "invalid_audience",
+            AuthError::IssuerMismatch => "issuer_mismatch",
+            AuthError::InvalidKeyId => "invalid_kid",
+            AuthError::UnknownKeyId => "unknown_kid",
+            AuthError::KeyServerUnavailable => "key_server_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        Error::Unauthorized {
+            reason: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What a route accepts; chosen by type where the router layers [`require_jwt`].
+pub trait AuthMode: Send + Sync + 'static {
+    /// Also accept context tokens (`qsh = context-qsh`) and the app's session tokens.
+    const CONTEXT_TOKENS: bool;
+    /// Admit a tenant that has disabled the app (the `enabled` hook must reach it).
+    const DISABLED_TENANTS: bool;
+    /// Hand out a fresh session token on success.
+    const ISSUE_SESSION_TOKEN: bool;
+}
+
+/// A product JWT bound to this very request by its QSH: the default for pages, webhooks and APIs.
+pub struct ProductJwt;
+/// A product JWT, or a context token / session token, for the iframe's AJAX routes.
+pub struct ContextJwt;
+/// A product JWT with the QSH of an `enabled`/`disabled` hook; never a context token.
+pub struct LifecycleJwt;
+
+impl AuthMode for ProductJwt {
+    const CONTEXT_TOKENS: bool = false;
+    const DISABLED_TENANTS: bool = false;
+    const ISSUE_SESSION_TOKEN: bool = true;
+}
+
+impl AuthMode for ContextJwt {
+    const CONTEXT_TOKENS: bool = true;
+    const DISABLED_TENANTS: bool = false;
+    const ISSUE_SESSION_TOKEN: bool = true;
+}
+
+impl AuthMode for LifecycleJwt {
+    const CONTEXT_TOKENS: bool = false;
+    const DISABLED_TENANTS: bool = true;
+    const ISSUE_SESSION_TOKEN: bool = false;
+}
+
+/// Everything needed to authenticate requests; cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn TenantStore>,
+    app_key: String,
+    base_url: String,
+    base_path: String,
+    leeway: u64,
+    max_body_bytes: usize,
+    install_keys: InstallKeys,
+}
+
+impl Authenticator {
+    /// Builds an authenticator for the app `app_key` served at `base_url`.
+    pub fn new(
+        store: Arc<dyn TenantStore>,
+        app_key: String,
+        base_url: &url::Url,
+        leeway: Duration,
+        max_body_bytes: usize,
+        install_keys: InstallKeys,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                app_key,
+                base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+                base_path: base_url.path().trim_end_matches('/').to_owned(),
+                leeway: leeway.as_secs(),
+                max_body_bytes,
+                install_keys,
+            }),
+        }
+    }
+
+    /// The QSH of a request as it reached this app.
+    pub fn request_qsh(&self, parts: &Parts) -> String {
+        qsh::qsh(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query(),
+            &self.inner.base_path,
+        )
+    }
+
+    async fn authenticate<M: AuthMode>(
+        &self,
+        parts: &Parts,
+        token: &str,
+    ) -> Result<Tenant, Error> {
+        let (header, peeked) = jwt::peek(token)?;
+        if header.alg != "HS256" {
+            return Err(AuthError::UnsupportedAlgorithm.into());
+        }
+        let iss = peeked.iss.ok_or(AuthError::MissingClaim)?;
+        // The app's own session tokens carry the app key as issuer and the tenant as audience.
+        let session = iss == self.inner.app_key;
+        let client_key = if session {
+            let aud = peeked.aud.ok_or(AuthError::MissingClaim)?;
+            aud.as_slice().first().cloned().ok_or(AuthError::MissingClaim)?
+        } else {
+            iss
+        };
+        let record = self
+            .inner
+            .store
+            .find_tenant(&client_key)
+            .await?
+            .ok_or(AuthError::UnknownTenant)?;
+        let key = DecodingKey::from_secret(record.shared_secret.expose().as_bytes());
+        let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
+
+        match claims.qsh.as_deref() {
+            None => return Err(AuthError::MissingQsh.into()),
+            Some(qsh::CONTEXT_QSH) if !M::CONTEXT_TOKENS => {
+                return Err(AuthError::ContextTokenNotAllowed.into());
+            }
+            Some(qsh::CONTEXT_QSH) => {}
+            Some(_) if session => return Err(AuthError::QshMismatch.into()),
+            Some(claimed) => {
+                if claimed != self.request_qsh(parts) {
+                    return Err(AuthError::QshMismatch.into());
+                }
+            }
+        }
+        if !record.is_installed() {
+            return Err(AuthError::TenantUninstalled.into());
+        }
+        if !record.enabled && !M::DISABLED_TENANTS {
+            return Err(AuthError::TenantDisabled.into());
+        }
+        Ok(Tenant::new(Arc::new(record), claims.sub, claims.context))
+    }
+
+    /// Signs a session token for the tenant's iframe: `qsh = context-qsh`, 15 minutes.
+    pub fn session_token(&self, tenant: &Tenant) -> String {
+        #[derive(Serialize)]
+        struct SessionClaims<'a> {
+            iss: &'a str,
+            aud: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sub: Option<&'a str>,
+            iat: u64,
+            exp: u64,
+            qsh: &'a str,
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = SessionClaims {
+            iss: &self.inner.app_key,
+            aud: tenant.client_key().as_str(),
+            sub: tenant.account_id(),
+            iat: now,
+            exp: now + SESSION_TOKEN_TTL.as_secs(),
+            qsh: qsh::CONTEXT_QSH,
+        };
+        jwt::sign_hs256(&claims, tenant.record().shared_secret.expose().as_bytes())
+    }
+}
+
+/// Middleware that admits only requests carrying a JWT valid for mode `M`, and puts the
+/// verified [`Tenant`] in the request for handlers.
+pub async fn require_jwt<M: AuthMode>(
+    State(auth): State<Authenticator>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    let (parts, body, token) = take_token(request, auth.inner.max_body_bytes).await?;
+    let tenant = auth.authenticate::<M>(&parts, &token).await?;
+    tracing::Span::current().record("client_key", tenant.client_key().as_str());
+    let mut request = Request::from_parts(parts, body);
+    request.extensions_mut().insert(tenant.clone());
+    let mut response = next.run(request).await;
+    if M::ISSUE_SESSION_TOKEN && response.status().is_success() {
+        if let Ok(value) = HeaderValue::from_str(&auth.session_token(&tenant)) {
+            response.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Finds the one token of a request: `Authorization: JWT …`, `?jwt=`, or a `jwt` form field.
+async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, String), Error> {
+    let (parts, body) = request.into_parts();
+    let mut found: Vec<String> = Vec::with_capacity(1);
+    for value in parts.headers.get_all(AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("JWT") {
+            return Err(AuthError::UnsupportedScheme.into());
+        }
+        found.push(token.trim().to_owned());
+    }
+    if let Some(query) = parts.uri.query() {
+        found.extend(
+            form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "jwt")
+                .map(|(_, v)| v.into_owned()),
+        );
+    }
+    let (body, from_form) = form_tokens(&parts, body, limit).await?;
+    found.extend(from_form);
+    match found.len() {
+        0 => Err(AuthError::MissingToken.into()),
+        1 => Ok((parts, body, found.pop().unwrap_or_default())),
+        _ => Err(AuthError::MultipleTokens.into()),
+    }
+}
+
+/// The `jwt` fields of a form-encoded body; the body is read (within the body limit) and
+/// handed back unchanged for the handler.
+async fn form_tokens(parts: &Parts, body: Body, limit: usize) -> Result<(Body, Vec<String>), Error> {
+    let is_form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
+    if !is_form {
+        return Ok((body, Vec::new()));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(Error::from_body)?;
+    let tokens = form_urlencoded::parse(&bytes)
+        .filter(|(k, _)| k == "jwt")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    Ok((Body::from(bytes), tokens))
+}

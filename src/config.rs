@@ -1,0 +1,228 @@
+//! Configuration from the environment, validated once at start-up.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::Url;
+
+/// Where an install's `baseUrl` may point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPatterns(Vec<String>);
+
+impl HostPatterns {
+    /// Parses a comma-separated list of host names, each optionally `*.`-prefixed.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let patterns: Vec<String> = list
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if patterns.is_empty() {
+            return Err("at least one host pattern is required".to_owned());
+        }
+        for p in &patterns {
+            let host = p.strip_prefix("*.").unwrap_or(p);
+            if host.is_empty()
+                || host.contains('*')
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+            {
+                return Err(format!("{p:?} is not a host name or a *.domain pattern"));
+            }
+        }
+        Ok(Self(patterns))
+    }
+
+    /// Whether `host` matches one of the patterns (`*.example.com` matches subdomains only).
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.0.iter().any(|p| match p.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty()),
+            None => host == *p,
+        })
+    }
+}
+
+/// The service's configuration. Tests build it with [`Config::from_vars`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// BIND: the address to listen on (default `127.0.0.1`).
+    pub bind: IpAddr,
+    /// PORT: the port to listen on (default 3000).
+    pub port: u16,
+    /// BASE_URL: the app's public URL (default `http://localhost:$PORT`): the descriptor's
+    /// baseUrl, the `aud` of signed installs, and the base QSH paths are relative to.
+    pub base_url: Url,
+    /// DATABASE_URL: `postgres://…` or `sqlite:…` (default `sqlite://connect-axum.db`).
+    pub database_url: String,
+    /// INSTALL_KEYS_URL: where signed-install public keys are fetched as `GET {url}/{kid}`.
+    pub install_keys_url: Url,
+    /// INSTALL_KEYS_TIMEOUT_MS: how long a key fetch may take (default 5000).
+    pub install_keys_timeout: Duration,
+    /// ALLOWED_BASE_URLS: host patterns an installing site's baseUrl must match.
+    pub allowed_base_urls: HostPatterns,
+    /// JWT_LEEWAY_SECS: clock skew tolerated on `exp`, `nbf` and `iat` (default 30).
+    pub jwt_leeway: Duration,
+    /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
+    pub request_timeout: Duration,
+}
+
+/// The default sites an install may come from.
+pub const DEFAULT_ALLOWED_BASE_URLS: &str = "*.atlassian.net,*.jira.com,*.jira-dev.com,*.atlassian.com";
+
+/// A configuration variable with a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from `lookup`, which returns a variable's value if set.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let port: u16 = parse(&var, "PORT", "3000")?;
+        let bind: IpAddr = parse(&var, "BIND", "127.0.0.1")?;
+        let base_url = var("BASE_URL").unwrap_or_else(|| format!("http://localhost:{port}"));
+        let base_url = http_url("BASE_URL", &base_url)?;
+        let install_keys_url = http_url(
+            "INSTALL_KEYS_URL",
+            &var("INSTALL_KEYS_URL")
+                .unwrap_or_else(|| "https://connect-install-keys.atlassian.com".to_owned()),
+        )?;
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
+        database_url
+            .parse::<crate::store::Backend>()
+            .map_err(|message| ConfigError {
+                var: "DATABASE_URL",
+                message,
+            })?;
+        let allowed_base_urls = HostPatterns::parse(
+            &var("ALLOWED_BASE_URLS").unwrap_or_else(|| DEFAULT_ALLOWED_BASE_URLS.to_owned()),
+        )
+        .map_err(|message| ConfigError {
+            var: "ALLOWED_BASE_URLS",
+            message,
+        })?;
+        let max_body_bytes: usize = parse(&var, "MAX_BODY_BYTES", "1048576")?;
+        if max_body_bytes == 0 {
+            return Err(ConfigError {
+                var: "MAX_BODY_BYTES",
+                message: "must be positive".to_owned(),
+            });
+        }
+        Ok(Config {
+            bind,
+            port,
+            base_url,
+            database_url,
+            install_keys_url,
+            install_keys_timeout: Duration::from_millis(parse(&var, "INSTALL_KEYS_TIMEOUT_MS", "5000")?),
+            allowed_base_urls,
+            jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
+            max_body_bytes,
+            request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = var(name).unwrap_or_else(|| default.to_owned());
+    value.trim().parse().map_err(|e: T::Err| ConfigError {
+        var: name,
+        message: format!("{value:?}: {e}"),
+    })
+}
+
+fn http_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let err = |message: String| ConfigError { var, message };
+    let url = Url::parse(value.trim()).map_err(|e| err(format!("{value:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(err(format!("{value:?} must be an absolute http(s) URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err(format!("{value:?} must not have a query or fragment")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_give_a_local_embedded_server() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert_eq!(c.base_url.as_str(), "http://localhost:3000/");
+        assert_eq!(c.database_url, "sqlite://connect-axum.db");
+        assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert!(c.allowed_base_urls.matches("acme.atlassian.net"));
+    }
+
+    #[test]
+    fn base_url_follows_the_port_by_default() {
+        assert_eq!(config(&[("PORT", "8080")]).unwrap().base_url.as_str(), "http://localhost:8080/");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("BIND", "localhost:1"),
+            ("BASE_URL", "not a url"),
+            ("BASE_URL", "ftp://x.example"),
+            ("BASE_URL", "https://x.example/?q=1"),
+            ("DATABASE_URL", "mysql://x"),
+            ("INSTALL_KEYS_URL", "keys"),
+            ("ALLOWED_BASE_URLS", "*"),
+            ("ALLOWED_BASE_URLS", " , "),
+            ("JWT_LEEWAY_SECS", "-1"),
+            ("MAX_BODY_BYTES", "0"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_match_subdomains_only() {
+        let p = HostPatterns::parse("*.atlassian.net, localhost").unwrap();
+        assert!(p.matches("acme.atlassian.net"));
+        assert!(p.matches("ACME.Atlassian.net"));
+        assert!(p.matches("a.b.atlassian.net"));
+        assert!(p.matches("localhost"));
+        assert!(!p.matches("atlassian.net"));
+        assert!(!p.matches("evilatlassian.net"));
+        assert!(!p.matches("atlassian.net.evil.com"));
+        assert!(!p.matches("localhost.evil.com"));
+    }
+}

@@ -1,0 +1,135 @@
+//! The one error type of handlers, and how each error becomes a JSON response.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header::WWW_AUTHENTICATE};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A handler's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 401 with a stable reason code.
+    #[error("{message}")]
+    Unauthorized {
+        reason: &'static str,
+        message: String,
+    },
+    /// 400 with a reason code.
+    #[error("{message}")]
+    BadRequest {
+        reason: &'static str,
+        message: String,
+    },
+    /// 403 with a reason code.
+    #[error("{message}")]
+    Forbidden {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("the request body must be JSON")]
+    UnsupportedMediaType,
+    #[error("the store is unavailable")]
+    StoreUnavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Error {
+    /// A 400 with `reason` and `message`.
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies a failure to read a request body.
+    pub fn from_body(e: axum::Error) -> Self {
+        let source = e.into_inner();
+        if source
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            Error::PayloadTooLarge
+        } else {
+            Error::bad_request("unreadable_body", "the request body could not be read")
+        }
+    }
+
+    fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthorized { reason, .. } => (StatusCode::UNAUTHORIZED, reason),
+            Error::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, reason),
+            Error::Forbidden { reason, .. } => (StatusCode::FORBIDDEN, reason),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, reason) = self.status_and_reason();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed: {self}");
+        }
+        let mut response = (
+            status,
+            Json(json!({ "error": reason, "message": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("JWT"));
+        }
+        response
+    }
+}
+
+impl From<BytesRejection> for Error {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::bad_request("unreadable_body", rejection.body_text())
+        }
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType,
+            _ => Error::bad_request("invalid_json", rejection.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Error::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+/// `axum::Json`, with rejections as this crate's JSON errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct JsonBody<T>(pub T);

@@ -1,0 +1,13 @@
+//! connect-axum: a backend for Atlassian Connect multitenant apps.
+//!
+//! A request walks one way: [`app::router`] → [`auth::require_jwt`] → [`auth::Tenant`] →
+//! handler → [`store::TenantStore`]. Lifecycle hooks live in [`lifecycle`], the sample
+//! tenant-scoped feature in [`notes`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod store;
+pub mod telemetry;

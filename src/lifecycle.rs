@@ -1,0 +1,272 @@
+//! The app descriptor and the lifecycle hooks through which sites install, uninstall, enable and
+//! disable the app.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer};
+use url::{Host, Url};
+
+use crate::app::AppState;
+use crate::auth::{AuthError, SignedInstall, Tenant};
+use crate::error::{Error, JsonBody, Result};
+use crate::store::{ClientKey, NewTenant, SharedSecret};
+
+/// The bundled `atlassian-connect.json`, with `baseUrl` filled in.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    json: serde_json::Value,
+    key: String,
+}
+
+impl Descriptor {
+    /// Renders the bundled descriptor for an app served at `base_url`.
+    pub fn new(base_url: &Url) -> Self {
+        let mut json: serde_json::Value =
+            serde_json::from_str(include_str!("../atlassian-connect.json"))
+                .expect("atlassian-connect.json is valid JSON (checked by a unit test)");
+        json["baseUrl"] = base_url.as_str().trim_end_matches('/').into();
+        let key = json["key"]
+            .as_str()
+            .expect("atlassian-connect.json has a string key (checked by a unit test)")
+            .to_owned();
+        Self { json, key }
+    }
+
+    /// The app key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The rendered JSON.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+}
+
+/// `GET /atlassian-connect.json`: public.
+pub fn descriptor_router() -> Router<AppState> {
+    Router::new().route("/atlassian-connect.json", get(descriptor))
+}
+
+/// `installed` and `uninstalled`: each handler verifies the signed install itself.
+pub fn signed_install_router() -> Router<AppState> {
+    Router::new()
+        .route("/installed", post(installed))
+        .route("/uninstalled", post(uninstalled))
+}
+
+/// `enabled` and `disabled`: to be layered with [`LifecycleJwt`](crate::auth::LifecycleJwt).
+pub fn hooks_router() -> Router<AppState> {
+    Router::new()
+        .route("/enabled", post(enabled))
+        .route("/disabled", post(disabled))
+}
+
+async fn descriptor(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(app.descriptor.json().clone())
+}
+
+/// The body of every lifecycle hook.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LifecyclePayload {
+    key: String,
+    client_key: String,
+    #[serde(default)]
+    shared_secret: Option<String>,
+    base_url: String,
+    #[serde(default)]
+    display_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    product_type: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    description: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    server_version: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    plugins_version: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    oauth_client_id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    service_entitlement_number: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    cloud_id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    installation_id: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+/// An optional informational field: a string, or a number kept as its text.
+fn text<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+const MAX_FIELD_LEN: usize = 1024;
+
+impl LifecyclePayload {
+    fn parse(body: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Error::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+        serde_json::from_value(value)
+            .map_err(|e| Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}")))
+    }
+
+    /// Checks what every hook needs: the event, this app's key, a plausible clientKey.
+    fn check(&self, app: &AppState, event: &str) -> Result<()> {
+        if self.event_type.as_deref().is_some_and(|e| e != event) {
+            return Err(Error::bad_request(
+                "invalid_payload",
+                format!("eventType must be {event:?} on this hook"),
+            ));
+        }
+        if self.key != app.descriptor.key() {
+            return Err(Error::bad_request("wrong_app_key", "key is not this app's key"));
+        }
+        if self.client_key.is_empty() || self.client_key.len() > 255 {
+            return Err(Error::bad_request("invalid_payload", "clientKey must be 1 to 255 characters"));
+        }
+        let too_long = [&self.base_url, &self.key]
+            .into_iter()
+            .chain(self.display_url.iter())
+            .any(|s| s.len() > MAX_FIELD_LEN);
+        if too_long {
+            return Err(Error::bad_request("invalid_payload", "a field is too long"));
+        }
+        Ok(())
+    }
+
+    /// The tenant an `installed` payload describes, once its baseUrl is allowed.
+    fn into_tenant(self, app: &AppState) -> Result<NewTenant> {
+        self.check(app, "installed")?;
+        let shared_secret = self
+            .shared_secret
+            .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD_LEN)
+            .ok_or_else(|| Error::bad_request("invalid_payload", "sharedSecret is required"))?;
+        check_base_url(app, &self.base_url)?;
+        Ok(NewTenant {
+            client_key: ClientKey::new(self.client_key),
+            app_key: self.key,
+            shared_secret: SharedSecret::new(shared_secret),
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            display_url: self.display_url,
+            product_type: self.product_type,
+            description: self.description,
+            server_version: self.server_version,
+            plugins_version: self.plugins_version,
+            oauth_client_id: self.oauth_client_id,
+            service_entitlement_number: self.service_entitlement_number,
+            cloud_id: self.cloud_id,
+            installation_id: self.installation_id,
+        })
+    }
+}
+
+/// A site's baseUrl must be https on an allowed host (plain http only on loopback, for local tests).
+fn check_base_url(app: &AppState, base_url: &str) -> Result<()> {
+    let url = Url::parse(base_url)
+        .map_err(|_| Error::bad_request("invalid_base_url", "baseUrl is not a URL"))?;
+    let host = url
+        .host()
+        .ok_or_else(|| Error::bad_request("invalid_base_url", "baseUrl has no host"))?;
+    let loopback = match &host {
+        Host::Domain(d) => *d == "localhost",
+        Host::Ipv4(ip) => ip.is_loopback(),
+        Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    if !scheme_ok || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(Error::bad_request(
+            "invalid_base_url",
+            "baseUrl must be an https URL without credentials, query or fragment",
+        ));
+    }
+    if !app.config.allowed_base_urls.matches(&host.to_string()) {
+        return Err(Error::Forbidden {
+            reason: "base_url_not_allowed",
+            message: "installs from this baseUrl are not allowed".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
+    let payload = LifecyclePayload::parse(&signed.body)?;
+    signed.check_issuer(&payload.client_key)?;
+    let tenant = payload.into_tenant(&app)?;
+    app.store.save_tenant(&tenant).await?;
+    tracing::info!(
+        tenant.client_key = %tenant.client_key,
+        tenant.base_url = %tenant.base_url,
+        "installed tenant {}", tenant.client_key
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
+    let payload = LifecyclePayload::parse(&signed.body)?;
+    signed.check_issuer(&payload.client_key)?;
+    payload.check(&app, "uninstalled")?;
+    let key = ClientKey::new(payload.client_key);
+    let known = app.store.mark_uninstalled(&key).await?;
+    tracing::info!(tenant.client_key = %key, known, "uninstalled tenant {key}");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enabled(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    JsonBody(payload): JsonBody<serde_json::Value>,
+) -> Result<StatusCode> {
+    switch(app, tenant, payload, true).await
+}
+
+async fn disabled(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    JsonBody(payload): JsonBody<serde_json::Value>,
+) -> Result<StatusCode> {
+    switch(app, tenant, payload, false).await
+}
+
+async fn switch(
+    app: AppState,
+    tenant: Tenant,
+    payload: serde_json::Value,
+    enabled: bool,
+) -> Result<StatusCode> {
+    let event = if enabled { "enabled" } else { "disabled" };
+    let payload: LifecyclePayload = serde_json::from_value(payload)
+        .map_err(|e| Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}")))?;
+    if payload.client_key != tenant.client_key().as_str() {
+        return Err(AuthError::IssuerMismatch.into());
+    }
+    payload.check(&app, event)?;
+    app.store.set_enabled(tenant.client_key(), enabled).await?;
+    tracing::info!(tenant.client_key = %tenant.client_key(), "{event} tenant {}", tenant.client_key());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_descriptor_declares_jwt_lifecycle_and_signed_install() {
+        let d = Descriptor::new(&Url::parse("https://app.example.com/").unwrap());
+        let json = d.json();
+        assert_eq!(json["baseUrl"], "https://app.example.com");
+        assert_eq!(json["authentication"]["type"], "jwt");
+        assert_eq!(json["apiMigrations"]["signed-install"], true);
+        for hook in ["installed", "uninstalled", "enabled", "disabled"] {
+            assert_eq!(json["lifecycle"][hook], format!("/{hook}"));
+        }
+        assert!(!d.key().is_empty());
+    }
+}

@@ -1,0 +1,38 @@
+use connect_axum::app::{self, AppState};
+use connect_axum::config::Config;
+use connect_axum::{store, telemetry};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let store = store::connect(&config.database_url).await?;
+    let listener = TcpListener::bind((config.bind, config.port)).await?;
+    tracing::info!(
+        "connect-axum listening on {} (base URL {}, {} store)",
+        listener.local_addr()?,
+        config.base_url,
+        if config.database_url.starts_with("sqlite:") { "embedded SQLite" } else { "Postgres" },
+    );
+    let router = app::router(AppState::new(config, store));
+    Ok(app::serve(listener, router, shutdown_signal()).await?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
