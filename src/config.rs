@@ -24,9 +24,9 @@ impl HostPatterns {
             let host = p.strip_prefix("*.").unwrap_or(p);
             if host.is_empty()
                 || host.contains('*')
-                || !host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+                || !host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                })
             {
                 return Err(format!("{p:?} is not a host name or a *.domain pattern"));
             }
@@ -74,7 +74,8 @@ pub struct Config {
 }
 
 /// The default sites an install may come from.
-pub const DEFAULT_ALLOWED_BASE_URLS: &str = "*.atlassian.net,*.jira.com,*.jira-dev.com,*.atlassian.com";
+pub const DEFAULT_ALLOWED_BASE_URLS: &str =
+    "*.atlassian.net,*.jira.com,*.jira-dev.com,*.atlassian.com";
 
 /// A configuration variable with a bad value.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +103,8 @@ impl Config {
             &var("INSTALL_KEYS_URL")
                 .unwrap_or_else(|| "https://connect-install-keys.atlassian.com".to_owned()),
         )?;
-        let database_url = var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
+        let database_url =
+            var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
         database_url
             .parse::<crate::store::Backend>()
             .map_err(|message| ConfigError {
@@ -129,7 +131,11 @@ impl Config {
             base_url,
             database_url,
             install_keys_url,
-            install_keys_timeout: Duration::from_millis(parse(&var, "INSTALL_KEYS_TIMEOUT_MS", "5000")?),
+            install_keys_timeout: Duration::from_millis(parse(
+                &var,
+                "INSTALL_KEYS_TIMEOUT_MS",
+                "5000",
+            )?),
             allowed_base_urls,
             jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
             max_body_bytes,
@@ -171,8 +177,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_vars(|k| vars.get(k).cloned())
     }
 
@@ -190,7 +198,10 @@ mod tests {
 
     #[test]
     fn base_url_follows_the_port_by_default() {
-        assert_eq!(config(&[("PORT", "8080")]).unwrap().base_url.as_str(), "http://localhost:8080/");
+        assert_eq!(
+            config(&[("PORT", "8080")]).unwrap().base_url.as_str(),
+            "http://localhost:8080/"
+        );
     }
 
     #[test]

@@ -112,10 +112,12 @@ const MAX_FIELD_LEN: usize = 1024;
 
 impl LifecyclePayload {
     fn parse(body: &[u8]) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| Error::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
-        serde_json::from_value(value)
-            .map_err(|e| Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}")))
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            Error::bad_request("invalid_json", format!("the body is not JSON: {e}"))
+        })?;
+        serde_json::from_value(value).map_err(|e| {
+            Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}"))
+        })
     }
 
     /// Checks what every hook needs: the event, this app's key, a plausible clientKey.
@@ -127,10 +129,16 @@ impl LifecyclePayload {
             ));
         }
         if self.key != app.descriptor.key() {
-            return Err(Error::bad_request("wrong_app_key", "key is not this app's key"));
+            return Err(Error::bad_request(
+                "wrong_app_key",
+                "key is not this app's key",
+            ));
         }
         if self.client_key.is_empty() || self.client_key.len() > 255 {
-            return Err(Error::bad_request("invalid_payload", "clientKey must be 1 to 255 characters"));
+            return Err(Error::bad_request(
+                "invalid_payload",
+                "clientKey must be 1 to 255 characters",
+            ));
         }
         let too_long = [&self.base_url, &self.key]
             .into_iter()
@@ -181,7 +189,8 @@ fn check_base_url(app: &AppState, base_url: &str) -> Result<()> {
         Host::Ipv6(ip) => ip.is_loopback(),
     };
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+    if !scheme_ok || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty()
+    {
         return Err(Error::bad_request(
             "invalid_base_url",
             "baseUrl must be an https URL without credentials, query or fragment",
@@ -242,8 +251,9 @@ async fn switch(
     enabled: bool,
 ) -> Result<StatusCode> {
     let event = if enabled { "enabled" } else { "disabled" };
-    let payload: LifecyclePayload = serde_json::from_value(payload)
-        .map_err(|e| Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}")))?;
+    let payload: LifecyclePayload = serde_json::from_value(payload).map_err(|e| {
+        Error::bad_request("invalid_payload", format!("invalid lifecycle payload: {e}"))
+    })?;
     if payload.client_key != tenant.client_key().as_str() {
         return Err(AuthError::IssuerMismatch.into());
     }

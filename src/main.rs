@@ -13,7 +13,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "connect-axum listening on {} (base URL {}, {} store)",
         listener.local_addr()?,
         config.base_url,
-        if config.database_url.starts_with("sqlite:") { "embedded SQLite" } else { "Postgres" },
+        if config.database_url.starts_with("sqlite:") {
+            "embedded SQLite"
+        } else {
+            "Postgres"
+        },
     );
     let router = app::router(AppState::new(config, store));
     Ok(app::serve(listener, router, shutdown_signal()).await?)
@@ -25,7 +29,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

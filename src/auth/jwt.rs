@@ -159,9 +159,13 @@ mod tests {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_required_spec_claims::<&str>(&[]);
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
-            .unwrap()
-            .claims
+        jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+        .unwrap()
+        .claims
     }
 
     /// Atlassian's vectors predate the rule that escapes `&` in the path as `%26` (their only
@@ -189,7 +193,12 @@ mod tests {
                 case.name
             );
             let ours = qsh::canonical_request("GET", url.path(), url.query(), "");
-            assert_eq!(ours, expected_canonical(&case.canonical_url, url.path()), "{}", case.name);
+            assert_eq!(
+                ours,
+                expected_canonical(&case.canonical_url, url.path()),
+                "{}",
+                case.name
+            );
             if !url.path().contains('&') {
                 assert_eq!(ours, case.canonical_url, "{}", case.name);
                 assert_eq!(claims.qsh.unwrap(), qsh::hash(&ours), "{}", case.name);
@@ -200,9 +209,18 @@ mod tests {
     #[test]
     fn every_published_vector_is_reproduced_when_signing() {
         let vectors = vectors();
-        for case in vectors.tests.iter().filter(|c| !c.signed_url.split('?').next().unwrap().contains('&')) {
+        for case in vectors
+            .tests
+            .iter()
+            .filter(|c| !c.signed_url.split('?').next().unwrap().contains('&'))
+        {
             let url = url::Url::parse(&case.signed_url).unwrap();
-            let token = url.query_pairs().find(|(k, _)| k == "jwt").unwrap().1.into_owned();
+            let token = url
+                .query_pairs()
+                .find(|(k, _)| k == "jwt")
+                .unwrap()
+                .1
+                .into_owned();
             let published = verify_ignoring_expiry(&token, &vectors.secret);
             let ours = Claims {
                 qsh: Some(qsh::qsh("GET", url.path(), url.query(), "")),
@@ -217,7 +235,10 @@ mod tests {
 
     #[test]
     fn peek_refuses_oversized_and_malformed_tokens() {
-        assert!(matches!(peek(&"a".repeat(MAX_TOKEN_LEN + 1)), Err(AuthError::MalformedToken)));
+        assert!(matches!(
+            peek(&"a".repeat(MAX_TOKEN_LEN + 1)),
+            Err(AuthError::MalformedToken)
+        ));
         assert!(matches!(peek("garbage"), Err(AuthError::MalformedToken)));
         assert!(matches!(peek("a.b.c.d"), Err(AuthError::MalformedToken)));
         assert!(matches!(peek("!!.??.xx"), Err(AuthError::MalformedToken)));
@@ -232,23 +253,38 @@ mod tests {
         let (header, claims) = peek(&token).unwrap();
         assert_eq!(header.alg, "HS256");
         assert_eq!(claims.iss.as_deref(), Some("tenant"));
-        assert_eq!(claims.aud.unwrap().as_slice(), ["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            claims.aud.unwrap().as_slice(),
+            ["a".to_owned(), "b".to_owned()]
+        );
     }
 
     #[test]
     fn iat_in_the_future_is_refused_beyond_the_leeway() {
         let now = jsonwebtoken::get_current_timestamp() as i64;
         let key = DecodingKey::from_secret(b"s");
-        let soon = sign_hs256(&serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 20}), b"s");
+        let soon = sign_hs256(
+            &serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 20}),
+            b"s",
+        );
         assert!(verify(&soon, &key, Algorithm::HS256, 30).is_ok());
-        let later = sign_hs256(&serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 120}), b"s");
-        assert!(matches!(verify(&later, &key, Algorithm::HS256, 30), Err(AuthError::IssuedInFuture)));
+        let later = sign_hs256(
+            &serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 120}),
+            b"s",
+        );
+        assert!(matches!(
+            verify(&later, &key, Algorithm::HS256, 30),
+            Err(AuthError::IssuedInFuture)
+        ));
     }
 
     #[test]
     fn exp_is_required() {
         let token = sign_hs256(&serde_json::json!({"iss": "t"}), b"s");
         let err = verify(&token, &DecodingKey::from_secret(b"s"), Algorithm::HS256, 0).unwrap_err();
-        assert!(matches!(err, AuthError::MissingClaim | AuthError::MalformedToken));
+        assert!(matches!(
+            err,
+            AuthError::MissingClaim | AuthError::MalformedToken
+        ));
     }
 }

@@ -202,11 +202,7 @@ impl Authenticator {
         )
     }
 
-    async fn authenticate<M: AuthMode>(
-        &self,
-        parts: &Parts,
-        token: &str,
-    ) -> Result<Tenant, Error> {
+    async fn authenticate<M: AuthMode>(&self, parts: &Parts, token: &str) -> Result<Tenant, Error> {
         let (header, peeked) = jwt::peek(token)?;
         if header.alg != "HS256" {
             return Err(AuthError::UnsupportedAlgorithm.into());
@@ -216,7 +212,10 @@ impl Authenticator {
         let session = iss == self.inner.app_key;
         let client_key = if session {
             let aud = peeked.aud.ok_or(AuthError::MissingClaim)?;
-            aud.as_slice().first().cloned().ok_or(AuthError::MissingClaim)?
+            aud.as_slice()
+                .first()
+                .cloned()
+                .ok_or(AuthError::MissingClaim)?
         } else {
             iss
         };
@@ -289,10 +288,11 @@ pub async fn require_jwt<M: AuthMode>(
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(tenant.clone());
     let mut response = next.run(request).await;
-    if M::ISSUE_SESSION_TOKEN && response.status().is_success() {
-        if let Ok(value) = HeaderValue::from_str(&auth.session_token(&tenant)) {
-            response.headers_mut().insert(SESSION_TOKEN_HEADER, value);
-        }
+    if M::ISSUE_SESSION_TOKEN
+        && response.status().is_success()
+        && let Ok(value) = HeaderValue::from_str(&auth.session_token(&tenant))
+    {
+        response.headers_mut().insert(SESSION_TOKEN_HEADER, value);
     }
     Ok(response)
 }
@@ -327,20 +327,27 @@ async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, Stri
 
 /// The `jwt` fields of a form-encoded body; the body is read (within the body limit) and
 /// handed back unchanged for the handler.
-async fn form_tokens(parts: &Parts, body: Body, limit: usize) -> Result<(Body, Vec<String>), Error> {
+async fn form_tokens(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<(Body, Vec<String>), Error> {
     let is_form = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !is_form {
         return Ok((body, Vec::new()));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(Error::from_body)?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(Error::from_body)?;
     let tokens = form_urlencoded::parse(&bytes)
         .filter(|(k, _)| k == "jwt")
         .map(|(_, v)| v.into_owned())

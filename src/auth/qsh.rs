@@ -139,12 +139,18 @@ mod tests {
         assert_eq!(canonical("GET", "/wiki/rest/x", "/wiki/"), "GET&/rest/x&");
         assert_eq!(canonical("GET", "/wiki", "/wiki"), "GET&/&");
         assert_eq!(canonical("GET", "/wiki/", "/wiki"), "GET&/&");
-        assert_eq!(canonical("GET", "/wikipedia/x", "/wiki"), "GET&/wikipedia/x&");
+        assert_eq!(
+            canonical("GET", "/wikipedia/x", "/wiki"),
+            "GET&/wikipedia/x&"
+        );
     }
 
     #[test]
     fn repeated_parameters_are_sorted_and_comma_joined() {
-        assert_eq!(canonical("GET", "/t?b=2&a=z&a=y&b=1", ""), "GET&/t&a=y,z&b=1,2");
+        assert_eq!(
+            canonical("GET", "/t?b=2&a=z&a=y&b=1", ""),
+            "GET&/t&a=y,z&b=1,2"
+        );
     }
 
     #[test]
@@ -154,7 +160,10 @@ mod tests {
 
     #[test]
     fn unicode_and_reserved_characters_are_percent_encoded_in_upper_case() {
-        assert_eq!(canonical("GET", "/t?q=%C3%A9t%C3%A9+*~", ""), "GET&/t&q=%C3%A9t%C3%A9%20%2A~");
+        assert_eq!(
+            canonical("GET", "/t?q=%C3%A9t%C3%A9+*~", ""),
+            "GET&/t&q=%C3%A9t%C3%A9%20%2A~"
+        );
     }
 
     #[test]

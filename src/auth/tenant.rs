@@ -58,7 +58,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Tenant>().cloned().ok_or_else(|| {
-            tracing::error!(path = parts.uri.path(), "Tenant taken on a route without require_jwt");
+            tracing::error!(
+                path = parts.uri.path(),
+                "Tenant taken on a route without require_jwt"
+            );
             AuthError::MissingToken.into()
         })
     }

@@ -1,0 +1,453 @@
+//! The test harness: a fresh database per test, an RSA install-key server on loopback, and a
+//! client that signs requests the way a Jira site does.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::routing::get;
+use connect_axum::app::{self, AppState};
+use connect_axum::auth::qsh;
+use connect_axum::config::Config;
+use connect_axum::store::{PgStore, SqliteStore, TenantStore};
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::RsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// The app's public URL in tests.
+pub const BASE_URL: &str = "https://app.example.com";
+/// The key id the test key server publishes.
+pub const KID: &str = "test-kid-1";
+/// The descriptor's app key.
+pub const APP_KEY: &str = "connect-axum-issue-notes";
+
+/// Runs each listed test once on Postgres and once on SQLite.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::helpers::TestApp) $body
+
+            #[tokio::test]
+            async fn postgres() {
+                run($crate::helpers::TestApp::postgres().await).await
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::helpers::TestApp::sqlite().await).await
+            }
+        }
+    )*};
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The install-signing key pair, made once per test process.
+pub struct InstallKey {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+pub fn install_key() -> &'static InstallKey {
+    static KEY: OnceLock<InstallKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let private = RsaPrivateKey::new(&mut rand08::rngs::OsRng, 2048).unwrap();
+        InstallKey {
+            private_pem: private.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: private
+                .to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        }
+    })
+}
+
+/// A key server on loopback publishing the test key under [`KID`].
+pub struct KeyServer {
+    pub url: String,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl KeyServer {
+    pub async fn start() -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .route("/{kid}", get(serve_key))
+            .with_state(hits.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { url, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_key(
+    State(hits): State<Arc<AtomicUsize>>,
+    Path(kid): Path<String>,
+) -> Result<String, StatusCode> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    if kid == KID {
+        Ok(install_key().public_pem.clone())
+    } else {
+        Err(StatusCode::NOT_FOUND)
+    }
+}
+
+/// A database made for one test and dropped after it.
+enum TestDb {
+    Postgres { admin_url: String, name: String },
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime; the cleanup needs one of its own.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                            let _ = admin
+                                .execute(
+                                    format!(r#"drop database if exists "{name}" with (force)"#)
+                                        .as_str(),
+                                )
+                                .await;
+                        }
+                    })
+            })
+            .join();
+        }
+    }
+}
+
+/// The Postgres server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "connect_axum_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        rand08::random::<u32>()
+    )
+}
+
+/// The app under test, driven in-process through its router.
+pub struct TestApp {
+    pub router: Router,
+    pub store: Arc<dyn TenantStore>,
+    pub keys: KeyServer,
+    _db: TestDb,
+}
+
+/// A tenant as the test site knows it.
+#[derive(Clone, Debug)]
+pub struct TestTenant {
+    pub client_key: String,
+    pub secret: String,
+    pub base_url: String,
+}
+
+impl TestTenant {
+    pub fn new(name: &str) -> Self {
+        Self {
+            client_key: format!("{name}-client-key"),
+            secret: format!("{name}-secret-{}", rand08::random::<u64>()),
+            base_url: format!("https://{name}.atlassian.net"),
+        }
+    }
+
+    /// The lifecycle payload this site sends for `event`.
+    pub fn payload(&self, event: &str) -> Value {
+        json!({
+            "key": APP_KEY,
+            "clientKey": self.client_key,
+            "sharedSecret": self.secret,
+            "baseUrl": self.base_url,
+            "displayUrl": self.base_url,
+            "productType": "jira",
+            "description": "Atlassian JIRA at https://example.atlassian.net",
+            "serviceEntitlementNumber": "SEN-1234",
+            "serverVersion": "100217",
+            "pluginsVersion": "1001.0.0-SNAPSHOT",
+            "oauthClientId": "oauth-client",
+            "eventType": event,
+            "cloudId": "cloud-1",
+            "installationId": "ari:cloud:ecosystem::installation/abc"
+        })
+    }
+
+    /// An HS256 token as the product signs it, bound to `method` and `target`.
+    pub fn token(&self, method: &str, target: &str) -> String {
+        self.token_with(json!({ "qsh": qsh_of(method, target) }))
+    }
+
+    /// An HS256 token with default claims overridden by `extra`.
+    pub fn token_with(&self, extra: Value) -> String {
+        let mut claims = json!({
+            "iss": self.client_key,
+            "iat": now(),
+            "exp": now() + 180,
+            "sub": "557058:account-id",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        hs256(&claims, &self.secret)
+    }
+}
+
+pub fn hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The QSH of `target` (`/path?query`) relative to the app.
+pub fn qsh_of(method: &str, target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    qsh::qsh(method, path, query, "")
+}
+
+/// A signed-install token for `tenant`, with default claims overridden by `extra`.
+pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
+    let mut claims = json!({
+        "iss": tenant.client_key,
+        "aud": BASE_URL,
+        "iat": now(),
+        "exp": now() + 180,
+        "qsh": qsh_of("POST", path),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    rs256(&claims, KID)
+}
+
+pub fn rs256(claims: &Value, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let key = EncodingKey::from_rsa_pem(install_key().private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A response, read whole.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts a JSON error with `status` and reason `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(
+            (
+                self.status,
+                self.json()["error"].as_str().unwrap_or_default()
+            ),
+            (status, code),
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(self.headers[header::WWW_AUTHENTICATE], "JWT");
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn postgres() -> Self {
+        Self::postgres_with(|_| None).await
+    }
+
+    pub async fn postgres_with(vars: impl Fn(&str) -> Option<String>) -> Self {
+        let admin_url = admin_url();
+        let name = unique_name();
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("a Postgres server at TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)");
+        admin
+            .execute(format!(r#"create database "{name}""#).as_str())
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let db = TestDb::Postgres {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+        };
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        let store = Arc::new(PgStore::connect(url.as_str()).await.unwrap());
+        Self::build(store, db, vars).await
+    }
+
+    pub async fn sqlite() -> Self {
+        Self::sqlite_with(|_| None).await
+    }
+
+    pub async fn sqlite_with(vars: impl Fn(&str) -> Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        Self::build(store, TestDb::Sqlite(dir), vars).await
+    }
+
+    async fn build(
+        store: Arc<dyn TenantStore>,
+        db: TestDb,
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let keys = KeyServer::start().await;
+        let keys_url = keys.url.clone();
+        let config = Config::from_vars(|name| {
+            vars(name).or_else(|| match name {
+                "BASE_URL" => Some(BASE_URL.to_owned()),
+                "INSTALL_KEYS_URL" => Some(keys_url.clone()),
+                "INSTALL_KEYS_TIMEOUT_MS" => Some("1000".to_owned()),
+                _ => None,
+            })
+        })
+        .unwrap();
+        let router = app::router(AppState::new(config, store.clone()));
+        Self {
+            router,
+            store,
+            keys,
+            _db: db,
+        }
+    }
+
+    /// Sends a request through the router.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends `method target` with an optional `Authorization: JWT` token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        let mut request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(target);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("JWT {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(json).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    /// Posts a lifecycle hook as the site does: signed install for installed/uninstalled,
+    /// the tenant's HS256 token for enabled/disabled.
+    pub async fn hook(&self, tenant: &TestTenant, event: &str) -> TestResponse {
+        let path = format!("/{event}");
+        let token = match event {
+            "installed" | "uninstalled" => install_token(tenant, &path, json!({})),
+            _ => tenant.token("POST", &path),
+        };
+        self.call("POST", &path, Some(&token), Some(&tenant.payload(event)))
+            .await
+    }
+
+    /// Installs `name` through the signed `/installed` hook.
+    pub async fn install(&self, name: &str) -> TestTenant {
+        let tenant = TestTenant::new(name);
+        let response = self.hook(&tenant, "installed").await;
+        assert_eq!(
+            response.status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        tenant
+    }
+
+    /// Whether the store holds a tenant with this key.
+    pub async fn stored(&self, tenant: &TestTenant) -> bool {
+        self.store
+            .find_tenant(&tenant.client_key)
+            .await
+            .unwrap()
+            .is_some()
+    }
+}

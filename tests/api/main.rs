@@ -1,0 +1,6 @@
+//! HTTP tests of the real router, each run on Postgres and on SQLite.
+
+mod helpers;
+
+mod lifecycle;
+mod store;
