@@ -16,10 +16,11 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::auth::{self, Authenticator, InstallKeys, LifecycleJwt};
+use crate::auth::{self, Authenticator, ContextJwt, InstallKeys, LifecycleJwt};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
+use crate::notes;
 use crate::store::TenantStore;
 
 /// What every handler can reach.
@@ -65,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         state.auth.clone(),
         auth::require_jwt::<LifecycleJwt>,
     ));
+    let notes = notes::router().route_layer(middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_jwt::<ContextJwt>,
+    ));
     Router::new()
         // No authentication.
         .route("/healthz", get(healthz))
@@ -74,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .merge(lifecycle::signed_install_router())
         // HS256 with the QSH of the hook; never a context token.
         .merge(lifecycle_hooks)
+        // A product JWT bound to the request, or the iframe's context / session token.
+        .merge(notes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

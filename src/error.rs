@@ -133,3 +133,8 @@ impl From<PathRejection> for Error {
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(Error))]
 pub struct JsonBody<T>(pub T);
+
+/// `axum::extract::Path`, with rejections as this crate's JSON errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct PathParams<T>(pub T);

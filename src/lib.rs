@@ -9,5 +9,6 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod notes;
 pub mod store;
 pub mod telemetry;

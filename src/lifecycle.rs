@@ -109,6 +109,7 @@ fn text<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, 
 }
 
 const MAX_FIELD_LEN: usize = 1024;
+const MAX_TEXT_LEN: usize = 64 * 1024;
 
 impl LifecyclePayload {
     fn parse(body: &[u8]) -> Result<Self> {
@@ -134,18 +135,39 @@ impl LifecyclePayload {
                 "key is not this app's key",
             ));
         }
-        if self.client_key.is_empty() || self.client_key.len() > 255 {
+        if !crate::auth::is_plausible_client_key(&self.client_key) {
             return Err(Error::bad_request(
                 "invalid_payload",
-                "clientKey must be 1 to 255 characters",
+                "clientKey must be 1 to 255 characters without NUL",
             ));
         }
-        let too_long = [&self.base_url, &self.key]
+        // Postgres text cannot hold NUL; every store refuses it alike.
+        let short = [&self.base_url, &self.key]
             .into_iter()
+            .chain(self.shared_secret.iter())
             .chain(self.display_url.iter())
-            .any(|s| s.len() > MAX_FIELD_LEN);
-        if too_long {
-            return Err(Error::bad_request("invalid_payload", "a field is too long"));
+            .map(|s| (s, MAX_FIELD_LEN));
+        let long = [
+            &self.product_type,
+            &self.description,
+            &self.server_version,
+            &self.plugins_version,
+            &self.oauth_client_id,
+            &self.service_entitlement_number,
+            &self.cloud_id,
+            &self.installation_id,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| (s, MAX_TEXT_LEN));
+        if short
+            .chain(long)
+            .any(|(s, max)| s.len() > max || s.contains('\0'))
+        {
+            return Err(Error::bad_request(
+                "invalid_payload",
+                "a field is too long or contains NUL",
+            ));
         }
         Ok(())
     }

@@ -219,6 +219,9 @@ impl Authenticator {
         } else {
             iss
         };
+        if !is_plausible_client_key(&client_key) {
+            return Err(AuthError::UnknownTenant.into());
+        }
         let record = self
             .inner
             .store
@@ -240,6 +243,14 @@ impl Authenticator {
                     return Err(AuthError::QshMismatch.into());
                 }
             }
+        }
+        // The account id is stored with what the user writes; refuse what no store can hold.
+        if claims
+            .sub
+            .as_deref()
+            .is_some_and(|sub| sub.len() > 255 || sub.contains('\0'))
+        {
+            return Err(AuthError::MalformedToken.into());
         }
         if !record.is_installed() {
             return Err(AuthError::TenantUninstalled.into());
@@ -273,6 +284,11 @@ impl Authenticator {
         };
         jwt::sign_hs256(&claims, tenant.record().shared_secret.expose().as_bytes())
     }
+}
+
+/// Whether a key could be stored at all: never send the store what it would choke on.
+pub(crate) fn is_plausible_client_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 255 && !key.contains('\0')
 }
 
 /// Middleware that admits only requests carrying a JWT valid for mode `M`, and puts the

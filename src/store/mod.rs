@@ -162,6 +162,13 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn delete_note(&self, key: &ClientKey, issue_key: &str, id: i64) -> sqlx::Result<bool>;
 }
 
+/// The current time at the precision both backends keep (microseconds), so a value written
+/// reads back equal.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Which backend a `DATABASE_URL` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -202,7 +209,7 @@ macro_rules! shared_queries {
             }
 
             async fn save_tenant(&self, t: &$crate::store::NewTenant) -> sqlx::Result<()> {
-                let now = chrono::Utc::now();
+                let now = $crate::store::now();
                 sqlx::query(
                     "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
                      product_type, description, server_version, plugins_version, oauth_client_id, \
@@ -279,7 +286,7 @@ macro_rules! shared_queries {
             }
 
             async fn mark_uninstalled(&self, key: &$crate::store::ClientKey) -> sqlx::Result<bool> {
-                let now = chrono::Utc::now();
+                let now = $crate::store::now();
                 let done = sqlx::query(
                     "update tenant set uninstalled_at = $2, updated_at = $3 where client_key = $1",
                 )
@@ -301,7 +308,7 @@ macro_rules! shared_queries {
                 )
                 .bind(key.as_str())
                 .bind(enabled)
-                .bind(chrono::Utc::now())
+                .bind($crate::store::now())
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
@@ -339,7 +346,7 @@ macro_rules! shared_queries {
                 key: &$crate::store::ClientKey,
                 note: &$crate::store::NewNote,
             ) -> sqlx::Result<$crate::store::Note> {
-                let created_at = chrono::Utc::now();
+                let created_at = $crate::store::now();
                 let id: i64 = sqlx::query_scalar(
                     "insert into note (client_key, issue_key, body, author, created_at) \
                      values ($1, $2, $3, $4, $5) returning id",

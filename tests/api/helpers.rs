@@ -429,6 +429,18 @@ impl TestApp {
             .await
     }
 
+    /// Sends `method target` as `tenant`, with a token bound to that request.
+    pub async fn signed(
+        &self,
+        tenant: &TestTenant,
+        method: &str,
+        target: &str,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        let token = tenant.token(method, target);
+        self.call(method, target, Some(&token), body).await
+    }
+
     /// Installs `name` through the signed `/installed` hook.
     pub async fn install(&self, name: &str) -> TestTenant {
         let tenant = TestTenant::new(name);

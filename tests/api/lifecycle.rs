@@ -387,3 +387,21 @@ mod key_server_faults {
         refused_when_keys_come_from(url).await;
     }
 }
+
+on_both_stores! {
+    async fn install_with_unstorable_text_is_a_bad_request(app: TestApp) {
+        let tenant = TestTenant::new("acme");
+        let token = install_token(&tenant, "/installed", json!({}));
+        for (field, value) in [
+            ("description", json!("nul \u{0} inside")),
+            ("sharedSecret", json!("nul \u{0} inside")),
+            ("baseUrl", json!("https://acme.atlassian.net/\u{0}")),
+            ("displayUrl", json!("x".repeat(2000))),
+        ] {
+            let mut payload = tenant.payload("installed");
+            payload[field] = value;
+            let response = refused_install(&app, &tenant, Some(&token), &payload).await;
+            assert_eq!(response.status, StatusCode::BAD_REQUEST, "{field}");
+        }
+    }
+}

@@ -2,5 +2,7 @@
 
 mod helpers;
 
+mod auth;
 mod lifecycle;
+mod notes;
 mod store;

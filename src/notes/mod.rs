@@ -1,0 +1,166 @@
+//! The sample feature: notes on Jira issues, scoped to the tenant that wrote them.
+//!
+//! Issue keys repeat across sites, so a note is always addressed by (tenant, issue key, id).
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::{delete, get};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::Tenant;
+use crate::error::{Error, JsonBody, PathParams, Result};
+use crate::store::{NewNote, Note};
+
+/// The longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 10_000;
+
+/// The notes API; to be layered with [`ContextJwt`](crate::auth::ContextJwt).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/issues/{issue_key}/notes",
+            get(list_notes).post(create_note),
+        )
+        .route("/api/issues/{issue_key}/notes/{id}", delete(delete_note))
+}
+
+/// A validated Jira issue key such as `PROJ-12`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueKey(String);
+
+impl IssueKey {
+    /// Accepts `^[A-Z][A-Z0-9_]+-[0-9]+$`, at most 255 characters.
+    pub fn parse(key: &str) -> Result<Self> {
+        let valid = key.len() <= 255
+            && key.split_once('-').is_some_and(|(project, number)| {
+                let mut chars = project.bytes();
+                chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                    && project.len() >= 2
+                    && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+                    && !number.is_empty()
+                    && number.bytes().all(|c| c.is_ascii_digit())
+            });
+        if valid {
+            Ok(Self(key.to_owned()))
+        } else {
+            Err(Error::bad_request(
+                "invalid_issue_key",
+                "the issue key must look like PROJ-123",
+            ))
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The body of `POST …/notes`, as JSON or as a form.
+#[derive(Debug, Deserialize)]
+pub struct CreateNote {
+    pub body: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for CreateNote {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let is_form = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            let Form(note) = Form::<CreateNote>::from_request(request, state)
+                .await
+                .map_err(|e| Error::bad_request("invalid_form", e.body_text()))?;
+            Ok(note)
+        } else {
+            let JsonBody(note) = JsonBody::<CreateNote>::from_request(request, state).await?;
+            Ok(note)
+        }
+    }
+}
+
+/// Lists the tenant's notes on an issue, oldest first.
+async fn list_notes(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(issue_key): PathParams<String>,
+) -> Result<Json<Vec<Note>>> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    Ok(Json(
+        app.store
+            .list_notes(tenant.client_key(), issue_key.as_str())
+            .await?,
+    ))
+}
+
+/// Adds a note by the requesting user.
+async fn create_note(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(issue_key): PathParams<String>,
+    input: CreateNote,
+) -> Result<(StatusCode, Json<Note>)> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    let chars = input.body.chars().count();
+    // Postgres text cannot hold NUL; refuse it on every store alike.
+    if chars == 0 || chars > MAX_NOTE_CHARS || input.body.contains('\0') {
+        return Err(Error::bad_request(
+            "invalid_note",
+            format!("the note body must be 1 to {MAX_NOTE_CHARS} characters, without NUL"),
+        ));
+    }
+    let note = NewNote {
+        issue_key: issue_key.0,
+        body: input.body,
+        author: tenant.account_id().map(str::to_owned),
+    };
+    let note = app.store.create_note(tenant.client_key(), &note).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+/// Deletes one of the tenant's notes; another tenant's note is as absent as a missing one.
+async fn delete_note(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams((issue_key, id)): PathParams<(String, String)>,
+) -> Result<StatusCode> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::bad_request("invalid_note_id", "the note id must be an integer"))?;
+    if app
+        .store
+        .delete_note(tenant.client_key(), issue_key.as_str(), id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IssueKey;
+
+    #[test]
+    fn issue_keys_follow_the_jira_pattern() {
+        for ok in ["PROJ-1", "AB-123", "A1_B-0", "PR0J-42"] {
+            assert!(IssueKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "P-1", "proj-1", "PROJ", "PROJ-", "-1", "1PROJ-1", "PROJ-1a", "PROJ--1",
+            "PROJ-1-2", "PRÖJ-1", "PROJ-１", "PROJ 1", "_PROJ-1",
+        ] {
+            assert!(IssueKey::parse(bad).is_err(), "{bad}");
+        }
+        assert!(IssueKey::parse(&format!("P{}-1", "A".repeat(300))).is_err());
+    }
+}
