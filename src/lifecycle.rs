@@ -11,7 +11,7 @@ use url::{Host, Url};
 use crate::app::AppState;
 use crate::auth::{AuthError, SignedInstall, Tenant};
 use crate::error::{Error, JsonBody, Result};
-use crate::store::{ClientKey, NewTenant, SharedSecret};
+use crate::store::{ClientKey, Installation, SharedSecret};
 
 /// The bundled `atlassian-connect.json`, with `baseUrl` filled in.
 #[derive(Debug, Clone)]
@@ -173,14 +173,14 @@ impl LifecyclePayload {
     }
 
     /// The tenant an `installed` payload describes, once its baseUrl is allowed.
-    fn into_tenant(self, app: &AppState) -> Result<NewTenant> {
+    fn into_tenant(self, app: &AppState) -> Result<Installation> {
         self.check(app, "installed")?;
         let shared_secret = self
             .shared_secret
             .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD_LEN)
             .ok_or_else(|| Error::bad_request("invalid_payload", "sharedSecret is required"))?;
         check_base_url(app, &self.base_url)?;
-        Ok(NewTenant {
+        Ok(Installation {
             client_key: ClientKey::new(self.client_key),
             app_key: self.key,
             shared_secret: SharedSecret::new(shared_secret),

@@ -228,7 +228,7 @@ impl Authenticator {
             .find_tenant(&client_key)
             .await?
             .ok_or(AuthError::UnknownTenant)?;
-        let key = DecodingKey::from_secret(record.shared_secret.expose().as_bytes());
+        let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
         let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
 
         match claims.qsh.as_deref() {
@@ -282,7 +282,15 @@ impl Authenticator {
             exp: now + SESSION_TOKEN_TTL.as_secs(),
             qsh: qsh::CONTEXT_QSH,
         };
-        jwt::sign_hs256(&claims, tenant.record().shared_secret.expose().as_bytes())
+        jwt::sign_hs256(
+            &claims,
+            tenant
+                .record()
+                .installation
+                .shared_secret
+                .expose()
+                .as_bytes(),
+        )
     }
 }
 

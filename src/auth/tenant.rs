@@ -34,7 +34,7 @@ impl Tenant {
 
     /// The tenant's key: pass it to every store call on tenant data.
     pub fn client_key(&self) -> &ClientKey {
-        &self.record.client_key
+        &self.record.installation.client_key
     }
 
     /// The Atlassian account id of the user (the token's `sub`), when there is one.

@@ -69,7 +69,7 @@ impl fmt::Debug for SharedSecret {
 
 /// An installation as the `installed` lifecycle payload describes it.
 #[derive(Debug, Clone)]
-pub struct NewTenant {
+pub struct Installation {
     pub client_key: ClientKey,
     pub app_key: String,
     pub shared_secret: SharedSecret,
@@ -85,22 +85,10 @@ pub struct NewTenant {
     pub installation_id: Option<String>,
 }
 
-/// A stored tenant.
+/// A stored tenant: its installation and its state.
 #[derive(Debug, Clone)]
 pub struct TenantRecord {
-    pub client_key: ClientKey,
-    pub app_key: String,
-    pub shared_secret: SharedSecret,
-    pub base_url: String,
-    pub display_url: Option<String>,
-    pub product_type: Option<String>,
-    pub description: Option<String>,
-    pub server_version: Option<String>,
-    pub plugins_version: Option<String>,
-    pub oauth_client_id: Option<String>,
-    pub service_entitlement_number: Option<String>,
-    pub cloud_id: Option<String>,
-    pub installation_id: Option<String>,
+    pub installation: Installation,
     pub enabled: bool,
     pub installed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -141,7 +129,7 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn ping(&self) -> sqlx::Result<()>;
 
     /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and enabled.
-    async fn save_tenant(&self, tenant: &NewTenant) -> sqlx::Result<()>;
+    async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()>;
 
     /// Finds a tenant by the key a token claims, whatever its state.
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<TenantRecord>>;
@@ -208,7 +196,7 @@ macro_rules! shared_queries {
                 sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
             }
 
-            async fn save_tenant(&self, t: &$crate::store::NewTenant) -> sqlx::Result<()> {
+            async fn save_tenant(&self, t: &$crate::store::Installation) -> sqlx::Result<()> {
                 let now = $crate::store::now();
                 sqlx::query(
                     "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
@@ -260,7 +248,7 @@ macro_rules! shared_queries {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|r| {
-                    Ok($crate::store::TenantRecord {
+                    let installation = $crate::store::Installation {
                         client_key: $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?),
                         app_key: r.try_get("app_key")?,
                         shared_secret: $crate::store::SharedSecret::new(
@@ -276,6 +264,9 @@ macro_rules! shared_queries {
                         service_entitlement_number: r.try_get("service_entitlement_number")?,
                         cloud_id: r.try_get("cloud_id")?,
                         installation_id: r.try_get("installation_id")?,
+                    };
+                    Ok($crate::store::TenantRecord {
+                        installation,
                         enabled: r.try_get("enabled")?,
                         installed_at: r.try_get("installed_at")?,
                         updated_at: r.try_get("updated_at")?,

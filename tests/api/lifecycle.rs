@@ -47,15 +47,15 @@ on_both_stores! {
     async fn valid_signed_install_stores_the_tenant(app: TestApp) {
         let tenant = app.install("acme").await;
         let record = app.store.find_tenant(&tenant.client_key).await.unwrap().unwrap();
-        assert_eq!(record.shared_secret.expose(), tenant.secret);
-        assert_eq!(record.base_url, tenant.base_url);
-        assert_eq!(record.app_key, APP_KEY);
-        assert_eq!(record.product_type.as_deref(), Some("jira"));
-        assert_eq!(record.server_version.as_deref(), Some("100217"));
-        assert_eq!(record.service_entitlement_number.as_deref(), Some("SEN-1234"));
-        assert_eq!(record.oauth_client_id.as_deref(), Some("oauth-client"));
-        assert_eq!(record.cloud_id.as_deref(), Some("cloud-1"));
-        assert_eq!(record.installation_id.as_deref(), Some("ari:cloud:ecosystem::installation/abc"));
+        assert_eq!(record.installation.shared_secret.expose(), tenant.secret);
+        assert_eq!(record.installation.base_url, tenant.base_url);
+        assert_eq!(record.installation.app_key, APP_KEY);
+        assert_eq!(record.installation.product_type.as_deref(), Some("jira"));
+        assert_eq!(record.installation.server_version.as_deref(), Some("100217"));
+        assert_eq!(record.installation.service_entitlement_number.as_deref(), Some("SEN-1234"));
+        assert_eq!(record.installation.oauth_client_id.as_deref(), Some("oauth-client"));
+        assert_eq!(record.installation.cloud_id.as_deref(), Some("cloud-1"));
+        assert_eq!(record.installation.installation_id.as_deref(), Some("ari:cloud:ecosystem::installation/abc"));
         assert!(record.enabled);
         assert!(record.uninstalled_at.is_none());
         assert!(!format!("{record:?}").contains(&tenant.secret), "Debug shows the secret");

@@ -13,7 +13,7 @@ on_both_stores! {
         let tenant = app.install("acme").await;
         let store: &dyn TenantStore = app.store.as_ref();
         let record = store.find_tenant(&tenant.client_key).await.unwrap().unwrap();
-        let key = record.client_key.clone();
+        let key = record.installation.client_key.clone();
         assert!(store.set_enabled(&key, false).await.unwrap());
         assert!(!store.find_tenant(key.as_str()).await.unwrap().unwrap().enabled);
         assert!(store.mark_uninstalled(&key).await.unwrap());
