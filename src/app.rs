@@ -16,11 +16,12 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::auth::{self, Authenticator, ContextJwt, InstallKeys, LifecycleJwt};
+use crate::auth::{self, Authenticator, ContextJwt, InstallKeys, LifecycleJwt, ProductJwt};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
 use crate::notes;
+use crate::product::ProductClient;
 use crate::store::TenantStore;
 
 /// What every handler can reach.
@@ -30,6 +31,7 @@ pub struct AppState {
     pub store: Arc<dyn TenantStore>,
     pub auth: Authenticator,
     pub descriptor: Arc<Descriptor>,
+    pub product: ProductClient,
 }
 
 impl AppState {
@@ -45,11 +47,17 @@ impl AppState {
             config.max_body_bytes,
             install_keys,
         );
+        let product = ProductClient::new(
+            descriptor.key(),
+            &config.oauth_auth_server_url,
+            config.product_timeout,
+        );
         Self {
             config: Arc::new(config),
             store,
             auth,
             descriptor: Arc::new(descriptor),
+            product,
         }
     }
 }
@@ -66,9 +74,13 @@ pub fn router(state: AppState) -> Router {
         state.auth.clone(),
         auth::require_jwt::<LifecycleJwt>,
     ));
-    let notes = notes::router().route_layer(middleware::from_fn_with_state(
+    let notes_api = notes::router().route_layer(middleware::from_fn_with_state(
         state.auth.clone(),
         auth::require_jwt::<ContextJwt>,
+    ));
+    let notes_product = notes::product_router().route_layer(middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_jwt::<ProductJwt>,
     ));
     Router::new()
         // No authentication.
@@ -80,7 +92,9 @@ pub fn router(state: AppState) -> Router {
         // HS256 with the QSH of the hook; never a context token.
         .merge(lifecycle_hooks)
         // A product JWT bound to the request, or the iframe's context / session token.
-        .merge(notes)
+        .merge(notes_api)
+        // A product JWT bound to the request: the issue panel page and webhooks.
+        .merge(notes_product)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

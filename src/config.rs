@@ -65,6 +65,10 @@ pub struct Config {
     pub install_keys_timeout: Duration,
     /// ALLOWED_BASE_URLS: host patterns an installing site's baseUrl must match.
     pub allowed_base_urls: HostPatterns,
+    /// OAUTH_AUTH_SERVER_URL: the authorization server of user tokens (acting as a user).
+    pub oauth_auth_server_url: Url,
+    /// PRODUCT_TIMEOUT_SECS: the time limit of one call to a tenant's product (default 20).
+    pub product_timeout: Duration,
     /// JWT_LEEWAY_SECS: clock skew tolerated on `exp`, `nbf` and `iat` (default 30).
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
@@ -103,6 +107,12 @@ impl Config {
             &var("INSTALL_KEYS_URL")
                 .unwrap_or_else(|| "https://connect-install-keys.atlassian.com".to_owned()),
         )?;
+        let oauth_auth_server_url = http_url(
+            "OAUTH_AUTH_SERVER_URL",
+            &var("OAUTH_AUTH_SERVER_URL").unwrap_or_else(|| {
+                "https://oauth-2-authorization-server.services.atlassian.com".to_owned()
+            }),
+        )?;
         let database_url =
             var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
         database_url
@@ -137,6 +147,8 @@ impl Config {
                 "5000",
             )?),
             allowed_base_urls,
+            oauth_auth_server_url,
+            product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
             jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
             max_body_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
@@ -214,6 +226,8 @@ mod tests {
             ("BASE_URL", "https://x.example/?q=1"),
             ("DATABASE_URL", "mysql://x"),
             ("INSTALL_KEYS_URL", "keys"),
+            ("OAUTH_AUTH_SERVER_URL", "auth"),
+            ("PRODUCT_TIMEOUT_SECS", "soon"),
             ("ALLOWED_BASE_URLS", "*"),
             ("ALLOWED_BASE_URLS", " , "),
             ("JWT_LEEWAY_SECS", "-1"),

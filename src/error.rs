@@ -138,3 +138,14 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct PathParams<T>(pub T);
+
+/// `axum::extract::Query`, with rejections as this crate's JSON errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct QueryParams<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for Error {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Error::bad_request("invalid_query", rejection.body_text())
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! A request walks one way: [`app::router`] → [`auth::require_jwt`] → [`auth::Tenant`] →
 //! handler → [`store::TenantStore`]. Lifecycle hooks live in [`lifecycle`], the sample
-//! tenant-scoped feature in [`notes`].
+//! tenant-scoped feature in [`notes`]; calls back into the product go through [`product`].
 
 pub mod app;
 pub mod auth;
@@ -10,5 +10,6 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod notes;
+pub mod product;
 pub mod store;
 pub mod telemetry;

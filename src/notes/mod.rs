@@ -5,7 +5,7 @@
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 
@@ -13,6 +13,9 @@ use crate::app::AppState;
 use crate::auth::Tenant;
 use crate::error::{Error, JsonBody, PathParams, Result};
 use crate::store::{NewNote, Note};
+
+mod page;
+mod webhooks;
 
 /// The longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 10_000;
@@ -25,6 +28,13 @@ pub fn router() -> Router<AppState> {
             get(list_notes).post(create_note),
         )
         .route("/api/issues/{issue_key}/notes/{id}", delete(delete_note))
+}
+
+/// The issue panel page and the webhooks; to be layered with [`ProductJwt`](crate::auth::ProductJwt).
+pub fn product_router() -> Router<AppState> {
+    Router::new()
+        .route("/issue-notes", get(page::issue_notes))
+        .route("/webhooks/issue-deleted", post(webhooks::issue_deleted))
 }
 
 /// A validated Jira issue key such as `PROJ-12`.

@@ -148,6 +148,9 @@ pub trait TenantStore: Send + Sync + 'static {
 
     /// Deletes one of the tenant's notes; false when the tenant has no such note on that issue.
     async fn delete_note(&self, key: &ClientKey, issue_key: &str, id: i64) -> sqlx::Result<bool>;
+
+    /// Deletes all of the tenant's notes on an issue; returns how many there were.
+    async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64>;
 }
 
 /// The current time at the precision both backends keep (microseconds), so a value written
@@ -373,6 +376,19 @@ macro_rules! shared_queries {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_issue_notes(
+                &self,
+                key: &$crate::store::ClientKey,
+                issue_key: &str,
+            ) -> sqlx::Result<u64> {
+                let done = sqlx::query("delete from note where client_key = $1 and issue_key = $2")
+                    .bind(key.as_str())
+                    .bind(issue_key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -166,6 +166,7 @@ fn unique_name() -> String {
 /// The app under test, driven in-process through its router.
 pub struct TestApp {
     pub router: Router,
+    pub state: AppState,
     pub store: Arc<dyn TenantStore>,
     pub keys: KeyServer,
     _db: TestDb,
@@ -365,9 +366,11 @@ impl TestApp {
             })
         })
         .unwrap();
-        let router = app::router(AppState::new(config, store.clone()));
+        let state = AppState::new(config, store.clone());
+        let router = app::router(state.clone());
         Self {
             router,
+            state,
             store,
             keys,
             _db: db,
@@ -443,7 +446,11 @@ impl TestApp {
 
     /// Installs `name` through the signed `/installed` hook.
     pub async fn install(&self, name: &str) -> TestTenant {
-        let tenant = TestTenant::new(name);
+        self.install_tenant(TestTenant::new(name)).await
+    }
+
+    /// Installs `tenant` through the signed `/installed` hook.
+    pub async fn install_tenant(&self, tenant: TestTenant) -> TestTenant {
         let response = self.hook(&tenant, "installed").await;
         assert_eq!(
             response.status,

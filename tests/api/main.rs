@@ -5,4 +5,6 @@ mod helpers;
 mod auth;
 mod lifecycle;
 mod notes;
+mod page;
+mod product;
 mod store;

@@ -139,3 +139,68 @@ on_both_stores! {
         assert_eq!(app.signed(&a, "GET", NOTES, None).await.json()[0]["body"], "kept");
     }
 }
+
+const WEBHOOK: &str = "/webhooks/issue-deleted";
+
+fn issue_deleted(key: &str) -> serde_json::Value {
+    json!({
+        "webhookEvent": "jira:issue_deleted",
+        "timestamp": 1_700_000_000_000_i64,
+        "user": { "accountId": "557058:account-id", "accountType": "atlassian", "active": true },
+        "issue": { "id": "10001", "key": key, "self": "https://a.atlassian.net/rest/api/2/issue/10001", "fields": {} }
+    })
+}
+
+on_both_stores! {
+    async fn issue_deleted_webhook_removes_only_that_tenants_notes_on_that_issue(app: TestApp) {
+        let a = app.install("a").await;
+        let b = app.install("b").await;
+        for tenant in [&a, &b] {
+            app.signed(tenant, "POST", NOTES, Some(&json!({ "body": "on PROJ-1" }))).await;
+            app.signed(tenant, "POST", "/api/issues/PROJ-2/notes", Some(&json!({ "body": "on PROJ-2" }))).await;
+        }
+        let response = app.signed(&a, "POST", WEBHOOK, Some(&issue_deleted("PROJ-1"))).await;
+        assert_eq!(response.status, StatusCode::NO_CONTENT);
+        assert_eq!(app.signed(&a, "GET", NOTES, None).await.json(), json!([]));
+        assert_eq!(app.signed(&a, "GET", "/api/issues/PROJ-2/notes", None).await.json().as_array().unwrap().len(), 1);
+        assert_eq!(app.signed(&b, "GET", NOTES, None).await.json().as_array().unwrap().len(), 1);
+        let again = app.signed(&a, "POST", WEBHOOK, Some(&issue_deleted("PROJ-1"))).await;
+        assert_eq!(again.status, StatusCode::NO_CONTENT, "a repeated delivery is harmless");
+    }
+
+    async fn issue_deleted_webhook_with_a_bad_token_deletes_nothing(app: TestApp) {
+        let a = app.install("a").await;
+        app.signed(&a, "POST", NOTES, Some(&json!({ "body": "keep me" }))).await;
+        let body = issue_deleted("PROJ-1");
+        let tampered = {
+            let token = a.token("POST", WEBHOOK);
+            let (rest, _) = token.rsplit_once('.').unwrap();
+            format!("{rest}.AAAA")
+        };
+        for (token, code) in [
+            (Some(tampered), "bad_signature"),
+            (Some(a.token("POST", NOTES)), "qsh_mismatch"),
+            (Some(a.token_with(json!({ "qsh": "context-qsh" }))), "context_token_not_allowed"),
+            (None, "missing_token"),
+        ] {
+            app.call("POST", WEBHOOK, token.as_deref(), Some(&body))
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, code);
+        }
+        let session = app.signed(&a, "GET", NOTES, None).await.headers["x-acpt"].to_str().unwrap().to_owned();
+        app.call("POST", WEBHOOK, Some(&session), Some(&body))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "context_token_not_allowed");
+        assert_eq!(app.signed(&a, "GET", NOTES, None).await.json().as_array().unwrap().len(), 1);
+    }
+
+    async fn issue_deleted_webhook_with_a_bad_body_is_a_bad_request(app: TestApp) {
+        let a = app.install("a").await;
+        app.signed(&a, "POST", WEBHOOK, Some(&json!({ "webhookEvent": "jira:issue_deleted" })))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+        app.signed(&a, "POST", WEBHOOK, Some(&issue_deleted("not a key")))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_issue_key");
+    }
+}

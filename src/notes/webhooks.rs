@@ -1,0 +1,43 @@
+//! Jira webhooks of the notes feature.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::IssueKey;
+use crate::app::AppState;
+use crate::auth::Tenant;
+use crate::error::{JsonBody, Result};
+
+/// The part of a `jira:issue_*` webhook body the feature reads.
+#[derive(Debug, Deserialize)]
+pub struct IssueEvent {
+    pub issue: EventIssue,
+}
+
+/// The issue a webhook is about.
+#[derive(Debug, Deserialize)]
+pub struct EventIssue {
+    pub key: String,
+}
+
+/// `jira:issue_deleted`: the tenant's notes on that issue go with it. Deliveries repeat, so a
+/// second one finds nothing and still answers 204.
+pub async fn issue_deleted(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    JsonBody(event): JsonBody<IssueEvent>,
+) -> Result<StatusCode> {
+    let issue_key = IssueKey::parse(&event.issue.key)?;
+    let deleted = app
+        .store
+        .delete_issue_notes(tenant.client_key(), issue_key.as_str())
+        .await?;
+    tracing::info!(
+        tenant.client_key = %tenant.client_key(),
+        issue_key = issue_key.as_str(),
+        deleted,
+        "issue {} deleted: removed {deleted} notes", issue_key.as_str()
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

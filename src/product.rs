@@ -1,0 +1,370 @@
+//! Calls from the app into a tenant's product (Jira, Confluence): JWT-signed as the app, or with
+//! an OAuth 2.0 bearer token acting as a user.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::auth::{jwt, qsh};
+use crate::store::Installation;
+
+/// How long an app token is valid (Atlassian's recommendation).
+const APP_TOKEN_TTL_SECS: u64 = 180;
+/// How long a user-grant assertion is valid.
+const ASSERTION_TTL_SECS: u64 = 60;
+/// A 429 whose `Retry-After` is at most this long is waited out and retried once.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// The most of an error body kept in [`ProductError::Status`].
+const MAX_ERROR_BODY: usize = 4 * 1024;
+
+/// Why a call to the product failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProductError {
+    /// The product answered with an error status.
+    #[error("the product answered {status}")]
+    Status { status: StatusCode, body: String },
+    /// The product asked to slow down for longer than the client waits.
+    #[error("the product is rate limiting; retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    /// No answer within the client's timeout.
+    #[error("the product did not answer in time")]
+    Timeout,
+    /// The product could not be reached.
+    #[error("the product could not be reached: {0}")]
+    Transport(String),
+    /// The answer was not the JSON expected.
+    #[error("the product's answer could not be decoded: {0}")]
+    Decode(String),
+    /// The path is not a path on the tenant's site.
+    #[error("the path must start with / and stay on the tenant's site")]
+    InvalidPath,
+    /// The tenant sent no `oauthClientId`, so the app cannot act as its users.
+    #[error("the tenant has no oauthClientId")]
+    NoOAuthClient,
+    /// The authorization server refused the user grant.
+    #[error("the authorization server refused the user token grant ({status})")]
+    Grant { status: StatusCode },
+}
+
+impl From<reqwest::Error> for ProductError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            ProductError::Timeout
+        } else if e.is_decode() {
+            ProductError::Decode(e.without_url().to_string())
+        } else {
+            ProductError::Transport(e.without_url().to_string())
+        }
+    }
+}
+
+/// The client for product REST calls; shares connections across calls and tenants.
+#[derive(Clone)]
+pub struct ProductClient {
+    http: reqwest::Client,
+    app_key: Arc<str>,
+    auth_server: Arc<str>,
+    user_tokens: Cache<UserTokenKey, UserToken>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct UserTokenKey {
+    client_key: String,
+    account_id: String,
+    scopes: String,
+}
+
+/// A user's access token and how long it may be reused.
+#[derive(Clone)]
+struct UserToken {
+    access_token: Arc<str>,
+    reuse_for: Duration,
+}
+
+impl UserToken {
+    /// Reused until a minute before expiry, or half its life when that is shorter.
+    fn new(access_token: String, expires_in: u64) -> Self {
+        let life = Duration::from_secs(expires_in);
+        let margin = (life / 2).min(Duration::from_secs(60));
+        Self {
+            access_token: access_token.into(),
+            reuse_for: life - margin,
+        }
+    }
+}
+
+struct UntilExpiry;
+
+impl Expiry<UserTokenKey, UserToken> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &UserTokenKey,
+        value: &UserToken,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.reuse_for)
+    }
+}
+
+impl ProductClient {
+    /// A client for the app `app_key`, getting user tokens from `auth_server`, with a `timeout`
+    /// on every call.
+    pub fn new(app_key: &str, auth_server: &Url, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("the HTTP client's configuration is static and valid");
+        Self {
+            http,
+            app_key: app_key.into(),
+            auth_server: auth_server.as_str().trim_end_matches('/').into(),
+            user_tokens: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    /// Calls the tenant's product as the app itself (JWT signed with the sharedSecret).
+    pub fn as_app<'a>(&'a self, tenant: &'a Installation) -> Caller<'a> {
+        Caller {
+            client: self,
+            tenant,
+            user: None,
+        }
+    }
+
+    /// Calls the tenant's product as the user `account_id`, with `scopes` such as `["READ", "WRITE"]`.
+    pub fn as_user<'a>(
+        &'a self,
+        tenant: &'a Installation,
+        account_id: &'a str,
+        scopes: &'a [&'a str],
+    ) -> Caller<'a> {
+        Caller {
+            client: self,
+            tenant,
+            user: Some((account_id, scopes)),
+        }
+    }
+
+    /// The user's access token: cached per (tenant, user, scopes), at most one fetch at a time.
+    async fn user_token(
+        &self,
+        tenant: &Installation,
+        account_id: &str,
+        scopes: &[&str],
+    ) -> Result<Arc<str>, ProductError> {
+        let mut scopes: Vec<String> = scopes.iter().map(|s| s.to_ascii_uppercase()).collect();
+        scopes.sort();
+        scopes.dedup();
+        let key = UserTokenKey {
+            client_key: tenant.client_key.as_str().to_owned(),
+            account_id: account_id.to_owned(),
+            scopes: scopes.join(" "),
+        };
+        let fetch = self.fetch_user_token(tenant, account_id, key.scopes.clone());
+        let token = self
+            .user_tokens
+            .try_get_with(key, fetch)
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(token.access_token)
+    }
+
+    async fn fetch_user_token(
+        &self,
+        tenant: &Installation,
+        account_id: &str,
+        scopes: String,
+    ) -> Result<UserToken, ProductError> {
+        #[derive(Serialize)]
+        struct Assertion<'a> {
+            iss: String,
+            sub: String,
+            tnt: &'a str,
+            aud: &'a str,
+            iat: u64,
+            exp: u64,
+        }
+        #[derive(Deserialize)]
+        struct Grant {
+            access_token: String,
+            expires_in: u64,
+        }
+        let client_id = tenant
+            .oauth_client_id
+            .as_deref()
+            .ok_or(ProductError::NoOAuthClient)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let assertion = jwt::sign_hs256(
+            &Assertion {
+                iss: format!("urn:atlassian:connect:clientid:{client_id}"),
+                sub: format!("urn:atlassian:connect:useraccountid:{account_id}"),
+                tnt: &tenant.base_url,
+                aud: &self.auth_server,
+                iat: now,
+                exp: now + ASSERTION_TTL_SECS,
+            },
+            tenant.shared_secret.expose().as_bytes(),
+        );
+        let response = self
+            .http
+            .post(format!("{}/oauth2/token", self.auth_server))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+                ("scope", scopes.as_str()),
+            ])
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(ProductError::Grant {
+                status: response.status(),
+            });
+        }
+        let grant: Grant = response.json().await?;
+        Ok(UserToken::new(grant.access_token, grant.expires_in))
+    }
+
+    fn app_token(&self, tenant: &Installation, method: &Method, url: &Url) -> String {
+        #[derive(Serialize)]
+        struct AppClaims<'a> {
+            iss: &'a str,
+            iat: u64,
+            exp: u64,
+            qsh: String,
+        }
+        let base_path = Url::parse(&tenant.base_url)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = AppClaims {
+            iss: &self.app_key,
+            iat: now,
+            exp: now + APP_TOKEN_TTL_SECS,
+            qsh: qsh::qsh(method.as_str(), url.path(), url.query(), &base_path),
+        };
+        jwt::sign_hs256(&claims, tenant.shared_secret.expose().as_bytes())
+    }
+}
+
+/// Calls to one tenant's product, as the app or as one user.
+pub struct Caller<'a> {
+    client: &'a ProductClient,
+    tenant: &'a Installation,
+    user: Option<(&'a str, &'a [&'a str])>,
+}
+
+impl Caller<'_> {
+    /// `GET path` (with its query), decoding a JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ProductError> {
+        decode(self.send(Method::GET, path, None).await?).await
+    }
+
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ProductError> {
+        let body = serde_json::to_vec(body).map_err(|e| ProductError::Decode(e.to_string()))?;
+        decode(self.send(Method::POST, path, Some(body)).await?).await
+    }
+
+    /// Sends `method path` with an optional JSON body and returns the successful response.
+    ///
+    /// # Errors
+    /// A non-2xx answer is [`ProductError::Status`]; a 429 is retried once when its
+    /// `Retry-After` is short, else [`ProductError::RateLimited`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, ProductError> {
+        let url = self.url(path)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let authorization = match self.user {
+                None => format!("JWT {}", self.client.app_token(self.tenant, &method, &url)),
+                Some((account_id, scopes)) => format!(
+                    "Bearer {}",
+                    self.client
+                        .user_token(self.tenant, account_id, scopes)
+                        .await?
+                ),
+            };
+            let mut request = self
+                .client
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, authorization);
+            if let Some(body) = &body {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                match retry_after {
+                    Some(wait) if attempts == 1 && wait <= MAX_RETRY_WAIT => {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    _ => return Err(ProductError::RateLimited { retry_after }),
+                }
+            }
+            let mut text = response.text().await.unwrap_or_default();
+            if text.len() > MAX_ERROR_BODY {
+                let mut end = MAX_ERROR_BODY;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+            return Err(ProductError::Status { status, body: text });
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ProductError> {
+        if !path.starts_with('/') || path.starts_with("//") {
+            return Err(ProductError::InvalidPath);
+        }
+        let base = Url::parse(&self.tenant.base_url).map_err(|_| ProductError::InvalidPath)?;
+        let url = Url::parse(&format!(
+            "{}{path}",
+            self.tenant.base_url.trim_end_matches('/')
+        ))
+        .map_err(|_| ProductError::InvalidPath)?;
+        if url.origin() != base.origin() {
+            return Err(ProductError::InvalidPath);
+        }
+        Ok(url)
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ProductError> {
+    let bytes = response.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| ProductError::Decode(e.to_string()))
+}
