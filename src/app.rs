@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(lifecycle::descriptor_router())
+        .merge(notes::public_router())
         // RS256 signed install, verified by the handlers' `SignedInstall` extractor.
         .merge(lifecycle::signed_install_router())
         // HS256 with the QSH of the hook; never a context token.

@@ -38,6 +38,13 @@ pub enum Error {
     PayloadTooLarge,
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
+    /// A call to the tenant's product failed (502, or 504 on a timeout).
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        reason: &'static str,
+        message: String,
+    },
     #[error("the store is unavailable")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -77,6 +84,7 @@ impl Error {
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Error::Upstream { status, reason, .. } => (*status, reason),
             Error::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }

@@ -300,5 +300,13 @@ mod tests {
             assert_eq!(json["lifecycle"][hook], format!("/{hook}"));
         }
         assert!(!d.key().is_empty());
+        assert_eq!(
+            json["modules"]["webhooks"][0],
+            serde_json::json!({"event": "jira:issue_deleted", "url": "/webhooks/issue-deleted"})
+        );
+        assert_eq!(
+            json["modules"]["jiraIssueContexts"][0]["target"]["url"],
+            "/issue-notes?issueKey={issue.key}"
+        );
     }
 }

@@ -53,6 +53,20 @@ pub enum ProductError {
     Grant { status: StatusCode },
 }
 
+impl From<ProductError> for crate::error::Error {
+    fn from(e: ProductError) -> Self {
+        let (status, reason) = match e {
+            ProductError::Timeout => (axum::http::StatusCode::GATEWAY_TIMEOUT, "product_timeout"),
+            _ => (axum::http::StatusCode::BAD_GATEWAY, "product_error"),
+        };
+        crate::error::Error::Upstream {
+            status,
+            reason,
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<reqwest::Error> for ProductError {
     fn from(e: reqwest::Error) -> Self {
         if e.is_timeout() {
@@ -367,4 +381,40 @@ impl Caller<'_> {
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ProductError> {
     let bytes = response.bytes().await?;
     serde_json::from_slice(&bytes).map_err(|e| ProductError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn user_tokens_are_reused_until_shortly_before_they_expire() {
+        assert_eq!(
+            UserToken::new("t".into(), 900).reuse_for,
+            Duration::from_secs(840)
+        );
+        assert_eq!(
+            UserToken::new("t".into(), 2).reuse_for,
+            Duration::from_secs(1)
+        );
+        assert_eq!(UserToken::new("t".into(), 0).reuse_for, Duration::ZERO);
+    }
+
+    #[test]
+    fn product_failures_answer_as_a_gateway() {
+        let status = |e: ProductError| crate::error::Error::from(e).into_response().status();
+        assert_eq!(status(ProductError::Timeout), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            status(ProductError::Status {
+                status: StatusCode::NOT_FOUND,
+                body: String::new()
+            }),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(ProductError::RateLimited { retry_after: None }),
+            StatusCode::BAD_GATEWAY
+        );
+    }
 }

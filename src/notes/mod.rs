@@ -37,6 +37,11 @@ pub fn product_router() -> Router<AppState> {
         .route("/webhooks/issue-deleted", post(webhooks::issue_deleted))
 }
 
+/// Public assets of the feature: the panel's icon.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/icon.svg", get(page::icon))
+}
+
 /// A validated Jira issue key such as `PROJ-12`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueKey(String);

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
@@ -63,6 +63,19 @@ pub async fn issue_notes(
     )
         .into_response())
 }
+
+/// `GET /icon.svg`: the panel's icon in the issue view.
+pub async fn icon() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "image/svg+xml"),
+            (CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        ICON,
+    )
+}
+
+const ICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24" viewBox="0 0 24 24"><path fill="#0052cc" d="M5 3h10l4 4v14H5z"/><path fill="#fff" d="M8 10h8v1.5H8zm0 3h8v1.5H8zm0 3h5v1.5H8z"/></svg>"##;
 
 /// The origins the tenant's site is served from: its baseUrl, and its custom domain if any.
 fn product_origins(base_url: &str, display_url: Option<&str>) -> Vec<String> {

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod lifecycle;
 mod notes;
 mod page;

@@ -1,0 +1,249 @@
+//! End to end in headless Chromium: the issue panel inside a stand-in for Jira's issue view.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`. Without them the test says so and passes,
+//! unless `CONNECT_AXUM_BROWSER_TESTS=require` (as `.ci/run` sets), where their absence fails it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// The product's side: its `all.js` (a stub) and an issue view that frames the panel.
+fn fake_jira() -> Router {
+    Router::new()
+        .route(
+            "/atlassian-connect/all.js",
+            get(|| async {
+                (
+                    [("content-type", "application/javascript")],
+                    "window.AP = { resize() { window.AP.resized = (window.AP.resized || 0) + 1; } };",
+                )
+            }),
+        )
+        .route(
+            "/browse/PROJ-1",
+            get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let src = html_escape::encode_double_quoted_attribute(&q["panel"]).into_owned();
+                Html(format!(
+                    "<!doctype html><title>PROJ-1</title><h1>PROJ-1: a Jira issue</h1>\
+                     <iframe id=\"panel\" src=\"{src}\" width=\"640\" height=\"420\"></iframe>"
+                ))
+                .into_response()
+            }),
+        )
+}
+
+async fn start_driver() -> (Driver, Client) {
+    // The test binary links two rustls backends; the WebDriver client must be told which.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    let profile = tempfile::tempdir().unwrap().keep();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=900,700",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    for _ in 0..100 {
+        if let Ok(client) = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            return (driver, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer");
+}
+
+/// Opens the issue view for `tenant` and switches into the panel once it has loaded.
+async fn open_panel(client: &Client, jira: SocketAddr, app: SocketAddr, tenant: &TestTenant) {
+    let target = "/issue-notes?issueKey=PROJ-1&xdm_e=x&cp=&lic=none";
+    let panel = format!("http://{app}{target}&jwt={}", tenant.token("GET", target));
+    let view =
+        url::Url::parse_with_params(&format!("http://{jira}/browse/PROJ-1"), [("panel", panel)])
+            .unwrap();
+    client.goto(view.as_str()).await.unwrap();
+    let frame = client
+        .wait()
+        .for_element(Locator::Id("panel"))
+        .await
+        .unwrap();
+    frame.enter_frame().await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#notes-app[data-state='ready']"))
+        .await
+        .unwrap();
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+    eprintln!("screenshot: {}", dir.join(name).display());
+}
+
+#[tokio::test]
+async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_panel() {
+    let required = std::env::var("CONNECT_AXUM_BROWSER_TESTS").is_ok_and(|v| v == "require");
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            !required,
+            "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+        return;
+    }
+    let jira = serve(fake_jira()).await;
+    let app =
+        TestApp::sqlite_with(|name| (name == "ALLOWED_BASE_URLS").then(|| "127.0.0.1".to_owned()))
+            .await;
+    let app_addr = serve(app.router.clone()).await;
+    let mut a = TestTenant::new("a");
+    a.base_url = format!("http://{jira}");
+    let a = app.install_tenant(a).await;
+    let mut b = TestTenant::new("b");
+    b.base_url = format!("http://{jira}");
+    let b = app.install_tenant(b).await;
+
+    let (_driver, client) = start_driver().await;
+    open_panel(&client, jira, app_addr, &a).await;
+    let status = client
+        .find(Locator::Id("status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "No notes yet.");
+    let text = "Héllo from the panel <b>not bold</b> & done";
+    client
+        .find(Locator::Id("note-body"))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#add-note button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let note = client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("li.note p.body"))
+        .await
+        .unwrap();
+    assert_eq!(
+        note.text().await.unwrap(),
+        text,
+        "the note shows as text, not HTML"
+    );
+    assert!(
+        client
+            .find_all(Locator::Css("li.note b"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        client
+            .find(Locator::Id("status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "1 note"
+    );
+    let resized = client
+        .execute("return window.AP.resized || 0", vec![])
+        .await
+        .unwrap();
+    assert!(
+        resized.as_u64().unwrap_or(0) >= 1,
+        "the panel used the product's all.js"
+    );
+    screenshot(&client, "panel-tenant-a.png").await;
+
+    let stored = app
+        .signed(&a, "GET", "/api/issues/PROJ-1/notes", None)
+        .await
+        .json();
+    assert_eq!(stored[0]["body"], text);
+
+    open_panel(&client, jira, app_addr, &b).await;
+    assert!(
+        client
+            .find_all(Locator::Css("li.note"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        client
+            .find(Locator::Id("status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "No notes yet."
+    );
+    screenshot(&client, "panel-tenant-b.png").await;
+    client.close().await.unwrap();
+}
