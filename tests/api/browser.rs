@@ -126,6 +126,20 @@ async fn open_panel(client: &Client, jira: SocketAddr, app: SocketAddr, tenant: 
         .unwrap();
 }
 
+async fn status(client: &Client) -> String {
+    client
+        .find(Locator::Id("status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn count(client: &Client, css: &str) -> usize {
+    client.find_all(Locator::Css(css)).await.unwrap().len()
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -159,14 +173,7 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
 
     let (_driver, client) = start_driver().await;
     open_panel(&client, jira, app_addr, &a).await;
-    let status = client
-        .find(Locator::Id("status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(status, "No notes yet.");
+    assert_eq!(status(&client).await, "No notes yet.");
     let text = "Héllo from the panel <b>not bold</b> & done";
     client
         .find(Locator::Id("note-body"))
@@ -193,23 +200,8 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
         text,
         "the note shows as text, not HTML"
     );
-    assert!(
-        client
-            .find_all(Locator::Css("li.note b"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        client
-            .find(Locator::Id("status"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "1 note"
-    );
+    assert_eq!(count(&client, "li.note b").await, 0);
+    assert_eq!(status(&client).await, "1 note");
     let resized = client
         .execute("return window.AP.resized || 0", vec![])
         .await
@@ -227,23 +219,8 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
     assert_eq!(stored[0]["body"], text);
 
     open_panel(&client, jira, app_addr, &b).await;
-    assert!(
-        client
-            .find_all(Locator::Css("li.note"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        client
-            .find(Locator::Id("status"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "No notes yet."
-    );
+    assert_eq!(count(&client, "li.note").await, 0);
+    assert_eq!(status(&client).await, "No notes yet.");
     screenshot(&client, "panel-tenant-b.png").await;
     client.close().await.unwrap();
 }
