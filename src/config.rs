@@ -59,6 +59,10 @@ pub struct Config {
     pub base_url: Url,
     /// DATABASE_URL: `postgres://…` or `sqlite:…` (default `sqlite://connect-axum.db`).
     pub database_url: String,
+    /// DB_POOL_SIZE: database connections per process (default 10).
+    pub db_pool_size: u32,
+    /// TENANT_CACHE_SIZE: tenants kept in memory (default 100 000).
+    pub tenant_cache_size: u64,
     /// INSTALL_KEYS_URL: where signed-install public keys are fetched as `GET {url}/{kid}`.
     pub install_keys_url: Url,
     /// INSTALL_KEYS_TIMEOUT_MS: how long a key fetch may take (default 5000).
@@ -75,6 +79,17 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
     pub request_timeout: Duration,
+}
+
+impl Config {
+    /// How to reach the store.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            database_url: self.database_url.clone(),
+            pool_size: self.db_pool_size,
+            tenant_cache_size: self.tenant_cache_size,
+        }
+    }
 }
 
 /// The default sites an install may come from.
@@ -128,6 +143,13 @@ impl Config {
             var: "ALLOWED_BASE_URLS",
             message,
         })?;
+        let db_pool_size: u32 = parse(&var, "DB_POOL_SIZE", "10")?;
+        if db_pool_size == 0 {
+            return Err(ConfigError {
+                var: "DB_POOL_SIZE",
+                message: "must be positive".to_owned(),
+            });
+        }
         let max_body_bytes: usize = parse(&var, "MAX_BODY_BYTES", "1048576")?;
         if max_body_bytes == 0 {
             return Err(ConfigError {
@@ -140,6 +162,8 @@ impl Config {
             port,
             base_url,
             database_url,
+            db_pool_size,
+            tenant_cache_size: parse(&var, "TENANT_CACHE_SIZE", "100000")?,
             install_keys_url,
             install_keys_timeout: Duration::from_millis(parse(
                 &var,
@@ -232,6 +256,8 @@ mod tests {
             ("ALLOWED_BASE_URLS", " , "),
             ("JWT_LEEWAY_SECS", "-1"),
             ("MAX_BODY_BYTES", "0"),
+            ("DB_POOL_SIZE", "0"),
+            ("DB_POOL_SIZE", "many"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
     let config = Config::from_env()?;
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.store_options()).await?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     tracing::info!(
         "connect-axum listening on {} (base URL {}, {} store)",

@@ -258,7 +258,7 @@ impl Authenticator {
         if !record.enabled && !M::DISABLED_TENANTS {
             return Err(AuthError::TenantDisabled.into());
         }
-        Ok(Tenant::new(Arc::new(record), claims.sub, claims.context))
+        Ok(Tenant::new(record, claims.sub, claims.context))
     }
 
     /// Signs a session token for the tenant's iframe: `qsh = context-qsh`, 15 minutes.

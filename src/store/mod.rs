@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+mod cache;
 mod postgres;
 mod sqlite;
 
+pub use cache::CachedStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -132,7 +134,7 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()>;
 
     /// Finds a tenant by the key a token claims, whatever its state.
-    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<TenantRecord>>;
+    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
     /// Marks a tenant uninstalled, keeping its data; false when there is no such tenant.
     async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool>;
@@ -181,12 +183,35 @@ impl FromStr for Backend {
     }
 }
 
-/// Connects to the store `database_url` names and runs its migrations.
-pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn TenantStore>> {
-    let backend: Backend = database_url.parse().map_err(anyhow::Error::msg)?;
+/// How the store is reached.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `postgres://…` or `sqlite:…`.
+    pub database_url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Tenants kept in memory.
+    pub tenant_cache_size: u64,
+}
+
+/// Connects to the store, runs its migrations, and puts the tenant cache in front of it (kept
+/// in step with other replicas through Postgres notifications).
+pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantStore>> {
+    let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
     Ok(match backend {
-        Backend::Postgres => Arc::new(PgStore::connect(database_url).await?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect(database_url).await?),
+        Backend::Postgres => {
+            let store = PgStore::connect(&options.database_url, options.pool_size).await?;
+            let cache = CachedStore::new(Arc::new(store.clone()), options.tenant_cache_size);
+            let on_change = cache.clone();
+            store
+                .listen_for_changes(move |key| on_change.forget(key))
+                .await?;
+            Arc::new(cache)
+        }
+        Backend::Sqlite => {
+            let store = SqliteStore::connect(&options.database_url, options.pool_size).await?;
+            Arc::new(CachedStore::new(Arc::new(store), options.tenant_cache_size))
+        }
     })
 }
 
@@ -239,7 +264,7 @@ macro_rules! shared_queries {
             async fn find_tenant(
                 &self,
                 client_key: &str,
-            ) -> sqlx::Result<Option<$crate::store::TenantRecord>> {
+            ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "select client_key, app_key, shared_secret, base_url, display_url, product_type, \
@@ -268,13 +293,13 @@ macro_rules! shared_queries {
                         cloud_id: r.try_get("cloud_id")?,
                         installation_id: r.try_get("installation_id")?,
                     };
-                    Ok($crate::store::TenantRecord {
+                    Ok(std::sync::Arc::new($crate::store::TenantRecord {
                         installation,
                         enabled: r.try_get("enabled")?,
                         installed_at: r.try_get("installed_at")?,
                         updated_at: r.try_get("updated_at")?,
                         uninstalled_at: r.try_get("uninstalled_at")?,
-                    })
+                    }))
                 })
                 .transpose()
             }

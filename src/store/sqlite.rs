@@ -13,8 +13,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file and runs the migrations.
-    pub async fn connect(url: &str) -> sqlx::Result<Self> {
+    /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
+    /// migrations.
+    pub async fn connect(url: &str, pool_size: u32) -> sqlx::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
@@ -22,7 +23,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(pool_size)
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;

@@ -13,7 +13,7 @@ use axum::routing::get;
 use connect_axum::app::{self, AppState};
 use connect_axum::auth::qsh;
 use connect_axum::config::Config;
-use connect_axum::store::{PgStore, SqliteStore, TenantStore};
+use connect_axum::store::{self, StoreOptions, TenantStore};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::RsaPrivateKey;
@@ -163,8 +163,17 @@ fn unique_name() -> String {
     )
 }
 
+fn options(database_url: &str) -> StoreOptions {
+    StoreOptions {
+        database_url: database_url.to_owned(),
+        pool_size: 5,
+        tenant_cache_size: 1_000,
+    }
+}
+
 /// The app under test, driven in-process through its router.
 pub struct TestApp {
+    pub database_url: String,
     pub router: Router,
     pub state: AppState,
     pub store: Arc<dyn TenantStore>,
@@ -335,8 +344,8 @@ impl TestApp {
         };
         let mut url = url::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
-        let store = Arc::new(PgStore::connect(url.as_str()).await.unwrap());
-        Self::build(store, db, vars).await
+        let store = store::connect(&options(url.as_str())).await.unwrap();
+        Self::build(url.to_string(), store, db, vars).await
     }
 
     pub async fn sqlite() -> Self {
@@ -346,11 +355,12 @@ impl TestApp {
     pub async fn sqlite_with(vars: impl Fn(&str) -> Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
-        Self::build(store, TestDb::Sqlite(dir), vars).await
+        let store = store::connect(&options(&url)).await.unwrap();
+        Self::build(url, store, TestDb::Sqlite(dir), vars).await
     }
 
     async fn build(
+        database_url: String,
         store: Arc<dyn TenantStore>,
         db: TestDb,
         vars: impl Fn(&str) -> Option<String>,
@@ -369,6 +379,7 @@ impl TestApp {
         let state = AppState::new(config, store.clone());
         let router = app::router(state.clone());
         Self {
+            database_url,
             router,
             state,
             store,

@@ -8,4 +8,5 @@ mod lifecycle;
 mod notes;
 mod page;
 mod product;
+mod replicas;
 mod store;

@@ -206,7 +206,7 @@ async fn app_on(fake: &FakeProduct, base_url: &str) -> (TestApp, Installation) {
         .await
         .unwrap()
         .unwrap();
-    (app, record.installation)
+    (app, record.installation.clone())
 }
 
 // The client touches the store only through the installation it is given, so these run on

@@ -1,0 +1,95 @@
+//! The tenant cache: tenants resolved from memory, so an authenticated request costs no query.
+//!
+//! Every change made through this store forgets the tenant at once; on Postgres, every
+//! replica's change reaches the others through `NOTIFY` and is forgotten there too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moka::sync::Cache;
+
+use super::{ClientKey, Installation, NewNote, Note, TenantRecord, TenantStore};
+
+/// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
+const MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// A [`TenantStore`] that answers tenant lookups from memory.
+#[derive(Clone)]
+pub struct CachedStore {
+    inner: Arc<dyn TenantStore>,
+    tenants: Cache<String, Arc<TenantRecord>>,
+}
+
+impl CachedStore {
+    /// Caches up to `capacity` tenants of `inner`.
+    pub fn new(inner: Arc<dyn TenantStore>, capacity: u64) -> Self {
+        Self {
+            inner,
+            tenants: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(MAX_AGE)
+                .build(),
+        }
+    }
+
+    /// Forgets one tenant, or every tenant when `None` (changes may have been missed).
+    pub fn forget(&self, client_key: Option<&str>) {
+        match client_key {
+            Some(key) => self.tenants.invalidate(key),
+            None => self.tenants.invalidate_all(),
+        }
+    }
+}
+
+#[async_trait]
+impl TenantStore for CachedStore {
+    async fn ping(&self) -> sqlx::Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()> {
+        let saved = self.inner.save_tenant(tenant).await;
+        self.forget(Some(tenant.client_key.as_str()));
+        saved
+    }
+
+    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        if let Some(tenant) = self.tenants.get(client_key) {
+            return Ok(Some(tenant));
+        }
+        let found = self.inner.find_tenant(client_key).await?;
+        if let Some(tenant) = &found {
+            self.tenants.insert(client_key.to_owned(), tenant.clone());
+        }
+        Ok(found)
+    }
+
+    async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool> {
+        let done = self.inner.mark_uninstalled(key).await;
+        self.forget(Some(key.as_str()));
+        done
+    }
+
+    async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
+        let done = self.inner.set_enabled(key, enabled).await;
+        self.forget(Some(key.as_str()));
+        done
+    }
+
+    async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>> {
+        self.inner.list_notes(key, issue_key).await
+    }
+
+    async fn create_note(&self, key: &ClientKey, note: &NewNote) -> sqlx::Result<Note> {
+        self.inner.create_note(key, note).await
+    }
+
+    async fn delete_note(&self, key: &ClientKey, issue_key: &str, id: i64) -> sqlx::Result<bool> {
+        self.inner.delete_note(key, issue_key, id).await
+    }
+
+    async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64> {
+        self.inner.delete_issue_notes(key, issue_key).await
+    }
+}
