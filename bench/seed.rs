@@ -1,0 +1,222 @@
+//! Seeds a running server for `bench/run.sh`: installs tenants through the real signed
+//! `/installed` hook (or, with `--direct`, straight into Postgres for large counts), writes 10
+//! notes per tenant on PROJ-1, checks one tenant's list, and writes one valid JWT per tenant.
+//!
+//! `bench-seed --app URL --base-url URL --keys-port PORT --tenants N --tokens FILE [--direct DB_URL]`
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use connect_axum::auth::qsh;
+use futures_util::StreamExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::RsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+
+const KID: &str = "bench-key";
+const APP_KEY: &str = "connect-axum-issue-notes";
+const NOTES: &str = "/api/issues/PROJ-1/notes";
+
+struct Args {
+    app: String,
+    base_url: String,
+    keys_port: u16,
+    tenants: usize,
+    tokens: String,
+    direct: Option<String>,
+}
+
+fn args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let mut args = Args {
+        app: String::new(),
+        base_url: String::new(),
+        keys_port: 0,
+        tenants: 1000,
+        tokens: "bench/out/tokens.txt".into(),
+        direct: None,
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--app" => args.app = value,
+            "--base-url" => args.base_url = value,
+            "--keys-port" => args.keys_port = value.parse().expect("--keys-port"),
+            "--tenants" => args.tenants = value.parse().expect("--tenants"),
+            "--tokens" => args.tokens = value,
+            "--direct" => args.direct = Some(value),
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    args
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn client_key(i: usize) -> String {
+    format!("bench-tenant-{i}")
+}
+
+fn secret(i: usize) -> String {
+    format!("bench-secret-{i}-0123456789abcdef0123456789abcdef")
+}
+
+fn tenant_token(i: usize, method: &str, path: &str, ttl: u64) -> String {
+    let claims = json!({
+        "iss": client_key(i), "sub": format!("bench-user-{i}"),
+        "iat": now(), "exp": now() + ttl, "qsh": qsh::qsh(method, path, None, ""),
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret(i).as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    match &args.direct {
+        Some(db) => seed_directly(db, args.tenants).await,
+        None => install_and_post(&args, &http).await,
+    }
+    eprintln!(
+        "seeded {} tenants in {:.1?}",
+        args.tenants,
+        started.elapsed()
+    );
+
+    let (status, notes) = list_notes(&http, &args.app, 0).await;
+    assert_eq!(status, 200, "GET {NOTES} answered {status}: {notes}");
+    assert_eq!(
+        notes.as_array().map(Vec::len),
+        Some(10),
+        "expected 10 notes: {notes}"
+    );
+    eprintln!("check: GET {NOTES} as tenant 0 -> 200 with 10 rows");
+
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&args.tokens).unwrap());
+    for i in 0..args.tenants {
+        writeln!(out, "{}", tenant_token(i, "GET", NOTES, 3600)).unwrap();
+    }
+    out.flush().unwrap();
+}
+
+async fn list_notes(http: &reqwest::Client, app: &str, i: usize) -> (u16, Value) {
+    let response = http
+        .get(format!("{app}{NOTES}"))
+        .header(
+            "authorization",
+            format!("JWT {}", tenant_token(i, "GET", NOTES, 60)),
+        )
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The default path: every tenant through the signed install hook, every note through the API.
+async fn install_and_post(args: &Args, http: &reqwest::Client) {
+    let key = RsaPrivateKey::new(&mut rand08::rngs::OsRng, 2048).unwrap();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let signing = Arc::new(
+        EncodingKey::from_rsa_pem(key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap(),
+    );
+    let keys = Router::new().route(
+        &format!("/{KID}"),
+        axum::routing::get(move || async move { public_pem }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.keys_port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, keys).await });
+
+    let installs = futures_util::stream::iter(0..args.tenants).map(|i| {
+        let signing = signing.clone();
+        async move {
+            let claims = json!({
+                "iss": client_key(i), "aud": args.base_url, "iat": now(), "exp": now() + 180,
+                "qsh": qsh::qsh("POST", "/installed", None, ""),
+            });
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(KID.to_owned());
+            let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
+            let payload = json!({
+                "key": APP_KEY, "clientKey": client_key(i), "sharedSecret": secret(i),
+                "baseUrl": format!("https://bench-{i}.atlassian.net"), "productType": "jira",
+                "eventType": "installed", "oauthClientId": format!("oauth-{i}"),
+            });
+            let response = http
+                .post(format!("{}/installed", args.app))
+                .header("authorization", format!("JWT {token}"))
+                .json(&payload)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204, "install {i}: {}", response.text().await.unwrap_or_default());
+            for n in 0..10 {
+                let response = http
+                    .post(format!("{}{NOTES}", args.app))
+                    .header("authorization", format!("JWT {}", tenant_token(i, "POST", NOTES, 60)))
+                    .json(&json!({ "body": format!("Note {n} of tenant {i}: the quick brown fox jumps over the lazy dog.") }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201, "note {n} of tenant {i}");
+            }
+        }
+    });
+    installs.buffer_unordered(16).collect::<Vec<()>>().await;
+}
+
+/// For large tenant counts: the same rows, written with two statements.
+async fn seed_directly(database_url: &str, tenants: usize) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into tenant (client_key, app_key, shared_secret, base_url, product_type, oauth_client_id, enabled, installed_at, updated_at) \
+         select 'bench-tenant-' || i, $2, 'bench-secret-' || i || '-0123456789abcdef0123456789abcdef', \
+                'https://bench-' || i || '.atlassian.net', 'jira', 'oauth-' || i, true, now(), now() \
+         from generate_series(0, $1 - 1) as i on conflict do nothing",
+    )
+    .bind(tenants as i64)
+    .bind(APP_KEY)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into note (client_key, issue_key, body, author, created_at) \
+         select 'bench-tenant-' || i, 'PROJ-1', 'Note ' || n || ' of tenant ' || i || ': the quick brown fox jumps over the lazy dog.', \
+                'bench-user-' || i, now() \
+         from generate_series(0, $1 - 1) as i, generate_series(0, 9) as n",
+    )
+    .bind(tenants as i64)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze").execute(&pool).await.unwrap();
+}
