@@ -48,12 +48,14 @@ peak = read("rss-peak.txt").strip()
 result = {
     "tenants": tenants,
     "machine": {"cores": os.cpu_count(), "system": platform.platform()},
+    "postgres_transport": read("transport.txt").strip(),
     "levels": levels,
     "peak_rss_mb": round(int(peak) / 1024, 1) if peak else None,
 }
 json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=2)
 
-print(f"\n{tenants} tenants, {os.cpu_count()} cores, wrk + Postgres + server on this machine")
+print(f"\n{tenants} tenants, {os.cpu_count()} cores, wrk + Postgres + server on this machine "
+      f"(Postgres over {result['postgres_transport']})")
 print(f"{'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB':>7} {'pgbench tps':>12} {'app/pgbench':>11}")
 for l in levels:
     print(f"{l['connections']:>5} {l['requests_per_sec']:>10.0f} {l['p50_ms'] or 0:>8.3f} {l['p99_ms'] or 0:>8.3f} "

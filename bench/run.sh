@@ -35,11 +35,24 @@ trap cleanup EXIT
 cargo build --release --locked --bin connect-axum --example bench-seed
 out=bench/out
 mkdir -p "$out"
-rm -f "$out"/*.txt "$out"/*.log
+rm -f "$out"/*.txt "$out"/*.log "$out"/*.json
 
 db=connect_axum_bench
 psql "$TEST_DATABASE_URL" -qc "drop database if exists $db with (force)" -c "create database $db"
 db_url="${TEST_DATABASE_URL%/*}/$db"
+# On one machine the server and pgbench reach Postgres through its Unix socket when it has one
+# (as a co-located deployment would); otherwise through TCP.
+pg_port=$(psql "$db_url" -Atc 'show port')
+transport=tcp pgbench_target=("$db_url")
+for dir in /var/run/postgresql "${pg_dir:-}"; do
+  if [ -n "$dir" ] && [ -S "$dir/.s.PGSQL.$pg_port" ]; then
+    db_url="postgres://postgres@localhost/$db?host=$dir&port=$pg_port"
+    pgbench_target=(-h "$dir" -p "$pg_port" -U postgres "$db")
+    transport="unix socket"
+    break
+  fi
+done
+echo "$transport" >"$out/transport.txt"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 app_port=$(free_port) keys_port=$(free_port)
 app="http://127.0.0.1:$app_port"
@@ -72,7 +85,7 @@ for c in 1 32 128; do
   clients=$(( c < max_clients ? c : max_clients ))
   echo "clients: $clients" >"$out/pgbench-c$c.txt"
   "$pgbench_bin" -n -M prepared -c $clients -j $threads -T "$duration" -D tenants="$tenants" \
-    -f bench/select.sql "$db_url" >>"$out/pgbench-c$c.txt" 2>&1 || echo "pgbench failed at $clients clients" >&2
+    -f bench/select.sql "${pgbench_target[@]}" >>"$out/pgbench-c$c.txt" 2>&1 || echo "pgbench failed at $clients clients" >&2
 done
 awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/rss-peak.txt"
 

@@ -3,9 +3,12 @@ use connect_axum::config::Config;
 use connect_axum::{store, telemetry};
 use tokio::net::TcpListener;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    telemetry::init();
+    let _log_writer = telemetry::init();
     let config = Config::from_env()?;
     let store = store::connect(&config.store_options()).await?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
