@@ -3,9 +3,6 @@ use connect_axum::config::Config;
 use connect_axum::{store, telemetry};
 use tokio::net::TcpListener;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _log_writer = telemetry::init();
