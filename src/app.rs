@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,
         ))
+        .layer(middleware::map_response(timeout_as_json))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -140,6 +141,18 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
     app.store.ping().await.map_err(Error::StoreUnavailable)?;
     Ok(Json(json!({ "status": "ok" })))
+}
+
+/// The timeout layer answers with a bare status; give it the JSON body every error has.
+async fn timeout_as_json(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return Error::RequestTimeout.into_response();
+    }
+    response
 }
 
 async fn not_found() -> impl IntoResponse {

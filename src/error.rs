@@ -34,6 +34,8 @@ pub enum Error {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request took too long")]
+    RequestTimeout,
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("the request body must be JSON")]
@@ -80,6 +82,7 @@ impl Error {
             Error::Forbidden { reason, .. } => (StatusCode::FORBIDDEN, reason),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

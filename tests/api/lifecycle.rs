@@ -379,6 +379,25 @@ mod key_server_faults {
     }
 
     #[tokio::test]
+    async fn a_request_over_the_time_limit_is_answered_408_in_json() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = TestApp::sqlite_with(move |name| match name {
+            "INSTALL_KEYS_URL" => Some(url.clone()),
+            "INSTALL_KEYS_TIMEOUT_MS" => Some("30000".to_owned()),
+            "REQUEST_TIMEOUT_SECS" => Some("1".to_owned()),
+            _ => None,
+        })
+        .await;
+        let tenant = TestTenant::new("acme");
+        let token = install_token(&tenant, "/installed", json!({}));
+        refused_install(&app, &tenant, Some(&token), &tenant.payload("installed"))
+            .await
+            .assert_error(StatusCode::REQUEST_TIMEOUT, "request_timeout");
+        drop(listener);
+    }
+
+    #[tokio::test]
     async fn install_is_refused_when_the_key_server_errs() {
         let router = axum::Router::new().fallback(|| async { StatusCode::INTERNAL_SERVER_ERROR });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
