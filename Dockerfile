@@ -16,6 +16,7 @@ COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum
 USER app
 WORKDIR /app
 ENV BIND=0.0.0.0 \
+    LOG_FORMAT=json \
     PORT=3000
 EXPOSE 3000
 CMD ["connect-axum"]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
+use axum::http::HeaderName;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -23,6 +25,9 @@ use crate::lifecycle::{self, Descriptor};
 use crate::notes;
 use crate::product::ProductClient;
 use crate::store::TenantStore;
+
+/// The header that carries a request's id: kept when the client sends one, made otherwise.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -112,11 +117,17 @@ pub fn router(state: AppState) -> Router {
                         .extensions()
                         .get::<MatchedPath>()
                         .map(|p| p.as_str().to_owned());
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = request.uri().path(),
                         route,
+                        request_id,
                         client_key = tracing::field::Empty,
                     )
                 })
@@ -131,6 +142,9 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_failure(()),
         )
+        // Outside the trace layer, so that every log line of the request carries its id.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 

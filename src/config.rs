@@ -47,6 +47,27 @@ impl HostPatterns {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Pretty,
+    /// One JSON object per line (the Docker image's default).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be json or pretty".to_owned()),
+        }
+    }
+}
+
 /// The service's configuration. Tests build it with [`Config::from_vars`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,6 +98,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
+    /// LOG_FORMAT: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
     pub request_timeout: Duration,
 }
@@ -176,6 +199,7 @@ impl Config {
             jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
             max_body_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
+            log_format: parse(&var, "LOG_FORMAT", "pretty")?,
         })
     }
 }
@@ -257,6 +281,7 @@ mod tests {
             ("JWT_LEEWAY_SECS", "-1"),
             ("MAX_BODY_BYTES", "0"),
             ("DB_POOL_SIZE", "0"),
+            ("LOG_FORMAT", "xml"),
             ("DB_POOL_SIZE", "many"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();

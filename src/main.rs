@@ -1,12 +1,36 @@
+use std::process::ExitCode;
+
+use clap::Parser;
 use connect_axum::app::{self, AppState};
+use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
 use connect_axum::{store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _log_writer = telemetry::init();
-    let config = Config::from_env()?;
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match serve(config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("connect-axum: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => cli::run(command, config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let _log_writer = telemetry::init(config.log_format);
     let store = store::connect(&config.store_options()).await?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     tracing::info!(
@@ -20,7 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     );
     let router = app::router(AppState::new(config, store));
-    Ok(app::serve(listener, router, shutdown_signal()).await?)
+    app::serve(listener, router, shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

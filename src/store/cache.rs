@@ -65,6 +65,10 @@ impl TenantStore for CachedStore {
         Ok(found)
     }
 
+    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        self.inner.list_tenants().await
+    }
+
     async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool> {
         let done = self.inner.mark_uninstalled(key).await;
         self.forget(Some(key.as_str()));

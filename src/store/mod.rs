@@ -136,6 +136,9 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Finds a tenant by the key a token claims, whatever its state.
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
+    /// Every tenant, by client key.
+    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
+
     /// Marks a tenant uninstalled, keeping its data; false when there is no such tenant.
     async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool>;
 
@@ -215,6 +218,54 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
     })
 }
 
+/// The columns of a tenant, in the order [`tenant_from_row`] reads them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! SELECT_TENANT {
+    () => {
+        "select client_key, app_key, shared_secret, base_url, display_url, product_type, \
+         description, server_version, plugins_version, oauth_client_id, \
+         service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
+         updated_at, uninstalled_at from tenant"
+    };
+}
+pub(crate) use SELECT_TENANT;
+
+/// Reads a tenant row of either backend.
+pub(crate) fn tenant_from_row<R>(r: &R) -> sqlx::Result<Arc<TenantRecord>>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let installation = Installation {
+        client_key: ClientKey::new(r.try_get::<String, _>("client_key")?),
+        app_key: r.try_get("app_key")?,
+        shared_secret: SharedSecret::new(r.try_get::<String, _>("shared_secret")?),
+        base_url: r.try_get("base_url")?,
+        display_url: r.try_get("display_url")?,
+        product_type: r.try_get("product_type")?,
+        description: r.try_get("description")?,
+        server_version: r.try_get("server_version")?,
+        plugins_version: r.try_get("plugins_version")?,
+        oauth_client_id: r.try_get("oauth_client_id")?,
+        service_entitlement_number: r.try_get("service_entitlement_number")?,
+        cloud_id: r.try_get("cloud_id")?,
+        installation_id: r.try_get("installation_id")?,
+    };
+    Ok(Arc::new(TenantRecord {
+        installation,
+        enabled: r.try_get("enabled")?,
+        installed_at: r.try_get("installed_at")?,
+        updated_at: r.try_get("updated_at")?,
+        uninstalled_at: r.try_get("uninstalled_at")?,
+    }))
+}
+
 /// The SQL both backends share, written once in the dialect common to Postgres and SQLite.
 macro_rules! shared_queries {
     ($store:ty) => {
@@ -265,43 +316,23 @@ macro_rules! shared_queries {
                 &self,
                 client_key: &str,
             ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
-                use sqlx::Row as _;
-                let row = sqlx::query(
-                    "select client_key, app_key, shared_secret, base_url, display_url, product_type, \
-                     description, server_version, plugins_version, oauth_client_id, \
-                     service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-                     updated_at, uninstalled_at from tenant where client_key = $1",
-                )
-                .bind(client_key)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(|r| {
-                    let installation = $crate::store::Installation {
-                        client_key: $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?),
-                        app_key: r.try_get("app_key")?,
-                        shared_secret: $crate::store::SharedSecret::new(
-                            r.try_get::<String, _>("shared_secret")?,
-                        ),
-                        base_url: r.try_get("base_url")?,
-                        display_url: r.try_get("display_url")?,
-                        product_type: r.try_get("product_type")?,
-                        description: r.try_get("description")?,
-                        server_version: r.try_get("server_version")?,
-                        plugins_version: r.try_get("plugins_version")?,
-                        oauth_client_id: r.try_get("oauth_client_id")?,
-                        service_entitlement_number: r.try_get("service_entitlement_number")?,
-                        cloud_id: r.try_get("cloud_id")?,
-                        installation_id: r.try_get("installation_id")?,
-                    };
-                    Ok(std::sync::Arc::new($crate::store::TenantRecord {
-                        installation,
-                        enabled: r.try_get("enabled")?,
-                        installed_at: r.try_get("installed_at")?,
-                        updated_at: r.try_get("updated_at")?,
-                        uninstalled_at: r.try_get("uninstalled_at")?,
-                    }))
-                })
-                .transpose()
+                sqlx::query(concat!($crate::store::SELECT_TENANT!(), " where client_key = $1"))
+                    .bind(client_key)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| $crate::store::tenant_from_row(&r))
+                    .transpose()
+            }
+
+            async fn list_tenants(
+                &self,
+            ) -> sqlx::Result<Vec<std::sync::Arc<$crate::store::TenantRecord>>> {
+                sqlx::query(concat!($crate::store::SELECT_TENANT!(), " order by client_key"))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map($crate::store::tenant_from_row)
+                    .collect()
             }
 
             async fn mark_uninstalled(&self, key: &$crate::store::ClientKey) -> sqlx::Result<bool> {

@@ -424,3 +424,15 @@ on_both_stores! {
         }
     }
 }
+
+on_both_stores! {
+    async fn every_response_carries_a_request_id_and_a_given_one_is_kept(app: TestApp) {
+        let response = app.call("GET", "/healthz", None, None).await;
+        let made = response.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(made.len(), 36, "a UUID: {made}");
+        let request = Request::get("/nope").header("x-request-id", "trace-123").body(Body::empty()).unwrap();
+        let response = app.send(request).await;
+        assert_eq!(response.headers["x-request-id"], "trace-123");
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,245 @@
+//! The command line: `serve` (the default), `migrate`, `tenants`, `token`, `descriptor`, `check`.
+//!
+//! Exit codes: 0 success, 1 a failure (store unreachable, a check failed), 2 bad usage or
+//! configuration, 3 no such tenant.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::{jwt, qsh};
+use crate::config::Config;
+use crate::lifecycle::Descriptor;
+use crate::store::{self, TenantRecord};
+
+/// A backend for Atlassian Connect multitenant apps.
+#[derive(Debug, Parser)]
+#[command(name = "connect-axum", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; configuration always comes from the environment (see README).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Run the store's migrations and exit.
+    Migrate,
+    /// Inspect installed tenants (never shows a secret).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Mint a JWT as the tenant's product would, for trying routes locally.
+    Token {
+        /// The tenant's clientKey.
+        client_key: String,
+        /// The HTTP method the token is for, e.g. GET.
+        method: String,
+        /// The path and query the token is for, e.g. /api/issues/PROJ-1/notes.
+        target: String,
+        /// Seconds until the token expires.
+        #[arg(long, default_value_t = 180)]
+        exp: u64,
+        /// The user's account id (`sub`).
+        #[arg(long)]
+        sub: Option<String>,
+    },
+    /// Print the descriptor as served at /atlassian-connect.json.
+    Descriptor,
+    /// Check the configuration and the store, reporting each item.
+    Check,
+}
+
+/// `tenants` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// One line per tenant: clientKey, state, product, baseUrl, installed at.
+    List,
+    /// Everything stored about one tenant except its secret.
+    Show {
+        /// The tenant's clientKey.
+        client_key: String,
+    },
+}
+
+/// Exit code of a configuration or usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the named tenant does not exist.
+pub const EXIT_NO_TENANT: u8 = 3;
+
+/// Runs a command other than `serve`, printing to stdout and errors to stderr.
+pub async fn run(command: Command, config: Config) -> ExitCode {
+    match command {
+        Command::Serve => unreachable!("serve is run by main"),
+        Command::Descriptor => {
+            let descriptor = Descriptor::new(&config.base_url);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(descriptor.json()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Check => check(&config).await,
+        Command::Migrate => match store::connect(&config.store_options()).await {
+            Ok(_) => {
+                println!("migrations applied to the {} store", backend_name(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&format!("could not migrate the store: {e:#}")),
+        },
+        Command::Tenants { command } => {
+            let store = match store::connect(&config.store_options()).await {
+                Ok(store) => store,
+                Err(e) => return failure(&format!("could not open the store: {e:#}")),
+            };
+            match command {
+                TenantsCommand::List => match store.list_tenants().await {
+                    Ok(tenants) => {
+                        for t in tenants {
+                            let i = &t.installation;
+                            println!(
+                                "{}\t{}\t{}\t{}\t{}",
+                                i.client_key,
+                                state(&t),
+                                i.product_type.as_deref().unwrap_or("-"),
+                                i.base_url,
+                                t.installed_at.to_rfc3339()
+                            );
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => failure(&format!("could not list tenants: {e}")),
+                },
+                TenantsCommand::Show { client_key } => match store.find_tenant(&client_key).await {
+                    Ok(Some(t)) => {
+                        println!("{}", describe(&t));
+                        ExitCode::SUCCESS
+                    }
+                    Ok(None) => {
+                        eprintln!("no tenant {client_key:?}");
+                        ExitCode::from(EXIT_NO_TENANT)
+                    }
+                    Err(e) => failure(&format!("could not read the tenant: {e}")),
+                },
+            }
+        }
+        Command::Token {
+            client_key,
+            method,
+            target,
+            exp,
+            sub,
+        } => {
+            let store = match store::connect(&config.store_options()).await {
+                Ok(store) => store,
+                Err(e) => return failure(&format!("could not open the store: {e:#}")),
+            };
+            match store.find_tenant(&client_key).await {
+                Ok(Some(t)) => {
+                    println!(
+                        "{}",
+                        mint(&config, &t, &method, &target, exp, sub.as_deref())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!("no tenant {client_key:?}");
+                    ExitCode::from(EXIT_NO_TENANT)
+                }
+                Err(e) => failure(&format!("could not read the tenant: {e}")),
+            }
+        }
+    }
+}
+
+fn failure(message: &str) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}
+
+fn backend_name(config: &Config) -> &'static str {
+    match config.database_url.parse::<store::Backend>() {
+        Ok(store::Backend::Postgres) => "Postgres",
+        _ => "SQLite",
+    }
+}
+
+fn state(t: &TenantRecord) -> &'static str {
+    match (t.is_installed(), t.enabled) {
+        (false, _) => "uninstalled",
+        (true, true) => "enabled",
+        (true, false) => "disabled",
+    }
+}
+
+/// The tenant as JSON, without its sharedSecret.
+fn describe(t: &TenantRecord) -> String {
+    let i = &t.installation;
+    serde_json::to_string_pretty(&serde_json::json!({
+        "clientKey": i.client_key.as_str(),
+        "key": i.app_key,
+        "state": state(t),
+        "baseUrl": i.base_url,
+        "displayUrl": i.display_url,
+        "productType": i.product_type,
+        "description": i.description,
+        "serverVersion": i.server_version,
+        "pluginsVersion": i.plugins_version,
+        "oauthClientId": i.oauth_client_id,
+        "serviceEntitlementNumber": i.service_entitlement_number,
+        "cloudId": i.cloud_id,
+        "installationId": i.installation_id,
+        "installedAt": t.installed_at,
+        "updatedAt": t.updated_at,
+        "uninstalledAt": t.uninstalled_at,
+    }))
+    .unwrap_or_default()
+}
+
+/// A product-style JWT for `METHOD target`, relative to `BASE_URL`'s path.
+fn mint(
+    config: &Config,
+    t: &TenantRecord,
+    method: &str,
+    target: &str,
+    exp: u64,
+    sub: Option<&str>,
+) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = serde_json::json!({
+        "iss": t.installation.client_key.as_str(),
+        "iat": now,
+        "exp": now + exp,
+        "qsh": qsh::qsh(method, path, query, config.base_url.path()),
+    });
+    if let Some(sub) = sub {
+        claims["sub"] = sub.into();
+    }
+    jwt::sign_hs256(&claims, t.installation.shared_secret.expose().as_bytes())
+}
+
+async fn check(config: &Config) -> ExitCode {
+    println!(
+        "config: ok (base URL {}, listening on {}:{})",
+        config.base_url, config.bind, config.port
+    );
+    let descriptor = Descriptor::new(&config.base_url);
+    println!("descriptor: ok (key {})", descriptor.key());
+    match store::connect(&config.store_options()).await {
+        Ok(store) => match store.ping().await {
+            Ok(()) => {
+                println!("store: ok ({}, migrations applied)", backend_name(config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&format!("store: FAILED ({e})")),
+        },
+        Err(e) => failure(&format!("store: FAILED ({e:#})")),
+    }
+}
