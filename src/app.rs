@@ -22,6 +22,7 @@ use crate::auth::{self, Authenticator, ContextJwt, InstallKeys, LifecycleJwt, Pr
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
+use crate::monitoring;
 use crate::notes;
 use crate::product::ProductClient;
 use crate::store::TenantStore;
@@ -42,6 +43,7 @@ pub struct AppState {
 impl AppState {
     /// Wires the state for `config` over `store`.
     pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
+        monitoring::handle();
         let descriptor = Descriptor::new(&config.base_url);
         let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
         let auth = Authenticator::new(
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         // No authentication.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(monitoring::render))
         .merge(lifecycle::descriptor_router())
         .merge(notes::public_router())
         // RS256 signed install, verified by the handlers' `SignedInstall` extractor.
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         // A product JWT bound to the request: the issue panel page and webhooks.
         .merge(notes_product)
         .fallback(not_found)
+        .route_layer(middleware::from_fn(monitoring::track))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

@@ -98,6 +98,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
+    /// METRICS_TOKEN: when set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<crate::store::SharedSecret>,
     /// LOG_FORMAT: `pretty` (default) or `json`.
     pub log_format: LogFormat,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
@@ -200,6 +202,7 @@ impl Config {
             max_body_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
+            metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
         })
     }
 }

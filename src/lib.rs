@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod monitoring;
 pub mod notes;
 pub mod product;
 pub mod store;

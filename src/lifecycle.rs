@@ -232,6 +232,7 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     signed.check_issuer(&payload.client_key)?;
     let tenant = payload.into_tenant(&app)?;
     app.store.save_tenant(&tenant).await?;
+    metrics::counter!("lifecycle_events_total", "event" => "installed").increment(1);
     tracing::info!(
         tenant.client_key = %tenant.client_key,
         tenant.base_url = %tenant.base_url,
@@ -246,6 +247,7 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
     payload.check(&app, "uninstalled")?;
     let key = ClientKey::new(payload.client_key);
     let known = app.store.mark_uninstalled(&key).await?;
+    metrics::counter!("lifecycle_events_total", "event" => "uninstalled").increment(1);
     tracing::info!(tenant.client_key = %key, known, "uninstalled tenant {key}");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -281,6 +283,7 @@ async fn switch(
     }
     payload.check(&app, event)?;
     app.store.set_enabled(tenant.client_key(), enabled).await?;
+    metrics::counter!("lifecycle_events_total", "event" => event).increment(1);
     tracing::info!(tenant.client_key = %tenant.client_key(), "{event} tenant {}", tenant.client_key());
     Ok(StatusCode::NO_CONTENT)
 }

@@ -111,6 +111,7 @@ impl AuthError {
 
 impl From<AuthError> for Error {
     fn from(e: AuthError) -> Self {
+        metrics::counter!("auth_failures_total", "reason" => e.code()).increment(1);
         Error::Unauthorized {
             reason: e.code(),
             message: e.to_string(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::{ClientKey, Installation, NewNote, Note, TenantRecord, TenantStore};
+use super::{ClientKey, Installation, NewNote, Note, PoolUsage, TenantRecord, TenantStore};
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -48,6 +48,10 @@ impl TenantStore for CachedStore {
         self.inner.ping().await
     }
 
+    fn pool_usage(&self) -> PoolUsage {
+        self.inner.pool_usage()
+    }
+
     async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()> {
         let saved = self.inner.save_tenant(tenant).await;
         self.forget(Some(tenant.client_key.as_str()));
@@ -56,8 +60,10 @@ impl TenantStore for CachedStore {
 
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
         if let Some(tenant) = self.tenants.get(client_key) {
+            metrics::counter!("tenant_cache_total", "result" => "hit").increment(1);
             return Ok(Some(tenant));
         }
+        metrics::counter!("tenant_cache_total", "result" => "miss").increment(1);
         let found = self.inner.find_tenant(client_key).await?;
         if let Some(tenant) = &found {
             self.tenants.insert(client_key.to_owned(), tenant.clone());

@@ -130,6 +130,9 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn ping(&self) -> sqlx::Result<()>;
 
+    /// How many connections the pool holds.
+    fn pool_usage(&self) -> PoolUsage;
+
     /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and enabled.
     async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()>;
 
@@ -163,6 +166,14 @@ pub trait TenantStore: Send + Sync + 'static {
 pub fn now() -> DateTime<Utc> {
     use chrono::SubsecRound as _;
     Utc::now().trunc_subsecs(6)
+}
+
+/// Connections of a store's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// Which backend a `DATABASE_URL` selects.
@@ -273,6 +284,14 @@ macro_rules! shared_queries {
         impl $crate::store::TenantStore for $store {
             async fn ping(&self) -> sqlx::Result<()> {
                 sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
+            }
+
+            fn pool_usage(&self) -> $crate::store::PoolUsage {
+                $crate::store::PoolUsage {
+                    open: self.pool.size(),
+                    idle: self.pool.num_idle() as u32,
+                    max: self.pool.options().get_max_connections(),
+                }
             }
 
             async fn save_tenant(&self, t: &$crate::store::Installation) -> sqlx::Result<()> {

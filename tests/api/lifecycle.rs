@@ -436,3 +436,57 @@ on_both_stores! {
         assert_eq!(response.status, StatusCode::NOT_FOUND);
     }
 }
+
+mod metrics {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_count_requests_auth_failures_cache_and_lifecycle() {
+        let app = TestApp::sqlite().await;
+        let tenant = app.install("metrics").await;
+        app.signed(&tenant, "GET", "/api/issues/PROJ-1/notes", None)
+            .await;
+        app.signed(&tenant, "GET", "/api/issues/PROJ-1/notes", None)
+            .await;
+        app.call("GET", "/api/issues/PROJ-1/notes", Some("garbage"), None)
+            .await;
+        let response = app.call("GET", "/metrics", None, None).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let text = String::from_utf8(response.body).unwrap();
+        for expected in [
+            r#"http_requests_total{route="/api/issues/{issue_key}/notes",method="GET",status="200"}"#,
+            r#"http_requests_total{route="/installed",method="POST",status="204"}"#,
+            "http_request_duration_seconds_bucket{",
+            r#"auth_failures_total{reason="malformed_token"}"#,
+            r#"tenant_cache_total{result="hit"}"#,
+            r#"tenant_cache_total{result="miss"}"#,
+            r#"lifecycle_events_total{event="installed"}"#,
+            r#"db_pool_connections{state="max"} 5"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+        assert!(!text.contains(&tenant.secret));
+    }
+
+    #[tokio::test]
+    async fn metrics_can_require_a_bearer_token() {
+        let app =
+            TestApp::sqlite_with(|name| (name == "METRICS_TOKEN").then(|| "s3cret".to_owned()))
+                .await;
+        app.call("GET", "/metrics", None, None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "bad_metrics_token");
+        let wrong = Request::get("/metrics")
+            .header("authorization", "Bearer nope")
+            .body(Body::empty())
+            .unwrap();
+        app.send(wrong)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "bad_metrics_token");
+        let right = Request::get("/metrics")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(right).await.status, StatusCode::OK);
+    }
+}
