@@ -9,7 +9,7 @@ RUN cargo build --release --locked --bin connect-axum
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --create-home --home-dir /app app
 COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum

@@ -2,7 +2,11 @@
 //! `/installed` hook (or, with `--direct`, straight into Postgres for large counts), writes 10
 //! notes per tenant on PROJ-1, checks one tenant's list, and writes one valid JWT per tenant.
 //!
-//! `bench-seed --app URL --base-url URL --keys-port PORT --tenants N --tokens FILE [--direct DB_URL]`
+//! `bench-seed --app URL --base-url URL --keys-port PORT --tenants N --tokens FILE [--direct DB_URL]
+//! [--secret-version V] [--install-only]`
+//!
+//! `--secret-version` installs with another sharedSecret (a reinstall that rotates it);
+//! `--install-only` skips the notes and the check (for `ops/two-replicas.sh`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +20,6 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 
-const KID: &str = "bench-key";
 const APP_KEY: &str = "connect-axum-issue-notes";
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
@@ -27,6 +30,8 @@ struct Args {
     tenants: usize,
     tokens: String,
     direct: Option<String>,
+    secret_version: u32,
+    install_only: bool,
 }
 
 fn args() -> Args {
@@ -38,8 +43,14 @@ fn args() -> Args {
         tenants: 1000,
         tokens: "bench/out/tokens.txt".into(),
         direct: None,
+        secret_version: 0,
+        install_only: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--install-only" {
+            args.install_only = true;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--app" => args.app = value,
@@ -48,6 +59,7 @@ fn args() -> Args {
             "--tenants" => args.tenants = value.parse().expect("--tenants"),
             "--tokens" => args.tokens = value,
             "--direct" => args.direct = Some(value),
+            "--secret-version" => args.secret_version = value.parse().expect("--secret-version"),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -65,11 +77,15 @@ fn client_key(i: usize) -> String {
     format!("bench-tenant-{i}")
 }
 
-fn secret(i: usize) -> String {
-    format!("bench-secret-{i}-0123456789abcdef0123456789abcdef")
+fn secret(i: usize, version: u32) -> String {
+    if version == 0 {
+        format!("bench-secret-{i}-0123456789abcdef0123456789abcdef")
+    } else {
+        format!("bench-secret-{i}-v{version}-0123456789abcdef0123456789abcdef")
+    }
 }
 
-fn tenant_token(i: usize, method: &str, path: &str, ttl: u64) -> String {
+fn tenant_token(i: usize, method: &str, path: &str, ttl: u64, version: u32) -> String {
     let claims = json!({
         "iss": client_key(i), "sub": format!("bench-user-{i}"),
         "iat": now(), "exp": now() + ttl, "qsh": qsh::qsh(method, path, None, ""),
@@ -77,7 +93,7 @@ fn tenant_token(i: usize, method: &str, path: &str, ttl: u64) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(secret(i).as_bytes()),
+        &EncodingKey::from_secret(secret(i, version).as_bytes()),
     )
     .unwrap()
 }
@@ -100,18 +116,25 @@ async fn main() {
         started.elapsed()
     );
 
-    let (status, notes) = list_notes(&http, &args.app, 0).await;
-    assert_eq!(status, 200, "GET {NOTES} answered {status}: {notes}");
-    assert_eq!(
-        notes.as_array().map(Vec::len),
-        Some(10),
-        "expected 10 notes: {notes}"
-    );
-    eprintln!("check: GET {NOTES} as tenant 0 -> 200 with 10 rows");
+    if !args.install_only {
+        let (status, notes) = list_notes(&http, &args.app, 0).await;
+        assert_eq!(status, 200, "GET {NOTES} answered {status}: {notes}");
+        assert_eq!(
+            notes.as_array().map(Vec::len),
+            Some(10),
+            "expected 10 notes: {notes}"
+        );
+        eprintln!("check: GET {NOTES} as tenant 0 -> 200 with 10 rows");
+    }
 
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args.tokens).unwrap());
     for i in 0..args.tenants {
-        writeln!(out, "{}", tenant_token(i, "GET", NOTES, 3600)).unwrap();
+        writeln!(
+            out,
+            "{}",
+            tenant_token(i, "GET", NOTES, 3600, args.secret_version)
+        )
+        .unwrap();
     }
     out.flush().unwrap();
 }
@@ -121,7 +144,7 @@ async fn list_notes(http: &reqwest::Client, app: &str, i: usize) -> (u16, Value)
         .get(format!("{app}{NOTES}"))
         .header(
             "authorization",
-            format!("JWT {}", tenant_token(i, "GET", NOTES, 60)),
+            format!("JWT {}", tenant_token(i, "GET", NOTES, 60, 0)),
         )
         .send()
         .await
@@ -142,8 +165,10 @@ async fn install_and_post(args: &Args, http: &reqwest::Client) {
     let signing = Arc::new(
         EncodingKey::from_rsa_pem(key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap(),
     );
+    // A fresh key id per run: servers cache keys by id.
+    let kid = format!("bench-key-{}", rand08::random::<u32>());
     let keys = Router::new().route(
-        &format!("/{KID}"),
+        &format!("/{kid}"),
         axum::routing::get(move || async move { public_pem }),
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.keys_port))
@@ -153,16 +178,17 @@ async fn install_and_post(args: &Args, http: &reqwest::Client) {
 
     let installs = futures_util::stream::iter(0..args.tenants).map(|i| {
         let signing = signing.clone();
+        let kid = kid.clone();
         async move {
             let claims = json!({
                 "iss": client_key(i), "aud": args.base_url, "iat": now(), "exp": now() + 180,
                 "qsh": qsh::qsh("POST", "/installed", None, ""),
             });
             let mut header = Header::new(Algorithm::RS256);
-            header.kid = Some(KID.to_owned());
+            header.kid = Some(kid.clone());
             let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
             let payload = json!({
-                "key": APP_KEY, "clientKey": client_key(i), "sharedSecret": secret(i),
+                "key": APP_KEY, "clientKey": client_key(i), "sharedSecret": secret(i, args.secret_version),
                 "baseUrl": format!("https://bench-{i}.atlassian.net"), "productType": "jira",
                 "eventType": "installed", "oauthClientId": format!("oauth-{i}"),
             });
@@ -174,10 +200,13 @@ async fn install_and_post(args: &Args, http: &reqwest::Client) {
                 .await
                 .unwrap();
             assert_eq!(response.status(), 204, "install {i}: {}", response.text().await.unwrap_or_default());
+            if args.install_only {
+                return;
+            }
             for n in 0..10 {
                 let response = http
                     .post(format!("{}{NOTES}", args.app))
-                    .header("authorization", format!("JWT {}", tenant_token(i, "POST", NOTES, 60)))
+                    .header("authorization", format!("JWT {}", tenant_token(i, "POST", NOTES, 60, 0)))
                     .json(&json!({ "body": format!("Note {n} of tenant {i}: the quick brown fox jumps over the lazy dog.") }))
                     .send()
                     .await
