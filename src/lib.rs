@@ -1,8 +1,48 @@
-//! connect-axum: a backend for Atlassian Connect multitenant apps.
+//! connect-axum: a backend for Atlassian Connect multitenant apps, built on axum.
+//!
+//! Jira and Confluence cloud sites install the app through its descriptor; this crate verifies
+//! every lifecycle hook (RS256 signed install for `installed`/`uninstalled`, HS256 for
+//! `enabled`/`disabled`), stores each site as a tenant, and puts every other route behind JWT +
+//! query-string-hash verification whose verified [`auth::Tenant`] scopes every query.
 //!
 //! A request walks one way: [`app::router`] → [`auth::require_jwt`] → [`auth::Tenant`] →
-//! handler → [`store::TenantStore`]. Lifecycle hooks live in [`lifecycle`], the sample
-//! tenant-scoped feature in [`notes`]; calls back into the product go through [`product`].
+//! handler → [`store::TenantStore`].
+//!
+//! - [`config`]: configuration from the environment.
+//! - [`lifecycle`]: the descriptor and the lifecycle hooks.
+//! - [`auth`]: JWT and QSH verification, the authentication modes, session tokens.
+//! - [`store`]: tenants and app data on Postgres or embedded SQLite, behind a tenant cache.
+//! - [`product`]: calls back into the tenant's product, as the app or as a user.
+//! - [`notes`]: the sample tenant-scoped feature (API, issue panel, webhook).
+//! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
+//!
+//! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
+//! authentication mode it needs and merged into [`app::router`]:
+//!
+//! ```no_run
+//! use axum::{Json, Router, middleware, routing::get};
+//! use connect_axum::app::{self, AppState};
+//! use connect_axum::auth::{self, ProductJwt, Tenant};
+//!
+//! async fn whoami(tenant: Tenant) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({
+//!         "clientKey": tenant.client_key().as_str(),
+//!         "accountId": tenant.account_id(),
+//!     }))
+//! }
+//!
+//! fn router(state: AppState) -> Router {
+//!     let mine = Router::new()
+//!         .route("/api/whoami", get(whoami))
+//!         .route_layer(middleware::from_fn_with_state(
+//!             state.auth.clone(),
+//!             auth::require_jwt::<ProductJwt>,
+//!         ));
+//!     app::router(state).merge(mine)
+//! }
+//! ```
+//!
+//! `examples/webhook_counter.rs` is a complete one.
 
 pub mod app;
 pub mod auth;

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod cli;
+mod example;
 mod lifecycle;
 mod notes;
 mod page;
