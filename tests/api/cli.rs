@@ -130,3 +130,75 @@ fn migrate_creates_the_embedded_store_and_descriptor_prints_the_rendered_json() 
     assert_eq!(json["baseUrl"], BASE_URL);
     assert_eq!(json["lifecycle"]["installed"], "/installed");
 }
+
+#[test]
+fn json_logs_carry_the_request_id_and_never_the_token() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("logs.db").display()),
+        )
+        .env("PORT", port.to_string())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let response = client
+            .get(format!(
+                "http://127.0.0.1:{port}/api/issues/PROJ-1/notes?jwt=secret.token.value"
+            ))
+            .header("x-request-id", "req-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    });
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+    let mut logs = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == "req-42")
+        .unwrap_or_else(|| panic!("no JSON line with the request id in:\n{logs}"));
+    assert_eq!(line["fields"]["status"], 401);
+    assert_eq!(line["span"]["path"], "/api/issues/PROJ-1/notes");
+    assert!(
+        !logs.contains("secret.token.value"),
+        "a token reached the logs"
+    );
+}
