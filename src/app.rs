@@ -181,13 +181,32 @@ async fn method_not_allowed() -> impl IntoResponse {
     Error::MethodNotAllowed
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+/// How long in-flight requests may take to finish once shutdown has begun.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes; then stops accepting connections and
+/// lets in-flight requests finish, for at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping.send(true);
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let grace = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served,
+        () = grace => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    }
 }

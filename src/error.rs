@@ -50,7 +50,29 @@ pub enum Error {
     #[error("the store is unavailable")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    /// A store that cannot be reached is 503 (the client may retry); any other store error is 500.
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Error::StoreUnavailable(e),
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
+                // Postgres shutting down (57P01-57P03) or a connection failure (08xxx).
+                Error::StoreUnavailable(e)
+            }
+            _ => Error::Database(e),
+        }
+    }
 }
 
 impl Error {

@@ -43,8 +43,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "Postgres"
         },
     );
-    let router = app::router(AppState::new(config, store));
+    let router = app::router(AppState::new(config, store.clone()));
     app::serve(listener, router, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -52,6 +52,10 @@ impl TenantStore for CachedStore {
         self.inner.pool_usage()
     }
 
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
     async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()> {
         let saved = self.inner.save_tenant(tenant).await;
         self.forget(Some(tenant.client_key.as_str()));

@@ -133,6 +133,9 @@ pub trait TenantStore: Send + Sync + 'static {
     /// How many connections the pool holds.
     fn pool_usage(&self) -> PoolUsage;
 
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+
     /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and enabled.
     async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()>;
 
@@ -284,6 +287,10 @@ macro_rules! shared_queries {
         impl $crate::store::TenantStore for $store {
             async fn ping(&self) -> sqlx::Result<()> {
                 sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
             }
 
             fn pool_usage(&self) -> $crate::store::PoolUsage {

@@ -328,7 +328,12 @@ impl TestApp {
     }
 
     pub async fn postgres_with(vars: impl Fn(&str) -> Option<String>) -> Self {
-        let admin_url = admin_url();
+        Self::postgres_at(&admin_url(), vars).await
+    }
+
+    /// An app on a fresh database of the Postgres server at `admin_url`.
+    pub async fn postgres_at(admin_url: &str, vars: impl Fn(&str) -> Option<String>) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = unique_name();
         let mut admin = PgConnection::connect(&admin_url)
             .await

@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod cli;
 mod example;
+mod faults;
 mod lifecycle;
 mod notes;
 mod page;

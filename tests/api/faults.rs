@@ -1,0 +1,278 @@
+//! Faults: the database goes away and comes back.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use crate::helpers::*;
+
+const NOTES: &str = "/api/issues/PROJ-1/notes";
+
+/// A Postgres cluster of the test's own, which the test can stop and start.
+struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    fn start_new() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .max()?;
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        // Postgres refuses to run as root.
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .ok()?
+            .stdout
+            .starts_with(b"0");
+        let cluster = Cluster {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        if as_postgres {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(cluster.dir.path())
+                .status()
+                .ok()?;
+        }
+        let data = cluster.data();
+        cluster
+            .run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust"])
+            .then_some(())?;
+        cluster.start().then_some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let tool = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(tool);
+            c
+        } else {
+            Command::new(tool)
+        };
+        command
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command.status().is_ok_and(|s| s.success())
+    }
+
+    fn start(&self) -> bool {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        )
+    }
+
+    fn stop(&self) -> bool {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_prompt_503_and_the_service_recovers_by_itself() {
+    let Some(cluster) = Cluster::start_new() else {
+        eprintln!("skipped: could not start a Postgres cluster of the test's own");
+        return;
+    };
+    let app = TestApp::postgres_at(&cluster.admin_url(), |_| None).await;
+    let tenant = app.install("acme").await;
+    assert_eq!(
+        app.signed(&tenant, "GET", NOTES, None).await.status,
+        StatusCode::OK
+    );
+
+    assert!(cluster.stop());
+    let started = Instant::now();
+    app.signed(&tenant, "GET", NOTES, None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    app.signed(
+        &tenant,
+        "POST",
+        NOTES,
+        Some(&serde_json::json!({ "body": "lost?" })),
+    )
+    .await
+    .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    app.call("GET", "/readyz", None, None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answers within the pool's acquire timeout"
+    );
+
+    assert!(cluster.start());
+    let started = Instant::now();
+    loop {
+        let response = app.signed(&tenant, "GET", NOTES, None).await;
+        if response.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no recovery: {}",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.call("GET", "/readyz", None, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.signed(&tenant, "GET", NOTES, None).await.json(),
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let app = TestApp::postgres().await;
+    let tenant = app.install("acme").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+        .env("DATABASE_URL", &app.database_url)
+        .env("PORT", port.to_string())
+        .env("BASE_URL", BASE_URL)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}{NOTES}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let token = tenant.token("POST", NOTES);
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let counter = acknowledged.clone();
+    let (burst_client, burst_url) = (client.clone(), url.clone());
+    let writes = (0..400).map(move |n| {
+        let (client, url, token, acknowledged) = (
+            burst_client.clone(),
+            burst_url.clone(),
+            token.clone(),
+            counter.clone(),
+        );
+        async move {
+            let response = client
+                .post(&url)
+                .header("authorization", format!("JWT {token}"))
+                .json(&serde_json::json!({ "body": format!("write {n}") }))
+                .send()
+                .await
+                .ok()?;
+            if response.status() != 201 {
+                return None;
+            }
+            let note: serde_json::Value = response.json().await.ok()?;
+            acknowledged.fetch_add(1, Ordering::SeqCst);
+            note["id"].as_i64()
+        }
+    });
+    let burst = tokio::spawn(futures_util::StreamExt::collect::<Vec<_>>(
+        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(writes), 32),
+    ));
+    while acknowledged.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let acked: Vec<i64> = burst.await.unwrap().into_iter().flatten().collect();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        acked.len() >= 40 && acked.len() < 400,
+        "{} writes acknowledged",
+        acked.len()
+    );
+
+    let stored: Vec<i64> = app
+        .signed(&tenant, "GET", NOTES, None)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acknowledged note {id} is missing");
+    }
+}
