@@ -8,11 +8,13 @@ use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -53,7 +55,8 @@ impl AppState {
             config.jwt_leeway,
             config.max_body_bytes,
             install_keys,
-        );
+        )
+        .with_rate_limit(config.tenant_rate_limit);
         let product = ProductClient::new(
             descriptor.key(),
             &config.oauth_auth_server_url,
@@ -108,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(monitoring::track))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(state.config.max_concurrent_requests)),
+            shed_load,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,
@@ -159,6 +166,15 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
     app.store.ping().await.map_err(Error::StoreUnavailable)?;
     Ok(Json(json!({ "status": "ok" })))
+}
+
+/// Answers 503 at once when the server already handles its maximum of requests, rather than
+/// queueing without bound.
+async fn shed_load(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => Error::Overloaded.into_response(),
+    }
 }
 
 /// The timeout layer answers with a bare status; give it the JSON body every error has.

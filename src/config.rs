@@ -100,6 +100,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// METRICS_TOKEN: when set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<crate::store::SharedSecret>,
+    /// MAX_CONCURRENT_REQUESTS: requests handled at once; more are answered 503 (default 1024).
+    pub max_concurrent_requests: usize,
+    /// TENANT_RATE_LIMIT: requests per second one tenant may make, with bursts of twice that;
+    /// more are answered 429 with `Retry-After` (default 100; 0 turns it off).
+    pub tenant_rate_limit: u32,
     /// LOG_FORMAT: `pretty` (default) or `json`.
     pub log_format: LogFormat,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
@@ -202,6 +207,8 @@ impl Config {
             max_body_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
+            max_concurrent_requests: parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?,
+            tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "100")?,
             metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
         })
     }

@@ -47,6 +47,10 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    #[error("the server is at its limit of concurrent requests; retry shortly")]
+    Overloaded,
+    #[error("too many requests for this tenant; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("the store is unavailable")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -110,6 +114,8 @@ impl Error {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Error::Upstream { status, reason, .. } => (*status, reason),
+            Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -127,6 +133,12 @@ impl IntoResponse for Error {
             Json(json!({ "error": reason, "message": self.to_string() })),
         )
             .into_response();
+        if let Error::RateLimited { retry_after } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

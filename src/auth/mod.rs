@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::store::TenantStore;
+use crate::store::{ClientKey, TenantStore};
 
 pub mod install;
 pub mod jwt;
@@ -168,7 +168,10 @@ struct Inner {
     leeway: u64,
     max_body_bytes: usize,
     install_keys: InstallKeys,
+    rate_limit: Option<TenantRateLimiter>,
 }
+
+type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
 
 impl Authenticator {
     /// Builds an authenticator for the app `app_key` served at `base_url`.
@@ -189,8 +192,36 @@ impl Authenticator {
                 leeway: leeway.as_secs(),
                 max_body_bytes,
                 install_keys,
+                rate_limit: None,
             }),
         }
+    }
+
+    /// Limits each tenant to `per_second` requests (bursts of twice that); 0 means no limit.
+    pub fn with_rate_limit(self, per_second: u32) -> Self {
+        let rate_limit = std::num::NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner {
+                rate_limit,
+                ..inner
+            }),
+        }
+    }
+
+    fn check_rate(&self, key: &ClientKey) -> Result<(), Error> {
+        let Some(limiter) = &self.inner.rate_limit else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            Error::RateLimited {
+                retry_after: wait.as_secs() + 1,
+            }
+        })
     }
 
     /// The QSH of a request as it reached this app.
@@ -309,6 +340,7 @@ pub async fn require_jwt<M: AuthMode>(
 ) -> Result<Response, Error> {
     let (parts, body, token) = take_token(request, auth.inner.max_body_bytes).await?;
     let tenant = auth.authenticate::<M>(&parts, &token).await?;
+    auth.check_rate(tenant.client_key())?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(tenant.clone());

@@ -265,3 +265,69 @@ async fn a_100_kb_token_over_http_is_a_client_error() {
         assert!(status.starts_with('4'), "status {status}");
     }
 }
+
+mod limits {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tenant_over_its_rate_is_answered_429_with_retry_after_and_others_are_not() {
+        let app =
+            TestApp::sqlite_with(|name| (name == "TENANT_RATE_LIMIT").then(|| "1".to_owned()))
+                .await;
+        let a = app.install("a").await;
+        let b = app.install("b").await;
+        let statuses: Vec<StatusCode> = {
+            let mut v = Vec::new();
+            for _ in 0..6 {
+                v.push(app.signed(&a, "GET", NOTES, None).await.status);
+            }
+            v
+        };
+        assert_eq!(
+            statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+            2,
+            "a burst of twice the rate"
+        );
+        let limited = app.signed(&a, "GET", NOTES, None).await;
+        limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        let retry: u64 = limited.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert_eq!(
+            app.signed(&b, "GET", NOTES, None).await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hanging = format!("http://{}", listener.local_addr().unwrap());
+        let app = TestApp::sqlite_with(move |name| match name {
+            "MAX_CONCURRENT_REQUESTS" => Some("1".to_owned()),
+            "INSTALL_KEYS_URL" => Some(hanging.clone()),
+            "INSTALL_KEYS_TIMEOUT_MS" => Some("1500".to_owned()),
+            _ => None,
+        })
+        .await;
+        let tenant = TestTenant::new("slow");
+        let token = install_token(&tenant, "/installed", json!({}));
+        let payload = tenant.payload("installed");
+        let slow = app.call("POST", "/installed", Some(&token), Some(&payload));
+        let shed = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            app.call("GET", "/healthz", None, None).await
+        };
+        let (slow, shed) = tokio::join!(slow, shed);
+        slow.assert_error(StatusCode::UNAUTHORIZED, "key_server_unavailable");
+        shed.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        assert_eq!(
+            app.call("GET", "/healthz", None, None).await.status,
+            StatusCode::OK
+        );
+        drop(listener);
+    }
+}
