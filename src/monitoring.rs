@@ -38,9 +38,11 @@ pub fn handle() -> PrometheusHandle {
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("metrics-upkeep".to_owned())
-                .spawn(move || loop {
-                    std::thread::sleep(std::time::Duration::from_secs(5));
-                    upkeep.run_upkeep();
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
                 })
                 .expect("a thread can be started");
             handle
