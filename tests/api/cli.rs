@@ -157,17 +157,7 @@ fn json_logs_carry_the_request_id_and_never_the_token() {
         .unwrap();
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        for _ in 0..100 {
-            if client
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_until_ready(&format!("http://127.0.0.1:{port}")).await;
         let response = client
             .get(format!(
                 "http://127.0.0.1:{port}/api/issues/PROJ-1/notes?jwt=secret.token.value"

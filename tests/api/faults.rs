@@ -195,17 +195,7 @@ async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}{NOTES}");
     let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until_ready(&format!("http://127.0.0.1:{port}")).await;
 
     let token = tenant.token("POST", NOTES);
     let acknowledged = Arc::new(AtomicUsize::new(0));

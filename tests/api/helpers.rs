@@ -286,6 +286,20 @@ pub fn rs256(claims: &Value, kid: &str) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
+/// Waits until a server started as a process answers `GET {base}/readyz` with 200.
+pub async fn wait_until_ready(base: &str) {
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{base} did not become ready");
+}
+
 /// A response, read whole.
 pub struct TestResponse {
     pub status: StatusCode,

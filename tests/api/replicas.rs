@@ -42,16 +42,8 @@ impl Replica {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..200 {
-            if reqwest::get(format!("{}/readyz", replica.url))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return replica;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("replica did not become ready");
+        wait_until_ready(&replica.url).await;
+        replica
     }
 
     async fn call(
