@@ -266,3 +266,96 @@ async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
         assert!(stored.contains(id), "acknowledged note {id} is missing");
     }
 }
+
+#[tokio::test]
+async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
+    use serde_json::json;
+    use std::io::Read;
+
+    let app = TestApp::postgres().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+        .env("DATABASE_URL", &app.database_url)
+        .env("PORT", port.to_string())
+        .env("BASE_URL", BASE_URL)
+        .env("INSTALL_KEYS_URL", &app.keys.url)
+        .env("RUST_LOG", "debug")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&base).await;
+    let client = reqwest::Client::new();
+    let tenant = TestTenant::new("secretive");
+    let install = install_token(&tenant, "/installed", json!({}));
+    let response = client
+        .post(format!("{base}/installed"))
+        .header("authorization", format!("JWT {install}"))
+        .json(&tenant.payload("installed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let header_token = tenant.token("POST", NOTES);
+    let created = client
+        .post(format!("{base}{NOTES}"))
+        .header("authorization", format!("JWT {header_token}"))
+        .json(&json!({ "body": "note" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let session = created.headers()["x-acpt"].to_str().unwrap().to_owned();
+    let query_token = tenant.token("GET", NOTES);
+    let listed = client
+        .get(format!("{base}{NOTES}?jwt={query_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let forged = format!("{}x", tenant.token("GET", NOTES));
+    let refused = client
+        .get(format!("{base}{NOTES}"))
+        .header("authorization", format!("JWT {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+    let mut logs = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("installed tenant secretive-client-key"),
+        "the logs were captured"
+    );
+    for (what, secret) in [
+        ("sharedSecret", tenant.secret.as_str()),
+        ("install token", install.as_str()),
+        ("header token", header_token.as_str()),
+        ("query token", query_token.as_str()),
+        ("session token", session.as_str()),
+        ("forged token", forged.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} is in the logs");
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(
+            signature.len() < 8 || !logs.contains(signature),
+            "the {what}'s signature is in the logs"
+        );
+    }
+}
