@@ -131,55 +131,27 @@ fn migrate_creates_the_embedded_store_and_descriptor_prints_the_rendered_json() 
     assert_eq!(json["lifecycle"]["installed"], "/installed");
 }
 
-#[test]
-fn json_logs_carry_the_request_id_and_never_the_token() {
-    use std::io::Read;
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_never_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("logs.db").display()),
-        )
-        .env("PORT", port.to_string())
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
+    let db = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", &db),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ])
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/api/issues/PROJ-1/notes?jwt=secret.token.value",
+            server.url
+        ))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        wait_until_ready(&format!("http://127.0.0.1:{port}")).await;
-        let response = client
-            .get(format!(
-                "http://127.0.0.1:{port}/api/issues/PROJ-1/notes?jwt=secret.token.value"
-            ))
-            .header("x-request-id", "req-42")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401);
-    });
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    server.wait().unwrap();
-    let mut logs = String::new();
-    server
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    assert_eq!(response.status(), 401);
+    let (_, logs) = server.stop().await;
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -180,22 +180,14 @@ async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
 
     let app = TestApp::postgres().await;
     let tenant = app.install("acme").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
-        .env("DATABASE_URL", &app.database_url)
-        .env("PORT", port.to_string())
-        .env("BASE_URL", BASE_URL)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}{NOTES}");
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", &app.database_url),
+        ("BASE_URL", BASE_URL),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    let url = format!("{}{NOTES}", server.url);
     let client = reqwest::Client::new();
-    wait_until_ready(&format!("http://127.0.0.1:{port}")).await;
 
     let token = tenant.token("POST", NOTES);
     let acknowledged = Arc::new(AtomicUsize::new(0));
@@ -230,22 +222,9 @@ async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
     while acknowledged.load(Ordering::SeqCst) < 40 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
+    server.terminate();
     let acked: Vec<i64> = burst.await.unwrap().into_iter().flatten().collect();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the server did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (status, _) = server.exited().await;
     assert!(status.success(), "{status}");
     assert!(
         acked.len() >= 40 && acked.len() < 400,
@@ -270,26 +249,17 @@ async fn sigterm_during_a_burst_of_writes_loses_no_acknowledged_write() {
 #[tokio::test]
 async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
     use serde_json::json;
-    use std::io::Read;
 
     let app = TestApp::postgres().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
-        .env("DATABASE_URL", &app.database_url)
-        .env("PORT", port.to_string())
-        .env("BASE_URL", BASE_URL)
-        .env("INSTALL_KEYS_URL", &app.keys.url)
-        .env("RUST_LOG", "debug")
-        .env("LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_ready(&base).await;
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", &app.database_url),
+        ("BASE_URL", BASE_URL),
+        ("INSTALL_KEYS_URL", &app.keys.url),
+        ("RUST_LOG", "debug"),
+        ("LOG_FORMAT", "json"),
+    ])
+    .await;
+    let base = server.url.clone();
     let client = reqwest::Client::new();
     let tenant = TestTenant::new("secretive");
     let install = install_token(&tenant, "/installed", json!({}));
@@ -327,18 +297,7 @@ async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    server.wait().unwrap();
-    let mut logs = String::new();
-    server
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (_, logs) = server.stop().await;
     assert!(
         logs.contains("installed tenant secretive-client-key"),
         "the logs were captured"

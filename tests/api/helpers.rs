@@ -225,20 +225,13 @@ impl TestTenant {
 
     /// An HS256 token with default claims overridden by `extra`.
     pub fn token_with(&self, extra: Value) -> String {
-        let mut claims = json!({
+        let claims = json!({
             "iss": self.client_key,
             "iat": now(),
             "exp": now() + 180,
             "sub": "557058:account-id",
         });
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                claims.as_object_mut().unwrap().remove(k);
-            } else {
-                claims[k] = v.clone();
-            }
-        }
-        hs256(&claims, &self.secret)
+        hs256(&with_overrides(claims, extra), &self.secret)
     }
 }
 
@@ -260,15 +253,8 @@ pub fn qsh_of(method: &str, target: &str) -> String {
     qsh::qsh(method, path, query, "")
 }
 
-/// A signed-install token for `tenant`, with default claims overridden by `extra`.
-pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
-    let mut claims = json!({
-        "iss": tenant.client_key,
-        "aud": BASE_URL,
-        "iat": now(),
-        "exp": now() + 180,
-        "qsh": qsh_of("POST", path),
-    });
+/// `claims` with each claim of `extra` set, or removed where `extra` has it as null.
+fn with_overrides(mut claims: Value, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
             claims.as_object_mut().unwrap().remove(k);
@@ -276,7 +262,19 @@ pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
             claims[k] = v.clone();
         }
     }
-    rs256(&claims, KID)
+    claims
+}
+
+/// A signed-install token for `tenant`, with default claims overridden by `extra`.
+pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
+    let claims = json!({
+        "iss": tenant.client_key,
+        "aud": BASE_URL,
+        "iat": now(),
+        "exp": now() + 180,
+        "qsh": qsh_of("POST", path),
+    });
+    rs256(&with_overrides(claims, extra), KID)
 }
 
 pub fn rs256(claims: &Value, kid: &str) -> String {
@@ -286,18 +284,89 @@ pub fn rs256(claims: &Value, kid: &str) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
-/// Waits until a server started as a process answers `GET {base}/readyz` with 200.
-pub async fn wait_until_ready(base: &str) {
-    for _ in 0..200 {
-        if reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return;
+/// The server binary, run as a process on a free loopback port, its stdout collected.
+pub struct ServerProcess {
+    child: std::process::Child,
+    logs: Option<std::thread::JoinHandle<String>>,
+    /// `http://127.0.0.1:{port}`.
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `env` on top of `PORT` and waits until `/readyz` answers 200.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+            .envs(env.iter().copied())
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the server binary starts");
+        let mut stdout = child.stdout.take().unwrap();
+        // Read as it comes, so that a full pipe never holds the server up.
+        let logs = std::thread::spawn(move || {
+            let mut logs = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut logs);
+            logs
+        });
+        let server = Self {
+            child,
+            logs: Some(logs),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if reqwest::get(format!("{}/readyz", server.url))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        panic!("{} did not become ready", server.url);
     }
-    panic!("{base} did not become ready");
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits (at most 15 s) for the process to exit; returns its status and everything it logged.
+    pub async fn exited(mut self) -> (std::process::ExitStatus, String) {
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "the server did not stop"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let logs = self.logs.take().unwrap().join().unwrap();
+        (status, logs)
+    }
+
+    /// SIGTERM, then [`exited`](Self::exited).
+    pub async fn stop(self) -> (std::process::ExitStatus, String) {
+        self.terminate();
+        self.exited().await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A response, read whole.

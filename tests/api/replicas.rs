@@ -1,7 +1,6 @@
 //! Two server processes on one Postgres: a change seen by one is honoured by the other within a
 //! second, though each resolves tenants from its own memory.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -10,40 +9,19 @@ use crate::helpers::*;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Replica(ServerProcess);
 
 impl Replica {
     async fn start(app: &TestApp) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
-            .env("DATABASE_URL", &app.database_url)
-            .env("PORT", port.to_string())
-            .env("BASE_URL", BASE_URL)
-            .env("INSTALL_KEYS_URL", &app.keys.url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the server binary starts");
-        let replica = Replica {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        wait_until_ready(&replica.url).await;
-        replica
+        Replica(
+            ServerProcess::start(&[
+                ("DATABASE_URL", &app.database_url),
+                ("BASE_URL", BASE_URL),
+                ("INSTALL_KEYS_URL", &app.keys.url),
+                ("RUST_LOG", "warn"),
+            ])
+            .await,
+        )
     }
 
     async fn call(
@@ -54,7 +32,7 @@ impl Replica {
         body: Option<&Value>,
     ) -> (u16, Value) {
         let mut request = reqwest::Client::new()
-            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .request(method.parse().unwrap(), format!("{}{path}", self.0.url))
             .header("authorization", format!("JWT {token}"));
         if let Some(body) = body {
             request = request.json(body);
