@@ -250,7 +250,13 @@ impl ProductClient {
         Ok(UserToken::new(grant.access_token, grant.expires_in))
     }
 
-    fn app_token(&self, tenant: &Installation, method: &Method, url: &Url) -> String {
+    fn app_token(
+        &self,
+        tenant: &Installation,
+        method: &Method,
+        url: &Url,
+        base_path: &str,
+    ) -> String {
         #[derive(Serialize)]
         struct AppClaims<'a> {
             iss: &'a str,
@@ -258,15 +264,12 @@ impl ProductClient {
             exp: u64,
             qsh: String,
         }
-        let base_path = Url::parse(&tenant.base_url)
-            .map(|u| u.path().trim_end_matches('/').to_owned())
-            .unwrap_or_default();
         let now = jsonwebtoken::get_current_timestamp();
         let claims = AppClaims {
             iss: &self.app_key,
             iat: now,
             exp: now + APP_TOKEN_TTL_SECS,
-            qsh: qsh::qsh(method.as_str(), url.path(), url.query(), &base_path),
+            qsh: qsh::qsh(method.as_str(), url.path(), url.query(), base_path),
         };
         jwt::sign_hs256(&claims, tenant.shared_secret.expose().as_bytes())
     }
@@ -306,12 +309,16 @@ impl Caller<'_> {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, ProductError> {
-        let url = self.url(path)?;
+        let (url, base_path) = self.url(path)?;
         let mut attempts = 0;
         loop {
             attempts += 1;
             let authorization = match self.user {
-                None => format!("JWT {}", self.client.app_token(self.tenant, &method, &url)),
+                None => format!(
+                    "JWT {}",
+                    self.client
+                        .app_token(self.tenant, &method, &url, &base_path)
+                ),
                 Some((account_id, scopes)) => format!(
                     "Bearer {}",
                     self.client
@@ -361,7 +368,8 @@ impl Caller<'_> {
         }
     }
 
-    fn url(&self, path: &str) -> Result<Url, ProductError> {
+    /// The URL of `path` on the tenant's site, and the site's base path (for the QSH).
+    fn url(&self, path: &str) -> Result<(Url, String), ProductError> {
         if !path.starts_with('/') || path.starts_with("//") {
             return Err(ProductError::InvalidPath);
         }
@@ -374,7 +382,7 @@ impl Caller<'_> {
         if url.origin() != base.origin() {
             return Err(ProductError::InvalidPath);
         }
-        Ok(url)
+        Ok((url, base.path().trim_end_matches('/').to_owned()))
     }
 }
 
