@@ -1,6 +1,7 @@
 //! Configuration from the environment, validated once at start-up.
 
 use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use url::Url;
@@ -173,20 +174,8 @@ impl Config {
             var: "ALLOWED_BASE_URLS",
             message,
         })?;
-        let db_pool_size: u32 = parse(&var, "DB_POOL_SIZE", "10")?;
-        if db_pool_size == 0 {
-            return Err(ConfigError {
-                var: "DB_POOL_SIZE",
-                message: "must be positive".to_owned(),
-            });
-        }
-        let max_body_bytes: usize = parse(&var, "MAX_BODY_BYTES", "1048576")?;
-        if max_body_bytes == 0 {
-            return Err(ConfigError {
-                var: "MAX_BODY_BYTES",
-                message: "must be positive".to_owned(),
-            });
-        }
+        let db_pool_size = parse::<NonZeroU32>(&var, "DB_POOL_SIZE", "10")?.get();
+        let max_body_bytes = parse::<NonZeroUsize>(&var, "MAX_BODY_BYTES", "1048576")?.get();
         Ok(Config {
             bind,
             port,
