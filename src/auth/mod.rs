@@ -382,6 +382,18 @@ async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, Stri
     }
 }
 
+/// Whether a request's body is `application/x-www-form-urlencoded` (parameters ignored).
+pub fn is_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// The `jwt` fields of a form-encoded body; the body is read (within the body limit) and
 /// handed back unchanged for the handler.
 async fn form_tokens(
@@ -389,17 +401,7 @@ async fn form_tokens(
     body: Body,
     limit: usize,
 ) -> Result<(Body, Vec<String>), Error> {
-    let is_form = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    if !is_form {
+    if !is_form(&parts.headers) {
         return Ok((body, Vec::new()));
     }
     let bytes = axum::body::to_bytes(body, limit)

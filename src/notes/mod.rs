@@ -4,13 +4,12 @@
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::routing::{delete, get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::Tenant;
+use crate::auth::{self, Tenant};
 use crate::error::{Error, JsonBody, PathParams, Result};
 use crate::store::{NewNote, Note};
 
@@ -84,12 +83,7 @@ impl<S: Send + Sync> FromRequest<S> for CreateNote {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self> {
-        let is_form = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
+        if auth::is_form(request.headers()) {
             let Form(note) = Form::<CreateNote>::from_request(request, state)
                 .await
                 .map_err(|e| Error::bad_request("invalid_form", e.body_text()))?;
