@@ -10,6 +10,7 @@ use url::{Host, Url};
 
 use crate::app::AppState;
 use crate::auth::{AuthError, SignedInstall, Tenant};
+use crate::config::HostPatterns;
 use crate::error::{Error, JsonBody, Result};
 use crate::store::{ClientKey, Installation, SharedSecret};
 
@@ -122,14 +123,14 @@ impl LifecyclePayload {
     }
 
     /// Checks what every hook needs: the event, this app's key, a plausible clientKey.
-    fn check(&self, app: &AppState, event: &str) -> Result<()> {
+    fn check(&self, app_key: &str, event: &str) -> Result<()> {
         if self.event_type.as_deref().is_some_and(|e| e != event) {
             return Err(Error::bad_request(
                 "invalid_payload",
                 format!("eventType must be {event:?} on this hook"),
             ));
         }
-        if self.key != app.descriptor.key() {
+        if self.key != app_key {
             return Err(Error::bad_request(
                 "wrong_app_key",
                 "key is not this app's key",
@@ -173,13 +174,13 @@ impl LifecyclePayload {
     }
 
     /// The tenant an `installed` payload describes, once its baseUrl is allowed.
-    fn into_tenant(self, app: &AppState) -> Result<Installation> {
-        self.check(app, "installed")?;
+    fn into_tenant(self, app_key: &str, allowed: &HostPatterns) -> Result<Installation> {
+        self.check(app_key, "installed")?;
         let shared_secret = self
             .shared_secret
             .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD_LEN)
             .ok_or_else(|| Error::bad_request("invalid_payload", "sharedSecret is required"))?;
-        check_base_url(app, &self.base_url)?;
+        check_base_url(allowed, &self.base_url)?;
         Ok(Installation {
             client_key: ClientKey::new(self.client_key),
             app_key: self.key,
@@ -199,7 +200,7 @@ impl LifecyclePayload {
 }
 
 /// A site's baseUrl must be https on an allowed host (plain http only on loopback, for local tests).
-fn check_base_url(app: &AppState, base_url: &str) -> Result<()> {
+fn check_base_url(allowed: &HostPatterns, base_url: &str) -> Result<()> {
     let url = Url::parse(base_url)
         .map_err(|_| Error::bad_request("invalid_base_url", "baseUrl is not a URL"))?;
     let host = url
@@ -218,7 +219,7 @@ fn check_base_url(app: &AppState, base_url: &str) -> Result<()> {
             "baseUrl must be an https URL without credentials, query or fragment",
         ));
     }
-    if !app.config.allowed_base_urls.matches(&host.to_string()) {
+    if !allowed.matches(&host.to_string()) {
         return Err(Error::Forbidden {
             reason: "base_url_not_allowed",
             message: "installs from this baseUrl are not allowed".to_owned(),
@@ -230,7 +231,7 @@ fn check_base_url(app: &AppState, base_url: &str) -> Result<()> {
 async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
     let payload = LifecyclePayload::parse(&signed.body)?;
     signed.check_issuer(&payload.client_key)?;
-    let tenant = payload.into_tenant(&app)?;
+    let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
     app.store.save_tenant(&tenant).await?;
     metrics::counter!("lifecycle_events_total", "event" => "installed").increment(1);
     tracing::info!(
@@ -244,7 +245,7 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
 async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
     let payload = LifecyclePayload::parse(&signed.body)?;
     signed.check_issuer(&payload.client_key)?;
-    payload.check(&app, "uninstalled")?;
+    payload.check(app.descriptor.key(), "uninstalled")?;
     let key = ClientKey::new(payload.client_key);
     let known = app.store.mark_uninstalled(&key).await?;
     metrics::counter!("lifecycle_events_total", "event" => "uninstalled").increment(1);
@@ -281,11 +282,22 @@ async fn switch(
     if payload.client_key != tenant.client_key().as_str() {
         return Err(AuthError::IssuerMismatch.into());
     }
-    payload.check(&app, event)?;
+    payload.check(app.descriptor.key(), event)?;
     app.store.set_enabled(tenant.client_key(), enabled).await?;
     metrics::counter!("lifecycle_events_total", "event" => event).increment(1);
     tracing::info!(tenant.client_key = %tenant.client_key(), "{event} tenant {}", tenant.client_key());
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs the `installed` hook's payload parsing and checks (app key, clientKey, field limits,
+/// sharedSecret, baseUrl rules) on a raw body, without a signature or a store; for fuzzing.
+#[doc(hidden)]
+pub fn parse_installed_payload(
+    body: &[u8],
+    app_key: &str,
+    allowed: &HostPatterns,
+) -> Result<Installation> {
+    LifecyclePayload::parse(body)?.into_tenant(app_key, allowed)
 }
 
 #[cfg(test)]
