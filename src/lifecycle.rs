@@ -212,7 +212,11 @@ fn check_base_url(allowed: &HostPatterns, base_url: &str) -> Result<()> {
         Host::Ipv6(ip) => ip.is_loopback(),
     };
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty()
+    if !scheme_ok
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
     {
         return Err(Error::bad_request(
             "invalid_base_url",
@@ -323,5 +327,33 @@ mod tests {
             json["modules"]["jiraIssueContexts"][0]["target"]["url"],
             "/issue-notes?issueKey={issue.key}"
         );
+    }
+
+    fn install(base_url: &str) -> Result<Installation> {
+        let body = serde_json::json!({
+            "key": "app", "clientKey": "k", "sharedSecret": "s", "baseUrl": base_url,
+        });
+        let allowed = HostPatterns::parse("*.atlassian.net").unwrap();
+        parse_installed_payload(body.to_string().as_bytes(), "app", &allowed)
+    }
+
+    #[test]
+    fn base_url_with_credentials_even_a_bare_password_is_refused() {
+        assert!(install("https://site.atlassian.net/").is_ok());
+        for url in [
+            "https://:pw@site.atlassian.net",
+            "https://user@site.atlassian.net",
+        ] {
+            assert!(
+                matches!(
+                    install(url),
+                    Err(Error::BadRequest {
+                        reason: "invalid_base_url",
+                        ..
+                    })
+                ),
+                "{url}"
+            );
+        }
     }
 }
