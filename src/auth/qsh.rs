@@ -180,4 +180,178 @@ mod tests {
     fn method_is_upper_cased() {
         assert_eq!(canonical("delete", "/t", ""), "DELETE&/t&");
     }
+
+    mod properties {
+        use super::*;
+        use percent_encoding::percent_encode;
+        use proptest::prelude::*;
+
+        /// Text rich in the characters that encoding, splitting and sorting treat specially.
+        const TEXT: &str = "[a-zA-Z0-9 &=+%,;/?#~._é€😀-]{0,6}";
+
+        fn pair() -> impl Strategy<Value = (String, String)> {
+            (TEXT, TEXT).prop_filter("jwt is dropped", |(k, _)| k != "jwt")
+        }
+
+        fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+            prop::collection::vec(pair(), 0..8)
+        }
+
+        /// The query as a browser form sends it: `+` for space.
+        fn form(pairs: &[(String, String)]) -> String {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
+        }
+
+        /// The query with every byte percent-encoded, letters and digits too, in `case` hex.
+        fn every_byte(pairs: &[(String, String)], lower_hex: bool) -> String {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| {
+                        if lower_hex {
+                            format!("%{b:02x}")
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            };
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect::<Vec<_>>()
+                .join("&")
+        }
+
+        /// The query with only non-alphanumerics encoded: `%20` for space.
+        fn minimal(pairs: &[(String, String)]) -> String {
+            let enc = |s: &str| percent_encode(s.as_bytes(), NON_ALPHANUMERIC).to_string();
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect::<Vec<_>>()
+                .join("&")
+        }
+
+        fn query_part(query: &str) -> String {
+            canonical_request("GET", "/t", Some(query), "")
+                .strip_prefix("GET&/t&")
+                .unwrap()
+                .to_owned()
+        }
+
+        proptest! {
+            #[test]
+            fn parameter_order_does_not_matter(
+                (pairs, shuffled) in pairs().prop_flat_map(|p| (Just(p.clone()), Just(p).prop_shuffle()))
+            ) {
+                prop_assert_eq!(query_part(&form(&pairs)), query_part(&form(&shuffled)));
+            }
+
+            #[test]
+            fn jwt_parameters_are_ignored(
+                pairs in pairs(),
+                tokens in prop::collection::vec((TEXT, any::<prop::sample::Index>()), 1..3),
+            ) {
+                let mut with_jwt = pairs.clone();
+                for (token, at) in tokens {
+                    with_jwt.insert(at.index(with_jwt.len() + 1), ("jwt".to_owned(), token));
+                }
+                prop_assert_eq!(query_part(&form(&with_jwt)), query_part(&form(&pairs)));
+            }
+
+            #[test]
+            fn repeated_keys_are_joined_with_commas_in_sorted_order(
+                key in TEXT.prop_filter("jwt is dropped", |k| k != "jwt"),
+                values in prop::collection::vec(TEXT, 1..6).prop_shuffle(),
+            ) {
+                let query = form(&values.iter().map(|v| (key.clone(), v.clone())).collect::<Vec<_>>());
+                let mut sorted = values.clone();
+                sorted.sort();
+                let enc = |s: &str| utf8_percent_encode(s, RFC3986).to_string();
+                let joined = sorted.iter().map(|v| enc(v)).collect::<Vec<_>>().join(",");
+                prop_assert_eq!(query_part(&query), format!("{}={joined}", enc(&key)));
+            }
+
+            #[test]
+            fn equivalent_percent_encodings_give_the_same_query(pairs in pairs()) {
+                let expected = query_part(&form(&pairs));
+                prop_assert_eq!(query_part(&minimal(&pairs)), expected.clone());
+                prop_assert_eq!(query_part(&every_byte(&pairs, false)), expected.clone());
+                prop_assert_eq!(query_part(&every_byte(&pairs, true)), expected);
+            }
+
+            #[test]
+            fn method_case_does_not_matter(
+                method in "[a-zA-Z]{1,10}",
+                path in "(/[a-z0-9]{1,4}){0,3}",
+                query in pairs(),
+            ) {
+                let query = form(&query);
+                let upper = canonical_request(&method.to_ascii_uppercase(), &path, Some(&query), "");
+                prop_assert_eq!(canonical_request(&method, &path, Some(&query), ""), upper.clone());
+                prop_assert_eq!(
+                    canonical_request(&method.to_ascii_lowercase(), &path, Some(&query), ""),
+                    upper.clone()
+                );
+                let prefix = format!("{}&", method.to_ascii_uppercase());
+                prop_assert!(upper.starts_with(&prefix));
+            }
+
+            #[test]
+            fn one_trailing_slash_on_the_path_does_not_matter(
+                path in "(/[a-zA-Z0-9%&.~-]{0,4}){0,4}".prop_filter("no trailing slash", |p| !p.ends_with('/')),
+                base in "|/|(/[a-z]{1,3}){1,2}",
+            ) {
+                prop_assert_eq!(
+                    canonical_request("GET", &format!("{path}/"), None, &base),
+                    canonical_request("GET", &path, None, &base)
+                );
+            }
+
+            #[test]
+            fn base_path_is_stripped(
+                base in "(/[a-z]{1,5}){1,3}",
+                slash in any::<bool>(),
+                rest in "(/[a-zA-Z0-9&%.-]{1,5}){0,3}",
+                query in pairs(),
+            ) {
+                let query = form(&query);
+                let base_path = if slash { format!("{base}/") } else { base.clone() };
+                prop_assert_eq!(
+                    canonical_request("GET", &format!("{base}{rest}"), Some(&query), &base_path),
+                    canonical_request("GET", &rest, Some(&query), "")
+                );
+            }
+
+            #[test]
+            fn the_canonical_path_never_contains_an_ampersand(
+                method in "[A-Z]{1,7}",
+                path in any::<String>(),
+                base in any::<String>(),
+                query in prop::option::of(any::<String>()),
+            ) {
+                let out = canonical_request(&method, &path, query.as_deref(), &base);
+                let query_part = query_part(query.as_deref().unwrap_or(""));
+                let path_part = out
+                    .strip_prefix(&format!("{method}&"))
+                    .and_then(|r| r.strip_suffix(&query_part))
+                    .and_then(|r| r.strip_suffix('&'));
+                prop_assert!(path_part.is_some_and(|p| !p.is_empty() && !p.contains('&')), "{out:?}");
+            }
+
+            #[test]
+            fn canonicalisation_is_deterministic(
+                method in any::<String>(),
+                path in any::<String>(),
+                query in prop::option::of(any::<String>()),
+                base in any::<String>(),
+            ) {
+                let once = canonical_request(&method, &path, query.as_deref(), &base);
+                let again = canonical_request(&method, &path, query.as_deref(), &base);
+                prop_assert_eq!(once, again);
+            }
+        }
+    }
 }
