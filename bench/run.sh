@@ -53,6 +53,8 @@ for dir in /var/run/postgresql "${pg_dir:-}"; do
   fi
 done
 echo "$transport" >"$out/transport.txt"
+SECRETS_KEY="${SECRETS_KEY:-$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')}"
+export SECRETS_KEY
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 app_port=$(free_port) keys_port=$(free_port)
 app="http://127.0.0.1:$app_port"

@@ -30,6 +30,12 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// 409 with a reason code.
+    #[error("{message}")]
+    Conflict {
+        reason: &'static str,
+        message: String,
+    },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -106,6 +112,7 @@ impl Error {
             Error::Unauthorized { reason, .. } => (StatusCode::UNAUTHORIZED, reason),
             Error::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, reason),
             Error::Forbidden { reason, .. } => (StatusCode::FORBIDDEN, reason),
+            Error::Conflict { reason, .. } => (StatusCode::CONFLICT, reason),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),

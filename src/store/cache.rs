@@ -9,7 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::{ClientKey, Installation, NewNote, Note, PoolUsage, TenantRecord, TenantStore};
+use chrono::{DateTime, Utc};
+
+use super::{
+    ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, TenantRecord,
+    TenantStore,
+};
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -56,8 +61,12 @@ impl TenantStore for CachedStore {
         self.inner.close().await;
     }
 
-    async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()> {
-        let saved = self.inner.save_tenant(tenant).await;
+    async fn save_tenant(
+        &self,
+        tenant: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let saved = self.inner.save_tenant(tenant, token).await;
         self.forget(Some(tenant.client_key.as_str()));
         saved
     }
@@ -79,10 +88,28 @@ impl TenantStore for CachedStore {
         self.inner.list_tenants().await
     }
 
-    async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool> {
-        let done = self.inner.mark_uninstalled(key).await;
+    async fn mark_uninstalled(
+        &self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let done = self.inner.mark_uninstalled(key, token).await;
         self.forget(Some(key.as_str()));
         done
+    }
+
+    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+        let done = self.inner.reencrypt_secrets().await;
+        self.forget(None);
+        done
+    }
+
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+        let purged = self.inner.purge_uninstalled(before).await;
+        for p in purged.iter().flatten() {
+            self.forget(Some(p.client_key.as_str()));
+        }
+        purged
     }
 
     async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool> {

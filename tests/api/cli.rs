@@ -11,6 +11,7 @@ fn cli(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_connect-axum"))
         .args(args)
         .env("DATABASE_URL", database_url)
+        .env("SECRETS_KEY", secrets_key())
         .env("BASE_URL", BASE_URL)
         .env_remove("PORT")
         .output()

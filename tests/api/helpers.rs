@@ -13,7 +13,7 @@ use axum::routing::get;
 use connect_axum::app::{self, AppState};
 use connect_axum::auth::qsh;
 use connect_axum::config::Config;
-use connect_axum::store::{self, StoreOptions, TenantStore};
+use connect_axum::store::{self, Keyring, StoreOptions, TenantStore};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::RsaPrivateKey;
@@ -163,11 +163,25 @@ fn unique_name() -> String {
     )
 }
 
+/// The secrets key of this test process (base64), as an operator sets `SECRETS_KEY`.
+pub fn secrets_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand08::random::<[u8; 32]>())
+    })
+}
+
+pub fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::parse(secrets_key(), "").unwrap())
+}
+
 fn options(database_url: &str) -> StoreOptions {
     StoreOptions {
         database_url: database_url.to_owned(),
         pool_size: 5,
         tenant_cache_size: 1_000,
+        keyring: keyring(),
     }
 }
 
@@ -265,9 +279,11 @@ fn with_overrides(mut claims: Value, extra: Value) -> Value {
     claims
 }
 
-/// A signed-install token for `tenant`, with default claims overridden by `extra`.
+/// A signed-install token for `tenant`, with default claims overridden by `extra`; each has a
+/// `jti` of its own.
 pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
     let claims = json!({
+        "jti": format!("{:032x}", rand08::random::<u128>()),
         "iss": tenant.client_key,
         "aud": BASE_URL,
         "iat": now(),
@@ -301,6 +317,7 @@ impl ServerProcess {
             .unwrap()
             .port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+            .env("SECRETS_KEY", secrets_key())
             .envs(env.iter().copied())
             .env("PORT", port.to_string())
             .stdout(std::process::Stdio::piped())
