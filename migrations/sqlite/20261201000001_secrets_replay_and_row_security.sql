@@ -1,9 +1,18 @@
 -- sharedSecrets sealed at rest: the id of the sealing key (null: plain text written before sealing).
 alter table tenant add column secret_key_id text;
 
--- The newest lifecycle token applied to the tenant, so that a replayed or older one is refused.
+-- The newest lifecycle token's iat, and every token applied while it may still be replayed: an
+-- older or a replayed lifecycle hook is refused.
 alter table tenant add column lifecycle_iat bigint;
-alter table tenant add column lifecycle_jti text;
+
+create table lifecycle_token (
+    client_key text not null references tenant (client_key) on delete cascade,
+    token_id text not null,
+    expires_at bigint not null,
+    primary key (client_key, token_id)
+);
+
+create index lifecycle_token_expires_at on lifecycle_token (expires_at);
 
 create index tenant_uninstalled_at on tenant (uninstalled_at) where uninstalled_at is not null;
 

@@ -175,7 +175,11 @@ where
             .map_err(Error::from)?;
         Ok(SignedInstall {
             issuer: claims.iss,
-            token: LifecycleToken { issued_at, id },
+            token: LifecycleToken {
+                issued_at,
+                expires_at: claims.exp.unwrap_or(issued_at),
+                id,
+            },
             body,
         })
     }

@@ -112,9 +112,14 @@ impl TenantRecord {
 pub struct LifecycleToken {
     /// `iat`.
     pub issued_at: i64,
+    /// `exp`: the id is remembered until well after it.
+    pub expires_at: i64,
     /// `jti`, or the SHA-256 of the whole token when it has none.
     pub id: String,
 }
+
+/// How long past its `exp` a lifecycle token's id is remembered: longer than any clock leeway.
+pub const LIFECYCLE_TOKEN_MEMORY_SECS: i64 = 60 * 60;
 
 /// A tenant removed for good once its retention after uninstalling ran out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,8 +163,8 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn close(&self);
 
     /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and
-    /// enabled, unless the tenant was last changed by a lifecycle token at least as new as
-    /// `token` (the same token, or a later `iat`); returns whether it was saved.
+    /// enabled, unless `token` was applied to the tenant before (a replay) or is older (`iat`)
+    /// than the last one applied; returns whether it was saved.
     async fn save_tenant(
         &self,
         tenant: &Installation,
@@ -173,7 +178,7 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
 
     /// Marks a tenant uninstalled, keeping its data for the retention window; false when there is
-    /// no such tenant or it was last changed by a lifecycle token at least as new as `token`.
+    /// no such tenant, or `token` is a replay or older than the last one applied.
     async fn mark_uninstalled(&self, key: &ClientKey, token: &LifecycleToken)
     -> sqlx::Result<bool>;
 
@@ -181,7 +186,8 @@ pub trait TenantStore: Send + Sync + 'static {
     /// text from before sealing) with it; returns how many were sealed again.
     async fn reencrypt_secrets(&self) -> sqlx::Result<u64>;
 
-    /// Deletes every tenant uninstalled before `before`, with all its data.
+    /// Deletes every tenant uninstalled before `before`, with all its data, and forgets the
+    /// lifecycle tokens that can no longer be replayed.
     async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>>;
 
     /// Sets a tenant's enabled flag; false when there is no such tenant.
@@ -353,7 +359,7 @@ pub(crate) fn open_secret(
 /// Statements on tenant data run in the backend's `tenant_transaction`, which on Postgres puts
 /// row-level security in force for that one tenant.
 macro_rules! shared_queries {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::TenantStore for $store {
             async fn ping(&self) -> sqlx::Result<()> {
@@ -379,13 +385,14 @@ macro_rules! shared_queries {
             ) -> sqlx::Result<bool> {
                 let now = $crate::store::now();
                 let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
-                let done = sqlx::query(
+                let mut tx = self.pool.begin().await?;
+                let saved = sqlx::query(
                     "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
                      product_type, description, server_version, plugins_version, oauth_client_id, \
                      service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-                     updated_at, uninstalled_at, secret_key_id, lifecycle_iat, lifecycle_jti) \
+                     updated_at, uninstalled_at, secret_key_id, lifecycle_iat) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, \
-                     null, $16, $17, $18) \
+                     null, $16, $17) \
                      on conflict (client_key) do update set app_key = excluded.app_key, \
                      shared_secret = excluded.shared_secret, base_url = excluded.base_url, \
                      display_url = excluded.display_url, product_type = excluded.product_type, \
@@ -394,11 +401,8 @@ macro_rules! shared_queries {
                      service_entitlement_number = excluded.service_entitlement_number, \
                      cloud_id = excluded.cloud_id, installation_id = excluded.installation_id, \
                      enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
-                     secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat, \
-                     lifecycle_jti = excluded.lifecycle_jti \
-                     where tenant.lifecycle_iat is null or tenant.lifecycle_iat < excluded.lifecycle_iat \
-                     or (tenant.lifecycle_iat = excluded.lifecycle_iat \
-                     and coalesce(tenant.lifecycle_jti, '') <> excluded.lifecycle_jti)",
+                     secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
+                     where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
                 )
                 .bind(t.client_key.as_str())
                 .bind(&t.app_key)
@@ -417,10 +421,13 @@ macro_rules! shared_queries {
                 .bind(now)
                 .bind(&sealed.key_id)
                 .bind(token.issued_at)
-                .bind(&token.id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() > 0)
+                if saved.rows_affected() == 0 || !Self::remember_token(&mut tx, &t.client_key, token).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn find_tenant(
@@ -452,19 +459,23 @@ macro_rules! shared_queries {
                 token: &$crate::store::LifecycleToken,
             ) -> sqlx::Result<bool> {
                 let now = $crate::store::now();
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
-                     lifecycle_iat = $4, lifecycle_jti = $5 where client_key = $1 and (lifecycle_iat is null \
-                     or lifecycle_iat < $4 or (lifecycle_iat = $4 and coalesce(lifecycle_jti, '') <> $5))",
+                     lifecycle_iat = $4 where client_key = $1 \
+                     and (lifecycle_iat is null or lifecycle_iat <= $4)",
                 )
                 .bind(key.as_str())
                 .bind(now)
                 .bind(now)
                 .bind(token.issued_at)
-                .bind(&token.id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() > 0)
+                if done.rows_affected() == 0 || !Self::remember_token(&mut tx, key, token).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
@@ -516,6 +527,10 @@ macro_rules! shared_queries {
                 .bind(before)
                 .fetch_all(&self.pool)
                 .await?;
+                sqlx::query("delete from lifecycle_token where expires_at < $1")
+                    .bind($crate::store::now().timestamp())
+                    .execute(&self.pool)
+                    .await?;
                 let mut purged = Vec::with_capacity(due.len());
                 for r in due {
                     let key = $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?);
@@ -653,6 +668,26 @@ macro_rules! shared_queries {
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected())
+            }
+        }
+
+        impl $store {
+            /// Records that `token` was applied to the tenant; false if it had been already.
+            async fn remember_token(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                key: &$crate::store::ClientKey,
+                token: &$crate::store::LifecycleToken,
+            ) -> sqlx::Result<bool> {
+                let fresh = sqlx::query(
+                    "insert into lifecycle_token (client_key, token_id, expires_at) \
+                     values ($1, $2, $3) on conflict do nothing",
+                )
+                .bind(key.as_str())
+                .bind(&token.id)
+                .bind(token.expires_at.saturating_add($crate::store::LIFECYCLE_TOKEN_MEMORY_SECS))
+                .execute(&mut **tx)
+                .await?;
+                Ok(fresh.rows_affected() > 0)
             }
         }
     };

@@ -80,4 +80,4 @@ impl PgStore {
     }
 }
 
-super::shared_queries!(PgStore);
+super::shared_queries!(PgStore, Postgres);

@@ -44,4 +44,4 @@ impl SqliteStore {
     }
 }
 
-super::shared_queries!(SqliteStore);
+super::shared_queries!(SqliteStore, Sqlite);

@@ -577,6 +577,20 @@ impl TestApp {
         tenant
     }
 
+    /// Runs `sql` on the test's database as the login user, beside the app, and returns the
+    /// first column of each row (as text: cast it in the SQL).
+    pub async fn raw(&self, sql: &str) -> Vec<Option<String>> {
+        if self.database_url.starts_with("postgres") {
+            let mut c = PgConnection::connect(&self.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        }
+    }
+
     /// Whether the store holds a tenant with this key.
     pub async fn stored(&self, tenant: &TestTenant) -> bool {
         self.store

@@ -12,4 +12,6 @@ mod notes;
 mod page;
 mod product;
 mod replicas;
+mod retention;
+mod security;
 mod store;

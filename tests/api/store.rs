@@ -16,7 +16,7 @@ on_both_stores! {
         let key = record.installation.client_key.clone();
         assert!(store.set_enabled(&key, false).await.unwrap());
         assert!(!store.find_tenant(key.as_str()).await.unwrap().unwrap().enabled);
-        let later = LifecycleToken { issued_at: crate::helpers::now() + 1, id: "later".to_owned() };
+        let later = LifecycleToken { issued_at: crate::helpers::now() + 1, expires_at: crate::helpers::now() + 60, id: "later".to_owned() };
         assert!(store.mark_uninstalled(&key, &later).await.unwrap());
         let after = store.find_tenant(key.as_str()).await.unwrap().unwrap();
         assert!(after.uninstalled_at.is_some());
