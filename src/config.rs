@@ -103,6 +103,9 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
+    /// MAX_HEADER_BYTES: the most bytes of header names and values a request may carry
+    /// (default 32 KiB; 431 above it).
+    pub max_header_bytes: usize,
     /// METRICS_TOKEN: when set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<crate::store::SharedSecret>,
     /// MAX_CONCURRENT_REQUESTS: requests handled at once; more are answered 503 (default 1024).
@@ -243,6 +246,7 @@ impl Config {
         })?;
         let db_pool_size = parse::<NonZeroU32>(&var, "DB_POOL_SIZE", "10")?.get();
         let max_body_bytes = parse::<NonZeroUsize>(&var, "MAX_BODY_BYTES", "1048576")?.get();
+        let max_header_bytes = parse::<NonZeroUsize>(&var, "MAX_HEADER_BYTES", "32768")?.get();
         Ok(Config {
             bind,
             port,
@@ -261,6 +265,7 @@ impl Config {
             product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
             jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
             max_body_bytes,
+            max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
             max_concurrent_requests: parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?,

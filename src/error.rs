@@ -44,6 +44,8 @@ pub enum Error {
     RequestTimeout,
     #[error("the request body is too large")]
     PayloadTooLarge,
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
     /// A call to the tenant's product failed (502, or 504 on a timeout).
@@ -117,6 +119,10 @@ impl Error {
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
