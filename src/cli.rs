@@ -265,6 +265,17 @@ async fn check(config: &Config) -> ExitCode {
     );
     let descriptor = Descriptor::new(&config.base_url);
     println!("descriptor: ok (key {})", descriptor.key());
+    match &config.secrets {
+        Some(keyring) => println!(
+            "secrets: ok (SECRETS_KEY, key id {}, {} older keys for reading)",
+            keyring.current_id(),
+            keyring.old_key_count()
+        ),
+        None => println!(
+            "secrets: ok (the embedded store's key file {})",
+            config.secrets_key_file.display()
+        ),
+    }
     match open_store(config).await {
         Ok(store) => match store.ping().await {
             Ok(()) => {

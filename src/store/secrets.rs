@@ -117,6 +117,11 @@ impl Keyring {
         }
     }
 
+    /// How many older keys are kept for reading.
+    pub fn old_key_count(&self) -> usize {
+        self.old.len()
+    }
+
     /// The id of the key new secrets are sealed with.
     pub fn current_id(&self) -> &str {
         &self.current.id

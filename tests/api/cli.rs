@@ -67,6 +67,9 @@ on_both_stores! {
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
         let text = stdout(&check);
         assert!(text.contains("config: ok") && text.contains("store: ok"), "{text}");
+        let key_id = keyring().current_id().to_owned();
+        assert!(text.contains(&format!("secrets: ok (SECRETS_KEY, key id {key_id}, 0 older keys")), "{text}");
+        assert!(!text.contains(secrets_key()));
         assert!(cli(&app.database_url, &["migrate"]).status.success());
     }
 }
