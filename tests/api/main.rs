@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod cli;
+mod concurrency;
 mod example;
 mod faults;
 mod lifecycle;
