@@ -26,9 +26,11 @@ for c in (1, 32, 128):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
-    pgbench = read(f"pgbench-c{c}.txt")
+    pgbench = read(f"pgselect-c{c}.txt")
     pg = re.search(r"tps = ([\d.]+) \(without initial connection time\)", pgbench)
     pg_tps = float(pg.group(1)) if pg else None
+    pg_rls = re.search(r"tps = ([\d.]+) \(without initial connection time\)", read(f"pgselect-rls-c{c}.txt"))
+    pg_rls_tps = float(pg_rls.group(1)) if pg_rls else None
     pg_clients = re.search(r"clients: (\d+)", pgbench)
     rss = read(f"rss-c{c}.txt").strip()
     levels.append({
@@ -40,6 +42,7 @@ for c in (1, 32, 128):
         "errors": errors,
         "peak_rss_mb": round(int(rss) / 1024, 1) if rss else None,
         "pgbench_tps": pg_tps,
+        "pgbench_rls_tps": pg_rls_tps,
         "pgbench_clients": int(pg_clients.group(1)) if pg_clients else None,
         "app_over_pgbench": round(rps / pg_tps, 3) if pg_tps else None,
     })
@@ -56,10 +59,11 @@ json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=2)
 
 print(f"\n{tenants} tenants, {os.cpu_count()} cores, wrk + Postgres + server on this machine "
       f"(Postgres over {result['postgres_transport']})")
-print(f"{'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB':>7} {'pgbench tps':>12} {'app/pgbench':>11}")
+print(f"{'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB':>7} {'pgbench tps':>12} {'app/pgbench':>11} {'pgbench RLS tps':>15}")
 for l in levels:
     print(f"{l['connections']:>5} {l['requests_per_sec']:>10.0f} {l['p50_ms'] or 0:>8.3f} {l['p99_ms'] or 0:>8.3f} "
-          f"{l['errors']:>7} {l['peak_rss_mb'] or 0:>7} {l['pgbench_tps'] or 0:>12.0f} {l['app_over_pgbench'] or 0:>11}")
+          f"{l['errors']:>7} {l['peak_rss_mb'] or 0:>7} {l['pgbench_tps'] or 0:>12.0f} {l['app_over_pgbench'] or 0:>11} "
+          f"{l['pgbench_rls_tps'] or 0:>15.0f}")
 capped = [l for l in levels if l["pgbench_clients"] and l["pgbench_clients"] < l["connections"]]
 for l in capped:
     print(f"(pgbench at c{l['connections']} ran {l['pgbench_clients']} clients: the Postgres server's max_connections)")

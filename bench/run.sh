@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The load benchmark: the release server on Postgres, N tenants installed through the signed
 # /installed hook, 10 notes each on PROJ-1, then wrk on GET /api/issues/PROJ-1/notes (each request
-# as the next tenant) at 1, 32 and 128 connections, and pgbench on the same SELECT for the ceiling.
+# as the next tenant) at 1, 32 and 128 connections, and pgbench on the same SELECT for the ceiling,
+# alone and as the app runs it (in a transaction under row-level security).
 #
 #   bench/run.sh [--tenants N] [--duration SECONDS] [--direct]
 #
@@ -53,6 +54,8 @@ for dir in /var/run/postgresql "${pg_dir:-}"; do
   fi
 done
 echo "$transport" >"$out/transport.txt"
+SECRETS_KEY="${SECRETS_KEY:-$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')}"
+export SECRETS_KEY
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 app_port=$(free_port) keys_port=$(free_port)
 app="http://127.0.0.1:$app_port"
@@ -83,9 +86,11 @@ for c in 1 32 128; do
   wrk -t$threads -c$c -d${duration}s --latency -s bench/notes.lua "$url" -- "$out/tokens.txt" >"$out/wrk-c$c.txt"
   kill $sampler 2>/dev/null || true
   clients=$(( c < max_clients ? c : max_clients ))
-  echo "clients: $clients" >"$out/pgbench-c$c.txt"
-  "$pgbench_bin" -n -M prepared -c $clients -j $threads -T "$duration" -D tenants="$tenants" \
-    -f bench/select.sql "${pgbench_target[@]}" >>"$out/pgbench-c$c.txt" 2>&1 || echo "pgbench failed at $clients clients" >&2
+  echo "clients: $clients" | tee "$out/pgselect-c$c.txt" >"$out/pgselect-rls-c$c.txt"
+  for script in select select-rls; do
+    "$pgbench_bin" -n -M prepared -c $clients -j $threads -T "$duration" -D tenants="$tenants" \
+      -f bench/$script.sql "${pgbench_target[@]}" >>"$out/pg$script-c$c.txt" 2>&1 || echo "pgbench $script failed at $clients clients" >&2
+  done
 done
 awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/rss-peak.txt"
 

@@ -181,6 +181,7 @@ async fn install_and_post(args: &Args, http: &reqwest::Client) {
         let kid = kid.clone();
         async move {
             let claims = json!({
+                "jti": format!("seed-{i}-v{}", args.secret_version),
                 "iss": client_key(i), "aud": args.base_url, "iat": now(), "exp": now() + 180,
                 "qsh": qsh::qsh("POST", "/installed", None, ""),
             });

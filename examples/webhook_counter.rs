@@ -70,7 +70,12 @@ async fn list(tenant: Tenant, State(counts): State<Counts>) -> Json<HashMap<Stri
 async fn main() -> anyhow::Result<()> {
     let _logs = connect_axum::telemetry::init(connect_axum::config::LogFormat::Pretty);
     let config = Config::from_env()?;
-    let store = store::connect(&config.store_options()).await?;
+    let store = store::connect(&config.store_options()?).await?;
+    connect_axum::retention::spawn(
+        store.clone(),
+        config.uninstall_retention,
+        config.purge_interval,
+    );
     let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
     let router = router(AppState::new(config, store), Counts::default());
     app::serve(listener, router, async {

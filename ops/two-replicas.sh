@@ -26,6 +26,8 @@ cargo build --quiet --bin connect-axum --example bench-seed
 db=connect_axum_replicas
 psql "$TEST_DATABASE_URL" -qc "drop database if exists $db with (force)" -c "create database $db" 2>/dev/null
 db_url="${TEST_DATABASE_URL%/*}/$db"
+SECRETS_KEY="${SECRETS_KEY:-$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')}"
+export SECRETS_KEY
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 one=$(free_port) two=$(free_port) proxy=$(free_port) keys=$(free_port)
 base_url=https://replicas.example.com

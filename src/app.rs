@@ -112,6 +112,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
+            state.config.max_header_bytes,
+            limit_headers,
+        ))
+        .layer(middleware::from_fn_with_state(
             Arc::new(Semaphore::new(state.config.max_concurrent_requests)),
             shed_load,
         ))
@@ -175,6 +179,20 @@ async fn shed_load(State(slots): State<Arc<Semaphore>>, request: Request, next: 
         Ok(_slot) => next.run(request).await,
         Err(_) => Error::Overloaded.into_response(),
     }
+}
+
+/// Refuses a request whose headers add up to more than `max` bytes (hyper's own bound is far
+/// larger), before anything reads them.
+async fn limit_headers(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > max {
+        return Error::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// The timeout layer answers with a bare status; give it the JSON body every error has.

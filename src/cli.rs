@@ -47,6 +47,11 @@ pub enum Command {
         #[arg(long)]
         sub: Option<String>,
     },
+    /// Manage the encryption of sharedSecrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Print the descriptor as served at /atlassian-connect.json.
     Descriptor,
     /// Check the configuration and the store, reporting each item.
@@ -63,6 +68,15 @@ pub enum TenantsCommand {
         /// The tenant's clientKey.
         client_key: String,
     },
+}
+
+/// `secrets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Seal every sharedSecret with the current SECRETS_KEY: after a key rotation (the old key
+    /// in SECRETS_OLD_KEYS), or for secrets stored before encryption at rest. The server does
+    /// the same at start-up.
+    Rotate,
 }
 
 /// Exit code of a configuration or usage error.
@@ -83,15 +97,30 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => check(&config).await,
-        Command::Migrate => match store::connect(&config.store_options()).await {
+        Command::Migrate => match open_store(&config).await {
             Ok(_) => {
                 println!("migrations applied to the {} store", backend_name(&config));
                 ExitCode::SUCCESS
             }
             Err(e) => failure(&format!("could not migrate the store: {e:#}")),
         },
+        Command::Secrets {
+            command: SecretsCommand::Rotate,
+        } => {
+            let store = match open_store(&config).await {
+                Ok(store) => store,
+                Err(e) => return failure(&format!("could not open the store: {e:#}")),
+            };
+            match store.reencrypt_secrets().await {
+                Ok(n) => {
+                    println!("sealed {n} sharedSecrets again with the current key");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failure(&format!("could not seal the secrets again: {e}")),
+            }
+        }
         Command::Tenants { command } => {
-            let store = match store::connect(&config.store_options()).await {
+            let store = match open_store(&config).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
@@ -133,7 +162,7 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             exp,
             sub,
         } => {
-            let store = match store::connect(&config.store_options()).await {
+            let store = match open_store(&config).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
@@ -153,6 +182,10 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             }
         }
     }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn store::TenantStore>> {
+    store::connect(&config.store_options()?).await
 }
 
 fn failure(message: &str) -> ExitCode {
@@ -232,7 +265,18 @@ async fn check(config: &Config) -> ExitCode {
     );
     let descriptor = Descriptor::new(&config.base_url);
     println!("descriptor: ok (key {})", descriptor.key());
-    match store::connect(&config.store_options()).await {
+    match &config.secrets {
+        Some(keyring) => println!(
+            "secrets: ok (SECRETS_KEY, key id {}, {} older keys for reading)",
+            keyring.current_id(),
+            keyring.old_key_count()
+        ),
+        None => println!(
+            "secrets: ok (the embedded store's key file {})",
+            config.secrets_key_file.display()
+        ),
+    }
+    match open_store(config).await {
         Ok(store) => match store.ping().await {
             Ok(()) => {
                 println!("store: ok ({}, migrations applied)", backend_name(config));

@@ -2,9 +2,13 @@
 
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
+
+use crate::store::Keyring;
 
 /// Where an install's `baseUrl` may point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,9 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
+    /// MAX_HEADER_BYTES: the most bytes of header names and values a request may carry
+    /// (default 32 KiB; 431 above it).
+    pub max_header_bytes: usize,
     /// METRICS_TOKEN: when set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<crate::store::SharedSecret>,
     /// MAX_CONCURRENT_REQUESTS: requests handled at once; more are answered 503 (default 1024).
@@ -110,16 +117,51 @@ pub struct Config {
     pub log_format: LogFormat,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
     pub request_timeout: Duration,
+    /// SECRETS_KEY: base64 of the 32-byte key that seals sharedSecrets at rest, with
+    /// SECRETS_OLD_KEYS (comma-separated, same form) still accepted for reading. Required with
+    /// Postgres; the embedded store keeps a generated key in SECRETS_KEY_FILE when it is unset.
+    pub secrets: Option<Arc<Keyring>>,
+    /// SECRETS_KEY_FILE: where the embedded store keeps its generated key (default
+    /// `connect-axum.secrets.key`).
+    pub secrets_key_file: PathBuf,
+    /// UNINSTALL_RETENTION_DAYS: how long an uninstalled tenant's data is kept before it is
+    /// purged (default 30; fractions allowed).
+    pub uninstall_retention: Duration,
+    /// PURGE_INTERVAL_SECS: how often uninstalled tenants past retention are looked for (default 3600).
+    pub purge_interval: Duration,
 }
 
 impl Config {
-    /// How to reach the store.
-    pub fn store_options(&self) -> crate::store::StoreOptions {
-        crate::store::StoreOptions {
+    /// How to reach the store, with the keyring that seals its secrets: `SECRETS_KEY`, or the
+    /// embedded store's key file, made (and logged) on first use.
+    pub fn store_options(&self) -> anyhow::Result<crate::store::StoreOptions> {
+        let keyring = match &self.secrets {
+            Some(keyring) => keyring.clone(),
+            None => {
+                let path = &self.secrets_key_file;
+                let (keyring, created) = Keyring::load_or_create(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "could not read or create the secrets key file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                if created {
+                    tracing::warn!(
+                        "generated a secrets key in {} for the embedded store; set SECRETS_KEY in production",
+                        path.display()
+                    );
+                } else {
+                    tracing::info!("sharedSecrets sealed with the key in {}", path.display());
+                }
+                Arc::new(keyring)
+            }
+        };
+        Ok(crate::store::StoreOptions {
             database_url: self.database_url.clone(),
             pool_size: self.db_pool_size,
             tenant_cache_size: self.tenant_cache_size,
-        }
+            keyring,
+        })
     }
 }
 
@@ -161,12 +203,40 @@ impl Config {
         )?;
         let database_url =
             var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
-        database_url
+        let backend = database_url
             .parse::<crate::store::Backend>()
             .map_err(|message| ConfigError {
                 var: "DATABASE_URL",
                 message,
             })?;
+        let secrets = match var("SECRETS_KEY") {
+            Some(key) => Some(Arc::new(
+                Keyring::parse(&key, &var("SECRETS_OLD_KEYS").unwrap_or_default()).map_err(
+                    |message| ConfigError {
+                        var: "SECRETS_KEY",
+                        message,
+                    },
+                )?,
+            )),
+            None if backend == crate::store::Backend::Postgres => {
+                return Err(ConfigError {
+                    var: "SECRETS_KEY",
+                    message: "is required with a Postgres DATABASE_URL: sharedSecrets are \
+                              encrypted at rest (make one with `openssl rand -base64 32`)"
+                        .to_owned(),
+                });
+            }
+            None => None,
+        };
+        let retention_days: f64 = parse(&var, "UNINSTALL_RETENTION_DAYS", "30")?;
+        let uninstall_retention = Duration::try_from_secs_f64(retention_days * 86_400.0)
+            .ok()
+            .filter(|_| retention_days <= 36_500.0)
+            .ok_or_else(|| ConfigError {
+                var: "UNINSTALL_RETENTION_DAYS",
+                message: format!("{retention_days}: must be a number of days from 0 to 36500"),
+            })?;
+        let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
         let allowed_base_urls = HostPatterns::parse(
             &var("ALLOWED_BASE_URLS").unwrap_or_else(|| DEFAULT_ALLOWED_BASE_URLS.to_owned()),
         )
@@ -176,6 +246,7 @@ impl Config {
         })?;
         let db_pool_size = parse::<NonZeroU32>(&var, "DB_POOL_SIZE", "10")?.get();
         let max_body_bytes = parse::<NonZeroUsize>(&var, "MAX_BODY_BYTES", "1048576")?.get();
+        let max_header_bytes = parse::<NonZeroUsize>(&var, "MAX_HEADER_BYTES", "32768")?.get();
         Ok(Config {
             bind,
             port,
@@ -194,11 +265,18 @@ impl Config {
             product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
             jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
             max_body_bytes,
+            max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
             max_concurrent_requests: parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?,
             tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "100")?,
             metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
+            secrets,
+            secrets_key_file: PathBuf::from(
+                var("SECRETS_KEY_FILE").unwrap_or_else(|| "connect-axum.secrets.key".to_owned()),
+            ),
+            uninstall_retention,
+            purge_interval: Duration::from_secs(purge_interval.get()),
         })
     }
 }
@@ -282,10 +360,42 @@ mod tests {
             ("DB_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),
             ("DB_POOL_SIZE", "many"),
+            ("SECRETS_KEY", "c2hvcnQ="),
+            ("UNINSTALL_RETENTION_DAYS", "-1"),
+            ("UNINSTALL_RETENTION_DAYS", "NaN"),
+            ("PURGE_INTERVAL_SECS", "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
         }
+    }
+
+    #[test]
+    fn postgres_needs_a_secrets_key_and_the_embedded_store_does_not() {
+        let err = config(&[("DATABASE_URL", "postgres://db/app")]).unwrap_err();
+        assert_eq!(err.var, "SECRETS_KEY");
+        assert!(err.to_string().contains("required"), "{err}");
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let c = config(&[("DATABASE_URL", "postgres://db/app"), ("SECRETS_KEY", key)]).unwrap();
+        assert!(c.secrets.is_some());
+        assert!(!format!("{c:?}").contains(key), "Debug shows the key");
+        assert!(config(&[]).unwrap().secrets.is_none());
+    }
+
+    #[test]
+    fn retention_is_in_days_and_may_be_a_fraction() {
+        assert_eq!(
+            config(&[]).unwrap().uninstall_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        let c = config(&[("UNINSTALL_RETENTION_DAYS", "0.5")]).unwrap();
+        assert_eq!(c.uninstall_retention, Duration::from_secs(43_200));
+        assert_eq!(
+            config(&[("UNINSTALL_RETENTION_DAYS", "0")])
+                .unwrap()
+                .uninstall_retention,
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// 409 with a reason code.
+    #[error("{message}")]
+    Conflict {
+        reason: &'static str,
+        message: String,
+    },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -38,6 +44,8 @@ pub enum Error {
     RequestTimeout,
     #[error("the request body is too large")]
     PayloadTooLarge,
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
     /// A call to the tenant's product failed (502, or 504 on a timeout).
@@ -106,10 +114,15 @@ impl Error {
             Error::Unauthorized { reason, .. } => (StatusCode::UNAUTHORIZED, reason),
             Error::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, reason),
             Error::Forbidden { reason, .. } => (StatusCode::FORBIDDEN, reason),
+            Error::Conflict { reason, .. } => (StatusCode::CONFLICT, reason),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

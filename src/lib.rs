@@ -14,6 +14,7 @@
 //! - [`store`]: tenants and app data on Postgres or embedded SQLite, behind a tenant cache.
 //! - [`product`]: calls back into the tenant's product, as the app or as a user.
 //! - [`notes`]: the sample tenant-scoped feature (API, issue panel, webhook).
+//! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
 //! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
 //!
 //! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
@@ -53,5 +54,6 @@ pub mod lifecycle;
 pub mod monitoring;
 pub mod notes;
 pub mod product;
+pub mod retention;
 pub mod store;
 pub mod telemetry;

@@ -236,14 +236,54 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     let payload = LifecyclePayload::parse(&signed.body)?;
     signed.check_issuer(&payload.client_key)?;
     let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
-    app.store.save_tenant(&tenant).await?;
+    let key = &tenant.client_key;
+    let previous = app.store.find_tenant(key.as_str()).await?;
+    if !app.store.save_tenant(&tenant, &signed.token).await? {
+        // A retry of the very install already applied changes nothing; any other token no
+        // newer than the stored one is a replay or an older install, and must not win.
+        let current = app.store.find_tenant(key.as_str()).await?;
+        if current.is_some_and(|t| t.is_installed() && same_install(&t.installation, &tenant)) {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        tracing::warn!(tenant.client_key = %key, "refused a replayed or older install of {key}");
+        return Err(stale_token("install"));
+    }
+    if let Some(previous) = previous.filter(|p| p.installation.base_url != tenant.base_url) {
+        tracing::warn!(
+            tenant.client_key = %key,
+            tenant.base_url = %tenant.base_url,
+            "tenant {key} moved from {} to {} (signed install verified)",
+            previous.installation.base_url,
+            tenant.base_url
+        );
+    }
     metrics::counter!("lifecycle_events_total", "event" => "installed").increment(1);
     tracing::info!(
-        tenant.client_key = %tenant.client_key,
+        tenant.client_key = %key,
         tenant.base_url = %tenant.base_url,
-        "installed tenant {}", tenant.client_key
+        "installed tenant {key}"
     );
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether two installs carry the same secret and site (the secret compared in constant time).
+fn same_install(a: &Installation, b: &Installation) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let secrets = a
+        .shared_secret
+        .expose()
+        .as_bytes()
+        .ct_eq(b.shared_secret.expose().as_bytes());
+    bool::from(secrets) && a.base_url == b.base_url && a.app_key == b.app_key
+}
+
+fn stale_token(hook: &str) -> Error {
+    Error::Conflict {
+        reason: "stale_lifecycle_token",
+        message: format!(
+            "this {hook} is not newer than the lifecycle event already applied to the tenant"
+        ),
+    }
 }
 
 async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
@@ -251,9 +291,26 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
     signed.check_issuer(&payload.client_key)?;
     payload.check(app.descriptor.key(), "uninstalled")?;
     let key = ClientKey::new(payload.client_key);
-    let known = app.store.mark_uninstalled(&key).await?;
+    if !app.store.mark_uninstalled(&key, &signed.token).await? {
+        // Unknown, or uninstalled already: nothing to do. Installed by a newer token: refused.
+        if app
+            .store
+            .find_tenant(key.as_str())
+            .await?
+            .is_some_and(|t| t.is_installed())
+        {
+            tracing::warn!(tenant.client_key = %key, "refused a replayed or older uninstall of {key}");
+            return Err(stale_token("uninstall"));
+        }
+        tracing::info!(tenant.client_key = %key, "uninstall of {key}: nothing installed");
+        return Ok(StatusCode::NO_CONTENT);
+    }
     metrics::counter!("lifecycle_events_total", "event" => "uninstalled").increment(1);
-    tracing::info!(tenant.client_key = %key, known, "uninstalled tenant {key}");
+    tracing::info!(
+        tenant.client_key = %key,
+        "uninstalled tenant {key}; its data is kept for {} days",
+        app.config.uninstall_retention.as_secs_f64() / 86_400.0
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,7 +4,7 @@ use clap::Parser;
 use connect_axum::app::{self, AppState};
 use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
-use connect_axum::{store, telemetry};
+use connect_axum::{retention, store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -31,7 +31,17 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _log_writer = telemetry::init(config.log_format);
-    let store = store::connect(&config.store_options()).await?;
+    let store = store::connect(&config.store_options()?).await?;
+    match store.reencrypt_secrets().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("sealed {n} sharedSecrets with the current secrets key"),
+        Err(e) => tracing::error!(error = %e, "could not seal sharedSecrets with the current key"),
+    }
+    retention::spawn(
+        store.clone(),
+        config.uninstall_retention,
+        config.purge_interval,
+    );
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     tracing::info!(
         "connect-axum listening on {} (base URL {}, {} store)",

@@ -9,9 +9,11 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::future::Cache;
+use sha2::Digest as _;
 
 use super::{AuthError, Authenticator, jwt};
 use crate::error::Error;
+use crate::store::LifecycleToken;
 
 /// Public keys larger than this are not read.
 const MAX_KEY_BYTES: usize = 16 * 1024;
@@ -101,6 +103,8 @@ fn is_safe_kid(kid: &str) -> bool {
 /// The issuer still has to match the payload's `clientKey`: see [`SignedInstall::check_issuer`].
 pub struct SignedInstall {
     issuer: String,
+    /// The token's `iat` and `jti`, by which the store refuses a replayed or older hook.
+    pub token: LifecycleToken,
     /// The raw request body.
     pub body: Bytes,
 }
@@ -158,11 +162,24 @@ where
             }
             Some(_) => {}
         }
+        let issued_at = claims.iat.ok_or(AuthError::MissingClaim)?;
+        let id = match claims.jti {
+            Some(jti) if jti.is_empty() || jti.len() > 255 || jti.contains('\0') => {
+                return Err(AuthError::MalformedToken.into());
+            }
+            Some(jti) => jti,
+            None => hex::encode(sha2::Sha256::digest(token.as_bytes())),
+        };
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(Error::from)?;
         Ok(SignedInstall {
             issuer: claims.iss,
+            token: LifecycleToken {
+                issued_at,
+                expires_at: claims.exp.unwrap_or(issued_at),
+                id,
+            },
             body,
         })
     }

@@ -4,12 +4,18 @@
 //! replica's change reaches the others through `NOTIFY` and is forgotten there too.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::{ClientKey, Installation, NewNote, Note, PoolUsage, TenantRecord, TenantStore};
+use chrono::{DateTime, Utc};
+
+use super::{
+    ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, TenantRecord,
+    TenantStore,
+};
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -19,6 +25,8 @@ const MAX_AGE: Duration = Duration::from_secs(10 * 60);
 pub struct CachedStore {
     inner: Arc<dyn TenantStore>,
     tenants: Cache<String, Arc<TenantRecord>>,
+    /// Counts forgets, so that a lookup racing a change does not cache what it read before it.
+    changes: Arc<AtomicU64>,
 }
 
 impl CachedStore {
@@ -30,11 +38,13 @@ impl CachedStore {
                 .max_capacity(capacity)
                 .time_to_live(MAX_AGE)
                 .build(),
+            changes: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Forgets one tenant, or every tenant when `None` (changes may have been missed).
     pub fn forget(&self, client_key: Option<&str>) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         match client_key {
             Some(key) => self.tenants.invalidate(key),
             None => self.tenants.invalidate_all(),
@@ -56,8 +66,12 @@ impl TenantStore for CachedStore {
         self.inner.close().await;
     }
 
-    async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()> {
-        let saved = self.inner.save_tenant(tenant).await;
+    async fn save_tenant(
+        &self,
+        tenant: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let saved = self.inner.save_tenant(tenant, token).await;
         self.forget(Some(tenant.client_key.as_str()));
         saved
     }
@@ -68,9 +82,15 @@ impl TenantStore for CachedStore {
             return Ok(Some(tenant));
         }
         metrics::counter!("tenant_cache_total", "result" => "miss").increment(1);
+        let before = self.changes.load(Ordering::SeqCst);
         let found = self.inner.find_tenant(client_key).await?;
         if let Some(tenant) = &found {
             self.tenants.insert(client_key.to_owned(), tenant.clone());
+            // A change forgotten while the row was read may be newer than the row: drop it
+            // again. A forget after this check removes the entry itself.
+            if self.changes.load(Ordering::SeqCst) != before {
+                self.tenants.invalidate(client_key);
+            }
         }
         Ok(found)
     }
@@ -79,10 +99,28 @@ impl TenantStore for CachedStore {
         self.inner.list_tenants().await
     }
 
-    async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool> {
-        let done = self.inner.mark_uninstalled(key).await;
+    async fn mark_uninstalled(
+        &self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let done = self.inner.mark_uninstalled(key, token).await;
         self.forget(Some(key.as_str()));
         done
+    }
+
+    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+        let done = self.inner.reencrypt_secrets().await;
+        self.forget(None);
+        done
+    }
+
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+        let purged = self.inner.purge_uninstalled(before).await;
+        for p in purged.iter().flatten() {
+            self.forget(Some(p.client_key.as_str()));
+        }
+        purged
     }
 
     async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
@@ -105,5 +143,136 @@ impl TenantStore for CachedStore {
 
     async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64> {
         self.inner.delete_issue_notes(key, issue_key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::{Keyring, SharedSecret, SqliteStore};
+
+    /// Delegates to a real store, but holds `find_tenant` after its read until released.
+    struct SlowReads {
+        store: SqliteStore,
+        read: Arc<Notify>,
+        release: Arc<Notify>,
+        hold: Mutex<bool>,
+    }
+
+    #[async_trait]
+    impl TenantStore for SlowReads {
+        async fn ping(&self) -> sqlx::Result<()> {
+            self.store.ping().await
+        }
+        fn pool_usage(&self) -> PoolUsage {
+            self.store.pool_usage()
+        }
+        async fn close(&self) {
+            self.store.close().await
+        }
+        async fn save_tenant(
+            &self,
+            t: &Installation,
+            token: &LifecycleToken,
+        ) -> sqlx::Result<bool> {
+            self.store.save_tenant(t, token).await
+        }
+        async fn find_tenant(&self, key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+            let found = self.store.find_tenant(key).await;
+            let hold = std::mem::take(&mut *self.hold.lock().unwrap());
+            if hold {
+                self.read.notify_one();
+                self.release.notified().await;
+            }
+            found
+        }
+        async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+            self.store.list_tenants().await
+        }
+        async fn mark_uninstalled(&self, k: &ClientKey, t: &LifecycleToken) -> sqlx::Result<bool> {
+            self.store.mark_uninstalled(k, t).await
+        }
+        async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+            self.store.reencrypt_secrets().await
+        }
+        async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+            self.store.purge_uninstalled(before).await
+        }
+        async fn set_enabled(&self, k: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
+            self.store.set_enabled(k, enabled).await
+        }
+        async fn list_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<Vec<Note>> {
+            self.store.list_notes(k, issue).await
+        }
+        async fn create_note(&self, k: &ClientKey, note: &NewNote) -> sqlx::Result<Note> {
+            self.store.create_note(k, note).await
+        }
+        async fn delete_note(&self, k: &ClientKey, issue: &str, id: i64) -> sqlx::Result<bool> {
+            self.store.delete_note(k, issue, id).await
+        }
+        async fn delete_issue_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<u64> {
+            self.store.delete_issue_notes(k, issue).await
+        }
+    }
+
+    fn install(secret: &str) -> Installation {
+        Installation {
+            client_key: ClientKey::new("acme"),
+            app_key: "app".into(),
+            shared_secret: SharedSecret::new(secret),
+            base_url: "https://acme.atlassian.net".into(),
+            display_url: None,
+            product_type: None,
+            description: None,
+            server_version: None,
+            plugins_version: None,
+            oauth_client_id: None,
+            service_entitlement_number: None,
+            cloud_id: None,
+            installation_id: None,
+        }
+    }
+
+    fn token(issued_at: i64) -> LifecycleToken {
+        LifecycleToken {
+            issued_at,
+            expires_at: issued_at + 180,
+            id: format!("token-{issued_at}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_racing_a_reinstall_does_not_cache_the_old_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cache.db").display());
+        let store = SqliteStore::connect(&url, 2, Arc::new(Keyring::new(&[3; 32], &[])))
+            .await
+            .unwrap();
+        let slow = Arc::new(SlowReads {
+            store,
+            read: Arc::new(Notify::new()),
+            release: Arc::new(Notify::new()),
+            hold: Mutex::new(true),
+        });
+        let (read, release) = (slow.read.clone(), slow.release.clone());
+        slow.save_tenant(&install("old"), &token(1)).await.unwrap();
+        let cache = CachedStore::new(slow, 10);
+
+        let lookup = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.find_tenant("acme").await }
+        });
+        read.notified().await;
+        assert!(cache.save_tenant(&install("new"), &token(2)).await.unwrap());
+        release.notify_one();
+        let raced = lookup.await.unwrap().unwrap().unwrap();
+        assert_eq!(raced.installation.shared_secret.expose(), "old");
+
+        let now = cache.find_tenant("acme").await.unwrap().unwrap();
+        assert_eq!(now.installation.shared_secret.expose(), "new");
     }
 }

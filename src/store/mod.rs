@@ -11,10 +11,12 @@ use serde::Serialize;
 
 mod cache;
 mod postgres;
+mod secrets;
 mod sqlite;
 
 pub use cache::CachedStore;
 pub use postgres::PgStore;
+pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
 
 /// The id of a tenant (an installation of the app on one site).
@@ -104,6 +106,30 @@ impl TenantRecord {
     }
 }
 
+/// The signed lifecycle token a hook was verified with. A tenant remembers the newest one
+/// applied, and refuses one that is not newer: a replay, or an older install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleToken {
+    /// `iat`.
+    pub issued_at: i64,
+    /// `exp`: the id is remembered until well after it.
+    pub expires_at: i64,
+    /// `jti`, or the SHA-256 of the whole token when it has none.
+    pub id: String,
+}
+
+/// How long past its `exp` a lifecycle token's id is remembered: longer than any clock leeway.
+pub const LIFECYCLE_TOKEN_MEMORY_SECS: i64 = 60 * 60;
+
+/// A tenant removed for good once its retention after uninstalling ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    pub client_key: ClientKey,
+    pub uninstalled_at: DateTime<Utc>,
+    /// How many notes went with it.
+    pub notes: u64,
+}
+
 /// A note attached to a Jira issue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,8 +162,14 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
 
-    /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and enabled.
-    async fn save_tenant(&self, tenant: &Installation) -> sqlx::Result<()>;
+    /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and
+    /// enabled, unless `token` was applied to the tenant before (a replay) or is older (`iat`)
+    /// than the last one applied; returns whether it was saved.
+    async fn save_tenant(
+        &self,
+        tenant: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool>;
 
     /// Finds a tenant by the key a token claims, whatever its state.
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
@@ -145,8 +177,18 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Every tenant, by client key.
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
 
-    /// Marks a tenant uninstalled, keeping its data; false when there is no such tenant.
-    async fn mark_uninstalled(&self, key: &ClientKey) -> sqlx::Result<bool>;
+    /// Marks a tenant uninstalled, keeping its data for the retention window; false when there is
+    /// no such tenant, or `token` is a replay or older than the last one applied.
+    async fn mark_uninstalled(&self, key: &ClientKey, token: &LifecycleToken)
+    -> sqlx::Result<bool>;
+
+    /// Seals every sharedSecret not sealed with the keyring's current key (older keys, or plain
+    /// text from before sealing) with it; returns how many were sealed again.
+    async fn reencrypt_secrets(&self) -> sqlx::Result<u64>;
+
+    /// Deletes every tenant uninstalled before `before`, with all its data, and forgets the
+    /// lifecycle tokens that can no longer be replayed.
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>>;
 
     /// Sets a tenant's enabled flag; false when there is no such tenant.
     async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool>;
@@ -209,6 +251,8 @@ pub struct StoreOptions {
     pub pool_size: u32,
     /// Tenants kept in memory.
     pub tenant_cache_size: u64,
+    /// Seals sharedSecrets at rest.
+    pub keyring: Arc<Keyring>,
 }
 
 /// Connects to the store, runs its migrations, and puts the tenant cache in front of it (kept
@@ -217,7 +261,12 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
     let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
     Ok(match backend {
         Backend::Postgres => {
-            let store = PgStore::connect(&options.database_url, options.pool_size).await?;
+            let store = PgStore::connect(
+                &options.database_url,
+                options.pool_size,
+                options.keyring.clone(),
+            )
+            .await?;
             let cache = CachedStore::new(Arc::new(store.clone()), options.tenant_cache_size);
             let on_change = cache.clone();
             store
@@ -226,7 +275,12 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
             Arc::new(cache)
         }
         Backend::Sqlite => {
-            let store = SqliteStore::connect(&options.database_url, options.pool_size).await?;
+            let store = SqliteStore::connect(
+                &options.database_url,
+                options.pool_size,
+                options.keyring.clone(),
+            )
+            .await?;
             Arc::new(CachedStore::new(Arc::new(store), options.tenant_cache_size))
         }
     })
@@ -240,13 +294,13 @@ macro_rules! SELECT_TENANT {
         "select client_key, app_key, shared_secret, base_url, display_url, product_type, \
          description, server_version, plugins_version, oauth_client_id, \
          service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-         updated_at, uninstalled_at from tenant"
+         updated_at, uninstalled_at, secret_key_id from tenant"
     };
 }
 pub(crate) use SELECT_TENANT;
 
-/// Reads a tenant row of either backend.
-pub(crate) fn tenant_from_row<R>(r: &R) -> sqlx::Result<Arc<TenantRecord>>
+/// Reads a tenant row of either backend, opening its sealed secret.
+pub(crate) fn tenant_from_row<R>(r: &R, keyring: &Keyring) -> sqlx::Result<Arc<TenantRecord>>
 where
     R: sqlx::Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -256,10 +310,18 @@ where
     for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
+    let client_key: String = r.try_get("client_key")?;
+    let key_id: Option<String> = r.try_get("secret_key_id")?;
+    let shared_secret = open_secret(
+        keyring,
+        &client_key,
+        key_id.as_deref(),
+        &r.try_get::<String, _>("shared_secret")?,
+    )?;
     let installation = Installation {
-        client_key: ClientKey::new(r.try_get::<String, _>("client_key")?),
+        client_key: ClientKey::new(client_key),
         app_key: r.try_get("app_key")?,
-        shared_secret: SharedSecret::new(r.try_get::<String, _>("shared_secret")?),
+        shared_secret,
         base_url: r.try_get("base_url")?,
         display_url: r.try_get("display_url")?,
         product_type: r.try_get("product_type")?,
@@ -280,9 +342,24 @@ where
     }))
 }
 
+/// Opens a stored secret; one that does not open is a decode error naming the tenant, not the secret.
+pub(crate) fn open_secret(
+    keyring: &Keyring,
+    client_key: &str,
+    key_id: Option<&str>,
+    stored: &str,
+) -> sqlx::Result<SharedSecret> {
+    keyring.open(client_key, key_id, stored).map_err(|e| {
+        sqlx::Error::Decode(format!("the sharedSecret of tenant {client_key:?}: {e}").into())
+    })
+}
+
 /// The SQL both backends share, written once in the dialect common to Postgres and SQLite.
+///
+/// Statements on tenant data run in the backend's `tenant_transaction`, which on Postgres puts
+/// row-level security in force for that one tenant.
 macro_rules! shared_queries {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::TenantStore for $store {
             async fn ping(&self) -> sqlx::Result<()> {
@@ -301,14 +378,21 @@ macro_rules! shared_queries {
                 }
             }
 
-            async fn save_tenant(&self, t: &$crate::store::Installation) -> sqlx::Result<()> {
+            async fn save_tenant(
+                &self,
+                t: &$crate::store::Installation,
+                token: &$crate::store::LifecycleToken,
+            ) -> sqlx::Result<bool> {
                 let now = $crate::store::now();
-                sqlx::query(
+                let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
+                let mut tx = self.pool.begin().await?;
+                let saved = sqlx::query(
                     "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
                      product_type, description, server_version, plugins_version, oauth_client_id, \
                      service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-                     updated_at, uninstalled_at) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, null) \
+                     updated_at, uninstalled_at, secret_key_id, lifecycle_iat) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, \
+                     null, $16, $17) \
                      on conflict (client_key) do update set app_key = excluded.app_key, \
                      shared_secret = excluded.shared_secret, base_url = excluded.base_url, \
                      display_url = excluded.display_url, product_type = excluded.product_type, \
@@ -316,11 +400,13 @@ macro_rules! shared_queries {
                      plugins_version = excluded.plugins_version, oauth_client_id = excluded.oauth_client_id, \
                      service_entitlement_number = excluded.service_entitlement_number, \
                      cloud_id = excluded.cloud_id, installation_id = excluded.installation_id, \
-                     enabled = true, updated_at = excluded.updated_at, uninstalled_at = null",
+                     enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
+                     secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
+                     where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
                 )
                 .bind(t.client_key.as_str())
                 .bind(&t.app_key)
-                .bind(t.shared_secret.expose())
+                .bind(&sealed.ciphertext)
                 .bind(&t.base_url)
                 .bind(&t.display_url)
                 .bind(&t.product_type)
@@ -333,9 +419,15 @@ macro_rules! shared_queries {
                 .bind(&t.installation_id)
                 .bind(now)
                 .bind(now)
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
+                .bind(&sealed.key_id)
+                .bind(token.issued_at)
+                .execute(&mut *tx)
+                .await?;
+                if saved.rows_affected() == 0 || !Self::remember_token(&mut tx, &t.client_key, token).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn find_tenant(
@@ -346,7 +438,7 @@ macro_rules! shared_queries {
                     .bind(client_key)
                     .fetch_optional(&self.pool)
                     .await?
-                    .map(|r| $crate::store::tenant_from_row(&r))
+                    .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
                     .transpose()
             }
 
@@ -357,21 +449,118 @@ macro_rules! shared_queries {
                     .fetch_all(&self.pool)
                     .await?
                     .iter()
-                    .map($crate::store::tenant_from_row)
+                    .map(|r| $crate::store::tenant_from_row(r, &self.keyring))
                     .collect()
             }
 
-            async fn mark_uninstalled(&self, key: &$crate::store::ClientKey) -> sqlx::Result<bool> {
+            async fn mark_uninstalled(
+                &self,
+                key: &$crate::store::ClientKey,
+                token: &$crate::store::LifecycleToken,
+            ) -> sqlx::Result<bool> {
                 let now = $crate::store::now();
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "update tenant set uninstalled_at = $2, updated_at = $3 where client_key = $1",
+                    "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
+                     lifecycle_iat = $4 where client_key = $1 \
+                     and (lifecycle_iat is null or lifecycle_iat <= $4)",
                 )
                 .bind(key.as_str())
                 .bind(now)
                 .bind(now)
-                .execute(&self.pool)
+                .bind(token.issued_at)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() > 0)
+                if done.rows_affected() == 0 || !Self::remember_token(&mut tx, key, token).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "select client_key, shared_secret, secret_key_id from tenant \
+                     where secret_key_id is null or secret_key_id <> $1 order by client_key",
+                )
+                .bind(self.keyring.current_id())
+                .fetch_all(&self.pool)
+                .await?;
+                let mut sealed_again = 0;
+                for r in rows {
+                    let client_key: String = r.try_get("client_key")?;
+                    let stored: String = r.try_get("shared_secret")?;
+                    let key_id: Option<String> = r.try_get("secret_key_id")?;
+                    let secret = $crate::store::open_secret(
+                        &self.keyring,
+                        &client_key,
+                        key_id.as_deref(),
+                        &stored,
+                    )?;
+                    let sealed = self.keyring.seal(&client_key, &secret);
+                    // Only if no install replaced the secret since it was read.
+                    let done = sqlx::query(
+                        "update tenant set shared_secret = $1, secret_key_id = $2 \
+                         where client_key = $3 and shared_secret = $4",
+                    )
+                    .bind(&sealed.ciphertext)
+                    .bind(&sealed.key_id)
+                    .bind(&client_key)
+                    .bind(&stored)
+                    .execute(&self.pool)
+                    .await?;
+                    sealed_again += done.rows_affected();
+                }
+                Ok(sealed_again)
+            }
+
+            async fn purge_uninstalled(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> sqlx::Result<Vec<$crate::store::Purged>> {
+                use sqlx::Row as _;
+                let due = sqlx::query(
+                    "select client_key, uninstalled_at from tenant \
+                     where uninstalled_at is not null and uninstalled_at < $1 order by client_key",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                sqlx::query("delete from lifecycle_token where expires_at < $1")
+                    .bind($crate::store::now().timestamp())
+                    .execute(&self.pool)
+                    .await?;
+                let mut purged = Vec::with_capacity(due.len());
+                for r in due {
+                    let key = $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?);
+                    let mut tx = self.tenant_transaction(&key).await?;
+                    let notes: i64 = sqlx::query_scalar("select count(*) from note where client_key = $1")
+                        .bind(key.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    // A reinstall since the tenant was listed cancels its purge.
+                    let gone = sqlx::query(
+                        "delete from tenant where client_key = $1 and uninstalled_at is not null \
+                         and uninstalled_at < $2",
+                    )
+                    .bind(key.as_str())
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if gone == 0 {
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    tx.commit().await?;
+                    purged.push($crate::store::Purged {
+                        client_key: key,
+                        uninstalled_at: r.try_get("uninstalled_at")?,
+                        notes: notes as u64,
+                    });
+                }
+                Ok(purged)
             }
 
             async fn set_enabled(
@@ -396,25 +585,27 @@ macro_rules! shared_queries {
                 issue_key: &str,
             ) -> sqlx::Result<Vec<$crate::store::Note>> {
                 use sqlx::Row as _;
-                sqlx::query(
+                let mut tx = self.tenant_transaction(key).await?;
+                let rows = sqlx::query(
                     "select id, issue_key, body, author, created_at from note \
                      where client_key = $1 and issue_key = $2 order by id",
                 )
                 .bind(key.as_str())
                 .bind(issue_key)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok($crate::store::Note {
-                        id: r.try_get("id")?,
-                        issue_key: r.try_get("issue_key")?,
-                        body: r.try_get("body")?,
-                        author: r.try_get("author")?,
-                        created_at: r.try_get("created_at")?,
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::Note {
+                            id: r.try_get("id")?,
+                            issue_key: r.try_get("issue_key")?,
+                            body: r.try_get("body")?,
+                            author: r.try_get("author")?,
+                            created_at: r.try_get("created_at")?,
+                        })
                     })
-                })
-                .collect()
+                    .collect()
             }
 
             async fn create_note(
@@ -423,6 +614,7 @@ macro_rules! shared_queries {
                 note: &$crate::store::NewNote,
             ) -> sqlx::Result<$crate::store::Note> {
                 let created_at = $crate::store::now();
+                let mut tx = self.tenant_transaction(key).await?;
                 let id: i64 = sqlx::query_scalar(
                     "insert into note (client_key, issue_key, body, author, created_at) \
                      values ($1, $2, $3, $4, $5) returning id",
@@ -432,8 +624,9 @@ macro_rules! shared_queries {
                 .bind(&note.body)
                 .bind(&note.author)
                 .bind(created_at)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok($crate::store::Note {
                     id,
                     issue_key: note.issue_key.clone(),
@@ -449,14 +642,16 @@ macro_rules! shared_queries {
                 issue_key: &str,
                 id: i64,
             ) -> sqlx::Result<bool> {
+                let mut tx = self.tenant_transaction(key).await?;
                 let done = sqlx::query(
                     "delete from note where client_key = $1 and issue_key = $2 and id = $3",
                 )
                 .bind(key.as_str())
                 .bind(issue_key)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -465,12 +660,34 @@ macro_rules! shared_queries {
                 key: &$crate::store::ClientKey,
                 issue_key: &str,
             ) -> sqlx::Result<u64> {
+                let mut tx = self.tenant_transaction(key).await?;
                 let done = sqlx::query("delete from note where client_key = $1 and issue_key = $2")
                     .bind(key.as_str())
                     .bind(issue_key)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected())
+            }
+        }
+
+        impl $store {
+            /// Records that `token` was applied to the tenant; false if it had been already.
+            async fn remember_token(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                key: &$crate::store::ClientKey,
+                token: &$crate::store::LifecycleToken,
+            ) -> sqlx::Result<bool> {
+                let fresh = sqlx::query(
+                    "insert into lifecycle_token (client_key, token_id, expires_at) \
+                     values ($1, $2, $3) on conflict do nothing",
+                )
+                .bind(key.as_str())
+                .bind(&token.id)
+                .bind(token.expires_at.saturating_add($crate::store::LIFECYCLE_TOKEN_MEMORY_SECS))
+                .execute(&mut **tx)
+                .await?;
+                Ok(fresh.rows_affected() > 0)
             }
         }
     };

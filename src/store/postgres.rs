@@ -1,29 +1,56 @@
 //! The Postgres backend, for production.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{ClientKey, Keyring};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
 const TENANT_CHANNEL: &str = "connect_axum_tenant";
+
+/// The role tenant data is read and written as: it does not bypass row-level security.
+pub const APP_ROLE: &str = "connect_axum_app";
 
 /// A [`TenantStore`](super::TenantStore) on Postgres.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    keyring: Arc<Keyring>,
 }
 
 impl PgStore {
-    /// Connects with a pool of `pool_size` and runs the migrations.
-    pub async fn connect(url: &str, pool_size: u32) -> sqlx::Result<Self> {
+    /// Connects with a pool of `pool_size` and runs the migrations; secrets are sealed with
+    /// `keyring`.
+    pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, keyring })
+    }
+
+    /// A transaction in which row-level security admits only `key`'s rows: it runs as
+    /// [`APP_ROLE`] with `app.client_key` set, both for this transaction only. A statement that
+    /// forgets to filter by tenant sees no other tenant's rows and cannot write them.
+    ///
+    /// The settings travel with `BEGIN` in one round trip; the key is sent hex-encoded, so no
+    /// character of it is ever read as SQL.
+    pub async fn tenant_transaction(
+        &self,
+        key: &ClientKey,
+    ) -> sqlx::Result<Transaction<'static, Postgres>> {
+        self.pool
+            .begin_with(format!(
+                "begin; select set_config('role', '{APP_ROLE}', true), \
+                 set_config('app.client_key', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
+                hex::encode(key.as_str())
+            ))
+            .await
     }
 
     /// Calls `on_change` with the key of every tenant changed by any replica, and with `None`
@@ -53,4 +80,4 @@ impl PgStore {
     }
 }
 
-super::shared_queries!(PgStore);
+super::shared_queries!(PgStore, Postgres);

@@ -1,21 +1,25 @@
 //! The embedded SQLite backend: the zero-setup default, for one replica.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::{ClientKey, Keyring};
 
 /// A [`TenantStore`](super::TenantStore) in an SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    keyring: Arc<Keyring>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
-    /// migrations.
-    pub async fn connect(url: &str, pool_size: u32) -> sqlx::Result<Self> {
+    /// migrations; secrets are sealed with `keyring`.
+    pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
@@ -27,8 +31,17 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, keyring })
+    }
+
+    /// A transaction for `key`'s data. SQLite has no row-level security: as everywhere, every
+    /// statement in it must filter by the key.
+    pub async fn tenant_transaction(
+        &self,
+        _key: &ClientKey,
+    ) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        self.pool.begin().await
     }
 }
 
-super::shared_queries!(SqliteStore);
+super::shared_queries!(SqliteStore, Sqlite);

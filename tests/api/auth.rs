@@ -158,7 +158,10 @@ on_both_stores! {
         refused(&app, "garbage", "malformed_token").await;
         refused(&app, "", "malformed_token").await;
         refused(&app, "a.b.c", "malformed_token").await;
-        refused(&app, &"x".repeat(100 * 1024), "malformed_token").await;
+        refused(&app, &"x".repeat(20 * 1024), "malformed_token").await;
+        app.call("GET", NOTES, Some(&"x".repeat(100 * 1024)), None)
+            .await
+            .assert_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
         let huge = format!("{}.{}.{}", "e".repeat(25_000), "e".repeat(25_000), "e".repeat(10_000));
         app.call("GET", &format!("{NOTES}?jwt={huge}"), None, None)
             .await

@@ -11,6 +11,7 @@ fn cli(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_connect-axum"))
         .args(args)
         .env("DATABASE_URL", database_url)
+        .env("SECRETS_KEY", secrets_key())
         .env("BASE_URL", BASE_URL)
         .env_remove("PORT")
         .output()
@@ -66,6 +67,9 @@ on_both_stores! {
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
         let text = stdout(&check);
         assert!(text.contains("config: ok") && text.contains("store: ok"), "{text}");
+        let key_id = keyring().current_id().to_owned();
+        assert!(text.contains(&format!("secrets: ok (SECRETS_KEY, key id {key_id}, 0 older keys")), "{text}");
+        assert!(!text.contains(secrets_key()));
         assert!(cli(&app.database_url, &["migrate"]).status.success());
     }
 }
@@ -163,4 +167,46 @@ async fn json_logs_carry_the_request_id_and_never_the_token() {
         !logs.contains("secret.token.value"),
         "a token reached the logs"
     );
+}
+
+#[test]
+fn postgres_without_a_secrets_key_refuses_to_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+        .env("DATABASE_URL", admin_url())
+        .env_remove("SECRETS_KEY")
+        .env_remove("PORT")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid SECRETS_KEY: is required with a Postgres DATABASE_URL"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_store_makes_a_key_file_once_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dev.db").display());
+    let key_file = dir.path().join("dev.secrets.key");
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("SECRETS_KEY", ""),
+        ("SECRETS_KEY_FILE", key_file.to_str().unwrap()),
+        ("RUST_LOG", "info"),
+    ];
+    let (_, first) = ServerProcess::start(&env).await.stop().await;
+    assert!(first.contains("generated a secrets key in"), "{first}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (_, second) = ServerProcess::start(&env).await.stop().await;
+    assert!(second.contains("sealed with the key in"), "{second}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert!(!first.contains(key.trim()) && !second.contains(key.trim()));
 }

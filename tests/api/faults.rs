@@ -271,6 +271,16 @@ async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
+    let mut replayed = tenant.payload("installed");
+    replayed["sharedSecret"] = "an-attackers-secret".into();
+    let replay = client
+        .post(format!("{base}/installed"))
+        .header("authorization", format!("JWT {install}"))
+        .json(&replayed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 409);
     let header_token = tenant.token("POST", NOTES);
     let created = client
         .post(format!("{base}{NOTES}"))
@@ -304,6 +314,8 @@ async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
     );
     for (what, secret) in [
         ("sharedSecret", tenant.secret.as_str()),
+        ("replayed sharedSecret", "an-attackers-secret"),
+        ("secrets key", secrets_key()),
         ("install token", install.as_str()),
         ("header token", header_token.as_str()),
         ("query token", query_token.as_str()),

@@ -13,7 +13,7 @@ use axum::routing::get;
 use connect_axum::app::{self, AppState};
 use connect_axum::auth::qsh;
 use connect_axum::config::Config;
-use connect_axum::store::{self, StoreOptions, TenantStore};
+use connect_axum::store::{self, Keyring, StoreOptions, TenantStore};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::RsaPrivateKey;
@@ -30,9 +30,29 @@ pub const KID: &str = "test-kid-1";
 /// The descriptor's app key.
 pub const APP_KEY: &str = "connect-axum-issue-notes";
 
-/// Runs each listed test once on Postgres and once on SQLite.
+/// Runs each listed test once on Postgres and once on SQLite. Led by
+/// `#[multi_thread(vars = f)]`, the tests run on a multi-threaded runtime, on apps configured by
+/// `f` (as in [`TestApp::postgres_with`]).
 #[macro_export]
 macro_rules! on_both_stores {
+    (#[multi_thread(vars = $vars:expr)] $(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::helpers::TestApp) $body
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                run($crate::helpers::TestApp::postgres_with($vars).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                run($crate::helpers::TestApp::sqlite_with($vars).await).await
+            }
+        }
+    )*};
     ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
@@ -163,11 +183,25 @@ fn unique_name() -> String {
     )
 }
 
+/// The secrets key of this test process (base64), as an operator sets `SECRETS_KEY`.
+pub fn secrets_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand08::random::<[u8; 32]>())
+    })
+}
+
+pub fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::parse(secrets_key(), "").unwrap())
+}
+
 fn options(database_url: &str) -> StoreOptions {
     StoreOptions {
         database_url: database_url.to_owned(),
         pool_size: 5,
         tenant_cache_size: 1_000,
+        keyring: keyring(),
     }
 }
 
@@ -265,9 +299,11 @@ fn with_overrides(mut claims: Value, extra: Value) -> Value {
     claims
 }
 
-/// A signed-install token for `tenant`, with default claims overridden by `extra`.
+/// A signed-install token for `tenant`, with default claims overridden by `extra`; each has a
+/// `jti` of its own.
 pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
     let claims = json!({
+        "jti": format!("{:032x}", rand08::random::<u128>()),
         "iss": tenant.client_key,
         "aud": BASE_URL,
         "iat": now(),
@@ -301,6 +337,7 @@ impl ServerProcess {
             .unwrap()
             .port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+            .env("SECRETS_KEY", secrets_key())
             .envs(env.iter().copied())
             .env("PORT", port.to_string())
             .stdout(std::process::Stdio::piped())
@@ -558,6 +595,20 @@ impl TestApp {
             String::from_utf8_lossy(&response.body)
         );
         tenant
+    }
+
+    /// Runs `sql` on the test's database as the login user, beside the app, and returns the
+    /// first column of each row (as text: cast it in the SQL).
+    pub async fn raw(&self, sql: &str) -> Vec<Option<String>> {
+        if self.database_url.starts_with("postgres") {
+            let mut c = PgConnection::connect(&self.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+        }
     }
 
     /// Whether the store holds a tenant with this key.

@@ -257,6 +257,21 @@ on_both_stores! {
             .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
 
+    async fn oversized_headers_are_refused_with_431(app: TestApp) {
+        let tenant = TestTenant::new("acme");
+        let token = install_token(&tenant, "/installed", json!({}));
+        let request = Request::post("/installed")
+            .header(header::AUTHORIZATION, format!("JWT {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-padding", "p".repeat(40 * 1024))
+            .body(Body::from(tenant.payload("installed").to_string()))
+            .unwrap();
+        app.send(request)
+            .await
+            .assert_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
+        assert!(!app.stored(&tenant).await);
+    }
+
     async fn install_with_a_bearer_token_is_refused(app: TestApp) {
         let tenant = TestTenant::new("acme");
         let token = install_token(&tenant, "/installed", json!({}));

@@ -1,6 +1,6 @@
 //! The store contract, checked on both backends.
 
-use connect_axum::store::TenantStore;
+use connect_axum::store::{LifecycleToken, TenantStore};
 
 use crate::on_both_stores;
 
@@ -16,7 +16,8 @@ on_both_stores! {
         let key = record.installation.client_key.clone();
         assert!(store.set_enabled(&key, false).await.unwrap());
         assert!(!store.find_tenant(key.as_str()).await.unwrap().unwrap().enabled);
-        assert!(store.mark_uninstalled(&key).await.unwrap());
+        let later = LifecycleToken { issued_at: crate::helpers::now() + 1, expires_at: crate::helpers::now() + 60, id: "later".to_owned() };
+        assert!(store.mark_uninstalled(&key, &later).await.unwrap());
         let after = store.find_tenant(key.as_str()).await.unwrap().unwrap();
         assert!(after.uninstalled_at.is_some());
         assert!(after.updated_at >= record.updated_at);
