@@ -99,7 +99,7 @@ pub struct Config {
     pub oauth_auth_server_url: Url,
     /// PRODUCT_TIMEOUT_SECS: the time limit of one call to a tenant's product (default 20).
     pub product_timeout: Duration,
-    /// JWT_LEEWAY_SECS: clock skew tolerated on `exp`, `nbf` and `iat` (default 30).
+    /// JWT_LEEWAY_SECS: clock skew tolerated on `exp`, `nbf` and `iat` (default 30, at most 600).
     pub jwt_leeway: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
@@ -164,6 +164,9 @@ impl Config {
         })
     }
 }
+
+/// The largest clock skew `JWT_LEEWAY_SECS` may allow: more would keep expired tokens alive.
+pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
 
 /// The default sites an install may come from.
 pub const DEFAULT_ALLOWED_BASE_URLS: &str =
@@ -237,6 +240,14 @@ impl Config {
                 message: format!("{retention_days}: must be a number of days from 0 to 36500"),
             })?;
         let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
+        let leeway: u64 = parse(&var, "JWT_LEEWAY_SECS", "30")?;
+        if leeway > MAX_JWT_LEEWAY_SECS {
+            return Err(ConfigError {
+                var: "JWT_LEEWAY_SECS",
+                message: format!("{leeway}: at most {MAX_JWT_LEEWAY_SECS} seconds"),
+            });
+        }
+        let jwt_leeway = Duration::from_secs(leeway);
         let allowed_base_urls = HostPatterns::parse(
             &var("ALLOWED_BASE_URLS").unwrap_or_else(|| DEFAULT_ALLOWED_BASE_URLS.to_owned()),
         )
@@ -263,7 +274,7 @@ impl Config {
             allowed_base_urls,
             oauth_auth_server_url,
             product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
-            jwt_leeway: Duration::from_secs(parse(&var, "JWT_LEEWAY_SECS", "30")?),
+            jwt_leeway,
             max_body_bytes,
             max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
@@ -356,6 +367,8 @@ mod tests {
             ("ALLOWED_BASE_URLS", "*"),
             ("ALLOWED_BASE_URLS", " , "),
             ("JWT_LEEWAY_SECS", "-1"),
+            ("JWT_LEEWAY_SECS", "601"),
+            ("JWT_LEEWAY_SECS", "18446744073709551615"),
             ("MAX_BODY_BYTES", "0"),
             ("DB_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),
