@@ -5,6 +5,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY atlassian-connect.json ./
 COPY migrations migrations
 COPY src src
+# Cargo.toml names these targets; the manifest does not load without them.
+COPY bench bench
+COPY benches benches
+COPY examples examples
 RUN cargo build --release --locked --bin connect-axum
 
 FROM debian:bookworm-slim

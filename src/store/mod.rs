@@ -594,7 +594,9 @@ macro_rules! shared_queries {
                 .bind(issue_key)
                 .fetch_all(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                // Read-only: no COMMIT round trip. The dropped transaction's ROLLBACK is sent
+                // with the check the pool makes of every connection given back to it.
+                drop(tx);
                 rows.iter()
                     .map(|r| {
                         Ok($crate::store::Note {

@@ -1,17 +1,18 @@
 //! The Postgres backend, for production.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 
 use super::{ClientKey, Keyring};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
 const TENANT_CHANNEL: &str = "connect_axum_tenant";
 
-/// The role tenant data is read and written as: it does not bypass row-level security.
+/// The role every pooled connection works as: it does not bypass row-level security.
 pub const APP_ROLE: &str = "connect_axum_app";
 
 /// A [`TenantStore`](super::TenantStore) on Postgres.
@@ -22,23 +23,35 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects with a pool of `pool_size` and runs the migrations; secrets are sealed with
-    /// `keyring`.
+    /// Runs the migrations as the connecting user, then opens a pool of `pool_size` whose
+    /// connections all work as [`APP_ROLE`]; secrets are sealed with `keyring`.
     pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let mut owner = PgConnection::connect_with(&options).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&mut owner)
+            .await?;
+        owner.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let set_role = format!("set role {APP_ROLE}");
+                    conn.execute(set_role.as_str()).await.map(|_| ())
+                })
+            })
+            .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool, keyring })
     }
 
-    /// A transaction in which row-level security admits only `key`'s rows: it runs as
-    /// [`APP_ROLE`] with `app.client_key` set, both for this transaction only. A statement that
-    /// forgets to filter by tenant sees no other tenant's rows and cannot write them.
+    /// A transaction in which row-level security admits only `key`'s rows: `app.client_key` is
+    /// set for this transaction only. A statement that forgets to filter by tenant sees no other
+    /// tenant's rows and cannot write them; outside such a transaction no tenant's rows are
+    /// visible at all.
     ///
-    /// The settings travel with `BEGIN` in one round trip; the key is sent hex-encoded, so no
+    /// The setting travels with `BEGIN` in one round trip; the key is sent hex-encoded, so no
     /// character of it is ever read as SQL.
     pub async fn tenant_transaction(
         &self,
@@ -46,8 +59,8 @@ impl PgStore {
     ) -> sqlx::Result<Transaction<'static, Postgres>> {
         self.pool
             .begin_with(format!(
-                "begin; select set_config('role', '{APP_ROLE}', true), \
-                 set_config('app.client_key', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
+                "begin; select set_config('app.client_key', \
+                 convert_from(decode('{}', 'hex'), 'UTF8'), true)",
                 hex::encode(key.as_str())
             ))
             .await
