@@ -15,7 +15,7 @@ mod secrets;
 mod sqlite;
 
 pub use cache::CachedStore;
-pub use postgres::PgStore;
+pub use postgres::{APP_ROLE, PgStore};
 pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
 
