@@ -20,7 +20,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::auth::{self, Authenticator, ContextJwt, InstallKeys, LifecycleJwt, ProductJwt};
+use crate::auth::{
+    self, Authenticator, ContextJwt, ForgeKeys, ForgeSettings, InstallKeys, LifecycleJwt,
+    ProductJwt,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
@@ -57,6 +60,17 @@ impl AppState {
             install_keys,
         )
         .with_rate_limit(config.tenant_rate_limit);
+        let auth = match &config.forge_app_ari {
+            Some(app_ari) => auth.with_forge(ForgeSettings {
+                app_ari: app_ari.clone(),
+                keys: ForgeKeys::new(
+                    &config.forge_jwks_url,
+                    config.forge_jwks_refresh,
+                    config.install_keys_timeout,
+                ),
+            }),
+            None => auth,
+        };
         let product = ProductClient::new(
             descriptor.key(),
             &config.oauth_auth_server_url,
@@ -92,6 +106,10 @@ pub fn router(state: AppState) -> Router {
         state.auth.clone(),
         auth::require_jwt::<ProductJwt>,
     ));
+    let notes_forge = notes::forge_router().route_layer(middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_forge,
+    ));
     Router::new()
         // No authentication.
         .route("/healthz", get(healthz))
@@ -107,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .merge(notes_api)
         // A product JWT bound to the request: the issue panel page and webhooks.
         .merge(notes_product)
+        // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
+        .merge(notes_forge)
         .fallback(not_found)
         .route_layer(middleware::from_fn(monitoring::track))
         .method_not_allowed_fallback(method_not_allowed)

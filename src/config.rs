@@ -127,6 +127,15 @@ pub struct Config {
     /// UNINSTALL_RETENTION_DAYS: how long an uninstalled tenant's data is kept before it is
     /// purged (default 30; fractions allowed).
     pub uninstall_retention: Duration,
+    /// FORGE_APP_ID: the Forge app's id (`ari:cloud:ecosystem::app/<uuid>`, or the bare uuid);
+    /// unset turns Forge Remote routes off (they answer 401 `forge_not_configured`).
+    pub forge_app_ari: Option<String>,
+    /// FORGE_JWKS_URL: where Forge's token signing keys are published (default Atlassian's
+    /// production JWKS).
+    pub forge_jwks_url: Url,
+    /// FORGE_JWKS_REFRESH_SECS: a token naming an unknown key refetches the JWKS at most this
+    /// often (default 30).
+    pub forge_jwks_refresh: Duration,
     /// PURGE_INTERVAL_SECS: how often uninstalled tenants past retention are looked for (default 3600).
     pub purge_interval: Duration,
 }
@@ -240,6 +249,31 @@ impl Config {
                 message: format!("{retention_days}: must be a number of days from 0 to 36500"),
             })?;
         let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
+        let forge_jwks_url = http_url(
+            "FORGE_JWKS_URL",
+            &var("FORGE_JWKS_URL").unwrap_or_else(|| {
+                "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json".to_owned()
+            }),
+        )?;
+        let forge_app_ari = match var("FORGE_APP_ID") {
+            None => None,
+            Some(id) => {
+                let id = id.trim();
+                let uuid = id
+                    .strip_prefix(crate::auth::forge::APP_ARI_PREFIX)
+                    .unwrap_or(id);
+                if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(ConfigError {
+                        var: "FORGE_APP_ID",
+                        message: format!(
+                            "{id:?}: must be ari:cloud:ecosystem::app/<uuid> or the uuid"
+                        ),
+                    });
+                }
+                Some(format!("{}{uuid}", crate::auth::forge::APP_ARI_PREFIX))
+            }
+        };
         let leeway: u64 = parse(&var, "JWT_LEEWAY_SECS", "30")?;
         if leeway > MAX_JWT_LEEWAY_SECS {
             return Err(ConfigError {
@@ -287,6 +321,9 @@ impl Config {
                 var("SECRETS_KEY_FILE").unwrap_or_else(|| "connect-axum.secrets.key".to_owned()),
             ),
             uninstall_retention,
+            forge_app_ari,
+            forge_jwks_url,
+            forge_jwks_refresh: Duration::from_secs(parse(&var, "FORGE_JWKS_REFRESH_SECS", "30")?),
             purge_interval: Duration::from_secs(purge_interval.get()),
         })
     }

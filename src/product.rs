@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::auth::{jwt, qsh};
+use crate::auth::{ForgeInvocation, jwt, qsh};
 use crate::store::Installation;
 
 /// How long an app token is valid (Atlassian's recommendation).
@@ -51,6 +51,10 @@ pub enum ProductError {
     /// The authorization server refused the user grant.
     #[error("the authorization server refused the user token grant ({status})")]
     Grant { status: StatusCode },
+    /// The Forge invocation carried no system token (`appSystemToken` unset in the manifest)
+    /// or no `apiBaseUrl`.
+    #[error("the Forge invocation carried no system token or apiBaseUrl")]
+    NoForgeSystemToken,
 }
 
 impl From<ProductError> for crate::error::Error {
@@ -152,8 +156,28 @@ impl ProductClient {
     pub fn as_app<'a>(&'a self, tenant: &'a Installation) -> Caller<'a> {
         Caller {
             client: self,
-            tenant,
-            user: None,
+            base_url: &tenant.base_url,
+            auth: CallerAuth::App(tenant),
+        }
+    }
+
+    /// Calls the product as the Forge app, with the system token of this invocation, at its
+    /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`). The token is used for this
+    /// call only and never kept.
+    ///
+    /// # Errors
+    /// [`ProductError::NoForgeSystemToken`] when the invocation has no system token or apiBaseUrl.
+    pub fn as_forge_app<'a>(
+        &'a self,
+        invocation: &'a ForgeInvocation,
+    ) -> Result<Caller<'a>, ProductError> {
+        match (&invocation.system_token, &invocation.api_base_url) {
+            (Some(token), Some(base_url)) => Ok(Caller {
+                client: self,
+                base_url,
+                auth: CallerAuth::Bearer(token.expose()),
+            }),
+            _ => Err(ProductError::NoForgeSystemToken),
         }
     }
 
@@ -166,8 +190,8 @@ impl ProductClient {
     ) -> Caller<'a> {
         Caller {
             client: self,
-            tenant,
-            user: Some((account_id, scopes)),
+            base_url: &tenant.base_url,
+            auth: CallerAuth::User(tenant, account_id, scopes),
         }
     }
 
@@ -275,11 +299,17 @@ impl ProductClient {
     }
 }
 
-/// Calls to one tenant's product, as the app or as one user.
+/// Calls to one tenant's product, as the app, as one user, or as a Forge app.
 pub struct Caller<'a> {
     client: &'a ProductClient,
-    tenant: &'a Installation,
-    user: Option<(&'a str, &'a [&'a str])>,
+    base_url: &'a str,
+    auth: CallerAuth<'a>,
+}
+
+enum CallerAuth<'a> {
+    App(&'a Installation),
+    User(&'a Installation, &'a str, &'a [&'a str]),
+    Bearer(&'a str),
 }
 
 impl Caller<'_> {
@@ -313,18 +343,16 @@ impl Caller<'_> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let authorization = match self.user {
-                None => format!(
+            let authorization = match self.auth {
+                CallerAuth::App(tenant) => format!(
                     "JWT {}",
-                    self.client
-                        .app_token(self.tenant, &method, &url, &base_path)
+                    self.client.app_token(tenant, &method, &url, &base_path)
                 ),
-                Some((account_id, scopes)) => format!(
+                CallerAuth::User(tenant, account_id, scopes) => format!(
                     "Bearer {}",
-                    self.client
-                        .user_token(self.tenant, account_id, scopes)
-                        .await?
+                    self.client.user_token(tenant, account_id, scopes).await?
                 ),
+                CallerAuth::Bearer(token) => format!("Bearer {token}"),
             };
             let mut request = self
                 .client
@@ -373,12 +401,9 @@ impl Caller<'_> {
         if !path.starts_with('/') || path.starts_with("//") {
             return Err(ProductError::InvalidPath);
         }
-        let base = Url::parse(&self.tenant.base_url).map_err(|_| ProductError::InvalidPath)?;
-        let url = Url::parse(&format!(
-            "{}{path}",
-            self.tenant.base_url.trim_end_matches('/')
-        ))
-        .map_err(|_| ProductError::InvalidPath)?;
+        let base = Url::parse(self.base_url).map_err(|_| ProductError::InvalidPath)?;
+        let url = Url::parse(&format!("{}{path}", self.base_url.trim_end_matches('/')))
+            .map_err(|_| ProductError::InvalidPath)?;
         if url.origin() != base.origin() {
             return Err(ProductError::InvalidPath);
         }

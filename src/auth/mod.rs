@@ -19,11 +19,13 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::store::{ClientKey, TenantStore};
 
+pub mod forge;
 pub mod install;
 pub mod jwt;
 pub mod qsh;
 mod tenant;
 
+pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, require_forge};
 pub use install::{InstallKeys, SignedInstall};
 pub use tenant::Tenant;
 
@@ -76,8 +78,14 @@ pub enum AuthError {
     InvalidKeyId,
     #[error("no public key is published for the signed install's key id")]
     UnknownKeyId,
-    #[error("the install key server could not be reached")]
+    #[error("the key server could not be reached")]
     KeyServerUnavailable,
+    #[error("the JWT's issuer is not the one this route accepts")]
+    InvalidIssuer,
+    #[error("no tenant is installed with the invocation's installationId")]
+    UnmappedInstallation,
+    #[error("Forge Remote is not configured (FORGE_APP_ID)")]
+    ForgeNotConfigured,
 }
 
 impl AuthError {
@@ -105,6 +113,9 @@ impl AuthError {
             AuthError::InvalidKeyId => "invalid_kid",
             AuthError::UnknownKeyId => "unknown_kid",
             AuthError::KeyServerUnavailable => "key_server_unavailable",
+            AuthError::InvalidIssuer => "invalid_issuer",
+            AuthError::UnmappedInstallation => "unmapped_installation",
+            AuthError::ForgeNotConfigured => "forge_not_configured",
         }
     }
 }
@@ -169,6 +180,7 @@ struct Inner {
     max_body_bytes: usize,
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
+    forge: Option<ForgeSettings>,
 }
 
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
@@ -193,6 +205,7 @@ impl Authenticator {
                 max_body_bytes,
                 install_keys,
                 rate_limit: None,
+                forge: None,
             }),
         }
     }
@@ -207,6 +220,17 @@ impl Authenticator {
         Self {
             inner: Arc::new(Inner {
                 rate_limit,
+                ..inner
+            }),
+        }
+    }
+
+    /// Accepts Forge Invocation Tokens for the app `settings.app_ari` on [`require_forge`] routes.
+    pub fn with_forge(self, settings: ForgeSettings) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner {
+                forge: Some(settings),
                 ..inner
             }),
         }

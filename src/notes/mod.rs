@@ -29,6 +29,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/issues/{issue_key}/notes/{id}", delete(delete_note))
 }
 
+/// The notes API for a Forge app's remote calls (`/forge` + the same paths); to be layered with
+/// [`require_forge`](crate::auth::require_forge). The handlers are the Connect ones: a site reaches
+/// the same notes through either.
+pub fn forge_router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/forge/api/issues/{issue_key}/notes",
+            get(list_notes).post(create_note),
+        )
+        .route(
+            "/forge/api/issues/{issue_key}/notes/{id}",
+            delete(delete_note),
+        )
+}
+
 /// The issue panel page and the webhooks; to be layered with [`ProductJwt`](crate::auth::ProductJwt).
 pub fn product_router() -> Router<AppState> {
     Router::new()

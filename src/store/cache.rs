@@ -95,6 +95,15 @@ impl TenantStore for CachedStore {
         Ok(found)
     }
 
+    async fn find_tenant_by_installation_id(
+        &self,
+        installation_id: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        self.inner
+            .find_tenant_by_installation_id(installation_id)
+            .await
+    }
+
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
         self.inner.list_tenants().await
     }
@@ -189,6 +198,12 @@ mod tests {
                 self.release.notified().await;
             }
             found
+        }
+        async fn find_tenant_by_installation_id(
+            &self,
+            id: &str,
+        ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+            self.store.find_tenant_by_installation_id(id).await
         }
         async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
             self.store.list_tenants().await

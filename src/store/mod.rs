@@ -174,6 +174,12 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Finds a tenant by the key a token claims, whatever its state.
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
+    /// Finds the tenant a Connect-on-Forge install stored with this `installationId`.
+    async fn find_tenant_by_installation_id(
+        &self,
+        installation_id: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>>;
+
     /// Every tenant, by client key.
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
 
@@ -440,6 +446,21 @@ macro_rules! shared_queries {
                     .await?
                     .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
                     .transpose()
+            }
+
+            async fn find_tenant_by_installation_id(
+                &self,
+                installation_id: &str,
+            ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
+                sqlx::query(concat!(
+                    $crate::store::SELECT_TENANT!(),
+                    " where installation_id = $1 order by updated_at desc limit 1"
+                ))
+                .bind(installation_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
+                .transpose()
             }
 
             async fn list_tenants(

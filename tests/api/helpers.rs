@@ -232,6 +232,11 @@ impl TestTenant {
         }
     }
 
+    /// The Forge installation id this site's installs carry.
+    pub fn installation_id(&self) -> String {
+        format!("ari:cloud:ecosystem::installation/{}", self.client_key)
+    }
+
     /// The lifecycle payload this site sends for `event`.
     pub fn payload(&self, event: &str) -> Value {
         json!({
@@ -248,7 +253,7 @@ impl TestTenant {
             "oauthClientId": "oauth-client",
             "eventType": event,
             "cloudId": "cloud-1",
-            "installationId": "ari:cloud:ecosystem::installation/abc"
+            "installationId": self.installation_id()
         })
     }
 

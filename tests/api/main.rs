@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod example;
 mod faults;
+mod forge;
 mod lifecycle;
 mod notes;
 mod page;

@@ -1,0 +1,306 @@
+//! Forge Remote: requests from a Forge app's remote backend, authenticated by the Forge
+//! Invocation Token (FIT), an RS256 JWT verified with Atlassian's published JWKS. The FIT's
+//! `app.installationId` resolves the same tenant a Connect install stored, so one site reaches the
+//! same rows through either door.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::{AuthError, Authenticator, Tenant, jwt};
+use crate::error::Error;
+
+/// The `iss` of every Forge Invocation Token.
+pub const FIT_ISSUER: &str = "forge/invocation-token";
+
+/// The header that carries the app's system token, when the manifest asks for one.
+pub const SYSTEM_TOKEN_HEADER: &str = "x-forge-oauth-system";
+
+/// The prefix of a Forge app's ARI, the `aud` of its invocation tokens.
+pub const APP_ARI_PREFIX: &str = "ari:cloud:ecosystem::app/";
+
+/// A JWKS larger than this is not read.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Forge's signing keys by `kid`, fetched from the JWKS URL and refetched when a token names a
+/// key not seen yet (key rotation), at most once per `min_refresh`.
+#[derive(Clone)]
+pub struct ForgeKeys {
+    url: String,
+    min_refresh: Duration,
+    http: reqwest::Client,
+    keys: Arc<RwLock<HashMap<String, Arc<DecodingKey>>>>,
+    last_fetch: Arc<tokio::sync::Mutex<Option<Instant>>>,
+}
+
+impl ForgeKeys {
+    /// Keys come from `GET url` (a JWKS), fetched at most once per `min_refresh`; each fetch
+    /// gives up after `timeout`.
+    pub fn new(url: &url::Url, min_refresh: Duration, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .expect("the HTTP client's configuration is static and valid");
+        Self {
+            url: url.to_string(),
+            min_refresh,
+            http,
+            keys: Arc::default(),
+            last_fetch: Arc::default(),
+        }
+    }
+
+    fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    /// The RSA key `kid`, from memory or from a fresh JWKS.
+    pub async fn get(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
+        if let Some(key) = self.cached(kid) {
+            return Ok(key);
+        }
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(key) = self.cached(kid) {
+            return Ok(key);
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < self.min_refresh) {
+            return Err(AuthError::UnknownKeyId);
+        }
+        *last_fetch = Some(Instant::now());
+        let keys = self.fetch().await?;
+        let found = keys.get(kid).cloned();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        found.ok_or(AuthError::UnknownKeyId)
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, Arc<DecodingKey>>, AuthError> {
+        let unavailable = |e: &dyn fmt::Display| {
+            tracing::warn!(error = %e, "the Forge JWKS could not be fetched");
+            AuthError::KeyServerUnavailable
+        };
+        let mut response = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if !response.status().is_success() {
+            return Err(unavailable(&response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(&e))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(unavailable(&"the JWKS is too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(&e))?;
+        Ok(set
+            .keys
+            .iter()
+            .filter(|jwk| {
+                matches!(
+                    jwk.algorithm,
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
+                )
+            })
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some((kid, Arc::new(key)))
+            })
+            .collect())
+    }
+}
+
+/// Forge Remote settings of an [`Authenticator`].
+#[derive(Clone)]
+pub struct ForgeSettings {
+    /// The app's ARI, `ari:cloud:ecosystem::app/<uuid>`: the `aud` tokens must carry.
+    pub app_ari: String,
+    pub keys: ForgeKeys,
+}
+
+/// A token Forge hands the remote for calls back to the product; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ForgeToken(String);
+
+impl ForgeToken {
+    /// The token itself, for the `Authorization` header of a product call only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ForgeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What a verified Forge invocation carries besides the tenant. It lives as long as the request:
+/// the system token is never stored.
+#[derive(Debug, Clone)]
+pub struct ForgeInvocation {
+    /// `app.installationId`.
+    pub installation_id: String,
+    /// `app.apiBaseUrl`: where calls to the product go, e.g. `https://api.atlassian.com/ex/jira/<cloudId>`.
+    pub api_base_url: Option<String>,
+    /// The invoking user's account id (`principal`), for UI invocations.
+    pub principal: Option<String>,
+    /// The app's system token (`x-forge-oauth-system`), when the manifest asks for it.
+    pub system_token: Option<ForgeToken>,
+}
+
+#[derive(Deserialize)]
+struct FitClaims {
+    app: FitApp,
+    #[serde(default)]
+    principal: Option<String>,
+    #[serde(default)]
+    context: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FitApp {
+    installation_id: String,
+    #[serde(default)]
+    api_base_url: Option<String>,
+}
+
+impl Authenticator {
+    /// Verifies a Forge Invocation Token and resolves its tenant.
+    async fn authenticate_forge(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Tenant, ForgeInvocation), Error> {
+        let Some(forge) = &self.inner.forge else {
+            return Err(AuthError::ForgeNotConfigured.into());
+        };
+        let token = bearer(headers)?;
+        let (header, _) = jwt::peek(token)?;
+        if header.alg != "RS256" {
+            return Err(AuthError::UnsupportedAlgorithm.into());
+        }
+        let kid = header.kid.ok_or(AuthError::InvalidKeyId)?;
+        if kid.is_empty() || kid.len() > 256 {
+            return Err(AuthError::InvalidKeyId.into());
+        }
+        let key = forge.keys.get(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.algorithms = vec![Algorithm::RS256];
+        validation.leeway = self.inner.leeway;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[FIT_ISSUER]);
+        validation.set_audience(&[&forge.app_ari]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<FitClaims>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
+                ErrorKind::InvalidAudience => AuthError::InvalidAudience,
+                ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+                ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
+                _ => AuthError::MalformedToken,
+            })?
+            .claims;
+        let installation_id = claims.app.installation_id;
+        if !super::is_plausible_client_key(&installation_id)
+            || claims
+                .principal
+                .as_deref()
+                .is_some_and(|p| p.len() > 255 || p.contains('\0'))
+        {
+            return Err(AuthError::MalformedToken.into());
+        }
+        let record = self
+            .inner
+            .store
+            .find_tenant_by_installation_id(&installation_id)
+            .await?
+            .ok_or(AuthError::UnmappedInstallation)?;
+        if !record.is_installed() {
+            return Err(AuthError::TenantUninstalled.into());
+        }
+        if !record.enabled {
+            return Err(AuthError::TenantDisabled.into());
+        }
+        let system_token = headers
+            .get(SYSTEM_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+            .map(|t| ForgeToken(t.to_owned()));
+        let invocation = ForgeInvocation {
+            installation_id,
+            api_base_url: claims.app.api_base_url,
+            principal: claims.principal.clone(),
+            system_token,
+        };
+        Ok((
+            Tenant::new(record, claims.principal, claims.context),
+            invocation,
+        ))
+    }
+}
+
+/// The token of `Authorization: Bearer …`.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(AuthError::MultipleTokens);
+    }
+    let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("Bearer") => Ok(token.trim()),
+        _ => Err(AuthError::UnsupportedScheme),
+    }
+}
+
+/// Middleware that admits only requests carrying a valid Forge Invocation Token for a mapped
+/// installation, and puts the verified [`Tenant`] and the [`ForgeInvocation`] in the request.
+pub async fn require_forge(
+    State(auth): State<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    let (tenant, invocation) = auth.authenticate_forge(request.headers()).await?;
+    auth.check_rate(tenant.client_key())?;
+    tracing::Span::current().record("client_key", tenant.client_key().as_str());
+    request.extensions_mut().insert(tenant);
+    request.extensions_mut().insert(invocation);
+    Ok(next.run(request).await)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ForgeInvocation {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ForgeInvocation>()
+            .cloned()
+            .ok_or_else(|| AuthError::MissingToken.into())
+    }
+}

@@ -1,0 +1,348 @@
+//! Forge Remote: invocation tokens verified with a JWKS served on loopback by keys made here,
+//! every way a token can be wrong, key rotation, and one site reached through both doors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use connect_axum::auth::forge::FIT_ISSUER;
+use connect_axum::auth::{self, ForgeInvocation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::RsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::helpers::*;
+
+const APP_ARI: &str = "ari:cloud:ecosystem::app/6f6c7a0e-2b8e-4a47-9d7c-1b2f3c4d5e6f";
+const NOTES: &str = "/forge/api/issues/PROJ-1/notes";
+const CONNECT_NOTES: &str = "/api/issues/PROJ-1/notes";
+
+/// Two Forge signing keys, made once per test process.
+fn keys() -> &'static [RsaPrivateKey; 2] {
+    static KEYS: OnceLock<[RsaPrivateKey; 2]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let make = || RsaPrivateKey::new(&mut rand08::rngs::OsRng, 2048).unwrap();
+        [make(), make()]
+    })
+}
+
+fn kid(index: usize) -> String {
+    format!("forge-key-{index}")
+}
+
+/// A JWKS on loopback publishing the keys whose indexes are in `published`.
+struct Jwks {
+    url: String,
+    published: Arc<Mutex<Vec<usize>>>,
+    hits: Arc<AtomicUsize>,
+}
+
+type JwksState = (Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>);
+
+async fn serve_jwks(State((published, hits)): State<JwksState>) -> Json<Value> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let published = published.lock().unwrap().clone();
+    let keys: Vec<Value> = published
+        .iter()
+        .map(|&i| {
+            let public = keys()[i].to_public_key();
+            json!({
+                "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid(i),
+                "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            })
+        })
+        .collect();
+    Json(json!({ "keys": keys }))
+}
+
+impl Jwks {
+    async fn start(published: &[usize]) -> Self {
+        let published = Arc::new(Mutex::new(published.to_vec()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .route("/.well-known/jwks.json", get(serve_jwks))
+            .with_state((published.clone(), hits.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            url,
+            published,
+            hits,
+        }
+    }
+
+    fn publish(&self, published: &[usize]) {
+        *self.published.lock().unwrap() = published.to_vec();
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn vars(&self) -> impl Fn(&str) -> Option<String> + use<> {
+        let url = self.url.clone();
+        move |name| match name {
+            "FORGE_APP_ID" => Some(APP_ARI.to_owned()),
+            "FORGE_JWKS_URL" => Some(url.clone()),
+            "FORGE_JWKS_REFRESH_SECS" => Some("1".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A Forge Invocation Token for `tenant`'s installation, signed with key `key`, with default
+/// claims overridden by `extra` (null removes one).
+fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
+    let mut claims = json!({
+        "iss": FIT_ISSUER,
+        "aud": APP_ARI,
+        "iat": now(),
+        "nbf": now(),
+        "exp": now() + 25,
+        "jti": format!("{:032x}", rand08::random::<u128>()),
+        "app": {
+            "id": APP_ARI,
+            "installationId": tenant.installation_id(),
+            "apiBaseUrl": "https://api.atlassian.com/ex/jira/cloud-1",
+            "environment": { "type": "DEVELOPMENT", "id": "env-1" },
+            "module": { "type": "core:endpoint", "key": "notes-remote" },
+        },
+        "principal": "557058:forge-user",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid(key));
+    let pem = keys()[key].to_pkcs8_pem(LineEnding::LF).unwrap();
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn invoke(
+    app: &TestApp,
+    method: &str,
+    target: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> TestResponse {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(target)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let body = match body {
+        Some(json) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    app.send(request.body(body).unwrap()).await
+}
+
+macro_rules! forge_tests {
+    ($(async fn $name:ident($app:ident: TestApp, $jwks:ident: Jwks) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: TestApp, $jwks: Jwks) $body
+
+            #[tokio::test]
+            async fn postgres() {
+                let jwks = Jwks::start(&[0]).await;
+                run(TestApp::postgres_with(jwks.vars()).await, jwks).await
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                let jwks = Jwks::start(&[0]).await;
+                run(TestApp::sqlite_with(jwks.vars()).await, jwks).await
+            }
+        }
+    )*};
+}
+
+forge_tests! {
+    async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp, jwks: Jwks) {
+        let (a, b) = (app.install("a").await, app.install("b").await);
+        let connect = app.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "from Connect" }))).await;
+        assert_eq!(connect.status, StatusCode::CREATED);
+
+        let listed = invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", String::from_utf8_lossy(&listed.body));
+        assert_eq!(listed.json()[0]["body"], "from Connect");
+
+        let created = invoke(&app, "POST", NOTES, &fit(0, &a, json!({})), Some(&json!({ "body": "from Forge" }))).await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        assert_eq!(created.json()["author"], "557058:forge-user");
+        let both = app.signed(&a, "GET", CONNECT_NOTES, None).await.json();
+        assert_eq!(both.as_array().unwrap().len(), 2);
+        assert_eq!(both[1]["body"], "from Forge");
+
+        // Another site's invocation sees none of it.
+        assert_eq!(invoke(&app, "GET", NOTES, &fit(0, &b, json!({})), None).await.json(), json!([]));
+        assert_eq!(jwks.hits(), 1, "the keys are fetched once and kept");
+    }
+
+    async fn bad_invocation_tokens_are_refused_with_401(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        let stranger = TestTenant::new("stranger");
+        let hs256 = hs256(&json!({ "iss": FIT_ISSUER, "aud": APP_ARI, "exp": now() + 25,
+            "app": { "installationId": a.installation_id() } }), "guess");
+        let valid = fit(0, &a, json!({}));
+        let (head, payload, _) = {
+            let mut parts = valid.split('.');
+            (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned(), ())
+        };
+        let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
+        let tampered = format!("{head}.{payload}.{}", URL_SAFE_NO_PAD.encode([7u8; 256]));
+        let no_kid = {
+            let pem = keys()[0].to_pkcs8_pem(LineEnding::LF).unwrap();
+            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &json!({ "iss": FIT_ISSUER, "aud": APP_ARI,
+                "exp": now() + 25, "app": { "installationId": a.installation_id() } }),
+                &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+        };
+        for (token, code) in [
+            (fit(0, &a, json!({ "aud": "ari:cloud:ecosystem::app/someone-else" })), "invalid_audience"),
+            (fit(0, &a, json!({ "iss": "forge/something-else" })), "invalid_issuer"),
+            (fit(0, &a, json!({ "iat": now() - 600, "nbf": now() - 600, "exp": now() - 300 })), "expired"),
+            (fit(0, &a, json!({ "nbf": now() + 600, "exp": now() + 900 })), "not_yet_valid"),
+            (fit(0, &a, json!({ "exp": null })), "missing_claim"),
+            (fit(0, &a, json!({ "app": { "id": APP_ARI } })), "malformed_token"),
+            (fit(0, &stranger, json!({})), "unmapped_installation"),
+            (hs256, "unsupported_algorithm"),
+            (none, "unsupported_algorithm"),
+            (tampered, "bad_signature"),
+            (no_kid, "invalid_kid"),
+            ("garbage".to_owned(), "malformed_token"),
+        ] {
+            invoke(&app, "GET", NOTES, &token, None).await.assert_error(StatusCode::UNAUTHORIZED, code);
+        }
+        app.call("GET", NOTES, None, None).await.assert_error(StatusCode::UNAUTHORIZED, "missing_token");
+        // Each door takes only its own token.
+        app.call("GET", NOTES, Some(&a.token("GET", NOTES)), None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unsupported_scheme");
+        invoke(&app, "GET", CONNECT_NOTES, &valid, None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unsupported_scheme");
+        assert_eq!(invoke(&app, "GET", NOTES, &valid, None).await.status, StatusCode::OK);
+        let _ = jwks;
+    }
+
+    async fn an_uninstalled_or_disabled_site_is_refused(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        app.hook(&a, "disabled").await;
+        invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "tenant_disabled");
+        app.hook(&a, "enabled").await;
+        app.hook(&a, "uninstalled").await;
+        invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "tenant_uninstalled");
+        let _ = jwks;
+    }
+
+    async fn unknown_keys_refetch_the_jwks_at_most_once_per_interval_and_rotation_is_followed(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        assert_eq!(invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None).await.status, StatusCode::OK);
+        assert_eq!(jwks.hits(), 1);
+        // A key not published: within the interval since the last fetch, no refetch at all.
+        for _ in 0..5 {
+            invoke(&app, "GET", NOTES, &fit(1, &a, json!({})), None)
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
+        }
+        assert_eq!(jwks.hits(), 1, "unknown kids must not hammer the JWKS");
+        // Forge rotates: key 1 is published, key 0 withdrawn.
+        jwks.publish(&[1]);
+        let started = std::time::Instant::now();
+        loop {
+            let response = invoke(&app, "GET", NOTES, &fit(1, &a, json!({})), None).await;
+            if response.status == StatusCode::OK {
+                break;
+            }
+            response.assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
+            assert!(started.elapsed() < Duration::from_secs(5), "the rotated key was never fetched");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(jwks.hits(), 2, "one refetch once the interval had passed");
+    }
+
+    async fn the_system_token_calls_the_product_as_the_app_for_that_request_only(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        async fn myself(headers: HeaderMap) -> Result<Json<Value>, StatusCode> {
+            match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                Some("Bearer system-token-123") => Ok(Json(json!({ "accountId": "app-user" }))),
+                _ => Err(StatusCode::UNAUTHORIZED),
+            }
+        }
+        let product = Router::new().route("/ex/jira/cloud-1/rest/api/3/myself", get(myself));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_base = format!("http://{}/ex/jira/cloud-1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, product).await });
+
+        async fn whoami(invocation: ForgeInvocation, State(app): State<connect_axum::app::AppState>) -> connect_axum::error::Result<Json<Value>> {
+            Ok(Json(app.product.as_forge_app(&invocation)?.get("/rest/api/3/myself").await?))
+        }
+        let router = app.router.clone().merge(
+            Router::new()
+                .route("/forge/whoami", get(whoami))
+                .route_layer(middleware::from_fn_with_state(app.state.auth.clone(), auth::require_forge))
+                .with_state(app.state.clone()),
+        );
+        let token = fit(0, &a, json!({ "app": { "id": APP_ARI, "installationId": a.installation_id(), "apiBaseUrl": api_base } }));
+        let call = |system: Option<&'static str>| {
+            let mut request = Request::get("/forge/whoami").header(header::AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(system) = system {
+                request = request.header("x-forge-oauth-system", system);
+            }
+            router.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        let ok = call(Some("system-token-123")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body: Value = serde_json::from_slice(&axum::body::to_bytes(ok.into_body(), 1 << 16).await.unwrap()).unwrap();
+        assert_eq!(body["accountId"], "app-user");
+        // Without a system token there is nothing to call with: a clear error, no call made.
+        let missing = call(None).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::BAD_GATEWAY);
+        let body: Value = serde_json::from_slice(&axum::body::to_bytes(missing.into_body(), 1 << 16).await.unwrap()).unwrap();
+        assert_eq!(body["error"], "product_error");
+        let _ = jwks;
+    }
+}
+
+#[tokio::test]
+async fn without_forge_app_id_forge_routes_are_off() {
+    let app = TestApp::sqlite().await;
+    let a = app.install("a").await;
+    invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "forge_not_configured");
+}
