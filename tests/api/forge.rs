@@ -346,3 +346,58 @@ async fn without_forge_app_id_forge_routes_are_off() {
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "forge_not_configured");
 }
+
+#[tokio::test]
+async fn no_invocation_token_or_system_token_reaches_the_logs() {
+    let jwks = Jwks::start(&[0]).await;
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("forge.db").display());
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", &db),
+        ("BASE_URL", BASE_URL),
+        ("INSTALL_KEYS_URL", &keys.url),
+        ("FORGE_APP_ID", APP_ARI),
+        ("FORGE_JWKS_URL", &jwks.url),
+        ("RUST_LOG", "debug"),
+        ("LOG_FORMAT", "json"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let tenant = TestTenant::new("forged");
+    let installed = client
+        .post(format!("{}/installed", server.url))
+        .header(
+            "authorization",
+            format!("JWT {}", install_token(&tenant, "/installed", json!({}))),
+        )
+        .json(&tenant.payload("installed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), 204);
+    let token = fit(0, &tenant, json!({}));
+    let system = "system-token-never-logged";
+    for bearer in [token.clone(), format!("{token}x")] {
+        client
+            .get(format!("{}{NOTES}", server.url))
+            .header("authorization", format!("Bearer {bearer}"))
+            .header("x-forge-oauth-system", system)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, logs) = server.stop().await;
+    assert!(
+        logs.contains("/forge/api/issues/PROJ-1/notes"),
+        "the logs were captured"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    for (what, secret) in [
+        ("FIT", token.as_str()),
+        ("FIT signature", signature),
+        ("system token", system),
+    ] {
+        assert!(!logs.contains(secret), "the {what} is in the logs");
+    }
+}
