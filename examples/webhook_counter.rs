@@ -77,7 +77,9 @@ async fn main() -> anyhow::Result<()> {
         config.purge_interval,
     );
     let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
-    let router = router(AppState::new(config, store), Counts::default());
+    let state = AppState::new(config, store);
+    connect_axum::personal_data::spawn(state.clone());
+    let router = router(state, Counts::default());
     app::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Personal data reporting (GDPR).
+    PersonalData {
+        #[command(subcommand)]
+        command: PersonalDataCommand,
+    },
     /// Print the descriptor as served at /atlassian-connect.json.
     Descriptor,
     /// Check the configuration and the store, reporting each item.
@@ -77,6 +82,14 @@ pub enum SecretsCommand {
     /// in SECRETS_OLD_KEYS), or for secrets stored before encryption at rest. The server does
     /// the same at start-up.
     Rotate,
+}
+
+/// `personal-data` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PersonalDataCommand {
+    /// Report the account ids of every tenant that is due now, and anonymise closed accounts
+    /// (what the server does every ten minutes).
+    Report,
 }
 
 /// Exit code of a configuration or usage error.
@@ -117,6 +130,25 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => failure(&format!("could not seal the secrets again: {e}")),
+            }
+        }
+        Command::PersonalData {
+            command: PersonalDataCommand::Report,
+        } => {
+            let store = match open_store(&config).await {
+                Ok(store) => store,
+                Err(e) => return failure(&format!("could not open the store: {e:#}")),
+            };
+            let app = crate::app::AppState::new(config, store);
+            match crate::personal_data::report_due(&app).await {
+                Ok(s) => {
+                    println!(
+                        "reported {} accounts of {} tenants: {} closed (anonymised), {} updated; {} tenants deferred",
+                        s.accounts, s.tenants, s.closed, s.updated, s.deferred
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failure(&format!("personal data reporting failed: {e}")),
             }
         }
         Command::Tenants { command } => {

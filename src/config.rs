@@ -136,6 +136,12 @@ pub struct Config {
     /// FORGE_JWKS_REFRESH_SECS: a token naming an unknown key refetches the JWKS at most this
     /// often (default 30).
     pub forge_jwks_refresh: Duration,
+    /// PERSONAL_DATA_REPORT_URL: Atlassian's personal data reporting API (default
+    /// `https://api.atlassian.com/app/report-accounts/`).
+    pub personal_data_report_url: Url,
+    /// PERSONAL_DATA_INTERVAL_DAYS: how often each tenant's account ids are reported (default 7;
+    /// fractions allowed).
+    pub personal_data_interval: Duration,
     /// PURGE_INTERVAL_SECS: how often uninstalled tenants past retention are looked for (default 3600).
     pub purge_interval: Duration,
 }
@@ -248,6 +254,19 @@ impl Config {
                 var: "UNINSTALL_RETENTION_DAYS",
                 message: format!("{retention_days}: must be a number of days from 0 to 36500"),
             })?;
+        let personal_data_report_url = http_url(
+            "PERSONAL_DATA_REPORT_URL",
+            &var("PERSONAL_DATA_REPORT_URL")
+                .unwrap_or_else(|| "https://api.atlassian.com/app/report-accounts/".to_owned()),
+        )?;
+        let report_days: f64 = parse(&var, "PERSONAL_DATA_INTERVAL_DAYS", "7")?;
+        let personal_data_interval = Duration::try_from_secs_f64(report_days * 86_400.0)
+            .ok()
+            .filter(|_| report_days <= 365.0)
+            .ok_or_else(|| ConfigError {
+                var: "PERSONAL_DATA_INTERVAL_DAYS",
+                message: format!("{report_days}: must be a number of days from 0 to 365"),
+            })?;
         let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
         let forge_jwks_url = http_url(
             "FORGE_JWKS_URL",
@@ -322,6 +341,8 @@ impl Config {
             ),
             uninstall_retention,
             forge_app_ari,
+            personal_data_report_url,
+            personal_data_interval,
             forge_jwks_url,
             forge_jwks_refresh: Duration::from_secs(parse(&var, "FORGE_JWKS_REFRESH_SECS", "30")?),
             purge_interval: Duration::from_secs(purge_interval.get()),

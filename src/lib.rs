@@ -14,6 +14,7 @@
 //! - [`store`]: tenants and app data on Postgres or embedded SQLite, behind a tenant cache.
 //! - [`product`]: calls back into the tenant's product, as the app or as a user.
 //! - [`notes`]: the sample tenant-scoped feature (API, issue panel, webhook).
+//! - [`personal_data`]: reporting stored account ids to Atlassian and anonymising closed ones.
 //! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
 //! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
 //!
@@ -53,6 +54,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod monitoring;
 pub mod notes;
+pub mod personal_data;
 pub mod product;
 pub mod retention;
 pub mod store;

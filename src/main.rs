@@ -4,7 +4,7 @@ use clap::Parser;
 use connect_axum::app::{self, AppState};
 use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
-use connect_axum::{retention, store, telemetry};
+use connect_axum::{personal_data, retention, store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -53,7 +53,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "Postgres"
         },
     );
-    let router = app::router(AppState::new(config, store.clone()));
+    let state = AppState::new(config, store.clone());
+    personal_data::spawn(state.clone());
+    let router = app::router(state);
     app::serve(listener, router, shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");

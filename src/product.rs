@@ -161,6 +161,17 @@ impl ProductClient {
         }
     }
 
+    /// Calls a service outside the tenant's site (for example Atlassian's personal data
+    /// reporting API at `https://api.atlassian.com`) as the app, with the tenant's JWT; QSHs are
+    /// relative to `base_url`'s path.
+    pub fn as_app_at<'a>(&'a self, tenant: &'a Installation, base_url: &'a str) -> Caller<'a> {
+        Caller {
+            client: self,
+            base_url,
+            auth: CallerAuth::App(tenant),
+        }
+    }
+
     /// Calls the product as the Forge app, with the system token of this invocation, at its
     /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`). The token is used for this
     /// call only and never kept.

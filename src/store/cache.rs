@@ -138,6 +138,29 @@ impl TenantStore for CachedStore {
         done
     }
 
+    async fn account_ids(&self, key: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+        self.inner.account_ids(key).await
+    }
+
+    async fn anonymise_account(&self, key: &ClientKey, account_id: &str) -> sqlx::Result<u64> {
+        self.inner.anonymise_account(key, account_id).await
+    }
+
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+        self.inner.personal_data_due(now).await
+    }
+
+    async fn set_personal_data_due(
+        &self,
+        key: &ClientKey,
+        reported_at: Option<DateTime<Utc>>,
+        next_due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        self.inner
+            .set_personal_data_due(key, reported_at, next_due_at)
+            .await
+    }
+
     async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>> {
         self.inner.list_notes(key, issue_key).await
     }
@@ -219,6 +242,23 @@ mod tests {
         }
         async fn set_enabled(&self, k: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
             self.store.set_enabled(k, enabled).await
+        }
+        async fn account_ids(&self, k: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+            self.store.account_ids(k).await
+        }
+        async fn anonymise_account(&self, k: &ClientKey, id: &str) -> sqlx::Result<u64> {
+            self.store.anonymise_account(k, id).await
+        }
+        async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+            self.store.personal_data_due(now).await
+        }
+        async fn set_personal_data_due(
+            &self,
+            k: &ClientKey,
+            at: Option<DateTime<Utc>>,
+            due: DateTime<Utc>,
+        ) -> sqlx::Result<()> {
+            self.store.set_personal_data_due(k, at, due).await
         }
         async fn list_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<Vec<Note>> {
             self.store.list_notes(k, issue).await

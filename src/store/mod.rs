@@ -199,6 +199,25 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Sets a tenant's enabled flag; false when there is no such tenant.
     async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool>;
 
+    /// The Atlassian account ids the tenant's data holds (note authors), each with the time its
+    /// oldest data was stored.
+    async fn account_ids(&self, key: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>>;
+
+    /// Removes an account id from the tenant's data (its notes keep their text, without an
+    /// author); returns how many rows changed.
+    async fn anonymise_account(&self, key: &ClientKey, account_id: &str) -> sqlx::Result<u64>;
+
+    /// Installed tenants whose personal data report is due at `now` (never reported, or due).
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>>;
+
+    /// Records a tenant's report (`reported_at`, when one was made) and when the next is due.
+    async fn set_personal_data_due(
+        &self,
+        key: &ClientKey,
+        reported_at: Option<DateTime<Utc>>,
+        next_due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()>;
+
     /// The tenant's notes on one issue, oldest first.
     async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>>;
 
@@ -598,6 +617,73 @@ macro_rules! shared_queries {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn account_ids(
+                &self,
+                key: &$crate::store::ClientKey,
+            ) -> sqlx::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+                let mut tx = self.tenant_transaction(key).await?;
+                let ids = sqlx::query_as(
+                    "select author, min(created_at) from note \
+                     where client_key = $1 and author is not null group by author order by author",
+                )
+                .bind(key.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                drop(tx);
+                Ok(ids)
+            }
+
+            async fn anonymise_account(
+                &self,
+                key: &$crate::store::ClientKey,
+                account_id: &str,
+            ) -> sqlx::Result<u64> {
+                let mut tx = self.tenant_transaction(key).await?;
+                let done = sqlx::query("update note set author = null where client_key = $1 and author = $2")
+                    .bind(key.as_str())
+                    .bind(account_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn personal_data_due(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> sqlx::Result<Vec<$crate::store::ClientKey>> {
+                let keys: Vec<String> = sqlx::query_scalar(
+                    "select t.client_key from tenant t \
+                     left join personal_data_report r on r.client_key = t.client_key \
+                     where t.uninstalled_at is null and (r.next_due_at is null or r.next_due_at <= $1) \
+                     order by t.client_key",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(keys.into_iter().map($crate::store::ClientKey::new).collect())
+            }
+
+            async fn set_personal_data_due(
+                &self,
+                key: &$crate::store::ClientKey,
+                reported_at: Option<chrono::DateTime<chrono::Utc>>,
+                next_due_at: chrono::DateTime<chrono::Utc>,
+            ) -> sqlx::Result<()> {
+                sqlx::query(
+                    "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
+                     values ($1, $2, $3) on conflict (client_key) do update set \
+                     last_reported_at = coalesce(excluded.last_reported_at, personal_data_report.last_reported_at), \
+                     next_due_at = excluded.next_due_at",
+                )
+                .bind(key.as_str())
+                .bind(reported_at)
+                .bind(next_due_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn list_notes(

@@ -62,6 +62,12 @@ on_both_stores! {
         assert_eq!(cli(&app.database_url, &["token", "nobody", "GET", "/"]).status.code(), Some(3));
     }
 
+    async fn personal_data_report_runs_on_demand(app: TestApp) {
+        let report = cli(&app.database_url, &["personal-data", "report"]);
+        assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+        assert!(stdout(&report).contains("reported 0 accounts of 0 tenants"), "{}", stdout(&report));
+    }
+
     async fn check_and_migrate_report_a_healthy_store(app: TestApp) {
         let check = cli(&app.database_url, &["check"]);
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));

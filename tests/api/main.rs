@@ -12,6 +12,7 @@ mod forge;
 mod lifecycle;
 mod notes;
 mod page;
+mod personal_data;
 mod product;
 mod replicas;
 mod retention;
