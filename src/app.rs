@@ -30,6 +30,7 @@ use crate::lifecycle::{self, Descriptor};
 use crate::monitoring;
 use crate::notes;
 use crate::product::ProductClient;
+use crate::residency::{self, RealmMover};
 use crate::store::TenantStore;
 
 /// The header that carries a request's id: kept when the client sends one, made otherwise.
@@ -43,13 +44,17 @@ pub struct AppState {
     pub auth: Authenticator,
     pub descriptor: Arc<Descriptor>,
     pub product: ProductClient,
+    /// Moves a tenant's data between realms when Atlassian migrates it (data residency); the
+    /// sample app's by default.
+    pub realm_mover: Arc<dyn RealmMover>,
 }
 
 impl AppState {
     /// Wires the state for `config` over `store`.
     pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
         monitoring::handle();
-        let descriptor = Descriptor::new(&config.base_url);
+        let descriptor =
+            Descriptor::new(&config.base_url).with_migration_path(&config.data_residency_path);
         let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
         let auth = Authenticator::new(
             store.clone(),
@@ -82,6 +87,7 @@ impl AppState {
             auth,
             descriptor: Arc::new(descriptor),
             product,
+            realm_mover: residency::default_mover(),
         }
     }
 }
@@ -106,6 +112,12 @@ pub fn router(state: AppState) -> Router {
         state.auth.clone(),
         auth::require_jwt::<ProductJwt>,
     ));
+    let realm_migration = Router::new()
+        .nest(&state.config.data_residency_path, residency::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_jwt::<ProductJwt>,
+        ));
     let notes_forge = notes::forge_router().route_layer(middleware::from_fn_with_state(
         state.auth.clone(),
         auth::require_forge,
@@ -125,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         .merge(notes_api)
         // A product JWT bound to the request: the issue panel page and webhooks.
         .merge(notes_product)
+        // HS256 with the QSH of the hook, from Atlassian's migration service.
+        .merge(realm_migration)
         // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
         .merge(notes_forge)
         .fallback(not_found)

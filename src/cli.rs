@@ -102,7 +102,8 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
     match command {
         Command::Serve => unreachable!("serve is run by main"),
         Command::Descriptor => {
-            let descriptor = Descriptor::new(&config.base_url);
+            let descriptor =
+                Descriptor::new(&config.base_url).with_migration_path(&config.data_residency_path);
             println!(
                 "{}",
                 serde_json::to_string_pretty(descriptor.json()).unwrap_or_default()

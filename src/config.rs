@@ -142,6 +142,12 @@ pub struct Config {
     /// PERSONAL_DATA_INTERVAL_DAYS: how often each tenant's account ids are reported (default 7;
     /// fractions allowed).
     pub personal_data_interval: Duration,
+    /// DATA_RESIDENCY_PATH: where the realm migration hooks are served and declared
+    /// (`lifecycle."dare-migration"`, default `/migration`).
+    pub data_residency_path: String,
+    /// DATA_RESIDENCY_REALMS: the realms tenants' data may move to (default
+    /// `US,EU,DE,AU,CA,IN,JP,KR,SG,UK,CH`).
+    pub data_residency_realms: Vec<String>,
     /// PURGE_INTERVAL_SECS: how often uninstalled tenants past retention are looked for (default 3600).
     pub purge_interval: Duration,
 }
@@ -267,6 +273,26 @@ impl Config {
                 var: "PERSONAL_DATA_INTERVAL_DAYS",
                 message: format!("{report_days}: must be a number of days from 0 to 365"),
             })?;
+        let data_residency_path =
+            var("DATA_RESIDENCY_PATH").unwrap_or_else(|| "/migration".to_owned());
+        let data_residency_path = data_residency_path.trim().trim_end_matches('/').to_owned();
+        if !data_residency_path.starts_with('/')
+            || data_residency_path.len() < 2
+            || !data_residency_path[1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
+        {
+            return Err(ConfigError {
+                var: "DATA_RESIDENCY_PATH",
+                message: format!("{data_residency_path:?}: must be a path such as /migration"),
+            });
+        }
+        let data_residency_realms: Vec<String> = var("DATA_RESIDENCY_REALMS")
+            .unwrap_or_else(|| "US,EU,DE,AU,CA,IN,JP,KR,SG,UK,CH".to_owned())
+            .split(',')
+            .map(|r| r.trim().to_ascii_uppercase())
+            .filter(|r| !r.is_empty())
+            .collect();
         let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
         let forge_jwks_url = http_url(
             "FORGE_JWKS_URL",
@@ -341,6 +367,8 @@ impl Config {
             ),
             uninstall_retention,
             forge_app_ari,
+            data_residency_path,
+            data_residency_realms,
             personal_data_report_url,
             personal_data_interval,
             forge_jwks_url,

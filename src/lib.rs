@@ -15,6 +15,7 @@
 //! - [`product`]: calls back into the tenant's product, as the app or as a user.
 //! - [`notes`]: the sample tenant-scoped feature (API, issue panel, webhook).
 //! - [`personal_data`]: reporting stored account ids to Atlassian and anonymising closed ones.
+//! - [`residency`]: data residency (realm migration) hooks and the `RealmMover` trait.
 //! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
 //! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
 //!
@@ -56,6 +57,7 @@ pub mod monitoring;
 pub mod notes;
 pub mod personal_data;
 pub mod product;
+pub mod residency;
 pub mod retention;
 pub mod store;
 pub mod telemetry;

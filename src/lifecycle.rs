@@ -35,6 +35,14 @@ impl Descriptor {
         Self { json, key }
     }
 
+    /// Declares the realm migration hooks at `path` (`lifecycle."dare-migration"`) and how long a
+    /// migration may take.
+    pub fn with_migration_path(mut self, path: &str) -> Self {
+        self.json["lifecycle"]["dare-migration"] = path.into();
+        self.json["dataResidency"] = serde_json::json!({ "maxMigrationDurationHours": 2 });
+        self
+    }
+
     /// The app key.
     pub fn key(&self) -> &str {
         &self.key

@@ -13,8 +13,8 @@ use moka::sync::Cache;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, TenantRecord,
-    TenantStore,
+    ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, RealmMigration,
+    TenantRecord, TenantStore,
 };
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
@@ -138,6 +138,22 @@ impl TenantStore for CachedStore {
         done
     }
 
+    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+        self.inner.realm_migration(key).await
+    }
+
+    async fn save_realm_migration(&self, key: &ClientKey, m: &RealmMigration) -> sqlx::Result<()> {
+        self.inner.save_realm_migration(key, m).await
+    }
+
+    async fn data_location(&self, key: &ClientKey) -> sqlx::Result<Option<String>> {
+        self.inner.data_location(key).await
+    }
+
+    async fn set_data_location(&self, key: &ClientKey, location: Option<&str>) -> sqlx::Result<()> {
+        self.inner.set_data_location(key, location).await
+    }
+
     async fn account_ids(&self, key: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
         self.inner.account_ids(key).await
     }
@@ -242,6 +258,22 @@ mod tests {
         }
         async fn set_enabled(&self, k: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
             self.store.set_enabled(k, enabled).await
+        }
+        async fn realm_migration(&self, k: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+            self.store.realm_migration(k).await
+        }
+        async fn save_realm_migration(
+            &self,
+            k: &ClientKey,
+            m: &RealmMigration,
+        ) -> sqlx::Result<()> {
+            self.store.save_realm_migration(k, m).await
+        }
+        async fn data_location(&self, k: &ClientKey) -> sqlx::Result<Option<String>> {
+            self.store.data_location(k).await
+        }
+        async fn set_data_location(&self, k: &ClientKey, l: Option<&str>) -> sqlx::Result<()> {
+            self.store.set_data_location(k, l).await
         }
         async fn account_ids(&self, k: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
             self.store.account_ids(k).await

@@ -130,6 +130,22 @@ pub struct Purged {
     pub notes: u64,
 }
 
+/// A tenant's data residency migration, as the migration service drives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmMigration {
+    pub migration_id: String,
+    /// The realm the data moves to, e.g. `EU`.
+    pub location: String,
+    /// Where the data was before the move (`None`: the realm it was installed in).
+    pub previous_location: Option<String>,
+    /// `scheduled`, `in-progress`, `ready-to-commit`, `committed`, `rolled-back` or `failed`.
+    pub state: String,
+    /// Why it failed, as the migration service's codes (`E0001`…).
+    pub error_code: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+}
+
 /// A note attached to a Jira issue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,6 +233,22 @@ pub trait TenantStore: Send + Sync + 'static {
         reported_at: Option<DateTime<Utc>>,
         next_due_at: DateTime<Utc>,
     ) -> sqlx::Result<()>;
+
+    /// The tenant's realm migration, if one was ever scheduled.
+    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>>;
+
+    /// Records the tenant's realm migration (replacing an earlier one).
+    async fn save_realm_migration(
+        &self,
+        key: &ClientKey,
+        migration: &RealmMigration,
+    ) -> sqlx::Result<()>;
+
+    /// Where the sample app keeps the tenant's data (`None`: the realm it was installed in).
+    async fn data_location(&self, key: &ClientKey) -> sqlx::Result<Option<String>>;
+
+    /// Moves the sample app's record of where the tenant's data is.
+    async fn set_data_location(&self, key: &ClientKey, location: Option<&str>) -> sqlx::Result<()>;
 
     /// The tenant's notes on one issue, oldest first.
     async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>>;
@@ -617,6 +649,93 @@ macro_rules! shared_queries {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn realm_migration(
+                &self,
+                key: &$crate::store::ClientKey,
+            ) -> sqlx::Result<Option<$crate::store::RealmMigration>> {
+                use sqlx::Row as _;
+                sqlx::query(
+                    "select migration_id, location, previous_location, state, error_code, \
+                     start_time, end_time from realm_migration where client_key = $1",
+                )
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| {
+                    Ok($crate::store::RealmMigration {
+                        migration_id: r.try_get("migration_id")?,
+                        location: r.try_get("location")?,
+                        previous_location: r.try_get("previous_location")?,
+                        state: r.try_get("state")?,
+                        error_code: r.try_get("error_code")?,
+                        start_time: r.try_get("start_time")?,
+                        end_time: r.try_get("end_time")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn save_realm_migration(
+                &self,
+                key: &$crate::store::ClientKey,
+                m: &$crate::store::RealmMigration,
+            ) -> sqlx::Result<()> {
+                sqlx::query(
+                    "insert into realm_migration (client_key, migration_id, location, \
+                     previous_location, state, error_code, start_time, end_time, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (client_key) do update set \
+                     migration_id = excluded.migration_id, location = excluded.location, \
+                     previous_location = excluded.previous_location, state = excluded.state, \
+                     error_code = excluded.error_code, start_time = excluded.start_time, \
+                     end_time = excluded.end_time, updated_at = excluded.updated_at",
+                )
+                .bind(key.as_str())
+                .bind(&m.migration_id)
+                .bind(&m.location)
+                .bind(&m.previous_location)
+                .bind(&m.state)
+                .bind(&m.error_code)
+                .bind(&m.start_time)
+                .bind(&m.end_time)
+                .bind($crate::store::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn data_location(
+                &self,
+                key: &$crate::store::ClientKey,
+            ) -> sqlx::Result<Option<String>> {
+                let mut tx = self.tenant_transaction(key).await?;
+                let location = sqlx::query_scalar("select location from data_location where client_key = $1")
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                drop(tx);
+                Ok(location)
+            }
+
+            async fn set_data_location(
+                &self,
+                key: &$crate::store::ClientKey,
+                location: Option<&str>,
+            ) -> sqlx::Result<()> {
+                let mut tx = self.tenant_transaction(key).await?;
+                match location {
+                    Some(location) => sqlx::query(
+                        "insert into data_location (client_key, location) values ($1, $2) \
+                         on conflict (client_key) do update set location = excluded.location",
+                    )
+                    .bind(key.as_str())
+                    .bind(location),
+                    None => sqlx::query("delete from data_location where client_key = $1").bind(key.as_str()),
+                }
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
             }
 
             async fn account_ids(

@@ -15,6 +15,7 @@ mod page;
 mod personal_data;
 mod product;
 mod replicas;
+mod residency;
 mod retention;
 mod security;
 mod store;

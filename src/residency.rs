@@ -1,0 +1,343 @@
+//! Data residency: the realm migration hooks (`schedule`, `start`, `status`, `commit`,
+//! `rollback` under `DATA_RESIDENCY_PATH`) that Atlassian's migration service calls with the
+//! tenant's JWT, a per-tenant migration state machine kept in the store, and [`RealmMover`], the
+//! trait through which the app moves its data between realms.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::Tenant;
+use crate::error::{Error, JsonBody};
+use crate::store::{ClientKey, RealmMigration, TenantStore};
+
+/// Moves one tenant's data to a realm. The app supplies it in [`AppState::realm_mover`].
+#[async_trait]
+pub trait RealmMover: Send + Sync + 'static {
+    /// Where the tenant's data is now (`None`: the realm it was installed in).
+    async fn location(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+    ) -> Result<Option<String>, String>;
+
+    /// Moves the tenant's data to `location` (`None`: back to where it was installed).
+    async fn move_to(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+        location: Option<&str>,
+    ) -> Result<(), String>;
+}
+
+/// The sample app's mover: the tenant's data location is one row in the store.
+pub struct StoredLocation;
+
+#[async_trait]
+impl RealmMover for StoredLocation {
+    async fn location(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+    ) -> Result<Option<String>, String> {
+        store.data_location(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn move_to(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+        location: Option<&str>,
+    ) -> Result<(), String> {
+        store
+            .set_data_location(key, location)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The shared default mover.
+pub fn default_mover() -> Arc<dyn RealmMover> {
+    Arc::new(StoredLocation)
+}
+
+/// The migration hooks, relative to `DATA_RESIDENCY_PATH`; to be nested there and layered with
+/// [`ProductJwt`](crate::auth::ProductJwt).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/schedule", post(schedule))
+        .route("/start", post(start))
+        .route("/status", get(status))
+        .route("/commit", post(commit))
+        .route("/rollback", post(rollback))
+}
+
+/// A refusal the migration service understands: its error code, and ours.
+struct MigrationError {
+    status: StatusCode,
+    code: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl MigrationError {
+    fn not_scheduled(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "E0001",
+            reason: "migration_not_scheduled",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for MigrationError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({
+                "error": self.reason,
+                "message": self.message,
+                "errorResponseCode": self.code,
+            })),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for MigrationError {
+    fn from(e: Error) -> Self {
+        tracing::error!(error = %e, "realm migration step failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "E9999",
+            reason: "migration_failed",
+            message: "the migration step failed".to_owned(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for MigrationError {
+    fn from(e: sqlx::Error) -> Self {
+        Error::from(e).into()
+    }
+}
+
+type Answer = Result<Response, MigrationError>;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Schedule {
+    migration_id: String,
+    location: String,
+    #[serde(default)]
+    start_time: Option<String>,
+    #[serde(default)]
+    end_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MigrationRef {
+    migration_id: String,
+}
+
+fn check_id(id: &str) -> Result<(), MigrationError> {
+    if id.is_empty() || id.len() > 255 || id.contains('\0') {
+        return Err(MigrationError {
+            status: StatusCode::BAD_REQUEST,
+            code: "E9999",
+            reason: "invalid_migration_id",
+            message: "migrationId must be 1 to 255 characters without NUL".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The tenant's migration with this id, or E0001.
+async fn current(
+    app: &AppState,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<RealmMigration, MigrationError> {
+    check_id(id)?;
+    app.store
+        .realm_migration(tenant.client_key())
+        .await?
+        .filter(|m| m.migration_id == id)
+        .ok_or_else(|| {
+            MigrationError::not_scheduled("no migration with this id is scheduled for the tenant")
+        })
+}
+
+fn status_of(m: &RealmMigration) -> Response {
+    let mut body = json!({ "status": m.state, "location": m.location });
+    if let Some(code) = &m.error_code {
+        body["errorResponseCode"] = code.clone().into();
+    }
+    Json(body).into_response()
+}
+
+async fn schedule(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<Schedule>,
+) -> Answer {
+    check_id(&input.migration_id)?;
+    let location = input.location.trim().to_ascii_uppercase();
+    if !app.config.data_residency_realms.contains(&location) {
+        return Err(MigrationError {
+            status: StatusCode::BAD_REQUEST,
+            code: "E0002",
+            reason: "realm_not_supported",
+            message: format!("the realm {location:?} is not supported"),
+        });
+    }
+    let key = tenant.client_key();
+    if let Some(running) = app.store.realm_migration(key).await?
+        && running.state == "in-progress"
+        && running.migration_id != input.migration_id
+    {
+        return Err(MigrationError {
+            status: StatusCode::CONFLICT,
+            code: "E0004",
+            reason: "migration_in_progress",
+            message: "another migration of this tenant is in progress".to_owned(),
+        });
+    }
+    let migration = RealmMigration {
+        migration_id: input.migration_id,
+        location,
+        previous_location: None,
+        state: "scheduled".to_owned(),
+        error_code: None,
+        start_time: input.start_time,
+        end_time: input.end_time,
+    };
+    app.store.save_realm_migration(key, &migration).await?;
+    tracing::info!(tenant.client_key = %key, "realm migration {} of {key} scheduled to {}", migration.migration_id, migration.location);
+    Ok(status_of(&migration))
+}
+
+async fn start(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<MigrationRef>,
+) -> Answer {
+    let mut migration = current(&app, &tenant, &input.migration_id).await?;
+    if migration.state != "scheduled" {
+        return Err(MigrationError::not_scheduled(format!(
+            "the migration is {}, not scheduled",
+            migration.state
+        )));
+    }
+    let key = tenant.client_key();
+    let store = app.store.as_ref();
+    migration.previous_location = app
+        .realm_mover
+        .location(store, key)
+        .await
+        .map_err(|e| failed(key, &e))?;
+    migration.state = "in-progress".to_owned();
+    app.store.save_realm_migration(key, &migration).await?;
+    match app
+        .realm_mover
+        .move_to(store, key, Some(&migration.location))
+        .await
+    {
+        Ok(()) => migration.state = "ready-to-commit".to_owned(),
+        Err(e) => {
+            tracing::warn!(tenant.client_key = %key, error = %e, "realm migration of {key} failed");
+            migration.state = "failed".to_owned();
+            migration.error_code = Some("E9999".to_owned());
+        }
+    }
+    app.store.save_realm_migration(key, &migration).await?;
+    Ok(status_of(&migration))
+}
+
+fn failed(key: &ClientKey, e: &str) -> MigrationError {
+    tracing::warn!(tenant.client_key = %key, error = %e, "realm migration of {key} failed");
+    MigrationError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "E9999",
+        reason: "migration_failed",
+        message: "the app could not read where the tenant's data is".to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusQuery {
+    migration_id: String,
+}
+
+async fn status(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    Query(q): Query<StatusQuery>,
+) -> Answer {
+    Ok(status_of(&current(&app, &tenant, &q.migration_id).await?))
+}
+
+async fn commit(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<MigrationRef>,
+) -> Answer {
+    let mut migration = current(&app, &tenant, &input.migration_id).await?;
+    if migration.state == "committed" {
+        return Ok(status_of(&migration));
+    }
+    if migration.state != "ready-to-commit" {
+        return Err(MigrationError::not_scheduled(format!(
+            "the migration is {}, not ready to commit",
+            migration.state
+        )));
+    }
+    migration.state = "committed".to_owned();
+    app.store
+        .save_realm_migration(tenant.client_key(), &migration)
+        .await?;
+    tracing::info!(tenant.client_key = %tenant.client_key(), "realm migration {} committed", migration.migration_id);
+    Ok(status_of(&migration))
+}
+
+async fn rollback(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<MigrationRef>,
+) -> Answer {
+    let mut migration = current(&app, &tenant, &input.migration_id).await?;
+    let key = tenant.client_key();
+    match migration.state.as_str() {
+        "rolled-back" => return Ok(status_of(&migration)),
+        "committed" => {
+            return Err(MigrationError::not_scheduled(
+                "a committed migration cannot be rolled back",
+            ));
+        }
+        "scheduled" => {}
+        _ => app
+            .realm_mover
+            .move_to(
+                app.store.as_ref(),
+                key,
+                migration.previous_location.as_deref(),
+            )
+            .await
+            .map_err(|e| failed(key, &e))?,
+    }
+    migration.state = "rolled-back".to_owned();
+    app.store.save_realm_migration(key, &migration).await?;
+    tracing::info!(tenant.client_key = %key, "realm migration {} rolled back", migration.migration_id);
+    Ok(status_of(&migration))
+}
