@@ -185,6 +185,48 @@ struct FitApp {
     installation_id: String,
     #[serde(default)]
     api_base_url: Option<String>,
+    #[serde(default)]
+    installation: Option<FitInstallation>,
+}
+
+#[derive(Deserialize)]
+struct FitInstallation {
+    #[serde(default)]
+    contexts: Vec<FitContext>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FitContext {
+    #[serde(default)]
+    cloud_id: Option<String>,
+}
+
+impl FitClaims {
+    /// The one site the invocation names by cloud id, if it names exactly one.
+    fn cloud_id(&self) -> Option<String> {
+        let mut ids: Vec<String> = self
+            .app
+            .installation
+            .iter()
+            .flat_map(|i| i.contexts.iter())
+            .filter_map(|c| c.cloud_id.clone())
+            .chain(
+                self.context
+                    .as_ref()
+                    .and_then(|c| c.get("cloudId"))
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned),
+            )
+            .filter(|id| super::is_plausible_client_key(id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        match ids.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Authenticator {
@@ -225,7 +267,7 @@ impl Authenticator {
                 _ => AuthError::MalformedToken,
             })?
             .claims;
-        let installation_id = claims.app.installation_id;
+        let installation_id = claims.app.installation_id.clone();
         if !super::is_plausible_client_key(&installation_id)
             || claims
                 .principal
@@ -234,12 +276,30 @@ impl Authenticator {
         {
             return Err(AuthError::MalformedToken.into());
         }
-        let record = self
+        let record = match self
             .inner
             .store
             .find_tenant_by_installation_id(&installation_id)
             .await?
-            .ok_or(AuthError::UnmappedInstallation)?;
+        {
+            Some(record) => record,
+            // Not installed through Connect on Forge: the site's cloud id still names the tenant
+            // when exactly one installed tenant has it (Jira and Confluence of one site share it).
+            None => match claims.cloud_id() {
+                Some(cloud_id) => {
+                    let mut found = self
+                        .inner
+                        .store
+                        .find_installed_by_cloud_id(&cloud_id)
+                        .await?;
+                    match (found.pop(), found.is_empty()) {
+                        (Some(record), true) => record,
+                        _ => return Err(AuthError::UnmappedInstallation.into()),
+                    }
+                }
+                None => return Err(AuthError::UnmappedInstallation.into()),
+            },
+        };
         if !record.is_installed() {
             return Err(AuthError::TenantUninstalled.into());
         }

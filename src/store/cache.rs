@@ -104,6 +104,13 @@ impl TenantStore for CachedStore {
             .await
     }
 
+    async fn find_installed_by_cloud_id(
+        &self,
+        cloud_id: &str,
+    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        self.inner.find_installed_by_cloud_id(cloud_id).await
+    }
+
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
         self.inner.list_tenants().await
     }
@@ -243,6 +250,12 @@ mod tests {
             id: &str,
         ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
             self.store.find_tenant_by_installation_id(id).await
+        }
+        async fn find_installed_by_cloud_id(
+            &self,
+            id: &str,
+        ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+            self.store.find_installed_by_cloud_id(id).await
         }
         async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
             self.store.list_tenants().await

@@ -196,6 +196,12 @@ pub trait TenantStore: Send + Sync + 'static {
         installation_id: &str,
     ) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
+    /// Installed tenants of the site with this cloud id (at most two: more than one is ambiguous).
+    async fn find_installed_by_cloud_id(
+        &self,
+        cloud_id: &str,
+    ) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
+
     /// Every tenant, by client key.
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
 
@@ -512,6 +518,22 @@ macro_rules! shared_queries {
                 .await?
                 .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
                 .transpose()
+            }
+
+            async fn find_installed_by_cloud_id(
+                &self,
+                cloud_id: &str,
+            ) -> sqlx::Result<Vec<std::sync::Arc<$crate::store::TenantRecord>>> {
+                sqlx::query(concat!(
+                    $crate::store::SELECT_TENANT!(),
+                    " where cloud_id = $1 and uninstalled_at is null order by client_key limit 2"
+                ))
+                .bind(cloud_id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| $crate::store::tenant_from_row(r, &self.keyring))
+                .collect()
             }
 
             async fn list_tenants(

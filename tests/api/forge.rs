@@ -255,6 +255,42 @@ forge_tests! {
         let _ = jwks;
     }
 
+    async fn a_site_installed_without_an_installation_id_is_found_by_its_cloud_id(app: TestApp, jwks: Jwks) {
+        let hooks = &app;
+        let install = |tenant: &TestTenant, cloud_id: &str| {
+            let mut payload = tenant.payload("installed");
+            payload.as_object_mut().unwrap().remove("installationId");
+            payload["cloudId"] = cloud_id.into();
+            let token = install_token(tenant, "/installed", json!({}));
+            async move { hooks.call("POST", "/installed", Some(&token), Some(&payload)).await.status }
+        };
+        let a = TestTenant::new("a");
+        assert_eq!(install(&a, "cloud-a").await, StatusCode::NO_CONTENT);
+        app.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" }))).await;
+        let unknown_installation = TestTenant::new("forge-only");
+        let by_context = fit(0, &unknown_installation, json!({ "context": { "cloudId": "cloud-a" } }));
+        assert_eq!(invoke(&app, "GET", NOTES, &by_context, None).await.json()[0]["body"], "a's");
+        let by_installation = fit(0, &unknown_installation, json!({ "app": {
+            "id": APP_ARI, "installationId": unknown_installation.installation_id(),
+            "installation": { "id": "x", "contexts": [{ "name": "jira", "cloudId": "cloud-a" }] } } }));
+        assert_eq!(invoke(&app, "GET", NOTES, &by_installation, None).await.status, StatusCode::OK);
+        // Two products of one site share its cloud id: which tenant is meant is unknown.
+        let (jira, confluence) = (TestTenant::new("jira"), TestTenant::new("confluence"));
+        assert_eq!(install(&jira, "cloud-shared").await, StatusCode::NO_CONTENT);
+        assert_eq!(install(&confluence, "cloud-shared").await, StatusCode::NO_CONTENT);
+        for context in [json!({ "cloudId": "cloud-shared" }), json!({ "cloudId": "cloud-nowhere" })] {
+            invoke(&app, "GET", NOTES, &fit(0, &unknown_installation, json!({ "context": context })), None)
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        }
+        // Naming two sites at once names none.
+        let two = fit(0, &unknown_installation, json!({ "context": { "cloudId": "cloud-a" }, "app": {
+            "id": APP_ARI, "installationId": unknown_installation.installation_id(),
+            "installation": { "id": "x", "contexts": [{ "cloudId": "cloud-shared" }] } } }));
+        invoke(&app, "GET", NOTES, &two, None).await.assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        let _ = jwks;
+    }
+
     async fn an_uninstalled_or_disabled_site_is_refused(app: TestApp, jwks: Jwks) {
         let a = app.install("a").await;
         app.hook(&a, "disabled").await;

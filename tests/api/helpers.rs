@@ -232,6 +232,11 @@ impl TestTenant {
         }
     }
 
+    /// The cloud id of this site.
+    pub fn cloud_id(&self) -> String {
+        format!("cloud-{}", self.client_key)
+    }
+
     /// The Forge installation id this site's installs carry.
     pub fn installation_id(&self) -> String {
         format!("ari:cloud:ecosystem::installation/{}", self.client_key)
@@ -252,7 +257,7 @@ impl TestTenant {
             "pluginsVersion": "1001.0.0-SNAPSHOT",
             "oauthClientId": "oauth-client",
             "eventType": event,
-            "cloudId": "cloud-1",
+            "cloudId": self.cloud_id(),
             "installationId": self.installation_id()
         })
     }

@@ -54,7 +54,7 @@ on_both_stores! {
         assert_eq!(record.installation.server_version.as_deref(), Some("100217"));
         assert_eq!(record.installation.service_entitlement_number.as_deref(), Some("SEN-1234"));
         assert_eq!(record.installation.oauth_client_id.as_deref(), Some("oauth-client"));
-        assert_eq!(record.installation.cloud_id.as_deref(), Some("cloud-1"));
+        assert_eq!(record.installation.cloud_id.as_deref(), Some(tenant.cloud_id().as_str()));
         assert_eq!(record.installation.installation_id.as_deref(), Some(tenant.installation_id().as_str()));
         assert!(record.enabled);
         assert!(record.uninstalled_at.is_none());
