@@ -252,27 +252,13 @@ impl Config {
             }
             None => None,
         };
-        let retention_days: f64 = parse(&var, "UNINSTALL_RETENTION_DAYS", "30")?;
-        let uninstall_retention = Duration::try_from_secs_f64(retention_days * 86_400.0)
-            .ok()
-            .filter(|_| retention_days <= 36_500.0)
-            .ok_or_else(|| ConfigError {
-                var: "UNINSTALL_RETENTION_DAYS",
-                message: format!("{retention_days}: must be a number of days from 0 to 36500"),
-            })?;
+        let uninstall_retention = days(&var, "UNINSTALL_RETENTION_DAYS", "30", 36_500.0)?;
         let personal_data_report_url = http_url(
             "PERSONAL_DATA_REPORT_URL",
             &var("PERSONAL_DATA_REPORT_URL")
                 .unwrap_or_else(|| "https://api.atlassian.com/app/report-accounts/".to_owned()),
         )?;
-        let report_days: f64 = parse(&var, "PERSONAL_DATA_INTERVAL_DAYS", "7")?;
-        let personal_data_interval = Duration::try_from_secs_f64(report_days * 86_400.0)
-            .ok()
-            .filter(|_| report_days <= 365.0)
-            .ok_or_else(|| ConfigError {
-                var: "PERSONAL_DATA_INTERVAL_DAYS",
-                message: format!("{report_days}: must be a number of days from 0 to 365"),
-            })?;
+        let personal_data_interval = days(&var, "PERSONAL_DATA_INTERVAL_DAYS", "7", 365.0)?;
         let data_residency_path =
             var("DATA_RESIDENCY_PATH").unwrap_or_else(|| "/migration".to_owned());
         let data_residency_path = data_residency_path.trim().trim_end_matches('/').to_owned();
@@ -391,6 +377,23 @@ where
         var: name,
         message: format!("{value:?}: {e}"),
     })
+}
+
+/// A number of days (fractions allowed) from 0 to `max`, as a duration.
+fn days(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    max: f64,
+) -> Result<Duration, ConfigError> {
+    let days: f64 = parse(var, name, default)?;
+    Duration::try_from_secs_f64(days * 86_400.0)
+        .ok()
+        .filter(|_| days <= max)
+        .ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("{days}: must be a number of days from 0 to {max}"),
+        })
 }
 
 fn http_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {

@@ -49,11 +49,7 @@ impl ForgeKeys {
     /// Keys come from `GET url` (a JWKS), fetched at most once per `min_refresh`; each fetch
     /// gives up after `timeout`.
     pub fn new(url: &url::Url, min_refresh: Duration, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .expect("the HTTP client's configuration is static and valid");
+        let http = super::key_client(timeout);
         Self {
             url: url.to_string(),
             min_refresh,

@@ -29,11 +29,7 @@ pub struct InstallKeys {
 impl InstallKeys {
     /// Keys come from `GET {base}/{kid}`; each fetch gives up after `timeout`.
     pub fn new(base: &url::Url, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .expect("the HTTP client's configuration is static and valid");
+        let http = super::key_client(timeout);
         Self {
             base: base.as_str().trim_end_matches('/').to_owned(),
             http,
