@@ -14,7 +14,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -252,16 +251,7 @@ impl Authenticator {
         validation.set_audience(&[&forge.app_ari]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let claims = jsonwebtoken::decode::<FitClaims>(token, &key, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
-                ErrorKind::InvalidAudience => AuthError::InvalidAudience,
-                ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
-                ErrorKind::InvalidAlgorithm => AuthError::UnsupportedAlgorithm,
-                _ => AuthError::MalformedToken,
-            })?
+            .map_err(|e| jwt::reason(&e))?
             .claims;
         let installation_id = claims.app.installation_id.clone();
         if !super::is_plausible_client_key(&installation_id)

@@ -107,22 +107,29 @@ pub fn verify(
     validation.validate_aud = false;
     validation.set_required_spec_claims(&["exp"]);
     let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
-            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                AuthError::UnsupportedAlgorithm
-            }
-            _ => AuthError::MalformedToken,
-        })?
+        .map_err(|e| reason(&e))?
         .claims;
     let now = jsonwebtoken::get_current_timestamp() as i64;
     if claims.iat.is_some_and(|iat| iat > now + leeway as i64) {
         return Err(AuthError::IssuedInFuture);
     }
     Ok(claims)
+}
+
+/// The reason code of a token the JWT library refused.
+pub(super) fn reason(e: &jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
+        ErrorKind::InvalidAudience => AuthError::InvalidAudience,
+        ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            AuthError::UnsupportedAlgorithm
+        }
+        _ => AuthError::MalformedToken,
+    }
 }
 
 /// Signs claims with HS256.
