@@ -71,14 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let _logs = connect_axum::telemetry::init(connect_axum::config::LogFormat::Pretty);
     let config = Config::from_env()?;
     let store = store::connect(&config.store_options()?).await?;
-    connect_axum::retention::spawn(
-        store.clone(),
-        config.uninstall_retention,
-        config.purge_interval,
-    );
     let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
     let state = AppState::new(config, store);
-    connect_axum::personal_data::spawn(state.clone());
+    state.spawn_upkeep();
     let router = router(state, Counts::default());
     app::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -53,8 +53,7 @@ impl AppState {
     /// Wires the state for `config` over `store`.
     pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
         monitoring::handle();
-        let descriptor =
-            Descriptor::new(&config.base_url).with_migration_path(&config.data_residency_path);
+        let descriptor = Descriptor::for_config(&config);
         let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
         let auth = Authenticator::new(
             store.clone(),
@@ -89,6 +88,19 @@ impl AppState {
             product,
             realm_mover: residency::default_mover(),
         }
+    }
+}
+
+impl AppState {
+    /// Starts the server's background work on this state: the purge of uninstalled tenants past
+    /// their retention, and personal data reporting.
+    pub fn spawn_upkeep(&self) {
+        crate::retention::spawn(
+            self.store.clone(),
+            self.config.uninstall_retention,
+            self.config.purge_interval,
+        );
+        crate::personal_data::spawn(self.clone());
     }
 }
 

@@ -102,8 +102,7 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
     match command {
         Command::Serve => unreachable!("serve is run by main"),
         Command::Descriptor => {
-            let descriptor =
-                Descriptor::new(&config.base_url).with_migration_path(&config.data_residency_path);
+            let descriptor = Descriptor::for_config(&config);
             println!(
                 "{}",
                 serde_json::to_string_pretty(descriptor.json()).unwrap_or_default()
@@ -296,7 +295,7 @@ async fn check(config: &Config) -> ExitCode {
         "config: ok (base URL {}, listening on {}:{})",
         config.base_url, config.bind, config.port
     );
-    let descriptor = Descriptor::new(&config.base_url);
+    let descriptor = Descriptor::for_config(config);
     println!("descriptor: ok (key {})", descriptor.key());
     match &config.secrets {
         Some(keyring) => println!(

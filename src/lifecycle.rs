@@ -35,9 +35,15 @@ impl Descriptor {
         Self { json, key }
     }
 
+    /// The descriptor as this configuration serves it: `BASE_URL`, and the realm migration hooks
+    /// at `DATA_RESIDENCY_PATH`.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::new(&config.base_url).with_migration_path(&config.data_residency_path)
+    }
+
     /// Declares the realm migration hooks at `path` (`lifecycle."dare-migration"`) and how long a
     /// migration may take.
-    pub fn with_migration_path(mut self, path: &str) -> Self {
+    fn with_migration_path(mut self, path: &str) -> Self {
         self.json["lifecycle"]["dare-migration"] = path.into();
         self.json["dataResidency"] = serde_json::json!({ "maxMigrationDurationHours": 2 });
         self

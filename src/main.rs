@@ -4,7 +4,7 @@ use clap::Parser;
 use connect_axum::app::{self, AppState};
 use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
-use connect_axum::{personal_data, retention, store, telemetry};
+use connect_axum::{store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -37,11 +37,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(n) => tracing::info!("sealed {n} sharedSecrets with the current secrets key"),
         Err(e) => tracing::error!(error = %e, "could not seal sharedSecrets with the current key"),
     }
-    retention::spawn(
-        store.clone(),
-        config.uninstall_retention,
-        config.purge_interval,
-    );
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     tracing::info!(
         "connect-axum listening on {} (base URL {}, {} store)",
@@ -54,7 +49,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     let state = AppState::new(config, store.clone());
-    personal_data::spawn(state.clone());
+    state.spawn_upkeep();
     let router = app::router(state);
     app::serve(listener, router, shutdown_signal()).await?;
     store.close().await;
