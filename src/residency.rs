@@ -97,6 +97,16 @@ impl MigrationError {
             message: message.into(),
         }
     }
+
+    /// E9999: a step failed on the app's side (the cause is logged, not sent).
+    fn failed() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "E9999",
+            reason: "migration_failed",
+            message: "the migration step failed".to_owned(),
+        }
+    }
 }
 
 impl IntoResponse for MigrationError {
@@ -116,12 +126,7 @@ impl IntoResponse for MigrationError {
 impl From<Error> for MigrationError {
     fn from(e: Error) -> Self {
         tracing::error!(error = %e, "realm migration step failed");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "E9999",
-            reason: "migration_failed",
-            message: "the migration step failed".to_owned(),
-        }
+        Self::failed()
     }
 }
 
@@ -266,12 +271,7 @@ async fn start(
 
 fn failed(key: &ClientKey, e: &str) -> MigrationError {
     tracing::warn!(tenant.client_key = %key, error = %e, "realm migration of {key} failed");
-    MigrationError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        code: "E9999",
-        reason: "migration_failed",
-        message: "the app could not read where the tenant's data is".to_owned(),
-    }
+    MigrationError::failed()
 }
 
 #[derive(Deserialize)]
