@@ -214,16 +214,15 @@ impl Config {
         let bind: IpAddr = parse(&var, "BIND", "127.0.0.1")?;
         let base_url = var("BASE_URL").unwrap_or_else(|| format!("http://localhost:{port}"));
         let base_url = http_url("BASE_URL", &base_url)?;
-        let install_keys_url = http_url(
+        let install_keys_url = url_var(
+            &var,
             "INSTALL_KEYS_URL",
-            &var("INSTALL_KEYS_URL")
-                .unwrap_or_else(|| "https://connect-install-keys.atlassian.com".to_owned()),
+            "https://connect-install-keys.atlassian.com",
         )?;
-        let oauth_auth_server_url = http_url(
+        let oauth_auth_server_url = url_var(
+            &var,
             "OAUTH_AUTH_SERVER_URL",
-            &var("OAUTH_AUTH_SERVER_URL").unwrap_or_else(|| {
-                "https://oauth-2-authorization-server.services.atlassian.com".to_owned()
-            }),
+            "https://oauth-2-authorization-server.services.atlassian.com",
         )?;
         let database_url =
             var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
@@ -253,10 +252,10 @@ impl Config {
             None => None,
         };
         let uninstall_retention = days(&var, "UNINSTALL_RETENTION_DAYS", "30", 36_500.0)?;
-        let personal_data_report_url = http_url(
+        let personal_data_report_url = url_var(
+            &var,
             "PERSONAL_DATA_REPORT_URL",
-            &var("PERSONAL_DATA_REPORT_URL")
-                .unwrap_or_else(|| "https://api.atlassian.com/app/report-accounts/".to_owned()),
+            "https://api.atlassian.com/app/report-accounts/",
         )?;
         let personal_data_interval = days(&var, "PERSONAL_DATA_INTERVAL_DAYS", "7", 365.0)?;
         let data_residency_path =
@@ -280,11 +279,10 @@ impl Config {
             .filter(|r| !r.is_empty())
             .collect();
         let purge_interval = parse::<std::num::NonZeroU64>(&var, "PURGE_INTERVAL_SECS", "3600")?;
-        let forge_jwks_url = http_url(
+        let forge_jwks_url = url_var(
+            &var,
             "FORGE_JWKS_URL",
-            &var("FORGE_JWKS_URL").unwrap_or_else(|| {
-                "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json".to_owned()
-            }),
+            "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json",
         )?;
         let forge_app_ari = match var("FORGE_APP_ID") {
             None => None,
@@ -394,6 +392,15 @@ fn days(
             var: name,
             message: format!("{days}: must be a number of days from 0 to {max}"),
         })
+}
+
+/// The http(s) URL in `name`, or `default`.
+fn url_var(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Url, ConfigError> {
+    http_url(name, &var(name).unwrap_or_else(|| default.to_owned()))
 }
 
 fn http_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
