@@ -25,6 +25,9 @@ const MAX_AGE: Duration = Duration::from_secs(10 * 60);
 pub struct CachedStore {
     inner: Arc<dyn TenantStore>,
     tenants: Cache<String, Arc<TenantRecord>>,
+    /// Forge installation ids to client keys; an entry is trusted only while the cached tenant
+    /// still carries that installation id.
+    installations: Cache<String, String>,
     /// Counts forgets, so that a lookup racing a change does not cache what it read before it.
     changes: Arc<AtomicU64>,
 }
@@ -35,6 +38,10 @@ impl CachedStore {
         Self {
             inner,
             tenants: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(MAX_AGE)
+                .build(),
+            installations: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(MAX_AGE)
                 .build(),
@@ -99,9 +106,24 @@ impl TenantStore for CachedStore {
         &self,
         installation_id: &str,
     ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
-        self.inner
+        if let Some(key) = self.installations.get(installation_id)
+            && let Some(tenant) = self.find_tenant(&key).await?
+            && tenant.installation.installation_id.as_deref() == Some(installation_id)
+        {
+            return Ok(Some(tenant));
+        }
+        let found = self
+            .inner
             .find_tenant_by_installation_id(installation_id)
-            .await
+            .await?;
+        match &found {
+            Some(tenant) => self.installations.insert(
+                installation_id.to_owned(),
+                tenant.installation.client_key.as_str().to_owned(),
+            ),
+            None => self.installations.invalidate(installation_id),
+        }
+        Ok(found)
     }
 
     async fn find_installed_by_cloud_id(

@@ -291,6 +291,21 @@ forge_tests! {
         let _ = jwks;
     }
 
+    async fn a_reinstall_with_a_new_installation_id_retires_the_old_one(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        assert_eq!(invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None).await.status, StatusCode::OK);
+        let mut payload = a.payload("installed");
+        payload["installationId"] = "ari:cloud:ecosystem::installation/reinstalled".into();
+        let token = install_token(&a, "/installed", json!({}));
+        assert_eq!(app.call("POST", "/installed", Some(&token), Some(&payload)).await.status, StatusCode::NO_CONTENT);
+        invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        let renewed = fit(0, &a, json!({ "app": { "id": APP_ARI, "installationId": "ari:cloud:ecosystem::installation/reinstalled" } }));
+        assert_eq!(invoke(&app, "GET", NOTES, &renewed, None).await.status, StatusCode::OK);
+        let _ = jwks;
+    }
+
     async fn an_uninstalled_or_disabled_site_is_refused(app: TestApp, jwks: Jwks) {
         let a = app.install("a").await;
         app.hook(&a, "disabled").await;
