@@ -1,7 +1,7 @@
 //! The app descriptor and the lifecycle hooks through which sites install, uninstall, enable and
 //! disable the app.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{AuthError, SignedInstall, Tenant};
 use crate::config::HostPatterns;
 use crate::error::{Error, JsonBody, Result};
-use crate::store::{ClientKey, Installation, SharedSecret};
+use crate::store::{ClientKey, Installation, LifecycleToken, SaveOutcome, SharedSecret};
 
 /// The bundled `atlassian-connect.json`, with `baseUrl` filled in.
 #[derive(Debug, Clone)]
@@ -252,15 +252,31 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
     let key = &tenant.client_key;
     let previous = app.store.find_tenant(key.as_str()).await?;
-    if !app.store.save_tenant(&tenant, &signed.token).await? {
-        // A retry of the very install already applied changes nothing; any other token no
-        // newer than the stored one is a replay or an older install, and must not win.
-        let current = app.store.find_tenant(key.as_str()).await?;
-        if current.is_some_and(|t| t.is_installed() && same_install(&t.installation, &tenant)) {
-            return Ok(StatusCode::NO_CONTENT);
+    match app.store.save_tenant(&tenant, &signed.token).await? {
+        SaveOutcome::Saved => {}
+        SaveOutcome::Stale => {
+            // A retry of the very install already applied changes nothing; any other token no
+            // newer than the stored one is a replay or an older install, and must not win.
+            let current = app.store.find_tenant(key.as_str()).await?;
+            if current.is_some_and(|t| t.is_installed() && same_install(&t.installation, &tenant)) {
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            tracing::warn!(tenant.client_key = %key, "refused a replayed or older install of {key}");
+            return Err(stale_token("install"));
         }
-        tracing::warn!(tenant.client_key = %key, "refused a replayed or older install of {key}");
-        return Err(stale_token("install"));
+        SaveOutcome::InstallationIdTaken => {
+            // The payload is not covered by the signed install: an id another installed tenant
+            // holds could come from a relayed or imported install, and would take over its
+            // Forge invocations.
+            tracing::warn!(
+                tenant.client_key = %key,
+                "refused the install of {key}: another installed tenant holds its installationId"
+            );
+            return Err(Error::Conflict {
+                reason: "installation_id_taken",
+                message: "another installed tenant holds this installationId".to_owned(),
+            });
+        }
     }
     if let Some(previous) = previous.filter(|p| p.installation.base_url != tenant.base_url) {
         tracing::warn!(
@@ -331,22 +347,28 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
 async fn enabled(
     State(app): State<AppState>,
     tenant: Tenant,
+    Extension(token): Extension<LifecycleToken>,
     JsonBody(payload): JsonBody<serde_json::Value>,
 ) -> Result<StatusCode> {
-    switch(app, tenant, payload, true).await
+    switch(app, tenant, token, payload, true).await
 }
 
 async fn disabled(
     State(app): State<AppState>,
     tenant: Tenant,
+    Extension(token): Extension<LifecycleToken>,
     JsonBody(payload): JsonBody<serde_json::Value>,
 ) -> Result<StatusCode> {
-    switch(app, tenant, payload, false).await
+    switch(app, tenant, token, payload, false).await
 }
 
+/// Applies `enabled`/`disabled` under the rule of the signed hooks: a token applied before, or
+/// older than the last lifecycle event applied, changes nothing. Such a token is answered 204
+/// when the tenant is already in the state it asks for (a redelivery), 409 otherwise.
 async fn switch(
     app: AppState,
     tenant: Tenant,
+    token: LifecycleToken,
     payload: serde_json::Value,
     enabled: bool,
 ) -> Result<StatusCode> {
@@ -358,7 +380,16 @@ async fn switch(
         return Err(AuthError::IssuerMismatch.into());
     }
     payload.check(app.descriptor.key(), event)?;
-    app.store.set_enabled(tenant.client_key(), enabled).await?;
+    let key = tenant.client_key();
+    if !app.store.set_enabled(key, enabled, &token).await? {
+        let current = app.store.find_tenant(key.as_str()).await?;
+        if current.is_some_and(|t| t.enabled == enabled) {
+            tracing::info!(tenant.client_key = %key, "{event} of {key}: already {event}");
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        tracing::warn!(tenant.client_key = %key, "refused a replayed or older {event} of {key}");
+        return Err(stale_token(event));
+    }
     metrics::counter!("lifecycle_events_total", "event" => event).increment(1);
     tracing::info!(tenant.client_key = %tenant.client_key(), "{event} tenant {}", tenant.client_key());
     Ok(StatusCode::NO_CONTENT)

@@ -198,6 +198,16 @@ struct FitContext {
 }
 
 impl FitClaims {
+    /// The product the invocation calls (`jira`, `confluence`, …), from
+    /// `app.apiBaseUrl` = `https://api.atlassian.com/ex/<product>/<cloudId>`.
+    fn product(&self) -> Option<&str> {
+        let url = self.app.api_base_url.as_deref()?;
+        let (_, rest) = url.split_once("/ex/")?;
+        let product = rest.split('/').next()?;
+        (!product.is_empty() && product.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+            .then_some(product)
+    }
+
     /// The one site the invocation names by cloud id, if it names exactly one.
     fn cloud_id(&self) -> Option<String> {
         let mut ids: Vec<String> = self
@@ -270,13 +280,15 @@ impl Authenticator {
         {
             Some(record) => record,
             // Not installed through Connect on Forge: the site's cloud id still names the tenant
-            // when exactly one installed tenant has it (Jira and Confluence of one site share it).
+            // when exactly one installed tenant of the invoked product has it (Jira and
+            // Confluence of one site share it). A cloud id in an install payload is the
+            // installer's claim: two claims of one site and product name no one.
             None => match claims.cloud_id() {
                 Some(cloud_id) => {
                     let mut found = self
                         .inner
                         .store
-                        .find_installed_by_cloud_id(&cloud_id)
+                        .find_installed_by_cloud_id(&cloud_id, claims.product())
                         .await?;
                     match (found.pop(), found.is_empty()) {
                         (Some(record), true) => record,

@@ -9,7 +9,6 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::future::Cache;
-use sha2::Digest as _;
 
 use super::{AuthError, Authenticator, jwt};
 use crate::error::Error;
@@ -158,24 +157,13 @@ where
             }
             Some(_) => {}
         }
-        let issued_at = claims.iat.ok_or(AuthError::MissingClaim)?;
-        let id = match claims.jti {
-            Some(jti) if jti.is_empty() || jti.len() > 255 || jti.contains('\0') => {
-                return Err(AuthError::MalformedToken.into());
-            }
-            Some(jti) => jti,
-            None => hex::encode(sha2::Sha256::digest(token.as_bytes())),
-        };
+        let lifecycle = super::lifecycle_token(&claims, token)?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(Error::from)?;
         Ok(SignedInstall {
             issuer: claims.iss,
-            token: LifecycleToken {
-                issued_at,
-                expires_at: claims.exp.unwrap_or(issued_at),
-                id,
-            },
+            token: lifecycle,
             body,
         })
     }

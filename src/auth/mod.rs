@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::store::{ClientKey, TenantStore};
+use crate::store::{ClientKey, LifecycleToken, TenantStore};
 
 pub mod forge;
 pub mod install;
@@ -138,6 +138,9 @@ pub trait AuthMode: Send + Sync + 'static {
     const DISABLED_TENANTS: bool;
     /// Hand out a fresh session token on success.
     const ISSUE_SESSION_TOKEN: bool;
+    /// Put the token's [`LifecycleToken`] in the request, by which the store refuses a
+    /// replayed or older lifecycle event.
+    const LIFECYCLE_TOKEN: bool = false;
 }
 
 /// A product JWT bound to this very request by its QSH: the default for pages, webhooks and APIs.
@@ -163,6 +166,7 @@ impl AuthMode for LifecycleJwt {
     const CONTEXT_TOKENS: bool = false;
     const DISABLED_TENANTS: bool = true;
     const ISSUE_SESSION_TOKEN: bool = false;
+    const LIFECYCLE_TOKEN: bool = true;
 }
 
 /// Everything needed to authenticate requests; cheap to clone.
@@ -258,7 +262,11 @@ impl Authenticator {
         )
     }
 
-    async fn authenticate<M: AuthMode>(&self, parts: &Parts, token: &str) -> Result<Tenant, Error> {
+    async fn authenticate<M: AuthMode>(
+        &self,
+        parts: &Parts,
+        token: &str,
+    ) -> Result<(Tenant, jwt::Claims), Error> {
         let (header, peeked) = jwt::peek(token)?;
         if header.alg != "HS256" {
             return Err(AuthError::UnsupportedAlgorithm.into());
@@ -314,7 +322,10 @@ impl Authenticator {
         if !record.enabled && !M::DISABLED_TENANTS {
             return Err(AuthError::TenantDisabled.into());
         }
-        Ok(Tenant::new(record, claims.sub, claims.context))
+        Ok((
+            Tenant::new(record, claims.sub.clone(), claims.context.clone()),
+            claims,
+        ))
     }
 
     /// Signs a session token for the tenant's iframe: `qsh = context-qsh`, 15 minutes.
@@ -350,6 +361,28 @@ impl Authenticator {
     }
 }
 
+/// The identity of a verified lifecycle token: `iat` (required), `exp`, and `jti`, or the
+/// SHA-256 of the whole token when it has none.
+pub(crate) fn lifecycle_token(
+    claims: &jwt::Claims,
+    token: &str,
+) -> Result<LifecycleToken, AuthError> {
+    use sha2::Digest as _;
+    let issued_at = claims.iat.ok_or(AuthError::MissingClaim)?;
+    let id = match &claims.jti {
+        Some(jti) if jti.is_empty() || jti.len() > 255 || jti.contains('\0') => {
+            return Err(AuthError::MalformedToken);
+        }
+        Some(jti) => jti.clone(),
+        None => hex::encode(sha2::Sha256::digest(token.as_bytes())),
+    };
+    Ok(LifecycleToken {
+        issued_at,
+        expires_at: claims.exp.unwrap_or(issued_at),
+        id,
+    })
+}
+
 /// The HTTP client of a key fetch (install keys, Forge's JWKS): every fetch gives up after
 /// `timeout`.
 pub(crate) fn key_client(timeout: Duration) -> reqwest::Client {
@@ -373,10 +406,15 @@ pub async fn require_jwt<M: AuthMode>(
     next: Next,
 ) -> Result<Response, Error> {
     let (parts, body, token) = take_token(request, auth.inner.max_body_bytes).await?;
-    let tenant = auth.authenticate::<M>(&parts, &token).await?;
+    let (tenant, claims) = auth.authenticate::<M>(&parts, &token).await?;
     auth.check_rate(tenant.client_key())?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     let mut request = Request::from_parts(parts, body);
+    if M::LIFECYCLE_TOKEN {
+        request
+            .extensions_mut()
+            .insert(lifecycle_token(&claims, &token)?);
+    }
     request.extensions_mut().insert(tenant.clone());
     let mut response = next.run(request).await;
     if M::ISSUE_SESSION_TOKEN

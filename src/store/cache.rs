@@ -2,9 +2,15 @@
 //!
 //! Every change made through this store forgets the tenant at once; on Postgres, every
 //! replica's change reaches the others through `NOTIFY` and is forgotten there too.
+//!
+//! The cache also knows which client keys exist at all (loaded at start, kept current by the
+//! same changes), so that a token naming an issuer no tenant has costs no query: issuers are
+//! whatever an unauthenticated client writes, and each new one would otherwise be a read.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, RealmMigration,
-    TenantRecord, TenantStore,
+    SaveOutcome, TenantRecord, TenantStore,
 };
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
@@ -30,6 +36,39 @@ pub struct CachedStore {
     installations: Cache<String, String>,
     /// Counts forgets, so that a lookup racing a change does not cache what it read before it.
     changes: Arc<AtomicU64>,
+    known: Arc<KnownKeys>,
+}
+
+/// The client keys the store holds, as keyed hashes (8 bytes a tenant). A collision only costs
+/// a query; the random hash key keeps anyone from aiming for one.
+struct KnownKeys {
+    hasher: std::collections::hash_map::RandomState,
+    hashes: RwLock<HashSet<u64>>,
+    /// Until the first load completes, every lookup goes to the store.
+    loaded: std::sync::atomic::AtomicBool,
+}
+
+impl KnownKeys {
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn may_exist(&self, key: &str) -> bool {
+        !self.loaded.load(Ordering::SeqCst)
+            || self
+                .hashes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&self.hash(key))
+    }
+
+    fn add(&self, key: &str) {
+        let hash = self.hash(key);
+        self.hashes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash);
+    }
 }
 
 impl CachedStore {
@@ -46,15 +85,49 @@ impl CachedStore {
                 .time_to_live(MAX_AGE)
                 .build(),
             changes: Arc::new(AtomicU64::new(0)),
+            known: Arc::new(KnownKeys {
+                hasher: Default::default(),
+                hashes: RwLock::default(),
+                loaded: false.into(),
+            }),
         }
     }
 
-    /// Forgets one tenant, or every tenant when `None` (changes may have been missed).
+    /// Loads the client keys the store holds; until it has, every lookup asks the store.
+    /// Keys only ever join the set (a purged one costs a query, nothing more), so loading again
+    /// after missed changes cannot lose one.
+    pub async fn load_known_keys(&self) -> sqlx::Result<()> {
+        let keys = self.inner.client_keys().await?;
+        {
+            let mut hashes = self.known.hashes.write().unwrap_or_else(|e| e.into_inner());
+            hashes.extend(keys.iter().map(|k| self.known.hash(k)));
+        }
+        self.known.loaded.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Forgets one tenant, or every tenant when `None` (changes may have been missed: the known
+    /// keys are then loaded again, in the background).
     pub fn forget(&self, client_key: Option<&str>) {
         self.changes.fetch_add(1, Ordering::SeqCst);
         match client_key {
-            Some(key) => self.tenants.invalidate(key),
-            None => self.tenants.invalidate_all(),
+            Some(key) => {
+                // A change names a key that exists, or existed.
+                self.known.add(key);
+                self.tenants.invalidate(key);
+            }
+            None => {
+                self.tenants.invalidate_all();
+                self.installations.invalidate_all();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let cache = self.clone();
+                    runtime.spawn(async move {
+                        if let Err(e) = cache.load_known_keys().await {
+                            tracing::warn!(error = %e, "could not reload the known client keys");
+                        }
+                    });
+                }
+            }
         }
     }
 }
@@ -77,16 +150,24 @@ impl TenantStore for CachedStore {
         &self,
         tenant: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> sqlx::Result<SaveOutcome> {
         let saved = self.inner.save_tenant(tenant, token).await;
         self.forget(Some(tenant.client_key.as_str()));
         saved
+    }
+
+    async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+        self.inner.client_keys().await
     }
 
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
         if let Some(tenant) = self.tenants.get(client_key) {
             metrics::counter!("tenant_cache_total", "result" => "hit").increment(1);
             return Ok(Some(tenant));
+        }
+        if !self.known.may_exist(client_key) {
+            metrics::counter!("tenant_cache_total", "result" => "unknown").increment(1);
+            return Ok(None);
         }
         metrics::counter!("tenant_cache_total", "result" => "miss").increment(1);
         let before = self.changes.load(Ordering::SeqCst);
@@ -108,6 +189,7 @@ impl TenantStore for CachedStore {
     ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
         if let Some(key) = self.installations.get(installation_id)
             && let Some(tenant) = self.find_tenant(&key).await?
+            && tenant.is_installed()
             && tenant.installation.installation_id.as_deref() == Some(installation_id)
         {
             return Ok(Some(tenant));
@@ -129,8 +211,11 @@ impl TenantStore for CachedStore {
     async fn find_installed_by_cloud_id(
         &self,
         cloud_id: &str,
+        product: Option<&str>,
     ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
-        self.inner.find_installed_by_cloud_id(cloud_id).await
+        self.inner
+            .find_installed_by_cloud_id(cloud_id, product)
+            .await
     }
 
     async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
@@ -161,8 +246,13 @@ impl TenantStore for CachedStore {
         purged
     }
 
-    async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
-        let done = self.inner.set_enabled(key, enabled).await;
+    async fn set_enabled(
+        &self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let done = self.inner.set_enabled(key, enabled, token).await;
         self.forget(Some(key.as_str()));
         done
     }
@@ -232,12 +322,14 @@ mod tests {
     use super::*;
     use crate::store::{Keyring, SharedSecret, SqliteStore};
 
-    /// Delegates to a real store, but holds `find_tenant` after its read until released.
+    /// Delegates to a real store, counting tenant reads, and holds `find_tenant` after its
+    /// read until released when `hold` is set.
     struct SlowReads {
         store: SqliteStore,
         read: Arc<Notify>,
         release: Arc<Notify>,
         hold: Mutex<bool>,
+        reads: AtomicU64,
     }
 
     #[async_trait]
@@ -255,10 +347,14 @@ mod tests {
             &self,
             t: &Installation,
             token: &LifecycleToken,
-        ) -> sqlx::Result<bool> {
+        ) -> sqlx::Result<SaveOutcome> {
             self.store.save_tenant(t, token).await
         }
+        async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+            self.store.client_keys().await
+        }
         async fn find_tenant(&self, key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             let found = self.store.find_tenant(key).await;
             let hold = std::mem::take(&mut *self.hold.lock().unwrap());
             if hold {
@@ -276,8 +372,9 @@ mod tests {
         async fn find_installed_by_cloud_id(
             &self,
             id: &str,
+            product: Option<&str>,
         ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
-            self.store.find_installed_by_cloud_id(id).await
+            self.store.find_installed_by_cloud_id(id, product).await
         }
         async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
             self.store.list_tenants().await
@@ -291,8 +388,13 @@ mod tests {
         async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
             self.store.purge_uninstalled(before).await
         }
-        async fn set_enabled(&self, k: &ClientKey, enabled: bool) -> sqlx::Result<bool> {
-            self.store.set_enabled(k, enabled).await
+        async fn set_enabled(
+            &self,
+            k: &ClientKey,
+            enabled: bool,
+            t: &LifecycleToken,
+        ) -> sqlx::Result<bool> {
+            self.store.set_enabled(k, enabled, t).await
         }
         async fn realm_migration(&self, k: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
             self.store.realm_migration(k).await
@@ -367,19 +469,51 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_lookup_racing_a_reinstall_does_not_cache_the_old_secret() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn slow_reads(dir: &tempfile::TempDir, hold: bool) -> Arc<SlowReads> {
         let url = format!("sqlite://{}", dir.path().join("cache.db").display());
         let store = SqliteStore::connect(&url, 2, Arc::new(Keyring::new(&[3; 32], &[])))
             .await
             .unwrap();
-        let slow = Arc::new(SlowReads {
+        Arc::new(SlowReads {
             store,
             read: Arc::new(Notify::new()),
             release: Arc::new(Notify::new()),
-            hold: Mutex::new(true),
-        });
+            hold: Mutex::new(hold),
+            reads: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn issuers_no_tenant_has_cost_no_store_read_once_the_keys_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = slow_reads(&dir, false).await;
+        slow.save_tenant(&install("s"), &token(1)).await.unwrap();
+        let cache = CachedStore::new(slow.clone(), 10);
+        cache.load_known_keys().await.unwrap();
+        for i in 0..200 {
+            assert!(
+                cache
+                    .find_tenant(&format!("random-{i}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert_eq!(slow.reads.load(Ordering::SeqCst), 0);
+        assert!(cache.find_tenant("acme").await.unwrap().is_some());
+        assert_eq!(slow.reads.load(Ordering::SeqCst), 1);
+
+        // A key another replica announces is looked up from then on.
+        assert!(cache.find_tenant("announced").await.unwrap().is_none());
+        cache.forget(Some("announced"));
+        assert!(cache.find_tenant("announced").await.unwrap().is_none());
+        assert_eq!(slow.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_racing_a_reinstall_does_not_cache_the_old_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = slow_reads(&dir, true).await;
         let (read, release) = (slow.read.clone(), slow.release.clone());
         slow.save_tenant(&install("old"), &token(1)).await.unwrap();
         let cache = CachedStore::new(slow, 10);
@@ -389,7 +523,10 @@ mod tests {
             async move { cache.find_tenant("acme").await }
         });
         read.notified().await;
-        assert!(cache.save_tenant(&install("new"), &token(2)).await.unwrap());
+        assert_eq!(
+            cache.save_tenant(&install("new"), &token(2)).await.unwrap(),
+            SaveOutcome::Saved
+        );
         release.notify_one();
         let raced = lookup.await.unwrap().unwrap().unwrap();
         assert_eq!(raced.installation.shared_secret.expose(), "old");

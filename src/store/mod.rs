@@ -121,6 +121,18 @@ pub struct LifecycleToken {
 /// How long past its `exp` a lifecycle token's id is remembered: longer than any clock leeway.
 pub const LIFECYCLE_TOKEN_MEMORY_SECS: i64 = 60 * 60;
 
+/// What became of an install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The tenant was saved.
+    Saved,
+    /// Nothing changed: the token was applied to the tenant before (a replay), or is older
+    /// (`iat`) than the last one applied.
+    Stale,
+    /// Nothing changed: another installed tenant holds the install's Forge `installationId`.
+    InstallationIdTaken,
+}
+
 /// A tenant removed for good once its retention after uninstalling ran out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purged {
@@ -180,26 +192,32 @@ pub trait TenantStore: Send + Sync + 'static {
 
     /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and
     /// enabled, unless `token` was applied to the tenant before (a replay) or is older (`iat`)
-    /// than the last one applied; returns whether it was saved.
+    /// than the last one applied, or another installed tenant holds its `installationId`.
     async fn save_tenant(
         &self,
         tenant: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool>;
+    ) -> sqlx::Result<SaveOutcome>;
 
     /// Finds a tenant by the key a token claims, whatever its state.
     async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
-    /// Finds the tenant a Connect-on-Forge install stored with this `installationId`.
+    /// Every tenant's client key, whatever its state.
+    async fn client_keys(&self) -> sqlx::Result<Vec<String>>;
+
+    /// Finds the installed tenant whose Connect-on-Forge install stored this `installationId`
+    /// (at most one installed tenant holds an id).
     async fn find_tenant_by_installation_id(
         &self,
         installation_id: &str,
     ) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
-    /// Installed tenants of the site with this cloud id (at most two: more than one is ambiguous).
+    /// Installed tenants of the site with this cloud id, of `product` when given (a tenant that
+    /// stored no product type counts as any); at most two: more than one is ambiguous.
     async fn find_installed_by_cloud_id(
         &self,
         cloud_id: &str,
+        product: Option<&str>,
     ) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
 
     /// Every tenant, by client key.
@@ -218,8 +236,15 @@ pub trait TenantStore: Send + Sync + 'static {
     /// lifecycle tokens that can no longer be replayed.
     async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>>;
 
-    /// Sets a tenant's enabled flag; false when there is no such tenant.
-    async fn set_enabled(&self, key: &ClientKey, enabled: bool) -> sqlx::Result<bool>;
+    /// Sets a tenant's enabled flag, unless `token` was applied to the tenant before (a replay)
+    /// or is older (`iat`) than the last lifecycle token applied; false when nothing changed
+    /// (also when there is no such tenant).
+    async fn set_enabled(
+        &self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool>;
 
     /// The Atlassian account ids the tenant's data holds (note authors), each with the time its
     /// oldest data was stored.
@@ -335,6 +360,8 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
             store
                 .listen_for_changes(move |key| on_change.forget(key))
                 .await?;
+            // After listening: a tenant made meanwhile is in the load or in a notification.
+            cache.load_known_keys().await?;
             Arc::new(cache)
         }
         Backend::Sqlite => {
@@ -344,7 +371,9 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
                 options.keyring.clone(),
             )
             .await?;
-            Arc::new(CachedStore::new(Arc::new(store), options.tenant_cache_size))
+            let cache = CachedStore::new(Arc::new(store), options.tenant_cache_size);
+            cache.load_known_keys().await?;
+            Arc::new(cache)
         }
     })
 }
@@ -445,7 +474,8 @@ macro_rules! shared_queries {
                 &self,
                 t: &$crate::store::Installation,
                 token: &$crate::store::LifecycleToken,
-            ) -> sqlx::Result<bool> {
+            ) -> sqlx::Result<$crate::store::SaveOutcome> {
+                use $crate::store::SaveOutcome;
                 let now = $crate::store::now();
                 let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
                 let mut tx = self.pool.begin().await?;
@@ -485,12 +515,20 @@ macro_rules! shared_queries {
                 .bind(&sealed.key_id)
                 .bind(token.issued_at)
                 .execute(&mut *tx)
-                .await?;
+                .await;
+                let saved = match saved {
+                    // The only unique index the upsert can break: another installed tenant's
+                    // installationId.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Ok(SaveOutcome::InstallationIdTaken);
+                    }
+                    saved => saved?,
+                };
                 if saved.rows_affected() == 0 || !Self::remember_token(&mut tx, &t.client_key, token).await? {
-                    return Ok(false);
+                    return Ok(SaveOutcome::Stale);
                 }
                 tx.commit().await?;
-                Ok(true)
+                Ok(SaveOutcome::Saved)
             }
 
             async fn find_tenant(
@@ -511,7 +549,7 @@ macro_rules! shared_queries {
             ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
                 sqlx::query(concat!(
                     $crate::store::SELECT_TENANT!(),
-                    " where installation_id = $1 order by updated_at desc limit 1"
+                    " where installation_id = $1 and uninstalled_at is null"
                 ))
                 .bind(installation_id)
                 .fetch_optional(&self.pool)
@@ -520,15 +558,25 @@ macro_rules! shared_queries {
                 .transpose()
             }
 
+            async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+                sqlx::query_scalar("select client_key from tenant")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
             async fn find_installed_by_cloud_id(
                 &self,
                 cloud_id: &str,
+                product: Option<&str>,
             ) -> sqlx::Result<Vec<std::sync::Arc<$crate::store::TenantRecord>>> {
                 sqlx::query(concat!(
                     $crate::store::SELECT_TENANT!(),
-                    " where cloud_id = $1 and uninstalled_at is null order by client_key limit 2"
+                    " where cloud_id = $1 and uninstalled_at is null \
+                     and ($2 is null or product_type is null or product_type = $2) \
+                     order by client_key limit 2"
                 ))
                 .bind(cloud_id)
+                .bind(product)
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
@@ -661,16 +709,24 @@ macro_rules! shared_queries {
                 &self,
                 key: &$crate::store::ClientKey,
                 enabled: bool,
+                token: &$crate::store::LifecycleToken,
             ) -> sqlx::Result<bool> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "update tenant set enabled = $2, updated_at = $3 where client_key = $1",
+                    "update tenant set enabled = $2, updated_at = $3, lifecycle_iat = $4 \
+                     where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $4)",
                 )
                 .bind(key.as_str())
                 .bind(enabled)
                 .bind($crate::store::now())
-                .execute(&self.pool)
+                .bind(token.issued_at)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() > 0)
+                if done.rows_affected() == 0 || !Self::remember_token(&mut tx, key, token).await? {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn realm_migration(

@@ -291,6 +291,74 @@ forge_tests! {
         let _ = jwks;
     }
 
+    async fn an_install_naming_another_tenants_installation_id_is_refused_and_takes_nothing(app: TestApp, jwks: Jwks) {
+        let a = app.install("a").await;
+        app.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" }))).await;
+        let b = TestTenant::new("b");
+        let with_id = |tenant: &TestTenant, event: &str, id: &str| {
+            let mut payload = tenant.payload(event);
+            payload["installationId"] = id.into();
+            payload
+        };
+        let path = "/installed";
+        let taking = with_id(&b, "installed", &a.installation_id());
+        app.call("POST", path, Some(&install_token(&b, path, json!({}))), Some(&taking))
+            .await
+            .assert_error(StatusCode::CONFLICT, "installation_id_taken");
+        assert!(!app.stored(&b).await, "the refused install was stored");
+
+        // b installs with an id of its own; neither its notes nor its uninstall touch a's.
+        let b = app.install_tenant(b).await;
+        invoke(&app, "POST", NOTES, &fit(0, &b, json!({})), Some(&json!({ "body": "b's" }))).await;
+        let as_a = || fit(0, &a, json!({}));
+        assert_eq!(invoke(&app, "GET", NOTES, &as_a(), None).await.json(), app.signed(&a, "GET", CONNECT_NOTES, None).await.json());
+        assert_eq!(invoke(&app, "GET", NOTES, &as_a(), None).await.json()[0]["body"], "a's");
+        assert_eq!(app.hook(&b, "uninstalled").await.status, StatusCode::NO_CONTENT);
+        assert_eq!(invoke(&app, "GET", NOTES, &as_a(), None).await.json().as_array().unwrap().len(), 1);
+
+        // A reinstall of b naming a's id, after b's uninstall, is refused as well.
+        app.call("POST", path, Some(&install_token(&b, path, json!({}))), Some(&with_id(&b, "installed", &a.installation_id())))
+            .await
+            .assert_error(StatusCode::CONFLICT, "installation_id_taken");
+        assert_eq!(invoke(&app, "GET", NOTES, &as_a(), None).await.status, StatusCode::OK);
+        let _ = jwks;
+    }
+
+    async fn a_cloud_id_resolves_among_the_installed_tenants_of_the_invoked_product(app: TestApp, jwks: Jwks) {
+        let hooks = &app;
+        let install = |tenant: &TestTenant, product: &str| {
+            let mut payload = tenant.payload("installed");
+            payload.as_object_mut().unwrap().remove("installationId");
+            payload["cloudId"] = "cloud-site".into();
+            payload["productType"] = product.into();
+            let token = install_token(tenant, "/installed", json!({}));
+            async move { hooks.call("POST", "/installed", Some(&token), Some(&payload)).await.status }
+        };
+        let (jira, confluence) = (TestTenant::new("jira"), TestTenant::new("confluence"));
+        assert_eq!(install(&jira, "jira").await, StatusCode::NO_CONTENT);
+        app.signed(&jira, "POST", CONNECT_NOTES, Some(&json!({ "body": "jira's" }))).await;
+        assert_eq!(install(&confluence, "confluence").await, StatusCode::NO_CONTENT);
+        let forge_only = TestTenant::new("forge-only");
+        let calling = |product: &str| fit(0, &forge_only, json!({
+            "context": { "cloudId": "cloud-site" },
+            "app": { "id": APP_ARI, "installationId": forge_only.installation_id(),
+                     "apiBaseUrl": format!("https://api.atlassian.com/ex/{product}/cloud-site") } }));
+        let listed = invoke(&app, "GET", NOTES, &calling("jira"), None).await;
+        assert_eq!(listed.json()[0]["body"], "jira's", "{}", String::from_utf8_lossy(&listed.body));
+        assert_eq!(invoke(&app, "GET", NOTES, &calling("confluence"), None).await.json(), json!([]));
+
+        // A second claim of the site for the same product names no one: refused, never the
+        // wrong tenant; once it is uninstalled the site resolves again.
+        let claimant = TestTenant::new("claimant");
+        assert_eq!(install(&claimant, "jira").await, StatusCode::NO_CONTENT);
+        invoke(&app, "GET", NOTES, &calling("jira"), None)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        assert_eq!(app.hook(&claimant, "uninstalled").await.status, StatusCode::NO_CONTENT);
+        assert_eq!(invoke(&app, "GET", NOTES, &calling("jira"), None).await.json()[0]["body"], "jira's");
+        let _ = jwks;
+    }
+
     async fn a_reinstall_with_a_new_installation_id_retires_the_old_one(app: TestApp, jwks: Jwks) {
         let a = app.install("a").await;
         assert_eq!(invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None).await.status, StatusCode::OK);
@@ -314,9 +382,10 @@ forge_tests! {
             .assert_error(StatusCode::UNAUTHORIZED, "tenant_disabled");
         app.hook(&a, "enabled").await;
         app.hook(&a, "uninstalled").await;
+        // Installation ids are resolved among installed tenants only.
         invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None)
             .await
-            .assert_error(StatusCode::UNAUTHORIZED, "tenant_uninstalled");
+            .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
         let _ = jwks;
     }
 
@@ -450,5 +519,66 @@ async fn no_invocation_token_or_system_token_reaches_the_logs() {
         ("system token", system),
     ] {
         assert!(!logs.contains(secret), "the {what} is in the logs");
+    }
+}
+
+#[tokio::test]
+async fn an_installation_id_moved_through_one_replica_is_followed_by_the_other() {
+    let jwks = Jwks::start(&[0]).await;
+    let one = TestApp::postgres_with(jwks.vars()).await;
+    let two = one.replica_with(jwks.vars()).await;
+    let (a, b) = (one.install("a").await, one.install("b").await);
+    let moved = "ari:cloud:ecosystem::installation/moved";
+    let install_with = |tenant: &TestTenant, id: &str| {
+        let mut payload = tenant.payload("installed");
+        payload["installationId"] = id.into();
+        (install_token(tenant, "/installed", json!({})), payload)
+    };
+    let (token, payload) = install_with(&a, moved);
+    assert_eq!(
+        one.call("POST", "/installed", Some(&token), Some(&payload))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let as_moved = || {
+        fit(
+            0,
+            &a,
+            json!({ "app": { "id": APP_ARI, "installationId": moved } }),
+        )
+    };
+    two.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" })))
+        .await;
+    assert_eq!(
+        invoke(&two, "GET", NOTES, &as_moved(), None).await.json()[0]["body"],
+        "a's"
+    );
+
+    // a leaves the id behind when it uninstalls; b takes it; the other replica follows.
+    assert_eq!(
+        one.hook(&a, "uninstalled").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let (token, payload) = install_with(&b, moved);
+    assert_eq!(
+        one.call("POST", "/installed", Some(&token), Some(&payload))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let listed = invoke(&two, "GET", NOTES, &as_moved(), None).await;
+        if listed.status == StatusCode::OK && listed.json() == json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} {}",
+            listed.status,
+            String::from_utf8_lossy(&listed.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -137,8 +137,13 @@ async fn serve_key(
 
 /// A database made for one test and dropped after it.
 enum TestDb {
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    /// Another app's database, dropped with that app.
+    Shared,
 }
 
 impl Drop for TestDb {
@@ -492,6 +497,13 @@ impl TestApp {
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         let store = store::connect(&options(&url)).await.unwrap();
         Self::build(url, store, TestDb::Sqlite(dir), vars).await
+    }
+
+    /// A second app (a replica, with its own store, tenant cache and key server) on this app's
+    /// database, configured by `vars`; this app must outlive it.
+    pub async fn replica_with(&self, vars: impl Fn(&str) -> Option<String>) -> Self {
+        let store = store::connect(&options(&self.database_url)).await.unwrap();
+        Self::build(self.database_url.clone(), store, TestDb::Shared, vars).await
     }
 
     async fn build(

@@ -332,6 +332,49 @@ on_both_stores! {
         assert!(app.store.find_tenant(&tenant.client_key).await.unwrap().unwrap().enabled);
     }
 
+    async fn enable_and_disable_hooks_that_are_replayed_or_older_change_nothing(app: TestApp) {
+        let tenant = app.install("acme").await;
+        let t0 = now();
+        let token = |event: &str, iat: i64| {
+            let path = format!("/{event}");
+            let claims = json!({ "qsh": qsh_of("POST", &path), "iat": iat, "jti": format!("{event}-{iat}-{}", rand08::random::<u32>()) });
+            (path, tenant.token_with(claims))
+        };
+        let send = |(path, token): &(String, String), event: &str| {
+            let payload = tenant.payload(event);
+            let (path, token) = (path.clone(), token.clone());
+            let app = &app;
+            async move { app.call("POST", &path, Some(&token), Some(&payload)).await }
+        };
+        let enabled = || async { app.store.find_tenant(&tenant.client_key).await.unwrap().unwrap().enabled };
+
+        let disable = token("disabled", t0 + 1);
+        assert_eq!(send(&disable, "disabled").await.status, StatusCode::NO_CONTENT);
+        assert!(!enabled().await);
+        let enable = token("enabled", t0 + 2);
+        assert_eq!(send(&enable, "enabled").await.status, StatusCode::NO_CONTENT);
+        assert!(enabled().await);
+
+        // The same disable again, and a late one issued before the enable: refused.
+        send(&disable, "disabled").await.assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
+        send(&token("disabled", t0 + 1), "disabled").await.assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
+        // Older than the install itself.
+        send(&token("disabled", t0 - 10), "disabled").await.assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
+        assert!(enabled().await);
+        // A redelivered enable asks for what is already so: answered, nothing changes.
+        assert_eq!(send(&enable, "enabled").await.status, StatusCode::NO_CONTENT);
+
+        assert_eq!(send(&token("disabled", t0 + 3), "disabled").await.status, StatusCode::NO_CONTENT);
+        assert!(!enabled().await);
+        // An install older than the last enable/disable does not re-enable the tenant either
+        // (the same install retried is answered without change).
+        let path = "/installed";
+        let old_install = install_token(&tenant, path, json!({ "iat": t0 + 2 }));
+        let retried = app.call("POST", path, Some(&old_install), Some(&tenant.payload("installed"))).await;
+        assert_eq!(retried.status, StatusCode::NO_CONTENT);
+        assert!(!enabled().await);
+    }
+
     async fn enable_hooks_refuse_context_tokens_and_unsigned_calls(app: TestApp) {
         let tenant = app.install("acme").await;
         let context = tenant.token_with(json!({ "qsh": "context-qsh" }));

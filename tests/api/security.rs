@@ -314,3 +314,88 @@ on_both_stores! {
         assert_eq!(record.installation.base_url, moved.base_url);
     }
 }
+
+/// Tenant-table reads Postgres counted for this test's database, once the backends that made
+/// them have exited (a backend reports its counts when it ends).
+async fn tenant_table_reads(app: &TestApp, backends_before: i64) -> i64 {
+    let count = |sql: &'static str| async move {
+        app.raw(sql).await[0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(
+        "select count(*)::text from pg_stat_activity \
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .await
+        > backends_before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's connections stay open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    count(
+        "select (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::text \
+         from pg_stat_user_tables where relname = 'tenant'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tokens_from_issuers_no_tenant_has_are_refused_without_reading_the_tenant_table() {
+    let app = TestApp::postgres().await;
+    let tenant = app.install("acme").await;
+    let backends = app
+        .raw(
+            "select count(*)::text from pg_stat_activity \
+             where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        .await[0]
+        .as_deref()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let before = tenant_table_reads(&app, backends).await;
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", &app.database_url),
+        ("BASE_URL", BASE_URL),
+        ("INSTALL_KEYS_URL", &app.keys.url),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let get = |token: String| {
+        client
+            .get(format!("{}{NOTES}", server.url))
+            .header("authorization", format!("JWT {token}"))
+            .send()
+    };
+    for i in 0..200 {
+        let stranger = TestTenant::new(&format!("stranger-{i}-{}", rand08::random::<u64>()));
+        let response = get(stranger.token("GET", NOTES)).await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unknown_tenant");
+    }
+    // The same unknown issuer again, and the real tenant, still answered as before.
+    let stranger = TestTenant::new("stranger-again");
+    for _ in 0..20 {
+        assert_eq!(
+            get(stranger.token("GET", NOTES)).await.unwrap().status(),
+            401
+        );
+    }
+    assert_eq!(get(tenant.token("GET", NOTES)).await.unwrap().status(), 200);
+    let (status, _) = server.stop().await;
+    assert!(status.success());
+    let reads = tenant_table_reads(&app, backends).await - before;
+    assert!(
+        reads <= 100,
+        "{reads} reads of the tenant table for 220 unknown issuers"
+    );
+}

@@ -14,7 +14,10 @@ on_both_stores! {
         let store: &dyn TenantStore = app.store.as_ref();
         let record = store.find_tenant(&tenant.client_key).await.unwrap().unwrap();
         let key = record.installation.client_key.clone();
-        assert!(store.set_enabled(&key, false).await.unwrap());
+        let disable = LifecycleToken { issued_at: crate::helpers::now(), expires_at: crate::helpers::now() + 60, id: "disable".to_owned() };
+        assert!(store.set_enabled(&key, false, &disable).await.unwrap());
+        assert!(!store.find_tenant(key.as_str()).await.unwrap().unwrap().enabled);
+        assert!(!store.set_enabled(&key, true, &disable).await.unwrap(), "a replay is applied");
         assert!(!store.find_tenant(key.as_str()).await.unwrap().unwrap().enabled);
         let later = LifecycleToken { issued_at: crate::helpers::now() + 1, expires_at: crate::helpers::now() + 60, id: "later".to_owned() };
         assert!(store.mark_uninstalled(&key, &later).await.unwrap());
