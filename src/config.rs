@@ -124,6 +124,10 @@ pub struct Config {
     /// SECRETS_KEY_FILE: where the embedded store keeps its generated key (default
     /// `connect-axum.secrets.key`).
     pub secrets_key_file: PathBuf,
+    /// SECRETS_ALLOW_PLAINTEXT: also read sharedSecrets stored in plain text, as written before
+    /// secrets were sealed, so that start-up (or `secrets rotate`) seals them (default false:
+    /// a plain-text secret, which anyone able to write the table could plant, is refused).
+    pub secrets_allow_plaintext: bool,
     /// UNINSTALL_RETENTION_DAYS: how long an uninstalled tenant's data is kept before it is
     /// purged (default 30; fractions allowed).
     pub uninstall_retention: Duration,
@@ -174,7 +178,7 @@ impl Config {
                 } else {
                     tracing::info!("sharedSecrets sealed with the key in {}", path.display());
                 }
-                Arc::new(keyring)
+                Arc::new(keyring.allowing_plaintext(self.secrets_allow_plaintext))
             }
         };
         Ok(crate::store::StoreOptions {
@@ -232,14 +236,15 @@ impl Config {
                 var: "DATABASE_URL",
                 message,
             })?;
+        let secrets_allow_plaintext: bool = parse(&var, "SECRETS_ALLOW_PLAINTEXT", "false")?;
         let secrets = match var("SECRETS_KEY") {
             Some(key) => Some(Arc::new(
-                Keyring::parse(&key, &var("SECRETS_OLD_KEYS").unwrap_or_default()).map_err(
-                    |message| ConfigError {
+                Keyring::parse(&key, &var("SECRETS_OLD_KEYS").unwrap_or_default())
+                    .map_err(|message| ConfigError {
                         var: "SECRETS_KEY",
                         message,
-                    },
-                )?,
+                    })?
+                    .allowing_plaintext(secrets_allow_plaintext),
             )),
             None if backend == crate::store::Backend::Postgres => {
                 return Err(ConfigError {
@@ -346,6 +351,7 @@ impl Config {
             tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "100")?,
             metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
             secrets,
+            secrets_allow_plaintext,
             secrets_key_file: PathBuf::from(
                 var("SECRETS_KEY_FILE").unwrap_or_else(|| "connect-axum.secrets.key".to_owned()),
             ),
@@ -473,6 +479,7 @@ mod tests {
             ("UNINSTALL_RETENTION_DAYS", "-1"),
             ("UNINSTALL_RETENTION_DAYS", "NaN"),
             ("PURGE_INTERVAL_SECS", "0"),
+            ("SECRETS_ALLOW_PLAINTEXT", "sometimes"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -251,13 +251,17 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     signed.check_issuer(&payload.client_key)?;
     let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
     let key = &tenant.client_key;
-    let previous = app.store.find_tenant(key.as_str()).await?;
+    // A verified install replaces a stored secret that no longer opens.
+    let previous = match app.store.find_tenant(key.as_str()).await {
+        Err(e) if crate::store::UnreadableSecret::of(&e).is_some() => None,
+        found => found?,
+    };
     match app.store.save_tenant(&tenant, &signed.token).await? {
         SaveOutcome::Saved => {}
         SaveOutcome::Stale => {
             // A retry of the very install already applied changes nothing; any other token no
             // newer than the stored one is a replay or an older install, and must not win.
-            let current = app.store.find_tenant(key.as_str()).await?;
+            let current = crate::auth::usable(app.store.find_tenant(key.as_str()).await)?;
             if current.is_some_and(|t| t.is_installed() && same_install(&t.installation, &tenant)) {
                 return Ok(StatusCode::NO_CONTENT);
             }
@@ -323,10 +327,7 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
     let key = ClientKey::new(payload.client_key);
     if !app.store.mark_uninstalled(&key, &signed.token).await? {
         // Unknown, or uninstalled already: nothing to do. Installed by a newer token: refused.
-        if app
-            .store
-            .find_tenant(key.as_str())
-            .await?
+        if crate::auth::usable(app.store.find_tenant(key.as_str()).await)?
             .is_some_and(|t| t.is_installed())
         {
             tracing::warn!(tenant.client_key = %key, "refused a replayed or older uninstall of {key}");

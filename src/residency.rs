@@ -207,15 +207,25 @@ async fn schedule(
         });
     }
     let key = tenant.client_key();
+    // A migration that has moved data (or may have) holds where the data was: scheduling over
+    // it would lose the way back. It must be committed or rolled back first.
     if let Some(running) = app.store.realm_migration(key).await?
-        && running.state == "in-progress"
-        && running.migration_id != input.migration_id
+        && matches!(
+            running.state.as_str(),
+            "in-progress" | "ready-to-commit" | "failed"
+        )
     {
+        if running.migration_id == input.migration_id {
+            return Ok(status_of(&running));
+        }
         return Err(MigrationError {
             status: StatusCode::CONFLICT,
             code: "E0004",
             reason: "migration_in_progress",
-            message: "another migration of this tenant is in progress".to_owned(),
+            message: format!(
+                "another migration of this tenant is {}: commit or roll it back first",
+                running.state
+            ),
         });
     }
     let migration = RealmMigration {

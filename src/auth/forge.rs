@@ -272,12 +272,12 @@ impl Authenticator {
         {
             return Err(AuthError::MalformedToken.into());
         }
-        let record = match self
-            .inner
-            .store
-            .find_tenant_by_installation_id(&installation_id)
-            .await?
-        {
+        let record = match super::usable(
+            self.inner
+                .store
+                .find_tenant_by_installation_id(&installation_id)
+                .await,
+        )? {
             Some(record) => record,
             // Not installed through Connect on Forge: the site's cloud id still names the tenant
             // when exactly one installed tenant of the invoked product has it (Jira and
@@ -285,11 +285,12 @@ impl Authenticator {
             // installer's claim: two claims of one site and product name no one.
             None => match claims.cloud_id() {
                 Some(cloud_id) => {
-                    let mut found = self
-                        .inner
-                        .store
-                        .find_installed_by_cloud_id(&cloud_id, claims.product())
-                        .await?;
+                    let mut found = super::usable(
+                        self.inner
+                            .store
+                            .find_installed_by_cloud_id(&cloud_id, claims.product())
+                            .await,
+                    )?;
                     match (found.pop(), found.is_empty()) {
                         (Some(record), true) => record,
                         _ => return Err(AuthError::UnmappedInstallation.into()),

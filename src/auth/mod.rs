@@ -86,6 +86,8 @@ pub enum AuthError {
     UnmappedInstallation,
     #[error("Forge Remote is not configured (FORGE_APP_ID)")]
     ForgeNotConfigured,
+    #[error("the tenant's stored secret cannot be used; the operator has been told")]
+    SecretUnavailable,
 }
 
 impl AuthError {
@@ -116,6 +118,7 @@ impl AuthError {
             AuthError::InvalidIssuer => "invalid_issuer",
             AuthError::UnmappedInstallation => "unmapped_installation",
             AuthError::ForgeNotConfigured => "forge_not_configured",
+            AuthError::SecretUnavailable => "secret_unavailable",
         }
     }
 }
@@ -286,11 +289,7 @@ impl Authenticator {
         if !is_plausible_client_key(&client_key) {
             return Err(AuthError::UnknownTenant.into());
         }
-        let record = self
-            .inner
-            .store
-            .find_tenant(&client_key)
-            .await?
+        let record = usable(self.inner.store.find_tenant(&client_key).await)?
             .ok_or(AuthError::UnknownTenant)?;
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
         let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
@@ -359,6 +358,23 @@ impl Authenticator {
                 .as_bytes(),
         )
     }
+}
+
+/// A tenant lookup whose stored secret does not open is refused (401 `secret_unavailable`) and
+/// logged for the operator: no token can be checked against it.
+pub(crate) fn usable<T>(found: sqlx::Result<T>) -> Result<T, Error> {
+    found.map_err(|e| match crate::store::UnreadableSecret::of(&e) {
+        Some(unreadable) => {
+            tracing::error!(
+                tenant.client_key = %unreadable.client_key,
+                "refused a request for tenant {}: {}",
+                unreadable.client_key,
+                unreadable
+            );
+            AuthError::SecretUnavailable.into()
+        }
+        None => e.into(),
+    })
 }
 
 /// The identity of a verified lifecycle token: `iat` (required), `exp`, and `jti`, or the

@@ -434,15 +434,39 @@ where
     }))
 }
 
-/// Opens a stored secret; one that does not open is a decode error naming the tenant, not the secret.
+/// A tenant whose stored sharedSecret does not open: sealed with a key not configured, corrupt,
+/// or plain text that is not allowed. Store reads fail with it as an [`sqlx::Error::Decode`].
+#[derive(Debug, thiserror::Error)]
+#[error("the sharedSecret of tenant {client_key:?}: {source}")]
+pub struct UnreadableSecret {
+    pub client_key: String,
+    #[source]
+    pub source: OpenError,
+}
+
+impl UnreadableSecret {
+    /// The unreadable secret a store error is about, if that is what it is.
+    pub fn of(e: &sqlx::Error) -> Option<&Self> {
+        match e {
+            sqlx::Error::Decode(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stored secret; one that does not open is an [`UnreadableSecret`] naming the tenant,
+/// never the secret.
 pub(crate) fn open_secret(
     keyring: &Keyring,
     client_key: &str,
     key_id: Option<&str>,
     stored: &str,
 ) -> sqlx::Result<SharedSecret> {
-    keyring.open(client_key, key_id, stored).map_err(|e| {
-        sqlx::Error::Decode(format!("the sharedSecret of tenant {client_key:?}: {e}").into())
+    keyring.open(client_key, key_id, stored).map_err(|source| {
+        sqlx::Error::Decode(Box::new(UnreadableSecret {
+            client_key: client_key.to_owned(),
+            source,
+        }))
     })
 }
 
@@ -624,9 +648,10 @@ macro_rules! shared_queries {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "select client_key, shared_secret, secret_key_id from tenant \
-                     where secret_key_id is null or secret_key_id <> $1 order by client_key",
+                     where (secret_key_id is null and $2) or secret_key_id <> $1 order by client_key",
                 )
                 .bind(self.keyring.current_id())
+                .bind(self.keyring.allows_plaintext())
                 .fetch_all(&self.pool)
                 .await?;
                 let mut sealed_again = 0;

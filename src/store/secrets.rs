@@ -40,6 +40,7 @@ impl SecretsKey {
 pub struct Keyring {
     current: SecretsKey,
     old: Vec<SecretsKey>,
+    allow_plaintext: bool,
 }
 
 impl fmt::Debug for Keyring {
@@ -65,6 +66,8 @@ pub enum OpenError {
     UnknownKey(String),
     #[error("the sealed secret is corrupt or belongs to another tenant")]
     Corrupt,
+    #[error("the secret is stored in plain text, which SECRETS_ALLOW_PLAINTEXT does not allow")]
+    Plaintext,
 }
 
 impl Keyring {
@@ -73,7 +76,23 @@ impl Keyring {
         Self {
             current: SecretsKey::new(current),
             old: old.iter().map(SecretsKey::new).collect(),
+            allow_plaintext: false,
         }
+    }
+
+    /// Also opens secrets stored in plain text (rows written before sealing, which carry no key
+    /// id), so that they can be sealed; off by default, since anyone able to write the table
+    /// could plant such a secret.
+    pub fn allowing_plaintext(self, allow: bool) -> Self {
+        Self {
+            allow_plaintext: allow,
+            ..self
+        }
+    }
+
+    /// Whether secrets stored in plain text are opened.
+    pub fn allows_plaintext(&self) -> bool {
+        self.allow_plaintext
     }
 
     /// Parses `SECRETS_KEY` (base64 of 32 bytes) and `SECRETS_OLD_KEYS` (comma-separated, the same).
@@ -150,8 +169,8 @@ impl Keyring {
     }
 
     /// Opens a secret stored for `client_key`. A row without a key id holds the secret in plain
-    /// text, as written before encryption; [`TenantStore::reencrypt_secrets`](super::TenantStore::reencrypt_secrets)
-    /// seals those.
+    /// text, as written before encryption: it opens only when [`allows_plaintext`](Self::allows_plaintext),
+    /// for [`TenantStore::reencrypt_secrets`](super::TenantStore::reencrypt_secrets) to seal it.
     pub fn open(
         &self,
         client_key: &str,
@@ -159,7 +178,11 @@ impl Keyring {
         stored: &str,
     ) -> Result<SharedSecret, OpenError> {
         let Some(key_id) = key_id else {
-            return Ok(SharedSecret::new(stored));
+            return if self.allow_plaintext {
+                Ok(SharedSecret::new(stored))
+            } else {
+                Err(OpenError::Plaintext)
+            };
         };
         let key = std::iter::once(&self.current)
             .chain(&self.old)
@@ -214,6 +237,14 @@ mod tests {
             ring.open("tenant-b", Some(&sealed.key_id), &sealed.ciphertext),
             Err(OpenError::Corrupt)
         );
+    }
+
+    #[test]
+    fn plain_text_opens_only_when_allowed() {
+        let ring = Keyring::new(&[7; 32], &[]);
+        assert_eq!(ring.open("t", None, "planted"), Err(OpenError::Plaintext));
+        let legacy = ring.allowing_plaintext(true);
+        assert_eq!(legacy.open("t", None, "legacy").unwrap().expose(), "legacy");
     }
 
     #[test]

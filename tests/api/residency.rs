@@ -53,6 +53,26 @@ fn code(response: &TestResponse) -> (StatusCode, Value) {
 }
 
 on_both_stores! {
+    async fn a_migration_ready_to_commit_is_not_overwritten_by_a_new_schedule(app: TestApp) {
+        let tenant = app.install("acme").await;
+        assert_eq!(schedule(&app, &tenant, "m-1", "EU").await.status, StatusCode::OK);
+        let started = step(&app, &tenant, "start", "m-1").await;
+        assert_eq!(started.json()["status"], "ready-to-commit");
+        assert_eq!(location(&app, &tenant).await.as_deref(), Some("EU"));
+
+        let other = schedule(&app, &tenant, "m-2", "DE").await;
+        assert_eq!(code(&other), (StatusCode::CONFLICT, json!("E0004")));
+        // The same schedule again changes nothing either.
+        let again = schedule(&app, &tenant, "m-1", "DE").await;
+        assert_eq!((again.status, again.json()["status"].clone()), (StatusCode::OK, json!("ready-to-commit")));
+        assert_eq!(status(&app, &tenant, "m-1").await.json()["status"], "ready-to-commit");
+
+        // Rolling back still finds the way home; then a new migration may be scheduled.
+        assert_eq!(step(&app, &tenant, "rollback", "m-1").await.json()["status"], "rolled-back");
+        assert_eq!(location(&app, &tenant).await, None);
+        assert_eq!(schedule(&app, &tenant, "m-2", "DE").await.status, StatusCode::OK);
+    }
+
     async fn the_descriptor_declares_the_migration_hooks(app: TestApp) {
         let json = app.call("GET", "/atlassian-connect.json", None, None).await.json();
         assert_eq!(json["lifecycle"]["dare-migration"], "/migration");

@@ -189,17 +189,40 @@ on_both_stores! {
         assert!(!stderr.contains(&a.secret) && !stderr.contains(&b.secret));
     }
 
-    async fn secrets_stored_before_encryption_are_read_and_then_sealed(app: TestApp) {
+    async fn a_plain_text_secret_is_refused_unless_the_legacy_setting_lets_it_be_sealed(app: TestApp) {
         let tenant = app.install("legacy").await;
+        // Anyone able to write the table could plant a secret of their own in plain text.
+        let mut planted = tenant.clone();
+        planted.secret = "planted-by-a-writer".to_owned();
         app.raw(&format!(
             "update tenant set shared_secret = '{}', secret_key_id = null where client_key = '{}' returning client_key",
-            tenant.secret, tenant.client_key
+            planted.secret, tenant.client_key
         ))
         .await;
-        app.store.reencrypt_secrets().await.unwrap();
-        let (stored, key_id) = stored_secret(&app, &tenant).await;
+        app.signed(&planted, "GET", NOTES, None).await.assert_error(StatusCode::UNAUTHORIZED, "secret_unavailable");
+        assert_eq!(app.store.reencrypt_secrets().await.unwrap(), 0);
+        assert_eq!(stored_secret(&app, &planted).await, (planted.secret.clone(), None));
+        let rotate = |allow: &str| {
+            Command::new(env!("CARGO_BIN_EXE_connect-axum"))
+                .args(["secrets", "rotate"])
+                .env("DATABASE_URL", &app.database_url)
+                .env("SECRETS_KEY", secrets_key())
+                .env("SECRETS_ALLOW_PLAINTEXT", allow)
+                .output()
+                .unwrap()
+        };
+        assert!(rotate("false").status.success());
+        assert_eq!(stored_secret(&app, &planted).await.1, None);
+
+        // An operator upgrading from before sealing turns the legacy setting on once.
+        let sealed = rotate("true");
+        assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
+        let (stored, key_id) = stored_secret(&app, &planted).await;
         assert!(key_id.is_some());
-        assert!(!stored.contains(&tenant.secret));
+        assert!(!stored.contains(&planted.secret));
+        assert_eq!(app.signed(&planted, "GET", NOTES, None).await.status, StatusCode::OK);
+        // A signed reinstall replaces the secret, as always.
+        app.install_tenant(tenant.clone()).await;
         assert_eq!(app.signed(&tenant, "GET", NOTES, None).await.status, StatusCode::OK);
     }
 
