@@ -1,7 +1,8 @@
 //! Forge Remote: requests from a Forge app's remote backend, authenticated by the Forge
 //! Invocation Token (FIT), an RS256 JWT verified with Atlassian's published JWKS. The FIT's
 //! `app.installationId` resolves the same tenant a Connect install stored, so one site reaches the
-//! same rows through either door.
+//! same rows through either door. A FIT from a user's UI is scoped like a Jira context token
+//! ([`TokenKind::ForgeUser`]); one of the app itself reaches the whole site ([`TokenKind::ForgeApp`]).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -34,7 +34,7 @@ pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, require_forge};
 pub use install::{InstallKeys, SignedInstall};
 pub use tenant::{Access, IssueRef, Owner, Tenant, TokenKind};
 
-/// The response header that carries a fresh session token for the iframe's later calls.
+/// The response header that carries the renewed session token for the iframe's later calls.
 pub const SESSION_TOKEN_HEADER: &str = "x-acpt";
 
 /// How long a session token lives.
