@@ -63,7 +63,8 @@ impl AppState {
             config.max_body_bytes,
             install_keys,
         )
-        .with_rate_limit(config.tenant_rate_limit);
+        .with_rate_limit(config.tenant_rate_limit)
+        .with_session_max_lifetime(config.session_max_lifetime);
         let auth = match &config.forge_app_ari {
             Some(app_ari) => auth.with_forge(ForgeSettings {
                 app_ari: app_ari.clone(),

@@ -101,6 +101,11 @@ pub struct Config {
     pub product_timeout: Duration,
     /// JWT_LEEWAY_SECS: clock skew tolerated on `exp`, `nbf` and `iat` (default 30, at most 600).
     pub jwt_leeway: Duration,
+    /// SESSION_MAX_LIFETIME_SECS: how long a chain of renewed session tokens lasts from the page
+    /// load (or context token) that began it (default 28 800, 8 hours: a working day with the
+    /// panel open, while a captured token is dead by the end of it). Past it the panel gets a
+    /// fresh context token from the product, which needs the user's live product session.
+    pub session_max_lifetime: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
     /// MAX_HEADER_BYTES: the most bytes of header names and values a request may carry
@@ -316,6 +321,9 @@ impl Config {
             });
         }
         let jwt_leeway = Duration::from_secs(leeway);
+        let session_max_lifetime = Duration::from_secs(
+            parse::<std::num::NonZeroU64>(&var, "SESSION_MAX_LIFETIME_SECS", "28800")?.get(),
+        );
         let allowed_base_urls = HostPatterns::parse(
             &var("ALLOWED_BASE_URLS").unwrap_or_else(|| DEFAULT_ALLOWED_BASE_URLS.to_owned()),
         )
@@ -343,6 +351,7 @@ impl Config {
             oauth_auth_server_url,
             product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
             jwt_leeway,
+            session_max_lifetime,
             max_body_bytes,
             max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
@@ -480,6 +489,8 @@ mod tests {
             ("UNINSTALL_RETENTION_DAYS", "NaN"),
             ("PURGE_INTERVAL_SECS", "0"),
             ("SECRETS_ALLOW_PLAINTEXT", "sometimes"),
+            ("SESSION_MAX_LIFETIME_SECS", "0"),
+            ("SESSION_MAX_LIFETIME_SECS", "8h"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
@@ -496,6 +507,16 @@ mod tests {
         assert!(c.secrets.is_some());
         assert!(!format!("{c:?}").contains(key), "Debug shows the key");
         assert!(config(&[]).unwrap().secrets.is_none());
+    }
+
+    #[test]
+    fn session_chains_last_a_working_day_unless_configured() {
+        assert_eq!(
+            config(&[]).unwrap().session_max_lifetime,
+            crate::auth::DEFAULT_SESSION_MAX_LIFETIME
+        );
+        let c = config(&[("SESSION_MAX_LIFETIME_SECS", "600")]).unwrap();
+        assert_eq!(c.session_max_lifetime, Duration::from_secs(600));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Forge Remote: requests from a Forge app's remote backend, authenticated by the Forge
 //! Invocation Token (FIT), an RS256 JWT verified with Atlassian's published JWKS. The FIT's
 //! `app.installationId` resolves the same tenant a Connect install stored, so one site reaches the
-//! same rows through either door.
+//! same rows through either door. A FIT from a user's UI is scoped like a Jira context token
+//! ([`TokenKind::ForgeUser`]); one of the app itself reaches the whole site ([`TokenKind::ForgeApp`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +19,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{AuthError, Authenticator, Tenant, jwt};
+use super::{AuthError, Authenticator, Tenant, TokenKind, jwt};
 use crate::error::Error;
 
 /// The `iss` of every Forge Invocation Token.
@@ -316,8 +317,21 @@ impl Authenticator {
             principal: claims.principal.clone(),
             system_token,
         };
+        // Forge sends `context` (with the module's `extension`) and `principal` on UI
+        // invocations only: either one marks a user's view, to be scoped like a context token,
+        // even when an anonymous user leaves `principal` out.
+        let kind = if claims.principal.is_some()
+            || claims
+                .context
+                .as_ref()
+                .is_some_and(|c| c.get("extension").is_some())
+        {
+            TokenKind::ForgeUser
+        } else {
+            TokenKind::ForgeApp
+        };
         Ok((
-            Tenant::new(record, claims.principal, claims.context),
+            Tenant::new(record, claims.principal, claims.context, kind, None),
             invocation,
         ))
     }

@@ -66,6 +66,10 @@ pub struct Claims {
     pub qsh: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,
+    /// On the app's session tokens: when the chain of tokens began (Unix seconds), copied on
+    /// every renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// Reads header and claims without verifying anything.

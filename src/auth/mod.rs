@@ -2,7 +2,12 @@
 //! string hash, the app's own session tokens, and the RS256 signed install of lifecycle hooks.
 //!
 //! Routes choose a mode by type ([`ProductJwt`], [`ContextJwt`], [`LifecycleJwt`]) when the router
-//! layers [`require_jwt`] on them; handlers then take the verified [`Tenant`].
+//! layers [`require_jwt`] on them; handlers then take the verified [`Tenant`], which says how the
+//! request was authenticated ([`TokenKind`]) and what its token may reach ([`Access`]).
+//!
+//! Session tokens are minted only for one issue ([`Authenticator::session_token_for_issue`]) and
+//! renewed only from a context or session token, with its scope and the time its chain began; a
+//! chain ends `SESSION_MAX_LIFETIME_SECS` after it began.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +32,16 @@ mod tenant;
 
 pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, require_forge};
 pub use install::{InstallKeys, SignedInstall};
-pub use tenant::Tenant;
+pub use tenant::{Access, IssueRef, Owner, Tenant, TokenKind};
 
-/// The response header that carries a fresh session token for the iframe's later calls.
+/// The response header that carries the renewed session token for the iframe's later calls.
 pub const SESSION_TOKEN_HEADER: &str = "x-acpt";
 
 /// How long a session token lives.
 pub const SESSION_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How long a chain of renewed session tokens lasts by default: a working day.
+pub const DEFAULT_SESSION_MAX_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// Why a request was not authenticated; each has a stable reason code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +96,8 @@ pub enum AuthError {
     ForgeNotConfigured,
     #[error("the tenant's stored secret cannot be used; the operator has been told")]
     SecretUnavailable,
+    #[error("the session began too long ago; get a fresh token from the product")]
+    SessionExpired,
 }
 
 impl AuthError {
@@ -119,6 +129,7 @@ impl AuthError {
             AuthError::UnmappedInstallation => "unmapped_installation",
             AuthError::ForgeNotConfigured => "forge_not_configured",
             AuthError::SecretUnavailable => "secret_unavailable",
+            AuthError::SessionExpired => "session_expired",
         }
     }
 }
@@ -139,7 +150,8 @@ pub trait AuthMode: Send + Sync + 'static {
     const CONTEXT_TOKENS: bool;
     /// Admit a tenant that has disabled the app (the `enabled` hook must reach it).
     const DISABLED_TENANTS: bool;
-    /// Hand out a fresh session token on success.
+    /// Answer a context or session token, on success, with a renewed session token of the same
+    /// scope and chain. Product JWTs are never answered with one.
     const ISSUE_SESSION_TOKEN: bool;
     /// Put the token's [`LifecycleToken`] in the request, by which the store refuses a
     /// replayed or older lifecycle event.
@@ -156,7 +168,7 @@ pub struct LifecycleJwt;
 impl AuthMode for ProductJwt {
     const CONTEXT_TOKENS: bool = false;
     const DISABLED_TENANTS: bool = false;
-    const ISSUE_SESSION_TOKEN: bool = true;
+    const ISSUE_SESSION_TOKEN: bool = false;
 }
 
 impl AuthMode for ContextJwt {
@@ -184,6 +196,7 @@ struct Inner {
     base_url: String,
     base_path: String,
     leeway: u64,
+    session_max_lifetime: u64,
     max_body_bytes: usize,
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
@@ -209,6 +222,7 @@ impl Authenticator {
                 base_url: base_url.as_str().trim_end_matches('/').to_owned(),
                 base_path: base_url.path().trim_end_matches('/').to_owned(),
                 leeway: leeway.as_secs(),
+                session_max_lifetime: DEFAULT_SESSION_MAX_LIFETIME.as_secs(),
                 max_body_bytes,
                 install_keys,
                 rate_limit: None,
@@ -227,6 +241,18 @@ impl Authenticator {
         Self {
             inner: Arc::new(Inner {
                 rate_limit,
+                ..inner
+            }),
+        }
+    }
+
+    /// Ends every chain of session tokens `lifetime` after it began: no renewal beyond it, and a
+    /// token of an older chain is refused (`session_expired`).
+    pub fn with_session_max_lifetime(self, lifetime: Duration) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner {
+                session_max_lifetime: lifetime.as_secs(),
                 ..inner
             }),
         }
@@ -294,19 +320,22 @@ impl Authenticator {
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
         let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
 
-        match claims.qsh.as_deref() {
+        let kind = match claims.qsh.as_deref() {
             None => return Err(AuthError::MissingQsh.into()),
             Some(qsh::CONTEXT_QSH) if !M::CONTEXT_TOKENS => {
                 return Err(AuthError::ContextTokenNotAllowed.into());
             }
-            Some(qsh::CONTEXT_QSH) => {}
+            Some(qsh::CONTEXT_QSH) if session => TokenKind::Session,
+            Some(qsh::CONTEXT_QSH) => TokenKind::Context,
             Some(_) if session => return Err(AuthError::QshMismatch.into()),
             Some(claimed) => {
                 if claimed != self.request_qsh(parts) {
                     return Err(AuthError::QshMismatch.into());
                 }
+                TokenKind::Product
             }
-        }
+        };
+        let chain_start = self.chain_start(kind, &claims)?;
         // The account id is stored with what the user writes; refuse what no store can hold.
         if claims
             .sub
@@ -322,13 +351,71 @@ impl Authenticator {
             return Err(AuthError::TenantDisabled.into());
         }
         Ok((
-            Tenant::new(record, claims.sub.clone(), claims.context.clone()),
+            Tenant::new(
+                record,
+                claims.sub.clone(),
+                claims.context.clone(),
+                kind,
+                chain_start,
+            ),
             claims,
         ))
     }
 
-    /// Signs a session token for the tenant's iframe: `qsh = context-qsh`, 15 minutes.
-    pub fn session_token(&self, tenant: &Tenant) -> String {
+    /// When the chain of a context or session token began: a session token's `auth_time`
+    /// (required), a context token's `iat`. A chain older than the session lifetime is over.
+    fn chain_start(&self, kind: TokenKind, claims: &jwt::Claims) -> Result<Option<u64>, Error> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let start = match kind {
+            TokenKind::Session => claims.auth_time.ok_or(AuthError::MissingClaim)?,
+            TokenKind::Context => claims.iat.unwrap_or(now as i64),
+            _ => return Ok(None),
+        };
+        let start = u64::try_from(start).map_err(|_| AuthError::MalformedToken)?;
+        if start > now + self.inner.leeway {
+            return Err(AuthError::IssuedInFuture.into());
+        }
+        if now.saturating_sub(start) > self.inner.session_max_lifetime {
+            return Err(AuthError::SessionExpired.into());
+        }
+        Ok(Some(start))
+    }
+
+    /// Signs the first session token of a page's iframe, limited to the issue `issue_key`:
+    /// `qsh = context-qsh`, `context` naming the issue, `auth_time` now (or the chain the
+    /// presented token belongs to), 15 minutes.
+    ///
+    /// # Errors
+    /// 403 when the request's own token may not reach that issue: a session never widens.
+    pub fn session_token_for_issue(
+        &self,
+        tenant: &Tenant,
+        issue_key: &str,
+    ) -> Result<String, Error> {
+        tenant.require_issue(issue_key)?;
+        let context = serde_json::json!({ "jira": { "issue": { "key": issue_key } } });
+        let chain_start = tenant
+            .chain_start()
+            .unwrap_or_else(jsonwebtoken::get_current_timestamp);
+        self.sign_session(tenant, Some(&context), chain_start)
+            .ok_or_else(|| AuthError::SessionExpired.into())
+    }
+
+    /// The renewal of a context or session token: the same user, `context` and chain start, and
+    /// never past the chain's end. `None` for any other token, and once the chain is over.
+    fn renewed_session_token(&self, tenant: &Tenant) -> Option<String> {
+        if !matches!(tenant.token_kind(), TokenKind::Context | TokenKind::Session) {
+            return None;
+        }
+        self.sign_session(tenant, tenant.context(), tenant.chain_start()?)
+    }
+
+    fn sign_session(
+        &self,
+        tenant: &Tenant,
+        context: Option<&serde_json::Value>,
+        chain_start: u64,
+    ) -> Option<String> {
         #[derive(Serialize)]
         struct SessionClaims<'a> {
             iss: &'a str,
@@ -338,17 +425,27 @@ impl Authenticator {
             iat: u64,
             exp: u64,
             qsh: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            context: Option<&'a serde_json::Value>,
+            auth_time: u64,
         }
         let now = jsonwebtoken::get_current_timestamp();
+        let chain_end = chain_start.saturating_add(self.inner.session_max_lifetime);
+        let exp = (now + SESSION_TOKEN_TTL.as_secs()).min(chain_end);
+        if exp <= now {
+            return None;
+        }
         let claims = SessionClaims {
             iss: &self.inner.app_key,
             aud: tenant.client_key().as_str(),
             sub: tenant.account_id(),
             iat: now,
-            exp: now + SESSION_TOKEN_TTL.as_secs(),
+            exp,
             qsh: qsh::CONTEXT_QSH,
+            context,
+            auth_time: chain_start,
         };
-        jwt::sign_hs256(
+        Some(jwt::sign_hs256(
             &claims,
             tenant
                 .record()
@@ -356,7 +453,7 @@ impl Authenticator {
                 .shared_secret
                 .expose()
                 .as_bytes(),
-        )
+        ))
     }
 }
 
@@ -435,7 +532,8 @@ pub async fn require_jwt<M: AuthMode>(
     let mut response = next.run(request).await;
     if M::ISSUE_SESSION_TOKEN
         && response.status().is_success()
-        && let Ok(value) = HeaderValue::from_str(&auth.session_token(&tenant))
+        && let Some(token) = auth.renewed_session_token(&tenant)
+        && let Ok(value) = HeaderValue::from_str(&token)
     {
         response.headers_mut().insert(SESSION_TOKEN_HEADER, value);
     }

@@ -1,6 +1,8 @@
 //! The sample feature: notes on Jira issues, scoped to the tenant that wrote them.
 //!
 //! Issue keys repeat across sites, so a note is always addressed by (tenant, issue key, id).
+//! A user's token (context, session, Forge UI) reaches only the issue it was issued for and
+//! deletes only its user's notes; the site's and the app's own tokens reach every note.
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
@@ -9,9 +11,9 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{self, Tenant};
+use crate::auth::{self, Owner, Tenant};
 use crate::error::{Error, JsonBody, PathParams, Result};
-use crate::store::{NewNote, Note};
+use crate::store::{NewNote, Note, NoteDeletion};
 
 mod page;
 mod webhooks;
@@ -117,6 +119,7 @@ async fn list_notes(
     PathParams(issue_key): PathParams<String>,
 ) -> Result<Json<Vec<Note>>> {
     let issue_key = IssueKey::parse(&issue_key)?;
+    tenant.require_issue(issue_key.as_str())?;
     Ok(Json(
         app.store
             .list_notes(tenant.client_key(), issue_key.as_str())
@@ -132,6 +135,7 @@ async fn create_note(
     input: CreateNote,
 ) -> Result<(StatusCode, Json<Note>)> {
     let issue_key = IssueKey::parse(&issue_key)?;
+    tenant.require_issue(issue_key.as_str())?;
     let chars = input.body.chars().count();
     // Postgres text cannot hold NUL; refuse it on every store alike.
     if chars == 0 || chars > MAX_NOTE_CHARS || input.body.contains('\0') {
@@ -149,7 +153,8 @@ async fn create_note(
     Ok((StatusCode::CREATED, Json(note)))
 }
 
-/// Deletes one of the tenant's notes; another tenant's note is as absent as a missing one.
+/// Deletes one of the tenant's notes; another tenant's note is as absent as a missing one. A
+/// user's token deletes only that user's notes (403 `not_note_author` otherwise).
 async fn delete_note(
     tenant: Tenant,
     State(app): State<AppState>,
@@ -159,14 +164,27 @@ async fn delete_note(
     let id: i64 = id
         .parse()
         .map_err(|_| Error::bad_request("invalid_note_id", "the note id must be an integer"))?;
-    if app
+    tenant.require_issue(issue_key.as_str())?;
+    let author = match tenant.may_change() {
+        Owner::Any => None,
+        Owner::Account(account) => Some(account),
+        Owner::Nobody => return Err(not_note_author()),
+    };
+    match app
         .store
-        .delete_note(tenant.client_key(), issue_key.as_str(), id)
+        .delete_note(tenant.client_key(), issue_key.as_str(), id, author)
         .await?
     {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Error::NotFound)
+        NoteDeletion::Deleted => Ok(StatusCode::NO_CONTENT),
+        NoteDeletion::Missing => Err(Error::NotFound),
+        NoteDeletion::OtherAuthor => Err(not_note_author()),
+    }
+}
+
+fn not_note_author() -> Error {
+    Error::Forbidden {
+        reason: "not_note_author",
+        message: "only the note's author deletes it".to_owned(),
     }
 }
 

@@ -22,7 +22,8 @@ pub struct PageQuery {
     pub issue_key: String,
 }
 
-/// `GET /issue-notes?issueKey=…`: the notes panel, with a session token for its API calls.
+/// `GET /issue-notes?issueKey=…`: the notes panel, with a session token for its API calls on
+/// that issue only (the page's JWT covers `issueKey` by its qsh).
 pub async fn issue_notes(
     tenant: Tenant,
     State(app): State<AppState>,
@@ -37,10 +38,14 @@ pub async fn issue_notes(
         app.config.base_url.path().trim_end_matches('/'),
         issue_key.as_str()
     );
+    let token = app
+        .auth
+        .session_token_for_issue(&tenant, issue_key.as_str())?;
     let html = render(&Page {
         issue_key: issue_key.as_str(),
         api: &api,
-        token: &app.auth.session_token(&tenant),
+        token: &token,
+        account: tenant.account_id().unwrap_or_default(),
         all_js: &format!("{}/atlassian-connect/all.js", product[0]),
         nonce: &nonce,
     });
@@ -97,6 +102,7 @@ struct Page<'a> {
     issue_key: &'a str,
     api: &'a str,
     token: &'a str,
+    account: &'a str,
     all_js: &'a str,
     nonce: &'a str,
 }
@@ -123,7 +129,7 @@ fn render(p: &Page<'_>) -> String {
 </style>
 </head>
 <body>
-<main id="notes-app" data-state="loading" data-api="{api}" data-token="{token}">
+<main id="notes-app" data-state="loading" data-api="{api}" data-token="{token}" data-account="{account}">
   <h1>Notes on {issue_text}</h1>
   <p id="status" role="status">Loading…</p>
   <ul id="notes"></ul>
@@ -142,12 +148,15 @@ fn render(p: &Page<'_>) -> String {
         nonce = attr(p.nonce),
         api = attr(p.api),
         token = attr(p.token),
+        account = attr(p.account),
         script = SCRIPT,
     )
 }
 
 /// Lists, adds and deletes notes through the notes API with the session token, keeping the
-/// fresh token each answer brings. Notes are put in the page as text, never as HTML.
+/// renewed token each answer brings; when a token is refused (the session ran out), it asks the
+/// product for a context token once and retries. Only the user's own notes get a delete button.
+/// Notes are put in the page as text, never as HTML.
 const SCRIPT: &str = r#"
 (() => {
   const root = document.getElementById('notes-app');
@@ -155,16 +164,37 @@ const SCRIPT: &str = r#"
   const status = document.getElementById('status');
   const form = document.getElementById('add-note');
   const api = root.dataset.api;
-  let token = root.dataset.token;
+  const account = root.dataset.account;
 
-  async function call(method, url, body) {
+  function send(method, url, body, token) {
     const headers = { Authorization: 'JWT ' + token };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const response = await fetch(url, {
+    return fetch(url, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
     });
-    const fresh = response.headers.get('X-acpt');
-    if (fresh) token = fresh;
+  }
+
+  function contextToken() {
+    return new Promise((resolve) => {
+      const context = window.AP && window.AP.context;
+      if (!context || typeof context.getToken !== 'function') { resolve(null); return; }
+      const timer = setTimeout(() => resolve(null), 10000);
+      context.getToken((fresh) => { clearTimeout(timer); resolve(fresh || null); });
+    });
+  }
+
+  async function call(method, url, body) {
+    let response = await send(method, url, body, root.dataset.token);
+    if (response.status === 401) {
+      // Nothing was done with a refused token, so sending again is safe.
+      const fresh = await contextToken();
+      if (fresh) response = await send(method, url, body, fresh);
+    }
+    const renewed = response.headers.get('X-acpt');
+    if (renewed) root.dataset.token = renewed;
+    if (response.status === 401) {
+      throw new Error('the session has ended; reload the panel');
+    }
     if (!response.ok) {
       let reason = String(response.status);
       try { reason = (await response.json()).message || reason; } catch (_) { /* not JSON */ }
@@ -183,11 +213,15 @@ const SCRIPT: &str = r#"
       body.textContent = note.body;
       const meta = document.createElement('small');
       meta.textContent = new Date(note.createdAt).toLocaleString() + (note.author ? ' · ' + note.author : '');
-      const remove = document.createElement('button');
-      remove.type = 'button';
-      remove.textContent = 'Delete';
-      remove.addEventListener('click', () => act(() => call('DELETE', api + '/' + note.id)));
-      item.append(body, meta, remove);
+      item.append(body, meta);
+      if (account && note.author === account) {
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.className = 'delete';
+        remove.textContent = 'Delete';
+        remove.addEventListener('click', () => act(() => call('DELETE', api + '/' + note.id)));
+        item.append(remove);
+      }
       return item;
     }));
     status.textContent = notes.length === 0 ? 'No notes yet.'
@@ -226,12 +260,14 @@ mod tests {
             issue_key: "<b>&",
             api: "\"><script>",
             token: "a\"b",
+            account: "557058:\"x",
             all_js: "https://x/\"y",
             nonce: "n",
         });
         assert!(html.contains("Notes on &lt;b&gt;&amp;"));
         assert!(!html.contains("\"><script>"));
         assert!(html.contains("data-token=\"a&quot;b\""));
+        assert!(html.contains("data-account=\"557058:&quot;x\""));
     }
 
     #[test]

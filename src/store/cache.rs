@@ -19,8 +19,8 @@ use moka::sync::Cache;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ClientKey, Installation, LifecycleToken, NewNote, Note, PoolUsage, Purged, RealmMigration,
-    SaveOutcome, TenantRecord, TenantStore,
+    ClientKey, Installation, LifecycleToken, NewNote, Note, NoteDeletion, PoolUsage, Purged,
+    RealmMigration, SaveOutcome, TenantRecord, TenantStore,
 };
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
@@ -304,8 +304,14 @@ impl TenantStore for CachedStore {
         self.inner.create_note(key, note).await
     }
 
-    async fn delete_note(&self, key: &ClientKey, issue_key: &str, id: i64) -> sqlx::Result<bool> {
-        self.inner.delete_note(key, issue_key, id).await
+    async fn delete_note(
+        &self,
+        key: &ClientKey,
+        issue_key: &str,
+        id: i64,
+        author: Option<&str>,
+    ) -> sqlx::Result<NoteDeletion> {
+        self.inner.delete_note(key, issue_key, id, author).await
     }
 
     async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64> {
@@ -435,8 +441,14 @@ mod tests {
         async fn create_note(&self, k: &ClientKey, note: &NewNote) -> sqlx::Result<Note> {
             self.store.create_note(k, note).await
         }
-        async fn delete_note(&self, k: &ClientKey, issue: &str, id: i64) -> sqlx::Result<bool> {
-            self.store.delete_note(k, issue, id).await
+        async fn delete_note(
+            &self,
+            k: &ClientKey,
+            issue: &str,
+            id: i64,
+            author: Option<&str>,
+        ) -> sqlx::Result<NoteDeletion> {
+            self.store.delete_note(k, issue, id, author).await
         }
         async fn delete_issue_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<u64> {
             self.store.delete_issue_notes(k, issue).await

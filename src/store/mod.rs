@@ -169,6 +169,17 @@ pub struct Note {
     pub author: Option<String>,
 }
 
+/// What deleting a note did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteDeletion {
+    /// The note is gone.
+    Deleted,
+    /// The tenant has no such note on that issue.
+    Missing,
+    /// The note is there, written by someone else, and was kept.
+    OtherAuthor,
+}
+
 /// A note to create.
 #[derive(Debug, Clone)]
 pub struct NewNote {
@@ -287,8 +298,15 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Adds a note for the tenant.
     async fn create_note(&self, key: &ClientKey, note: &NewNote) -> sqlx::Result<Note>;
 
-    /// Deletes one of the tenant's notes; false when the tenant has no such note on that issue.
-    async fn delete_note(&self, key: &ClientKey, issue_key: &str, id: i64) -> sqlx::Result<bool>;
+    /// Deletes one of the tenant's notes; with `author`, only if that account wrote it (the
+    /// condition is part of the delete, so no other request can slip in between).
+    async fn delete_note(
+        &self,
+        key: &ClientKey,
+        issue_key: &str,
+        id: i64,
+        author: Option<&str>,
+    ) -> sqlx::Result<NoteDeletion>;
 
     /// Deletes all of the tenant's notes on an issue; returns how many there were.
     async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64>;
@@ -972,18 +990,50 @@ macro_rules! shared_queries {
                 key: &$crate::store::ClientKey,
                 issue_key: &str,
                 id: i64,
-            ) -> sqlx::Result<bool> {
+                author: Option<&str>,
+            ) -> sqlx::Result<$crate::store::NoteDeletion> {
+                use $crate::store::NoteDeletion;
                 let mut tx = self.tenant_transaction(key).await?;
-                let done = sqlx::query(
-                    "delete from note where client_key = $1 and issue_key = $2 and id = $3",
+                let done = match author {
+                    Some(author) => sqlx::query(
+                        "delete from note \
+                         where client_key = $1 and issue_key = $2 and id = $3 and author = $4",
+                    )
+                    .bind(key.as_str())
+                    .bind(issue_key)
+                    .bind(id)
+                    .bind(author),
+                    None => sqlx::query(
+                        "delete from note where client_key = $1 and issue_key = $2 and id = $3",
+                    )
+                    .bind(key.as_str())
+                    .bind(issue_key)
+                    .bind(id),
+                }
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() > 0 {
+                    tx.commit().await?;
+                    return Ok(NoteDeletion::Deleted);
+                }
+                if author.is_none() {
+                    return Ok(NoteDeletion::Missing);
+                }
+                // Only to tell the caller why nothing was deleted; the delete itself already
+                // held the author condition.
+                let kept: i64 = sqlx::query_scalar(
+                    "select count(*) from note where client_key = $1 and issue_key = $2 and id = $3",
                 )
                 .bind(key.as_str())
                 .bind(issue_key)
                 .bind(id)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() > 0)
+                Ok(if kept > 0 {
+                    NoteDeletion::OtherAuthor
+                } else {
+                    NoteDeletion::Missing
+                })
             }
 
             async fn delete_issue_notes(

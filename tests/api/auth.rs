@@ -192,7 +192,7 @@ on_both_stores! {
 
     async fn context_tokens_are_accepted_on_the_notes_routes(app: TestApp) {
         let a = app.install("a").await;
-        let context = a.token_with(json!({ "qsh": "context-qsh" }));
+        let context = a.context_token("PROJ-1");
         let response = app.call("POST", NOTES, Some(&context), Some(&json!({ "body": "hi" }))).await;
         assert_eq!(response.status, StatusCode::CREATED);
         assert_eq!(response.json()["author"], "557058:account-id");
@@ -200,7 +200,8 @@ on_both_stores! {
 
     async fn a_session_token_is_issued_and_accepted_only_where_context_tokens_are(app: TestApp) {
         let a = app.install("a").await;
-        let response = app.signed(&a, "GET", NOTES, None).await;
+        assert!(!app.signed(&a, "GET", NOTES, None).await.headers.contains_key("x-acpt"), "not for a product JWT");
+        let response = app.call("GET", NOTES, Some(&a.context_token("PROJ-1")), None).await;
         let session = response.headers["x-acpt"].to_str().unwrap().to_owned();
         let created = app.call("POST", NOTES, Some(&session), Some(&json!({ "body": "via session" }))).await;
         assert_eq!(created.status, StatusCode::CREATED);
@@ -231,7 +232,7 @@ on_both_stores! {
 
     async fn failed_requests_get_no_session_token(app: TestApp) {
         let a = app.install("a").await;
-        let response = app.signed(&a, "GET", "/api/issues/bad/notes", None).await;
+        let response = app.call("GET", "/api/issues/bad/notes", Some(&a.context_token("PROJ-1")), None).await;
         response.assert_error(StatusCode::BAD_REQUEST, "invalid_issue_key");
         assert!(!response.headers.contains_key("x-acpt"));
     }

@@ -1,4 +1,5 @@
-//! End to end in headless Chromium: the issue panel inside a stand-in for Jira's issue view.
+//! End to end in headless Chromium: the issue panel inside a stand-in for Jira's issue view,
+//! whose `all.js` stub hands out a context token when the panel asks for one.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test says so and passes,
 //! unless `CONNECT_AXUM_BROWSER_TESTS=require` (as `.ci/run` sets), where their absence fails it.
@@ -6,10 +7,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -36,15 +38,24 @@ async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-/// The product's side: its `all.js` (a stub) and an issue view that frames the panel.
-fn fake_jira() -> Router {
+/// The context token the stub of `AP.context.getToken()` hands out.
+type ContextToken = Arc<Mutex<String>>;
+
+/// The product's side: its `all.js` (a stub whose `AP.context.getToken()` hands out the token in
+/// `context_token`, counting calls) and an issue view that frames the panel.
+fn fake_jira(context_token: ContextToken) -> Router {
     Router::new()
         .route(
             "/atlassian-connect/all.js",
-            get(|| async {
+            get(|State(token): State<ContextToken>| async move {
+                let token = serde_json::to_string(&*token.lock().unwrap()).unwrap();
                 (
                     [("content-type", "application/javascript")],
-                    "window.AP = { resize() { window.AP.resized = (window.AP.resized || 0) + 1; } };",
+                    format!(
+                        "window.AP = {{ resize() {{ window.AP.resized = (window.AP.resized || 0) + 1; }}, \
+                         context: {{ getToken(callback) {{ window.AP.tokens = (window.AP.tokens || 0) + 1; \
+                         setTimeout(() => callback({token}), 0); }} }} }};"
+                    ),
                 )
             }),
         )
@@ -59,6 +70,7 @@ fn fake_jira() -> Router {
                 .into_response()
             }),
         )
+        .with_state(context_token)
 }
 
 async fn start_driver() -> (Driver, Client) {
@@ -140,6 +152,33 @@ async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
 }
 
+/// Waits (at most 15 s) until the page's JavaScript `condition` holds.
+async fn wait_until(client: &Client, condition: &str) {
+    let started = Instant::now();
+    let script = format!("return Boolean({condition})");
+    while client.execute(&script, vec![]).await.unwrap() != json!(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never true: {condition}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the browser test can run; panics when it must and cannot.
+fn browser_available() -> bool {
+    let required = std::env::var("CONNECT_AXUM_BROWSER_TESTS").is_ok_and(|v| v == "require");
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            !required,
+            "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+        return false;
+    }
+    true
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -150,16 +189,10 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test]
 async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_panel() {
-    let required = std::env::var("CONNECT_AXUM_BROWSER_TESTS").is_ok_and(|v| v == "require");
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        assert!(
-            !required,
-            "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
-        );
-        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+    if !browser_available() {
         return;
     }
-    let jira = serve(fake_jira()).await;
+    let jira = serve(fake_jira(ContextToken::default())).await;
     let app =
         TestApp::sqlite_with(|name| (name == "ALLOWED_BASE_URLS").then(|| "127.0.0.1".to_owned()))
             .await;
@@ -222,5 +255,119 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
     assert_eq!(count(&client, "li.note").await, 0);
     assert_eq!(status(&client).await, "No notes yet.");
     screenshot(&client, "panel-tenant-b.png").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_panel_deletes_only_the_users_own_notes_and_outlives_its_session_with_a_context_token()
+{
+    if !browser_available() {
+        return;
+    }
+    let context_token = ContextToken::default();
+    let jira = serve(fake_jira(context_token.clone())).await;
+    let app =
+        TestApp::sqlite_with(|name| (name == "ALLOWED_BASE_URLS").then(|| "127.0.0.1".to_owned()))
+            .await;
+    let app_addr = serve(app.router.clone()).await;
+    let mut a = TestTenant::new("a");
+    a.base_url = format!("http://{jira}");
+    let a = app.install_tenant(a).await;
+    let notes = "/api/issues/PROJ-1/notes";
+    let theirs =
+        a.token_with(json!({ "qsh": qsh_of("POST", notes), "sub": "557058:someone-else" }));
+    let created = app
+        .call(
+            "POST",
+            notes,
+            Some(&theirs),
+            Some(&json!({ "body": "someone else's" })),
+        )
+        .await;
+    assert_eq!(created.status, axum::http::StatusCode::CREATED);
+    *context_token.lock().unwrap() = a.context_token("PROJ-1");
+
+    let (_driver, client) = start_driver().await;
+    open_panel(&client, jira, app_addr, &a).await;
+    assert_eq!(status(&client).await, "1 note");
+    assert_eq!(
+        count(&client, "li.note button.delete").await,
+        0,
+        "not the user's note"
+    );
+    client
+        .find(Locator::Id("note-body"))
+        .await
+        .unwrap()
+        .send_keys("mine")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#add-note button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(&client, "document.querySelectorAll('li.note').length === 2").await;
+    assert_eq!(count(&client, "li.note button.delete").await, 1);
+
+    // The session's chain has run out: the panel gets a context token from the product instead.
+    let ended = hs256(
+        &json!({ "iss": APP_KEY, "aud": a.client_key, "sub": "557058:account-id",
+            "iat": now(), "exp": now() + 900, "qsh": "context-qsh", "auth_time": now() - 9 * 3600,
+            "context": { "jira": { "issue": { "key": "PROJ-1" } } } }),
+        &a.secret,
+    );
+    client
+        .execute(
+            "document.getElementById('notes-app').dataset.token = arguments[0]",
+            vec![json!(ended)],
+        )
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("li.note button.delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &client,
+        "document.querySelectorAll('li.note').length === 1 && document.getElementById('notes-app').dataset.state === 'ready'",
+    )
+    .await;
+    assert_eq!(status(&client).await, "1 note");
+    let remaining = client
+        .find(Locator::Css("li.note p.body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(remaining, "someone else's");
+    let asked = client
+        .execute("return window.AP.tokens || 0", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        asked,
+        json!(1),
+        "one context token replaced the ended session"
+    );
+    let renewed = client
+        .execute(
+            "return document.getElementById('notes-app').dataset.token",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        renewed,
+        json!(ended),
+        "the answer's renewed session token is kept"
+    );
+    screenshot(&client, "panel-own-notes.png").await;
     client.close().await.unwrap();
 }

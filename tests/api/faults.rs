@@ -290,7 +290,15 @@ async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let session = created.headers()["x-acpt"].to_str().unwrap().to_owned();
+    let context_token = tenant.context_token("PROJ-1");
+    let by_context = client
+        .get(format!("{base}{NOTES}"))
+        .header("authorization", format!("JWT {context_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_context.status(), 200);
+    let session = by_context.headers()["x-acpt"].to_str().unwrap().to_owned();
     let query_token = tenant.token("GET", NOTES);
     let listed = client
         .get(format!("{base}{NOTES}?jwt={query_token}"))
@@ -319,6 +327,7 @@ async fn no_secret_or_token_reaches_the_logs_even_at_debug_level() {
         ("install token", install.as_str()),
         ("header token", header_token.as_str()),
         ("query token", query_token.as_str()),
+        ("context token", context_token.as_str()),
         ("session token", session.as_str()),
         ("forged token", forged.as_str()),
     ] {

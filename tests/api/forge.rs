@@ -42,7 +42,7 @@ fn kid(index: usize) -> String {
 }
 
 /// A JWKS on loopback publishing the keys whose indexes are in `published`.
-struct Jwks {
+pub(crate) struct Jwks {
     url: String,
     published: Arc<Mutex<Vec<usize>>>,
     hits: Arc<AtomicUsize>,
@@ -68,7 +68,7 @@ async fn serve_jwks(State((published, hits)): State<JwksState>) -> Json<Value> {
 }
 
 impl Jwks {
-    async fn start(published: &[usize]) -> Self {
+    pub(crate) async fn start(published: &[usize]) -> Self {
         let published = Arc::new(Mutex::new(published.to_vec()));
         let hits = Arc::new(AtomicUsize::new(0));
         let router = Router::new()
@@ -95,7 +95,7 @@ impl Jwks {
         self.hits.load(Ordering::SeqCst)
     }
 
-    fn vars(&self) -> impl Fn(&str) -> Option<String> + use<> {
+    pub(crate) fn vars(&self) -> impl Fn(&str) -> Option<String> + use<> {
         let url = self.url.clone();
         move |name| match name {
             "FORGE_APP_ID" => Some(APP_ARI.to_owned()),
@@ -107,8 +107,9 @@ impl Jwks {
 }
 
 /// A Forge Invocation Token for `tenant`'s installation, signed with key `key`, with default
-/// claims overridden by `extra` (null removes one).
-fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
+/// claims overridden by `extra` (null removes one). By default it is a user's invocation from an
+/// issue panel on PROJ-1.
+pub(crate) fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
     let mut claims = json!({
         "iss": FIT_ISSUER,
         "aud": APP_ARI,
@@ -124,6 +125,15 @@ fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
             "module": { "type": "core:endpoint", "key": "notes-remote" },
         },
         "principal": "557058:forge-user",
+        "context": {
+            "localId": "panel-1",
+            "moduleKey": "notes-panel",
+            "extension": {
+                "type": "jira:issuePanel",
+                "issue": { "key": "PROJ-1", "id": "10000", "type": "Task" },
+                "project": { "key": "PROJ", "id": "10000", "type": "software" },
+            },
+        },
     });
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
@@ -143,7 +153,7 @@ fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
     .unwrap()
 }
 
-async fn invoke(
+pub(crate) async fn invoke(
     app: &TestApp,
     method: &str,
     target: &str,
@@ -186,6 +196,7 @@ macro_rules! forge_tests {
         }
     )*};
 }
+pub(crate) use forge_tests;
 
 forge_tests! {
     async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp, jwks: Jwks) {
@@ -268,7 +279,8 @@ forge_tests! {
         assert_eq!(install(&a, "cloud-a").await, StatusCode::NO_CONTENT);
         app.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" }))).await;
         let unknown_installation = TestTenant::new("forge-only");
-        let by_context = fit(0, &unknown_installation, json!({ "context": { "cloudId": "cloud-a" } }));
+        let by_context = fit(0, &unknown_installation, json!({ "context": { "cloudId": "cloud-a",
+            "extension": { "type": "jira:issuePanel", "issue": { "key": "PROJ-1", "id": "10000" } } } }));
         assert_eq!(invoke(&app, "GET", NOTES, &by_context, None).await.json()[0]["body"], "a's");
         let by_installation = fit(0, &unknown_installation, json!({ "app": {
             "id": APP_ARI, "installationId": unknown_installation.installation_id(),
@@ -340,7 +352,8 @@ forge_tests! {
         assert_eq!(install(&confluence, "confluence").await, StatusCode::NO_CONTENT);
         let forge_only = TestTenant::new("forge-only");
         let calling = |product: &str| fit(0, &forge_only, json!({
-            "context": { "cloudId": "cloud-site" },
+            "context": { "cloudId": "cloud-site",
+                         "extension": { "type": "jira:issuePanel", "issue": { "key": "PROJ-1" } } },
             "app": { "id": APP_ARI, "installationId": forge_only.installation_id(),
                      "apiBaseUrl": format!("https://api.atlassian.com/ex/{product}/cloud-site") } }));
         let listed = invoke(&app, "GET", NOTES, &calling("jira"), None).await;

@@ -272,6 +272,14 @@ impl TestTenant {
         self.token_with(json!({ "qsh": qsh_of(method, target) }))
     }
 
+    /// A context token as the issue view of `issue_key` gets it from `AP.context.getToken()`.
+    pub fn context_token(&self, issue_key: &str) -> String {
+        self.token_with(json!({
+            "qsh": "context-qsh",
+            "context": { "jira": { "issue": { "key": issue_key, "id": "10000" } } },
+        }))
+    }
+
     /// An HS256 token with default claims overridden by `extra`.
     pub fn token_with(&self, extra: Value) -> String {
         let claims = json!({

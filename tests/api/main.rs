@@ -17,5 +17,6 @@ mod product;
 mod replicas;
 mod residency;
 mod retention;
+mod scoping;
 mod security;
 mod store;

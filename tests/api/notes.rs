@@ -187,7 +187,10 @@ on_both_stores! {
                 .await
                 .assert_error(StatusCode::UNAUTHORIZED, code);
         }
-        let session = app.signed(&a, "GET", NOTES, None).await.headers["x-acpt"].to_str().unwrap().to_owned();
+        let session = app.call("GET", NOTES, Some(&a.context_token("PROJ-1")), None).await.headers["x-acpt"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         app.call("POST", WEBHOOK, Some(&session), Some(&body))
             .await
             .assert_error(StatusCode::UNAUTHORIZED, "context_token_not_allowed");

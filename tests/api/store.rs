@@ -1,6 +1,6 @@
 //! The store contract, checked on both backends.
 
-use connect_axum::store::{LifecycleToken, TenantStore};
+use connect_axum::store::{LifecycleToken, NewNote, NoteDeletion, TenantStore};
 
 use crate::on_both_stores;
 
@@ -26,5 +26,27 @@ on_both_stores! {
         assert!(after.updated_at >= record.updated_at);
         assert_eq!(after.installed_at, record.installed_at);
         store.ping().await.unwrap();
+    }
+
+    async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestApp) {
+        let (a, b) = (app.install("a").await, app.install("b").await);
+        let store: &dyn TenantStore = app.store.as_ref();
+        let a = store.find_tenant(&a.client_key).await.unwrap().unwrap();
+        let b = store.find_tenant(&b.client_key).await.unwrap().unwrap();
+        let (a, b) = (&a.installation.client_key, &b.installation.client_key);
+        let note = |author: Option<&str>| NewNote { issue_key: "PROJ-1".to_owned(), body: "x".to_owned(), author: author.map(str::to_owned) };
+        let mine = store.create_note(a, &note(Some("me"))).await.unwrap().id;
+        let nobodys = store.create_note(a, &note(None)).await.unwrap().id;
+        let other_tenants = store.create_note(b, &note(Some("me"))).await.unwrap().id;
+        assert_eq!(store.delete_note(a, "PROJ-1", mine, Some("you")).await.unwrap(), NoteDeletion::OtherAuthor);
+        assert_eq!(store.delete_note(a, "PROJ-1", nobodys, Some("me")).await.unwrap(), NoteDeletion::OtherAuthor);
+        assert_eq!(store.delete_note(a, "PROJ-2", mine, Some("me")).await.unwrap(), NoteDeletion::Missing);
+        assert_eq!(store.delete_note(a, "PROJ-1", other_tenants, Some("me")).await.unwrap(), NoteDeletion::Missing);
+        assert_eq!(store.delete_note(a, "PROJ-1", other_tenants, None).await.unwrap(), NoteDeletion::Missing);
+        assert_eq!(store.list_notes(a, "PROJ-1").await.unwrap().len(), 2, "nothing was deleted");
+        assert_eq!(store.delete_note(a, "PROJ-1", mine, Some("me")).await.unwrap(), NoteDeletion::Deleted);
+        assert_eq!(store.delete_note(a, "PROJ-1", nobodys, None).await.unwrap(), NoteDeletion::Deleted);
+        assert_eq!(store.delete_note(a, "PROJ-1", mine, None).await.unwrap(), NoteDeletion::Missing);
+        assert_eq!(store.list_notes(b, "PROJ-1").await.unwrap().len(), 1);
     }
 }
