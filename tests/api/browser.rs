@@ -138,6 +138,24 @@ async fn open_panel(client: &Client, jira: SocketAddr, app: SocketAddr, tenant: 
         .unwrap();
 }
 
+/// Types `text` into the panel's form and submits it.
+async fn add_note(client: &Client, text: &str) {
+    client
+        .find(Locator::Id("note-body"))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#add-note button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn status(client: &Client) -> String {
     client
         .find(Locator::Id("status"))
@@ -208,20 +226,7 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
     open_panel(&client, jira, app_addr, &a).await;
     assert_eq!(status(&client).await, "No notes yet.");
     let text = "Héllo from the panel <b>not bold</b> & done";
-    client
-        .find(Locator::Id("note-body"))
-        .await
-        .unwrap()
-        .send_keys(text)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#add-note button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    add_note(&client, text).await;
     let note = client
         .wait()
         .at_most(Duration::from_secs(15))
@@ -295,20 +300,7 @@ async fn the_panel_deletes_only_the_users_own_notes_and_outlives_its_session_wit
         0,
         "not the user's note"
     );
-    client
-        .find(Locator::Id("note-body"))
-        .await
-        .unwrap()
-        .send_keys("mine")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#add-note button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    add_note(&client, "mine").await;
     wait_until(&client, "document.querySelectorAll('li.note').length === 2").await;
     assert_eq!(count(&client, "li.note button.delete").await, 1);
 

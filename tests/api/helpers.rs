@@ -311,7 +311,7 @@ pub fn qsh_of(method: &str, target: &str) -> String {
 }
 
 /// `claims` with each claim of `extra` set, or removed where `extra` has it as null.
-fn with_overrides(mut claims: Value, extra: Value) -> Value {
+pub fn with_overrides(mut claims: Value, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
             claims.as_object_mut().unwrap().remove(k);

@@ -23,18 +23,6 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-/// `claims` with each claim of `extra` set, or removed where `extra` has it as null.
-fn merged(mut claims: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            claims.as_object_mut().unwrap().remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    claims
-}
-
 /// A Jira context token's `context` naming `key`, as Atlassian documents it.
 fn jira_issue(key: &str) -> Value {
     json!({ "jira": {
@@ -60,7 +48,7 @@ fn session_token(tenant: &TestTenant, extra: Value) -> String {
         "context": { "jira": { "issue": { "key": "PROJ-1" } } },
         "auth_time": now(),
     });
-    hs256(&merged(claims, extra), &tenant.secret)
+    hs256(&with_overrides(claims, extra), &tenant.secret)
 }
 
 /// The session token the panel of `issue` embeds, loaded by `sub`.
