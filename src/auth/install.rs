@@ -13,6 +13,7 @@ use sha2::Digest as _;
 
 use super::{AuthError, Authenticator, jwt};
 use crate::error::Error;
+use crate::slots::Slot;
 use crate::store::LifecycleToken;
 
 /// Public keys larger than this are not read.
@@ -97,12 +98,14 @@ fn is_safe_kid(kid: &str) -> bool {
 /// names, time claims, `aud` = this app's base URL and `qsh` of this request.
 ///
 /// The issuer still has to match the payload's `clientKey`: see [`SignedInstall::check_issuer`].
+/// It holds a tenant slot until the handler is done with it.
 pub struct SignedInstall {
     issuer: String,
     /// The token's `iat` and `jti`, by which the store refuses a replayed or older hook.
     pub token: LifecycleToken,
     /// The raw request body.
     pub body: Bytes,
+    _slot: Slot,
 }
 
 impl SignedInstall {
@@ -166,6 +169,8 @@ where
             Some(jti) => jti,
             None => hex::encode(sha2::Sha256::digest(token.as_bytes())),
         };
+        // Atlassian signed it: only now may the body be waited for.
+        let slot = auth.slots().tenant()?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(Error::from)?;
@@ -177,6 +182,7 @@ where
                 id,
             },
             body,
+            _slot: slot,
         })
     }
 }

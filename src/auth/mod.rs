@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::slots::{Slot, Slots};
 use crate::store::{ClientKey, TenantStore};
 
 pub mod forge;
@@ -181,6 +182,7 @@ struct Inner {
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
     forge: Option<ForgeSettings>,
+    slots: Slots,
 }
 
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
@@ -206,6 +208,7 @@ impl Authenticator {
                 install_keys,
                 rate_limit: None,
                 forge: None,
+                slots: Slots::unlimited(),
             }),
         }
     }
@@ -223,6 +226,27 @@ impl Authenticator {
                 ..inner
             }),
         }
+    }
+
+    /// Admits verified requests within `slots`' tenant pool, and reads form bodies that may hold
+    /// the only token within its anonymous pool.
+    pub fn with_slots(self, slots: Slots) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner { slots, ..inner }),
+        }
+    }
+
+    /// The concurrency limits this authenticator admits requests within.
+    pub fn slots(&self) -> &Slots {
+        &self.inner.slots
+    }
+
+    /// The checks every verified request passes before it runs: its tenant's rate, then a
+    /// tenant slot, held until the response.
+    fn admit(&self, tenant: &Tenant) -> Result<Slot, Error> {
+        self.check_rate(tenant.client_key())?;
+        self.inner.slots.tenant()
     }
 
     /// Accepts Forge Invocation Tokens for the app `settings.app_ari` on [`require_forge`] routes.
@@ -317,6 +341,41 @@ impl Authenticator {
         Ok(Tenant::new(record, claims.sub, claims.context))
     }
 
+    /// Authenticates a request for mode `M` and admits it: its tenant, its body (read only when a
+    /// form may hold a token), and the tenant slot it holds until answered.
+    async fn verify_request<M: AuthMode>(
+        &self,
+        parts: &Parts,
+        body: Body,
+    ) -> Result<(Tenant, Body, Slot), Error> {
+        let limit = self.inner.max_body_bytes;
+        if let Some(token) = token_outside_body(parts)? {
+            // Verified before a byte of the body is read: a client that sends its headers and
+            // stalls is refused at once, and holds nothing while it stalls.
+            let tenant = self.authenticate::<M>(parts, &token).await?;
+            let slot = self.admit(&tenant)?;
+            let (body, in_form) = form_tokens(parts, body, limit).await?;
+            if !in_form.is_empty() {
+                return Err(AuthError::MultipleTokens.into());
+            }
+            return Ok((tenant, body, slot));
+        }
+        let (body, token) = {
+            let _anonymous = is_form(&parts.headers)
+                .then(|| self.inner.slots.anonymous())
+                .transpose()?;
+            let (body, mut in_form) = form_tokens(parts, body, limit).await?;
+            match (in_form.pop(), in_form.is_empty()) {
+                (None, _) => return Err(AuthError::MissingToken.into()),
+                (Some(token), true) => (body, token),
+                (Some(_), false) => return Err(AuthError::MultipleTokens.into()),
+            }
+        };
+        let tenant = self.authenticate::<M>(parts, &token).await?;
+        let slot = self.admit(&tenant)?;
+        Ok((tenant, body, slot))
+    }
+
     /// Signs a session token for the tenant's iframe: `qsh = context-qsh`, 15 minutes.
     pub fn session_token(&self, tenant: &Tenant) -> String {
         #[derive(Serialize)]
@@ -372,9 +431,8 @@ pub async fn require_jwt<M: AuthMode>(
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    let (parts, body, token) = take_token(request, auth.inner.max_body_bytes).await?;
-    let tenant = auth.authenticate::<M>(&parts, &token).await?;
-    auth.check_rate(tenant.client_key())?;
+    let (parts, body) = request.into_parts();
+    let (tenant, body, _slot) = auth.verify_request::<M>(&parts, body).await?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(tenant.clone());
@@ -388,9 +446,9 @@ pub async fn require_jwt<M: AuthMode>(
     Ok(response)
 }
 
-/// Finds the one token of a request: `Authorization: JWT …`, `?jwt=`, or a `jwt` form field.
-async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, String), Error> {
-    let (parts, body) = request.into_parts();
+/// The token of `Authorization: JWT …` or `?jwt=`, if the request has one there; two are refused.
+/// Only without one may the token be a `jwt` field of a form body.
+fn token_outside_body(parts: &Parts) -> Result<Option<String>, Error> {
     let mut found: Vec<String> = Vec::with_capacity(1);
     for value in parts.headers.get_all(AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
@@ -407,12 +465,10 @@ async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, Stri
                 .map(|(_, v)| v.into_owned()),
         );
     }
-    let (body, from_form) = form_tokens(&parts, body, limit).await?;
-    found.extend(from_form);
-    match found.len() {
-        0 => Err(AuthError::MissingToken.into()),
-        1 => Ok((parts, body, found.pop().unwrap_or_default())),
-        _ => Err(AuthError::MultipleTokens.into()),
+    match (found.pop(), found.is_empty()) {
+        (None, _) => Ok(None),
+        (Some(token), true) => Ok(Some(token)),
+        (Some(_), false) => Err(AuthError::MultipleTokens.into()),
     }
 }
 

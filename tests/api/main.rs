@@ -18,4 +18,5 @@ mod replicas;
 mod residency;
 mod retention;
 mod security;
+mod starvation;
 mod store;
