@@ -19,8 +19,11 @@ RUN apt-get update \
 COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum
 USER app
 WORKDIR /app
+# /metrics is served on METRICS_PORT only, for a scraper inside the container network: publish
+# PORT, never METRICS_PORT.
 ENV BIND=0.0.0.0 \
     LOG_FORMAT=json \
+    METRICS_PORT=9100 \
     PORT=3000
 EXPOSE 3000
 CMD ["connect-axum"]

@@ -72,12 +72,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let store = store::connect(&config.store_options()?).await?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState::new(config, store);
     state.spawn_upkeep();
     let router = router(state, Counts::default());
-    app::serve(listener, router, async {
+    app::serve(vec![(listener, router)], header_read_timeout, async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await?;
+    .await;
     Ok(())
 }

@@ -12,9 +12,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -31,6 +33,7 @@ use crate::monitoring;
 use crate::notes;
 use crate::product::ProductClient;
 use crate::residency::{self, RealmMover};
+use crate::slots::{self, Slots};
 use crate::store::TenantStore;
 
 /// The header that carries a request's id: kept when the client sends one, made otherwise.
@@ -64,7 +67,11 @@ impl AppState {
             install_keys,
         )
         .with_rate_limit(config.tenant_rate_limit)
-        .with_session_max_lifetime(config.session_max_lifetime);
+        .with_session_max_lifetime(config.session_max_lifetime)
+        .with_slots(Slots::new(
+            config.max_concurrent_requests,
+            config.max_anonymous_requests,
+        ));
         let auth = match &config.forge_app_ari {
             Some(app_ari) => auth.with_forge(ForgeSettings {
                 app_ari: app_ari.clone(),
@@ -135,13 +142,22 @@ pub fn router(state: AppState) -> Router {
         state.auth.clone(),
         auth::require_forge,
     ));
+    let mut public = Router::new()
+        .merge(lifecycle::descriptor_router())
+        .merge(notes::public_router());
+    if state.config.metrics_on_public_port() {
+        public = public.route("/metrics", get(monitoring::render));
+    }
+    let public = public.route_layer(middleware::from_fn_with_state(
+        state.auth.slots().clone(),
+        slots::anonymous,
+    ));
     Router::new()
-        // No authentication.
+        // No authentication, and no slot: they must answer while anonymous clients fill theirs.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(monitoring::render))
-        .merge(lifecycle::descriptor_router())
-        .merge(notes::public_router())
+        // No authentication; within the anonymous slots.
+        .merge(public)
         // RS256 signed install, verified by the handlers' `SignedInstall` extractor.
         .merge(lifecycle::signed_install_router())
         // HS256 with the QSH of the hook; never a context token.
@@ -161,10 +177,6 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.config.max_header_bytes,
             limit_headers,
-        ))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(Semaphore::new(state.config.max_concurrent_requests)),
-            shed_load,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -219,15 +231,6 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
     Ok(Json(json!({ "status": "ok" })))
 }
 
-/// Answers 503 at once when the server already handles its maximum of requests, rather than
-/// queueing without bound.
-async fn shed_load(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    match slots.try_acquire() {
-        Ok(_slot) => next.run(request).await,
-        Err(_) => Error::Overloaded.into_response(),
-    }
-}
-
 /// Refuses a request whose headers add up to more than `max` bytes (hyper's own bound is far
 /// larger), before anything reads them.
 async fn limit_headers(State(max): State<usize>, request: Request, next: Next) -> Response {
@@ -265,29 +268,79 @@ async fn method_not_allowed() -> impl IntoResponse {
 /// How long in-flight requests may take to finish once shutdown has begun.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` completes; then stops accepting connections and
-/// lets in-flight requests finish, for at most [`SHUTDOWN_GRACE`].
+/// Serves each router on its listener until `shutdown` completes; then stops accepting
+/// connections and lets in-flight requests finish, for at most [`SHUTDOWN_GRACE`].
+///
+/// Connections speak HTTP/1.1. One that has not sent a whole request head within
+/// `header_read_timeout` of being accepted, or of its previous response, is closed: clients that
+/// send headers slowly (or nothing) cannot hold connections open.
 pub async fn serve(
-    listener: TcpListener,
-    router: Router,
+    listeners: Vec<(TcpListener, Router)>,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stopping.send(true);
-    };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-    let grace = async move {
-        let _ = stopped.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server.into_future() => served,
-        () = grace => {
-            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
-            Ok(())
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let (accepted, mut incoming) = tokio::sync::mpsc::channel::<(TcpStream, Router)>(64);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for (listener, router) in listeners {
+        let accepted = accepted.clone();
+        acceptors.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        if accepted.send((stream, router.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+    }
+    drop(accepted);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            Some((stream, router)) = incoming.recv() => {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    tower::Service::call(&mut router.clone(), request)
+                });
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
         }
     }
+    // Dropping the listeners stops accepting; connections accepted but not yet served are closed.
+    acceptors.shutdown().await;
+    drop(incoming);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+}
+
+/// After a failed accept (too many open files, say) waits a second rather than spin; a connection
+/// its client dropped before it was accepted is no fault of the server.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "could not accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

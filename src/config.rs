@@ -113,10 +113,23 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// METRICS_TOKEN: when set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<crate::store::SharedSecret>,
-    /// MAX_CONCURRENT_REQUESTS: requests handled at once; more are answered 503 (default 1024).
+    /// METRICS_PORT: when set, `GET /metrics` is served on this port only (an internal listener)
+    /// and answers 404 on `PORT`.
+    pub metrics_port: Option<u16>,
+    /// METRICS_BIND: the address of the metrics listener (default: `BIND`).
+    pub metrics_bind: IpAddr,
+    /// MAX_CONCURRENT_REQUESTS: verified tenants' requests handled at once, from authentication
+    /// to response; more are answered 503 (default 1024).
     pub max_concurrent_requests: usize,
+    /// MAX_ANONYMOUS_REQUESTS: work done at once for clients not yet authenticated (public routes
+    /// other than `/healthz` and `/readyz`, form bodies read to find their token); more is answered
+    /// 503 (default a quarter of MAX_CONCURRENT_REQUESTS, at least 1).
+    pub max_anonymous_requests: usize,
+    /// HEADER_READ_TIMEOUT_SECS: how long a connection may take to send a request's headers
+    /// before it is closed (default 10, 1 to 30).
+    pub header_read_timeout: Duration,
     /// TENANT_RATE_LIMIT: requests per second one tenant may make, with bursts of twice that;
-    /// more are answered 429 with `Retry-After` (default 100; 0 turns it off).
+    /// more are answered 429 with `Retry-After` (default 0: no limit).
     pub tenant_rate_limit: u32,
     /// LOG_FORMAT: `pretty` (default) or `json`.
     pub log_format: LogFormat,
@@ -162,6 +175,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether `GET /metrics` is served on the public port: not when it has a port of its own,
+    /// nor on Postgres (a deployment) unless a token guards it.
+    pub fn metrics_on_public_port(&self) -> bool {
+        self.metrics_port.is_none()
+            && (self.metrics_token.is_some()
+                || !matches!(
+                    self.database_url.parse(),
+                    Ok(crate::store::Backend::Postgres)
+                ))
+    }
+
     /// How to reach the store, with the keyring that seals its secrets: `SECRETS_KEY`, or the
     /// embedded store's key file, made (and logged) on first use.
     pub fn store_options(&self) -> anyhow::Result<crate::store::StoreOptions> {
@@ -197,6 +221,9 @@ impl Config {
 
 /// The largest clock skew `JWT_LEEWAY_SECS` may allow: more would keep expired tokens alive.
 pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
+
+/// The longest `HEADER_READ_TIMEOUT_SECS` may be: a slow client holds its connection that long.
+pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 
 /// The default sites an install may come from.
 pub const DEFAULT_ALLOWED_BASE_URLS: &str =
@@ -334,6 +361,32 @@ impl Config {
         let db_pool_size = parse::<NonZeroU32>(&var, "DB_POOL_SIZE", "10")?.get();
         let max_body_bytes = parse::<NonZeroUsize>(&var, "MAX_BODY_BYTES", "1048576")?.get();
         let max_header_bytes = parse::<NonZeroUsize>(&var, "MAX_HEADER_BYTES", "32768")?.get();
+        let max_concurrent_requests: usize = parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?;
+        let max_anonymous_requests = parse::<NonZeroUsize>(
+            &var,
+            "MAX_ANONYMOUS_REQUESTS",
+            &(max_concurrent_requests / 4).max(1).to_string(),
+        )?
+        .get();
+        let header_read_timeout: u64 = parse(&var, "HEADER_READ_TIMEOUT_SECS", "10")?;
+        if !(1..=MAX_HEADER_READ_TIMEOUT_SECS).contains(&header_read_timeout) {
+            return Err(ConfigError {
+                var: "HEADER_READ_TIMEOUT_SECS",
+                message: format!(
+                    "{header_read_timeout}: from 1 to {MAX_HEADER_READ_TIMEOUT_SECS} seconds"
+                ),
+            });
+        }
+        let metrics_port: Option<u16> = var("METRICS_PORT")
+            .map(|_| parse(&var, "METRICS_PORT", ""))
+            .transpose()?;
+        if metrics_port.is_some_and(|m| m != 0 && m == port) {
+            return Err(ConfigError {
+                var: "METRICS_PORT",
+                message: format!("{port}: must differ from PORT"),
+            });
+        }
+        let metrics_bind: IpAddr = parse(&var, "METRICS_BIND", &bind.to_string())?;
         Ok(Config {
             bind,
             port,
@@ -356,9 +409,13 @@ impl Config {
             max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
-            max_concurrent_requests: parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?,
-            tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "100")?,
+            max_concurrent_requests,
+            max_anonymous_requests,
+            header_read_timeout: Duration::from_secs(header_read_timeout),
+            tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "0")?,
             metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
+            metrics_port,
+            metrics_bind,
             secrets,
             secrets_allow_plaintext,
             secrets_key_file: PathBuf::from(
@@ -456,6 +513,48 @@ mod tests {
     }
 
     #[test]
+    fn the_tenant_rate_limit_is_off_by_default() {
+        assert_eq!(config(&[]).unwrap().tenant_rate_limit, 0);
+        assert_eq!(
+            config(&[("TENANT_RATE_LIMIT", "500")])
+                .unwrap()
+                .tenant_rate_limit,
+            500
+        );
+    }
+
+    #[test]
+    fn anonymous_work_gets_a_quarter_of_the_tenant_slots_unless_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.max_concurrent_requests, c.max_anonymous_requests),
+            (1024, 256)
+        );
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        let c = config(&[("MAX_CONCURRENT_REQUESTS", "2")]).unwrap();
+        assert_eq!(c.max_anonymous_requests, 1);
+        let c = config(&[("MAX_ANONYMOUS_REQUESTS", "7")]).unwrap();
+        assert_eq!(c.max_anonymous_requests, 7);
+        let c = config(&[("HEADER_READ_TIMEOUT_SECS", "30")]).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn metrics_are_public_only_on_the_embedded_store_or_behind_a_token() {
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let pg = [("DATABASE_URL", "postgres://db/app"), ("SECRETS_KEY", key)];
+        assert!(config(&[]).unwrap().metrics_on_public_port());
+        assert!(!config(&pg).unwrap().metrics_on_public_port());
+        let with_token = [pg[0], pg[1], ("METRICS_TOKEN", "t")];
+        assert!(config(&with_token).unwrap().metrics_on_public_port());
+        let c = config(&[("METRICS_PORT", "9100"), ("METRICS_TOKEN", "t")]).unwrap();
+        assert!(!c.metrics_on_public_port());
+        assert_eq!((c.metrics_port, c.metrics_bind), (Some(9100), c.bind));
+        let c = config(&[("BIND", "0.0.0.0"), ("METRICS_BIND", "127.0.0.1")]).unwrap();
+        assert_eq!(c.metrics_bind.to_string(), "127.0.0.1");
+    }
+
+    #[test]
     fn base_url_follows_the_port_by_default() {
         assert_eq!(
             config(&[("PORT", "8080")]).unwrap().base_url.as_str(),
@@ -491,6 +590,12 @@ mod tests {
             ("SECRETS_ALLOW_PLAINTEXT", "sometimes"),
             ("SESSION_MAX_LIFETIME_SECS", "0"),
             ("SESSION_MAX_LIFETIME_SECS", "8h"),
+            ("HEADER_READ_TIMEOUT_SECS", "0"),
+            ("HEADER_READ_TIMEOUT_SECS", "31"),
+            ("MAX_ANONYMOUS_REQUESTS", "0"),
+            ("METRICS_PORT", "metrics"),
+            ("METRICS_PORT", "3000"),
+            ("METRICS_BIND", "everywhere"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -17,6 +17,7 @@
 //! - [`personal_data`]: reporting stored account ids to Atlassian and anonymising closed ones.
 //! - [`residency`]: data residency (realm migration) hooks and the `RealmMover` trait.
 //! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
+//! - [`slots`]: the concurrency limits of authenticated and of anonymous work.
 //! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
 //!
 //! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
@@ -59,5 +60,6 @@ pub mod personal_data;
 pub mod product;
 pub mod residency;
 pub mod retention;
+pub mod slots;
 pub mod store;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use clap::Parser;
 use connect_axum::app::{self, AppState};
 use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
-use connect_axum::{store, telemetry};
+use connect_axum::{monitoring, store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -38,6 +38,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "could not seal sharedSecrets with the current key"),
     }
     let listener = TcpListener::bind((config.bind, config.port)).await?;
+    let metrics_listener = match config.metrics_port {
+        Some(port) => Some(TcpListener::bind((config.metrics_bind, port)).await?),
+        None => None,
+    };
     tracing::info!(
         "connect-axum listening on {} (base URL {}, {} store)",
         listener.local_addr()?,
@@ -48,10 +52,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "Postgres"
         },
     );
+    match &metrics_listener {
+        Some(metrics) => tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?),
+        None if !config.metrics_on_public_port() => tracing::warn!(
+            "GET /metrics is not served: set METRICS_PORT to serve it on an internal port, or \
+             METRICS_TOKEN to serve it on this one behind a bearer token"
+        ),
+        None => {}
+    }
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState::new(config, store.clone());
     state.spawn_upkeep();
-    let router = app::router(state);
-    app::serve(listener, router, shutdown_signal()).await?;
+    let mut listeners = vec![(listener, app::router(state.clone()))];
+    if let Some(metrics) = metrics_listener {
+        listeners.push((metrics, monitoring::router(state)));
+    }
+    app::serve(listeners, header_read_timeout, shutdown_signal()).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,6 +1,8 @@
 //! Prometheus metrics: requests by route and status, latency, authentication failures by reason,
-//! tenant cache hits and misses, database pool usage, and lifecycle events. Served at `/metrics`,
-//! behind a bearer token when `METRICS_TOKEN` is set.
+//! tenant cache hits and misses, database pool usage, and lifecycle events. Served at `/metrics`:
+//! on a listener of its own when `METRICS_PORT` is set; otherwise on the public port with the
+//! embedded store or behind `METRICS_TOKEN` (on Postgres, a deployment, not without one of them).
+//! When `METRICS_TOKEN` is set, every `/metrics` needs it as a bearer token.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -10,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use subtle::ConstantTimeEq;
 
@@ -68,6 +71,14 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The routes of the metrics listener (`METRICS_PORT`): `GET /metrics` and nothing else.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(render))
+        .fallback(|| async { Error::NotFound })
+        .with_state(state)
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -359,7 +359,7 @@ pub async fn require_forge(
     next: Next,
 ) -> Result<Response, Error> {
     let (tenant, invocation) = auth.authenticate_forge(request.headers()).await?;
-    auth.check_rate(tenant.client_key())?;
+    let _slot = auth.admit(&tenant)?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(invocation);

@@ -12,6 +12,7 @@ use moka::future::Cache;
 
 use super::{AuthError, Authenticator, jwt};
 use crate::error::Error;
+use crate::slots::Slot;
 use crate::store::LifecycleToken;
 
 /// Public keys larger than this are not read.
@@ -96,12 +97,14 @@ fn is_safe_kid(kid: &str) -> bool {
 /// names, time claims, `aud` = this app's base URL and `qsh` of this request.
 ///
 /// The issuer still has to match the payload's `clientKey`: see [`SignedInstall::check_issuer`].
+/// It holds a tenant slot until the handler is done with it.
 pub struct SignedInstall {
     issuer: String,
     /// The token's `iat` and `jti`, by which the store refuses a replayed or older hook.
     pub token: LifecycleToken,
     /// The raw request body.
     pub body: Bytes,
+    _slot: Slot,
 }
 
 impl SignedInstall {
@@ -158,6 +161,8 @@ where
             Some(_) => {}
         }
         let lifecycle = super::lifecycle_token(&claims, token)?;
+        // Atlassian signed it: only now may the body be waited for.
+        let slot = auth.slots().tenant()?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(Error::from)?;
@@ -165,6 +170,7 @@ where
             issuer: claims.iss,
             token: lifecycle,
             body,
+            _slot: slot,
         })
     }
 }

@@ -22,6 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::slots::{Slot, Slots};
 use crate::store::{ClientKey, LifecycleToken, TenantStore};
 
 pub mod forge;
@@ -201,6 +202,7 @@ struct Inner {
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
     forge: Option<ForgeSettings>,
+    slots: Slots,
 }
 
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
@@ -227,6 +229,7 @@ impl Authenticator {
                 install_keys,
                 rate_limit: None,
                 forge: None,
+                slots: Slots::unlimited(),
             }),
         }
     }
@@ -256,6 +259,27 @@ impl Authenticator {
                 ..inner
             }),
         }
+    }
+
+    /// Admits verified requests within `slots`' tenant pool, and reads form bodies that may hold
+    /// the only token within its anonymous pool.
+    pub fn with_slots(self, slots: Slots) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner { slots, ..inner }),
+        }
+    }
+
+    /// The concurrency limits this authenticator admits requests within.
+    pub fn slots(&self) -> &Slots {
+        &self.inner.slots
+    }
+
+    /// The checks every verified request passes before it runs: its tenant's rate, then a
+    /// tenant slot, held until the response.
+    fn admit(&self, tenant: &Tenant) -> Result<Slot, Error> {
+        self.check_rate(tenant.client_key())?;
+        self.inner.slots.tenant()
     }
 
     /// Accepts Forge Invocation Tokens for the app `settings.app_ari` on [`require_forge`] routes.
@@ -360,6 +384,55 @@ impl Authenticator {
             ),
             claims,
         ))
+    }
+
+    /// Authenticates a request for mode `M` and admits it: its tenant, its body (read only when a
+    /// form may hold a token), and the tenant slot it holds until answered.
+    async fn verify_request<M: AuthMode>(
+        &self,
+        parts: &Parts,
+        body: Body,
+    ) -> Result<(Tenant, Option<LifecycleToken>, Body, Slot), Error> {
+        let limit = self.inner.max_body_bytes;
+        if let Some(token) = token_outside_body(parts)? {
+            // Verified before a byte of the body is read: a client that sends its headers and
+            // stalls is refused at once, and holds nothing while it stalls.
+            let (tenant, lifecycle) = self.authenticate_token::<M>(parts, &token).await?;
+            let slot = self.admit(&tenant)?;
+            let (body, in_form) = form_tokens(parts, body, limit).await?;
+            if !in_form.is_empty() {
+                return Err(AuthError::MultipleTokens.into());
+            }
+            return Ok((tenant, lifecycle, body, slot));
+        }
+        let (body, token) = {
+            let _anonymous = is_form(&parts.headers)
+                .then(|| self.inner.slots.anonymous())
+                .transpose()?;
+            let (body, mut in_form) = form_tokens(parts, body, limit).await?;
+            match (in_form.pop(), in_form.is_empty()) {
+                (None, _) => return Err(AuthError::MissingToken.into()),
+                (Some(token), true) => (body, token),
+                (Some(_), false) => return Err(AuthError::MultipleTokens.into()),
+            }
+        };
+        let (tenant, lifecycle) = self.authenticate_token::<M>(parts, &token).await?;
+        let slot = self.admit(&tenant)?;
+        Ok((tenant, lifecycle, body, slot))
+    }
+
+    /// [`authenticate`](Self::authenticate), with the token's [`LifecycleToken`] for modes that
+    /// need it.
+    async fn authenticate_token<M: AuthMode>(
+        &self,
+        parts: &Parts,
+        token: &str,
+    ) -> Result<(Tenant, Option<LifecycleToken>), Error> {
+        let (tenant, claims) = self.authenticate::<M>(parts, token).await?;
+        let lifecycle = M::LIFECYCLE_TOKEN
+            .then(|| lifecycle_token(&claims, token))
+            .transpose()?;
+        Ok((tenant, lifecycle))
     }
 
     /// When the chain of a context or session token began: a session token's `auth_time`
@@ -518,15 +591,12 @@ pub async fn require_jwt<M: AuthMode>(
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    let (parts, body, token) = take_token(request, auth.inner.max_body_bytes).await?;
-    let (tenant, claims) = auth.authenticate::<M>(&parts, &token).await?;
-    auth.check_rate(tenant.client_key())?;
+    let (parts, body) = request.into_parts();
+    let (tenant, lifecycle, body, _slot) = auth.verify_request::<M>(&parts, body).await?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     let mut request = Request::from_parts(parts, body);
-    if M::LIFECYCLE_TOKEN {
-        request
-            .extensions_mut()
-            .insert(lifecycle_token(&claims, &token)?);
+    if let Some(lifecycle) = lifecycle {
+        request.extensions_mut().insert(lifecycle);
     }
     request.extensions_mut().insert(tenant.clone());
     let mut response = next.run(request).await;
@@ -540,9 +610,9 @@ pub async fn require_jwt<M: AuthMode>(
     Ok(response)
 }
 
-/// Finds the one token of a request: `Authorization: JWT …`, `?jwt=`, or a `jwt` form field.
-async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, String), Error> {
-    let (parts, body) = request.into_parts();
+/// The token of `Authorization: JWT …` or `?jwt=`, if the request has one there; two are refused.
+/// Only without one may the token be a `jwt` field of a form body.
+fn token_outside_body(parts: &Parts) -> Result<Option<String>, Error> {
     let mut found: Vec<String> = Vec::with_capacity(1);
     for value in parts.headers.get_all(AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
@@ -559,12 +629,10 @@ async fn take_token(request: Request, limit: usize) -> Result<(Parts, Body, Stri
                 .map(|(_, v)| v.into_owned()),
         );
     }
-    let (body, from_form) = form_tokens(&parts, body, limit).await?;
-    found.extend(from_form);
-    match found.len() {
-        0 => Err(AuthError::MissingToken.into()),
-        1 => Ok((parts, body, found.pop().unwrap_or_default())),
-        _ => Err(AuthError::MultipleTokens.into()),
+    match (found.pop(), found.is_empty()) {
+        (None, _) => Ok(None),
+        (Some(token), true) => Ok(Some(token)),
+        (Some(_), false) => Err(AuthError::MultipleTokens.into()),
     }
 }
 

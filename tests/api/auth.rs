@@ -46,6 +46,30 @@ on_both_stores! {
         assert_eq!(response.json()["body"], "from a form");
     }
 
+    async fn a_form_body_with_a_header_token_is_read_once_the_token_verified(app: TestApp) {
+        let a = app.install("a").await;
+        let form = |token: &str, body: &str| {
+            Request::post(NOTES)
+                .header(header::AUTHORIZATION, format!("JWT {token}"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let created = app.send(form(&a.token("POST", NOTES), "body=with+a+header+token")).await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        assert_eq!(created.json()["body"], "with a header token");
+        let second = a.token("POST", NOTES);
+        app.send(form(&a.token("POST", NOTES), &format!("body=x&jwt={second}")))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+        app.send(form(&a.token("POST", NOTES), "body=x&jwt=garbage"))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+        app.send(form("garbage", &format!("body=x&jwt={second}")))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
+    }
+
     async fn a_tampered_signature_is_refused(app: TestApp) {
         let a = app.install("a").await;
         let token = a.token("GET", NOTES);
@@ -306,32 +330,70 @@ mod limits {
         );
     }
 
+    /// A body that sends its first byte and then nothing, as a stalled client does; `read`
+    /// is notified once the server waits for more.
+    fn stalled_body(read: std::sync::Arc<tokio::sync::Notify>) -> Body {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            axum::body::Bytes::from_static(b"{"),
+        )]);
+        let stall = futures_util::stream::once(async move {
+            read.notify_one();
+            std::future::pending().await
+        });
+        Body::from_stream(first.chain(stall))
+    }
+
+    /// Polls `GET NOTES` as `tenant` until it answers 200, for at most 10 s.
+    async fn until_notes_answer(app: &TestApp, tenant: &TestTenant) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let response = app.signed(tenant, "GET", NOTES, None).await;
+            if response.status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {}",
+                response.status
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn requests_over_the_concurrency_limit_are_shed_with_503() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hanging = format!("http://{}", listener.local_addr().unwrap());
-        let app = TestApp::sqlite_with(move |name| match name {
-            "MAX_CONCURRENT_REQUESTS" => Some("1".to_owned()),
-            "INSTALL_KEYS_URL" => Some(hanging.clone()),
-            "INSTALL_KEYS_TIMEOUT_MS" => Some("1500".to_owned()),
-            _ => None,
+    async fn verified_requests_over_the_concurrency_limit_are_shed_with_503_while_health_answers() {
+        use tower::ServiceExt;
+
+        let app = TestApp::sqlite_with(|name| {
+            (name == "MAX_CONCURRENT_REQUESTS").then(|| "1".to_owned())
         })
         .await;
-        let tenant = TestTenant::new("slow");
-        let token = install_token(&tenant, "/installed", json!({}));
-        let payload = tenant.payload("installed");
-        let slow = app.call("POST", "/installed", Some(&token), Some(&payload));
-        let shed = async {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            app.call("GET", "/healthz", None, None).await
-        };
-        let (slow, shed) = tokio::join!(slow, shed);
-        slow.assert_error(StatusCode::UNAUTHORIZED, "key_server_unavailable");
-        shed.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        let a = app.install("a").await;
+        // A signed install holds the one tenant slot once its signature verified, while its body
+        // never ends.
+        let b = TestTenant::new("b");
+        let read = std::sync::Arc::new(tokio::sync::Notify::new());
+        let slow = Request::post("/installed")
+            .header(
+                header::AUTHORIZATION,
+                format!("JWT {}", install_token(&b, "/installed", json!({}))),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(stalled_body(read.clone()))
+            .unwrap();
+        let slow = tokio::spawn(app.router.clone().oneshot(slow));
+        tokio::time::timeout(std::time::Duration::from_secs(10), read.notified())
+            .await
+            .expect("the install's body is read");
+        app.signed(&a, "GET", NOTES, None)
+            .await
+            .assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
         assert_eq!(
             app.call("GET", "/healthz", None, None).await.status,
             StatusCode::OK
         );
-        drop(listener);
+        slow.abort();
+        until_notes_answer(&app, &a).await;
     }
 }

@@ -20,8 +20,8 @@ const ISSUES: [&str; 2] = ["PROJ-1", "PROJ-2"];
 const ROUNDS: usize = 8;
 /// Rounds an uninstalled tenant keeps trying before it reinstalls.
 const AWAY: usize = 3;
-/// Requests one tenant may get past authentication: well under the burst of the rate limit
-/// (default 100/s, bursts of 200), which is left at its default and so must never answer 429.
+/// Requests one tenant may get past authentication: well under the burst of the rate limit the
+/// test sets (100/s, bursts of 200), which so must never answer 429.
 const MAX_REQUESTS_PER_TENANT: usize = 100;
 
 /// How many tenants run at once: 200, or `CONNECT_AXUM_CONCURRENCY_TENANTS`.
@@ -33,12 +33,14 @@ fn tenant_count() -> usize {
 }
 
 /// Each tenant has at most one request in flight, so the concurrency limit (default 1024) is
-/// raised to the tenant count only when more tenants than that are asked for. The install key
+/// raised to the tenant count only when more tenants than that are asked for. The rate limit is on
+/// (it is off by default), at a rate each tenant stays under. The install key
 /// server runs on the test's own runtime, which the tenants signing their installs keep busy:
 /// its first answer may take longer than the harness's 1 s.
 fn limits(name: &str) -> Option<String> {
     match name {
         "MAX_CONCURRENT_REQUESTS" => Some(tenant_count().max(1024).to_string()),
+        "TENANT_RATE_LIMIT" => Some("100".to_owned()),
         "INSTALL_KEYS_TIMEOUT_MS" => Some("10000".to_owned()),
         _ => None,
     }

@@ -547,4 +547,68 @@ mod metrics {
             .unwrap();
         assert_eq!(app.send(right).await.status, StatusCode::OK);
     }
+
+    #[tokio::test]
+    async fn on_postgres_metrics_are_public_only_behind_a_token_and_the_log_says_how() {
+        let app = TestApp::postgres().await;
+        let server =
+            ServerProcess::start(&[("DATABASE_URL", &app.database_url), ("BASE_URL", BASE_URL)])
+                .await;
+        let metrics = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 404);
+        let (_, logs) = server.stop().await;
+        assert!(
+            logs.contains("GET /metrics is not served: set METRICS_PORT"),
+            "{logs}"
+        );
+
+        let server = ServerProcess::start(&[
+            ("DATABASE_URL", &app.database_url),
+            ("BASE_URL", BASE_URL),
+            ("METRICS_TOKEN", "s3cret"),
+        ])
+        .await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/metrics", server.url);
+        let refused = client.get(&url).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let scraped = client.get(&url).bearer_auth("s3cret").send().await.unwrap();
+        assert_eq!(scraped.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn with_metrics_port_metrics_are_served_on_that_port_only() {
+        let app = TestApp::postgres().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let server = ServerProcess::start(&[
+            ("DATABASE_URL", &app.database_url),
+            ("BASE_URL", BASE_URL),
+            ("METRICS_PORT", &port),
+        ])
+        .await;
+        let public = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404);
+        let internal = format!("http://127.0.0.1:{port}");
+        let metrics = reqwest::get(format!("{internal}/metrics")).await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(text.contains(r#"route="/readyz""#), "{text}");
+        let other = reqwest::get(format!("{internal}/healthz")).await.unwrap();
+        assert_eq!(other.status(), 404);
+        let (status, logs) = server.stop().await;
+        assert!(status.success(), "{status}: {logs}");
+        assert!(
+            reqwest::get(format!("{internal}/metrics")).await.is_err(),
+            "the metrics listener is closed"
+        );
+    }
 }

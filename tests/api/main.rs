@@ -19,4 +19,5 @@ mod residency;
 mod retention;
 mod scoping;
 mod security;
+mod starvation;
 mod store;
