@@ -208,6 +208,16 @@ pub fn store_options(database_url: &str) -> StoreOptions {
     }
 }
 
+/// `DB_POOL_SIZE` and `DB_ACQUIRE_TIMEOUT_MS` from `vars`, when set, as the binary reads them.
+fn pool_vars(options: &mut StoreOptions, vars: &impl Fn(&str) -> Option<String>) {
+    if let Some(size) = vars("DB_POOL_SIZE") {
+        options.pool_size = size.parse().unwrap();
+    }
+    if let Some(ms) = vars("DB_ACQUIRE_TIMEOUT_MS") {
+        options.acquire_timeout = std::time::Duration::from_millis(ms.parse().unwrap());
+    }
+}
+
 /// The app under test, driven in-process through its router.
 pub struct TestApp {
     pub database_url: String,
@@ -478,8 +488,8 @@ impl TestApp {
     }
 
     /// An app on a fresh database of the Postgres server at `admin_url`, its store opened with
-    /// the [`store_options`] that `tune` changes (a pool size, a URL through a proxy);
-    /// `database_url` stays the database's own.
+    /// the [`store_options`] (and the pool variables of `vars`) that `tune` changes (a pool size,
+    /// a URL through a proxy); `database_url` stays the database's own.
     pub async fn postgres_tuned(
         admin_url: &str,
         tune: impl FnOnce(&mut StoreOptions),
@@ -502,6 +512,7 @@ impl TestApp {
         let mut url = url::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
         let mut options = store_options(url.as_str());
+        pool_vars(&mut options, &vars);
         tune(&mut options);
         let store = store::connect(&options).await.unwrap();
         Self::build(url.to_string(), store, db, vars).await
@@ -514,7 +525,9 @@ impl TestApp {
     pub async fn sqlite_with(vars: impl Fn(&str) -> Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = store::connect(&store_options(&url)).await.unwrap();
+        let mut options = store_options(&url);
+        pool_vars(&mut options, &vars);
+        let store = store::connect(&options).await.unwrap();
         Self::build(url, store, TestDb::Sqlite(dir), vars).await
     }
 
