@@ -226,8 +226,15 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long `/readyz` waits for the store: under the 1 s a Kubernetes probe waits by default,
+/// so that an unreachable store is a 503 rather than a probe timeout.
+pub const READYZ_TIMEOUT: Duration = Duration::from_millis(800);
+
 async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
-    app.store.ping().await.map_err(Error::StoreUnavailable)?;
+    tokio::time::timeout(READYZ_TIMEOUT, app.store.ping())
+        .await
+        .map_err(|_| Error::StoreUnavailable(sqlx::Error::PoolTimedOut))?
+        .map_err(Error::StoreUnavailable)?;
     Ok(Json(json!({ "status": "ok" })))
 }
 

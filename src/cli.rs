@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
-    /// Run the store's migrations and exit.
+    /// Run the store's migrations (as MIGRATION_DATABASE_URL when set) and exit.
     Migrate,
     /// Inspect installed tenants (never shows a secret).
     Tenants {
@@ -110,8 +110,8 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => check(&config).await,
-        Command::Migrate => match open_store(&config).await {
-            Ok(_) => {
+        Command::Migrate => match migrate(&config).await {
+            Ok(()) => {
                 println!("migrations applied to the {} store", backend_name(&config));
                 ExitCode::SUCCESS
             }
@@ -218,6 +218,12 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn store::TenantStore>> {
     store::connect(&config.store_options()?).await
+}
+
+/// Runs the migrations alone: as `MIGRATION_DATABASE_URL`'s login when set, which is what lets
+/// `connect_axum_app` exist before the serving login is made a member of it.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    store::migrate(&config.store_options()?).await
 }
 
 fn failure(message: &str) -> ExitCode {

@@ -85,8 +85,16 @@ pub struct Config {
     pub base_url: Url,
     /// DATABASE_URL: `postgres://…` or `sqlite:…` (default `sqlite://connect-axum.db`).
     pub database_url: String,
+    /// MIGRATION_DATABASE_URL: a `postgres://…` login that owns the tables and runs the
+    /// migrations; `DATABASE_URL` is then a serving login that owns nothing, a member of
+    /// `connect_axum_app` (unset: `DATABASE_URL`'s login does both).
+    pub migration_database_url: Option<String>,
     /// DB_POOL_SIZE: database connections per process (default 10).
     pub db_pool_size: u32,
+    /// DB_ACQUIRE_TIMEOUT_MS: how long a request waits for a Postgres connection, connecting
+    /// included, before it is answered 503 `store_unavailable`; it bounds connecting at start-up
+    /// too (default 1500).
+    pub db_acquire_timeout: Duration,
     /// TENANT_CACHE_SIZE: tenants kept in memory (default 100 000).
     pub tenant_cache_size: u64,
     /// INSTALL_KEYS_URL: where signed-install public keys are fetched as `GET {url}/{kid}`.
@@ -212,7 +220,9 @@ impl Config {
         };
         Ok(crate::store::StoreOptions {
             database_url: self.database_url.clone(),
+            migration_url: self.migration_database_url.clone(),
             pool_size: self.db_pool_size,
+            acquire_timeout: self.db_acquire_timeout,
             tenant_cache_size: self.tenant_cache_size,
             keyring,
         })
@@ -269,6 +279,16 @@ impl Config {
                 message,
             })?;
         let secrets_allow_plaintext: bool = parse(&var, "SECRETS_ALLOW_PLAINTEXT", "false")?;
+        let migration_database_url = var("MIGRATION_DATABASE_URL");
+        if migration_database_url.as_deref().is_some_and(|url| {
+            backend != crate::store::Backend::Postgres
+                || url.parse::<crate::store::Backend>() != Ok(crate::store::Backend::Postgres)
+        }) {
+            return Err(ConfigError {
+                var: "MIGRATION_DATABASE_URL",
+                message: "must be a postgres:// URL, beside a Postgres DATABASE_URL".to_owned(),
+            });
+        }
         let secrets = match var("SECRETS_KEY") {
             Some(key) => Some(Arc::new(
                 Keyring::parse(&key, &var("SECRETS_OLD_KEYS").unwrap_or_default())
@@ -359,6 +379,16 @@ impl Config {
             message,
         })?;
         let db_pool_size = parse::<NonZeroU32>(&var, "DB_POOL_SIZE", "10")?.get();
+        let db_acquire_timeout = Duration::from_millis(
+            parse::<std::num::NonZeroU64>(
+                &var,
+                "DB_ACQUIRE_TIMEOUT_MS",
+                &crate::store::DEFAULT_ACQUIRE_TIMEOUT
+                    .as_millis()
+                    .to_string(),
+            )?
+            .get(),
+        );
         let max_body_bytes = parse::<NonZeroUsize>(&var, "MAX_BODY_BYTES", "1048576")?.get();
         let max_header_bytes = parse::<NonZeroUsize>(&var, "MAX_HEADER_BYTES", "32768")?.get();
         let max_concurrent_requests: usize = parse(&var, "MAX_CONCURRENT_REQUESTS", "1024")?;
@@ -392,7 +422,9 @@ impl Config {
             port,
             base_url,
             database_url,
+            migration_database_url,
             db_pool_size,
+            db_acquire_timeout,
             tenant_cache_size: parse(&var, "TENANT_CACHE_SIZE", "100000")?,
             install_keys_url,
             install_keys_timeout: Duration::from_millis(parse(
@@ -583,6 +615,9 @@ mod tests {
             ("DB_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),
             ("DB_POOL_SIZE", "many"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "0"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "soon"),
+            ("MIGRATION_DATABASE_URL", "sqlite://x.db"),
             ("SECRETS_KEY", "c2hvcnQ="),
             ("UNINSTALL_RETENTION_DAYS", "-1"),
             ("UNINSTALL_RETENTION_DAYS", "NaN"),
@@ -622,6 +657,36 @@ mod tests {
         );
         let c = config(&[("SESSION_MAX_LIFETIME_SECS", "600")]).unwrap();
         assert_eq!(c.session_max_lifetime, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_migration_login_needs_a_postgres_store() {
+        let key = (
+            "SECRETS_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        );
+        let owner = ("MIGRATION_DATABASE_URL", "postgres://owner@db/app");
+        let c = config(&[("DATABASE_URL", "postgres://serving@db/app"), key, owner]).unwrap();
+        assert_eq!(
+            c.store_options().unwrap().migration_url.as_deref(),
+            Some("postgres://owner@db/app")
+        );
+        assert_eq!(config(&[owner]).unwrap_err().var, "MIGRATION_DATABASE_URL");
+        assert_eq!(config(&[]).unwrap().migration_database_url, None);
+    }
+
+    #[test]
+    fn the_acquire_timeout_keeps_an_outage_under_two_seconds_by_default() {
+        assert_eq!(
+            config(&[]).unwrap().db_acquire_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            config(&[("DB_ACQUIRE_TIMEOUT_MS", "250")])
+                .unwrap()
+                .db_acquire_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -348,17 +349,36 @@ impl FromStr for Backend {
     }
 }
 
+/// How long a request waits for a pooled Postgres connection by default: a store that cannot
+/// be reached is a 503 within 2 s.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// How the store is reached.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// `postgres://…` or `sqlite:…`.
+    /// `postgres://…` or `sqlite:…`: the login the server works as.
     pub database_url: String,
+    /// Postgres only: the login that owns the tables and runs the migrations (`None`:
+    /// `database_url`'s).
+    pub migration_url: Option<String>,
     /// Connections in the pool.
     pub pool_size: u32,
+    /// Postgres only: how long a caller waits for a pooled connection, connecting included.
+    pub acquire_timeout: Duration,
     /// Tenants kept in memory.
     pub tenant_cache_size: u64,
     /// Seals sharedSecrets at rest.
     pub keyring: Arc<Keyring>,
+}
+
+/// Runs the store's migrations, as the migration login on Postgres, and nothing else.
+pub async fn migrate(options: &StoreOptions) -> anyhow::Result<()> {
+    let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
+    match backend {
+        Backend::Postgres => PgStore::migrate(options).await?,
+        Backend::Sqlite => connect(options).await?.close().await,
+    }
+    Ok(())
 }
 
 /// Connects to the store, runs its migrations, and puts the tenant cache in front of it (kept
@@ -367,12 +387,7 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
     let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
     Ok(match backend {
         Backend::Postgres => {
-            let store = PgStore::connect(
-                &options.database_url,
-                options.pool_size,
-                options.keyring.clone(),
-            )
-            .await?;
+            let store = PgStore::connect(options).await?;
             let cache = CachedStore::new(Arc::new(store.clone()), options.tenant_cache_size);
             let on_change = cache.clone();
             store
@@ -501,7 +516,7 @@ macro_rules! shared_queries {
             }
 
             async fn close(&self) {
-                self.pool.close().await;
+                self.close_connections().await;
             }
 
             fn pool_usage(&self) -> $crate::store::PoolUsage {
@@ -520,7 +535,7 @@ macro_rules! shared_queries {
                 use $crate::store::SaveOutcome;
                 let now = $crate::store::now();
                 let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let saved = sqlx::query(
                     "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
                      product_type, description, server_version, plugins_version, oauth_client_id, \
@@ -643,7 +658,7 @@ macro_rules! shared_queries {
                 token: &$crate::store::LifecycleToken,
             ) -> sqlx::Result<bool> {
                 let now = $crate::store::now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let done = sqlx::query(
                     "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
                      lifecycle_iat = $4 where client_key = $1 \
@@ -754,7 +769,7 @@ macro_rules! shared_queries {
                 enabled: bool,
                 token: &$crate::store::LifecycleToken,
             ) -> sqlx::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let done = sqlx::query(
                     "update tenant set enabled = $2, updated_at = $3, lifecycle_iat = $4 \
                      where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $4)",

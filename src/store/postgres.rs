@@ -1,13 +1,14 @@
 //! The Postgres backend, for production.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
+use tokio::task::AbortHandle;
 
-use super::{ClientKey, Keyring};
+use super::{ClientKey, Keyring, StoreOptions};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
 const TENANT_CHANNEL: &str = "connect_axum_tenant";
@@ -19,31 +20,69 @@ pub const APP_ROLE: &str = "connect_axum_app";
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The serving login, for the change listener's own connection.
+    connect_options: PgConnectOptions,
+    acquire_timeout: Duration,
+    listener: Arc<Mutex<Option<Listening>>>,
     keyring: Arc<Keyring>,
 }
 
+/// The change listener: its connection (a pool of one, apart from the requests') and its task.
+struct Listening {
+    pool: PgPool,
+    task: AbortHandle,
+}
+
 impl PgStore {
-    /// Runs the migrations as the connecting user, then opens a pool of `pool_size` whose
-    /// connections all work as [`APP_ROLE`]; secrets are sealed with `keyring`.
-    pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
-        let options = PgConnectOptions::from_str(url)?;
-        let mut owner = PgConnection::connect_with(&options).await?;
+    /// Runs the migrations as the login of `options.migration_url` (the tables' owner), or of
+    /// `options.database_url` when there is none.
+    pub async fn migrate(options: &StoreOptions) -> sqlx::Result<()> {
+        let url = options
+            .migration_url
+            .as_deref()
+            .unwrap_or(&options.database_url);
+        let owner_options = PgConnectOptions::from_str(url)?;
+        let connecting = PgConnection::connect_with(&owner_options);
+        let mut owner = tokio::time::timeout(options.acquire_timeout, connecting)
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the database did not accept a connection in time",
+                ))
+            })??;
         sqlx::migrate!("migrations/postgres")
             .run(&mut owner)
             .await?;
-        owner.close().await?;
+        owner.close().await
+    }
+
+    /// Runs the migrations (see [`migrate`](Self::migrate)), then opens a pool of
+    /// `options.pool_size` connections as the login of `options.database_url`, each working as
+    /// [`APP_ROLE`]; secrets are sealed with `options.keyring`.
+    pub async fn connect(options: &StoreOptions) -> sqlx::Result<Self> {
+        Self::migrate(options).await?;
+        let connect_options = PgConnectOptions::from_str(&options.database_url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(options.pool_size)
+            // Bounds connecting too: a new connection to a host that does not answer gives up
+            // when the wait does.
+            .acquire_timeout(options.acquire_timeout)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     let set_role = format!("set role {APP_ROLE}");
                     conn.execute(set_role.as_str()).await.map(|_| ())
                 })
             })
-            .connect_with(options)
+            .connect_with(connect_options.clone())
             .await?;
-        Ok(Self { pool, keyring })
+        Ok(Self {
+            pool,
+            connect_options,
+            acquire_timeout: options.acquire_timeout,
+            listener: Arc::default(),
+            keyring: options.keyring.clone(),
+        })
     }
 
     /// A transaction in which row-level security admits only `key`'s rows: `app.client_key` is
@@ -57,30 +96,70 @@ impl PgStore {
         &self,
         key: &ClientKey,
     ) -> sqlx::Result<Transaction<'static, Postgres>> {
-        self.pool
-            .begin_with(format!(
-                "begin; select set_config('app.client_key', \
-                 convert_from(decode('{}', 'hex'), 'UTF8'), true)",
-                hex::encode(key.as_str())
-            ))
-            .await
+        self.begin_in_task(Some(format!(
+            "begin; select set_config('app.client_key', \
+             convert_from(decode('{}', 'hex'), 'UTF8'), true)",
+            hex::encode(key.as_str())
+        )))
+        .await
+    }
+
+    /// A transaction outside any tenant (the registry tables).
+    async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+        self.begin_in_task(None).await
+    }
+
+    /// Begins a transaction (with `statement` in place of `BEGIN`) in a task of its own.
+    ///
+    /// sqlx 0.8.6 counts a transaction as open only once the server has answered `BEGIN`: a
+    /// caller dropped while it waits (a cancelled or timed-out request) leaves the session inside
+    /// a transaction that nothing rolls back, and the pool hands the connection on, so that the
+    /// next user's writes are made in it and lost (launchbadge/sqlx#4393). The task always sees
+    /// the answer; a transaction nobody takes from it is dropped there and rolls back before its
+    /// connection is used again. This costs a task, not a round trip.
+    async fn begin_in_task(
+        &self,
+        statement: Option<String>,
+    ) -> sqlx::Result<Transaction<'static, Postgres>> {
+        let pool = self.pool.clone();
+        let begun = tokio::spawn(async move {
+            match statement {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+        });
+        match begun.await {
+            Ok(transaction) => transaction,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Err(sqlx::Error::PoolClosed),
+        }
     }
 
     /// Calls `on_change` with the key of every tenant changed by any replica, and with `None`
     /// when the listening connection was lost (changes may have been missed). Listens before it
-    /// returns.
+    /// returns, on a connection of its own: a `LISTEN` holds its connection for good, and in the
+    /// pool it would take one of the requests' (all of them at `DB_POOL_SIZE=1`). Closing the
+    /// store stops it.
     pub async fn listen_for_changes(
         &self,
         on_change: impl Fn(Option<&str>) + Send + 'static,
     ) -> sqlx::Result<()> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.acquire_timeout)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.connect_options.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(TENANT_CHANNEL).await?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => on_change(Some(notification.payload())),
-                    // The connection dropped; the next call reconnects and listens again.
+                    // The connection dropped; the listener has connected and listens again.
                     Ok(None) => on_change(None),
+                    Err(sqlx::Error::PoolClosed) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "tenant change listener failed; retrying");
                         on_change(None);
@@ -89,7 +168,39 @@ impl PgStore {
                 }
             }
         });
+        let listening = Listening {
+            pool,
+            task: task.abort_handle(),
+        };
+        let previous = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(listening);
+        if let Some(previous) = previous {
+            previous.stop().await;
+        }
         Ok(())
+    }
+
+    /// Stops the change listener, then closes the pool once the connections in use are back.
+    async fn close_connections(&self) {
+        let listening = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listening) = listening {
+            listening.stop().await;
+        }
+        self.pool.close().await;
+    }
+}
+
+impl Listening {
+    async fn stop(self) {
+        self.task.abort();
+        self.pool.close().await;
     }
 }
 

@@ -40,7 +40,16 @@ impl SqliteStore {
         &self,
         _key: &ClientKey,
     ) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        self.begin().await
+    }
+
+    /// A transaction outside any tenant (the registry tables).
+    async fn begin(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
         self.pool.begin().await
+    }
+
+    async fn close_connections(&self) {
+        self.pool.close().await;
     }
 }
 

@@ -42,6 +42,9 @@ fn limits(name: &str) -> Option<String> {
         "MAX_CONCURRENT_REQUESTS" => Some(tenant_count().max(1024).to_string()),
         "TENANT_RATE_LIMIT" => Some("100".to_owned()),
         "INSTALL_KEYS_TIMEOUT_MS" => Some("10000".to_owned()),
+        // Hundreds of requests at once queue for a pool of 5 on a loaded machine: a wait for a
+        // connection there is no outage.
+        "DB_ACQUIRE_TIMEOUT_MS" => Some("10000".to_owned()),
         _ => None,
     }
 }

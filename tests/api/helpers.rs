@@ -201,12 +201,25 @@ pub fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::parse(secrets_key(), "").unwrap())
 }
 
-fn options(database_url: &str) -> StoreOptions {
+/// The store options of a test app on `database_url`: the defaults, with a pool of 5.
+pub fn store_options(database_url: &str) -> StoreOptions {
     StoreOptions {
         database_url: database_url.to_owned(),
+        migration_url: None,
         pool_size: 5,
+        acquire_timeout: store::DEFAULT_ACQUIRE_TIMEOUT,
         tenant_cache_size: 1_000,
         keyring: keyring(),
+    }
+}
+
+/// `DB_POOL_SIZE` and `DB_ACQUIRE_TIMEOUT_MS` from `vars`, when set, as the binary reads them.
+fn pool_vars(options: &mut StoreOptions, vars: &impl Fn(&str) -> Option<String>) {
+    if let Some(size) = vars("DB_POOL_SIZE") {
+        options.pool_size = size.parse().unwrap();
+    }
+    if let Some(ms) = vars("DB_ACQUIRE_TIMEOUT_MS") {
+        options.acquire_timeout = std::time::Duration::from_millis(ms.parse().unwrap());
     }
 }
 
@@ -378,8 +391,16 @@ impl ServerProcess {
             logs: Some(logs),
             url: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..200 {
-            if reqwest::get(format!("{}/readyz", server.url))
+        // Each probe bounded as Kubernetes bounds it, so that a hanging /readyz fails the start.
+        let probe = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            if probe
+                .get(format!("{}/readyz", server.url))
+                .send()
                 .await
                 .is_ok_and(|r| r.status() == 200)
             {
@@ -476,6 +497,17 @@ impl TestApp {
 
     /// An app on a fresh database of the Postgres server at `admin_url`.
     pub async fn postgres_at(admin_url: &str, vars: impl Fn(&str) -> Option<String>) -> Self {
+        Self::postgres_tuned(admin_url, |_| {}, vars).await
+    }
+
+    /// An app on a fresh database of the Postgres server at `admin_url`, its store opened with
+    /// the [`store_options`] (and the pool variables of `vars`) that `tune` changes (a pool size,
+    /// a URL through a proxy); `database_url` stays the database's own.
+    pub async fn postgres_tuned(
+        admin_url: &str,
+        tune: impl FnOnce(&mut StoreOptions),
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Self {
         let admin_url = admin_url.to_owned();
         let name = unique_name();
         let mut admin = PgConnection::connect(&admin_url)
@@ -492,7 +524,10 @@ impl TestApp {
         };
         let mut url = url::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
-        let store = store::connect(&options(url.as_str())).await.unwrap();
+        let mut options = store_options(url.as_str());
+        pool_vars(&mut options, &vars);
+        tune(&mut options);
+        let store = store::connect(&options).await.unwrap();
         Self::build(url.to_string(), store, db, vars).await
     }
 
@@ -503,14 +538,18 @@ impl TestApp {
     pub async fn sqlite_with(vars: impl Fn(&str) -> Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = store::connect(&options(&url)).await.unwrap();
+        let mut options = store_options(&url);
+        pool_vars(&mut options, &vars);
+        let store = store::connect(&options).await.unwrap();
         Self::build(url, store, TestDb::Sqlite(dir), vars).await
     }
 
     /// A second app (a replica, with its own store, tenant cache and key server) on this app's
     /// database, configured by `vars`; this app must outlive it.
     pub async fn replica_with(&self, vars: impl Fn(&str) -> Option<String>) -> Self {
-        let store = store::connect(&options(&self.database_url)).await.unwrap();
+        let mut options = store_options(&self.database_url);
+        pool_vars(&mut options, &vars);
+        let store = store::connect(&options).await.unwrap();
         Self::build(self.database_url.clone(), store, TestDb::Shared, vars).await
     }
 

@@ -13,6 +13,7 @@ mod lifecycle;
 mod notes;
 mod page;
 mod personal_data;
+mod pool;
 mod product;
 mod replicas;
 mod residency;

@@ -52,7 +52,7 @@ async fn an_unscoped_query_through_the_request_path_reaches_no_other_tenants_row
             .await;
         assert_eq!(created.status, StatusCode::CREATED);
     }
-    let pg = PgStore::connect(&app.database_url, 2, keyring())
+    let pg = PgStore::connect(&store_options(&app.database_url))
         .await
         .unwrap();
     let router = app.router.clone().merge(
