@@ -58,6 +58,8 @@ pub enum AuthError {
     NotYetValid,
     #[error("the JWT was issued in the future")]
     IssuedInFuture,
+    #[error("the JWT lives longer than this app accepts (MAX_TOKEN_LIFETIME_SECS)")]
+    LifetimeTooLong,
     #[error("the JWT's issuer is not an installed tenant")]
     UnknownTenant,
     #[error("the tenant has uninstalled the app")]
@@ -102,6 +104,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::UnknownTenant => "unknown_tenant",
             AuthError::TenantUninstalled => "tenant_uninstalled",
             AuthError::TenantDisabled => "tenant_disabled",
@@ -176,7 +179,7 @@ struct Inner {
     app_key: String,
     base_url: String,
     base_path: String,
-    leeway: u64,
+    limits: jwt::TimeLimits,
     max_body_bytes: usize,
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
@@ -186,12 +189,14 @@ struct Inner {
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
 
 impl Authenticator {
-    /// Builds an authenticator for the app `app_key` served at `base_url`.
+    /// Builds an authenticator for the app `app_key` served at `base_url`, accepting tokens
+    /// that live at most `max_token_lifetime`.
     pub fn new(
         store: Arc<dyn TenantStore>,
         app_key: String,
         base_url: &url::Url,
         leeway: Duration,
+        max_token_lifetime: Duration,
         max_body_bytes: usize,
         install_keys: InstallKeys,
     ) -> Self {
@@ -201,7 +206,10 @@ impl Authenticator {
                 app_key,
                 base_url: base_url.as_str().trim_end_matches('/').to_owned(),
                 base_path: base_url.path().trim_end_matches('/').to_owned(),
-                leeway: leeway.as_secs(),
+                limits: jwt::TimeLimits {
+                    leeway: leeway.as_secs(),
+                    max_lifetime: max_token_lifetime.as_secs(),
+                },
                 max_body_bytes,
                 install_keys,
                 rate_limit: None,
@@ -285,7 +293,7 @@ impl Authenticator {
             .await?
             .ok_or(AuthError::UnknownTenant)?;
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
-        let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
+        let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.limits)?;
 
         match claims.qsh.as_deref() {
             None => return Err(AuthError::MissingQsh.into()),
