@@ -63,6 +63,7 @@ impl AppState {
             descriptor.key().to_owned(),
             &config.base_url,
             config.jwt_leeway,
+            config.max_token_lifetime,
             config.max_body_bytes,
             install_keys,
         )

@@ -114,6 +114,11 @@ pub struct Config {
     /// panel open, while a captured token is dead by the end of it). Past it the panel gets a
     /// fresh context token from the product, which needs the user's live product session.
     pub session_max_lifetime: Duration,
+    /// MAX_TOKEN_LIFETIME_SECS: the longest a token may live, `exp − iat` (or `exp − now` for a
+    /// token without `iat`), for product, context, session and signed-install tokens and Forge
+    /// Invocation Tokens alike; longer ones are refused 401 `lifetime_too_long` (default 3600,
+    /// from 900, the app's own session tokens' lifetime, to 86 400).
+    pub max_token_lifetime: Duration,
     /// MAX_BODY_BYTES: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
     /// MAX_HEADER_BYTES: the most bytes of header names and values a request may carry
@@ -234,6 +239,10 @@ pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
 
 /// The longest `HEADER_READ_TIMEOUT_SECS` may be: a slow client holds its connection that long.
 pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// The bounds of `MAX_TOKEN_LIFETIME_SECS`: the app's own session tokens must pass it, and a
+/// cap of more than a day caps nothing a site sends.
+pub const TOKEN_LIFETIME_RANGE_SECS: std::ops::RangeInclusive<u64> =
+    crate::auth::SESSION_TOKEN_TTL.as_secs()..=86_400;
 
 /// The default sites an install may come from.
 pub const DEFAULT_ALLOWED_BASE_URLS: &str =
@@ -371,6 +380,17 @@ impl Config {
         let session_max_lifetime = Duration::from_secs(
             parse::<std::num::NonZeroU64>(&var, "SESSION_MAX_LIFETIME_SECS", "28800")?.get(),
         );
+        let max_token_lifetime: u64 = parse(&var, "MAX_TOKEN_LIFETIME_SECS", "3600")?;
+        if !TOKEN_LIFETIME_RANGE_SECS.contains(&max_token_lifetime) {
+            return Err(ConfigError {
+                var: "MAX_TOKEN_LIFETIME_SECS",
+                message: format!(
+                    "{max_token_lifetime}: must be from {} to {} seconds",
+                    TOKEN_LIFETIME_RANGE_SECS.start(),
+                    TOKEN_LIFETIME_RANGE_SECS.end()
+                ),
+            });
+        }
         let allowed_base_urls = HostPatterns::parse(
             &var("ALLOWED_BASE_URLS").unwrap_or_else(|| DEFAULT_ALLOWED_BASE_URLS.to_owned()),
         )
@@ -437,6 +457,7 @@ impl Config {
             product_timeout: Duration::from_secs(parse(&var, "PRODUCT_TIMEOUT_SECS", "20")?),
             jwt_leeway,
             session_max_lifetime,
+            max_token_lifetime: Duration::from_secs(max_token_lifetime),
             max_body_bytes,
             max_header_bytes,
             request_timeout: Duration::from_secs(parse(&var, "REQUEST_TIMEOUT_SECS", "30")?),
@@ -540,6 +561,7 @@ mod tests {
         assert_eq!(c.base_url.as_str(), "http://localhost:3000/");
         assert_eq!(c.database_url, "sqlite://connect-axum.db");
         assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(c.max_token_lifetime, Duration::from_secs(3600));
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert!(c.allowed_base_urls.matches("acme.atlassian.net"));
     }
@@ -611,6 +633,9 @@ mod tests {
             ("JWT_LEEWAY_SECS", "-1"),
             ("JWT_LEEWAY_SECS", "601"),
             ("JWT_LEEWAY_SECS", "18446744073709551615"),
+            ("MAX_TOKEN_LIFETIME_SECS", "899"),
+            ("MAX_TOKEN_LIFETIME_SECS", "86401"),
+            ("MAX_TOKEN_LIFETIME_SECS", "forever"),
             ("MAX_BODY_BYTES", "0"),
             ("DB_POOL_SIZE", "0"),
             ("LOG_FORMAT", "xml"),

@@ -187,20 +187,25 @@ impl LifecyclePayload {
         Ok(())
     }
 
-    /// The tenant an `installed` payload describes, once its baseUrl is allowed.
+    /// The tenant an `installed` payload describes, once its baseUrl and displayUrl are allowed.
     fn into_tenant(self, app_key: &str, allowed: &HostPatterns) -> Result<Installation> {
         self.check(app_key, "installed")?;
         let shared_secret = self
             .shared_secret
             .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD_LEN)
             .ok_or_else(|| Error::bad_request("invalid_payload", "sharedSecret is required"))?;
-        check_base_url(allowed, &self.base_url)?;
+        check_site_url(allowed, &BASE_URL, &self.base_url)?;
+        // The page's Content-Security-Policy names this origin: it must be a site, like baseUrl.
+        let display_url = self.display_url.filter(|u| !u.is_empty());
+        if let Some(display_url) = &display_url {
+            check_site_url(allowed, &DISPLAY_URL, display_url)?;
+        }
         Ok(Installation {
             client_key: ClientKey::new(self.client_key),
             app_key: self.key,
             shared_secret: SharedSecret::new(shared_secret),
             base_url: self.base_url.trim_end_matches('/').to_owned(),
-            display_url: self.display_url,
+            display_url,
             product_type: self.product_type,
             description: self.description,
             server_version: self.server_version,
@@ -213,37 +218,70 @@ impl LifecyclePayload {
     }
 }
 
-/// A site's baseUrl must be https on an allowed host (plain http only on loopback, for local tests).
-fn check_base_url(allowed: &HostPatterns, base_url: &str) -> Result<()> {
-    let url = Url::parse(base_url)
-        .map_err(|_| Error::bad_request("invalid_base_url", "baseUrl is not a URL"))?;
-    let host = url
-        .host()
-        .ok_or_else(|| Error::bad_request("invalid_base_url", "baseUrl has no host"))?;
-    let loopback = match &host {
-        Host::Domain(d) => *d == "localhost",
+/// A site URL of the `installed` payload, with the reason codes of its refusals.
+struct SiteUrlField {
+    name: &'static str,
+    invalid: &'static str,
+    not_allowed: &'static str,
+}
+
+const BASE_URL: SiteUrlField = SiteUrlField {
+    name: "baseUrl",
+    invalid: "invalid_base_url",
+    not_allowed: "base_url_not_allowed",
+};
+
+const DISPLAY_URL: SiteUrlField = SiteUrlField {
+    name: "displayUrl",
+    invalid: "invalid_display_url",
+    not_allowed: "display_url_not_allowed",
+};
+
+/// A site URL must be a [`site_origin`] on an allowed host, without query or fragment.
+fn check_site_url(allowed: &HostPatterns, field: &SiteUrlField, value: &str) -> Result<()> {
+    let name = field.name;
+    let url = Url::parse(value)
+        .map_err(|_| Error::bad_request(field.invalid, format!("{name} is not a URL")))?;
+    if site_origin(&url).is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::bad_request(
+            field.invalid,
+            format!(
+                "{name} must be an https URL on a plain host name, without credentials, query or \
+                 fragment"
+            ),
+        ));
+    }
+    if !url.host_str().is_some_and(|host| allowed.matches(host)) {
+        return Err(Error::Forbidden {
+            reason: field.not_allowed,
+            message: format!("installs with this {name} are not allowed (ALLOWED_BASE_URLS)"),
+        });
+    }
+    Ok(())
+}
+
+/// The origin of a tenant's site, as its pages' Content-Security-Policy may name it: https (plain
+/// http only on loopback, for local tests), without credentials, on an IP address or a host name
+/// of letters, digits, `-` and `.` only; `None` for anything else.
+///
+/// The URL parser lets `;`, `'`, `*` and more through in a host name, each of them CSP syntax.
+pub fn site_origin(url: &Url) -> Option<String> {
+    let loopback = match url.host()? {
+        Host::Domain(d) => {
+            let plain = d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+            if d.is_empty() || !plain {
+                return None;
+            }
+            d == "localhost"
+        }
         Host::Ipv4(ip) => ip.is_loopback(),
         Host::Ipv6(ip) => ip.is_loopback(),
     };
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(Error::bad_request(
-            "invalid_base_url",
-            "baseUrl must be an https URL without credentials, query or fragment",
-        ));
-    }
-    if !allowed.matches(&host.to_string()) {
-        return Err(Error::Forbidden {
-            reason: "base_url_not_allowed",
-            message: "installs from this baseUrl are not allowed".to_owned(),
-        });
-    }
-    Ok(())
+    (scheme_ok && url.username().is_empty() && url.password().is_none())
+        .then(|| url.origin().ascii_serialization())
 }
 
 async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
@@ -397,7 +435,7 @@ async fn switch(
 }
 
 /// Runs the `installed` hook's payload parsing and checks (app key, clientKey, field limits,
-/// sharedSecret, baseUrl rules) on a raw body, without a signature or a store; for fuzzing.
+/// sharedSecret, baseUrl and displayUrl rules) on a raw body, without a signature or a store; for fuzzing.
 #[doc(hidden)]
 pub fn parse_installed_payload(
     body: &[u8],
@@ -433,11 +471,106 @@ mod tests {
     }
 
     fn install(base_url: &str) -> Result<Installation> {
-        let body = serde_json::json!({
-            "key": "app", "clientKey": "k", "sharedSecret": "s", "baseUrl": base_url,
+        install_with(serde_json::json!({ "baseUrl": base_url }))
+    }
+
+    fn install_with(fields: serde_json::Value) -> Result<Installation> {
+        let mut body = serde_json::json!({
+            "key": "app", "clientKey": "k", "sharedSecret": "s", "baseUrl": "https://site.atlassian.net",
         });
-        let allowed = HostPatterns::parse("*.atlassian.net").unwrap();
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let allowed = HostPatterns::parse("*.atlassian.net, docs.acme.com").unwrap();
         parse_installed_payload(body.to_string().as_bytes(), "app", &allowed)
+    }
+
+    fn refusal(result: Result<Installation>) -> Option<&'static str> {
+        match result {
+            Err(Error::BadRequest { reason, .. } | Error::Forbidden { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_display_url_must_be_a_site_like_the_base_url() {
+        for ok in [
+            "https://site.atlassian.net",
+            "https://docs.acme.com/wiki",
+            "https://DOCS.acme.com:8443",
+        ] {
+            let installation = install_with(serde_json::json!({ "displayUrl": ok })).unwrap();
+            assert_eq!(installation.display_url.as_deref(), Some(ok));
+        }
+        for absent in [serde_json::Value::Null, serde_json::json!("")] {
+            let installation = install_with(serde_json::json!({ "displayUrl": absent })).unwrap();
+            assert_eq!(installation.display_url, None);
+        }
+        for (url, reason) in [
+            ("https://evil.example", "display_url_not_allowed"),
+            (
+                "https://docs.acme.com.evil.example",
+                "display_url_not_allowed",
+            ),
+            (
+                "https://x.atlassian.net;script-src *",
+                "invalid_display_url",
+            ),
+            ("https://x.atlassian.net;script-src", "invalid_display_url"),
+            ("https://evil;x.atlassian.net", "invalid_display_url"),
+            ("https://x'y.atlassian.net", "invalid_display_url"),
+            ("https://x%3By.atlassian.net", "invalid_display_url"),
+            ("http://site.atlassian.net", "invalid_display_url"),
+            ("https://u:p@site.atlassian.net", "invalid_display_url"),
+            ("https://site.atlassian.net/?q", "invalid_display_url"),
+            ("https://site.atlassian.net/#f", "invalid_display_url"),
+            ("javascript:alert(1)", "invalid_display_url"),
+            ("not a url", "invalid_display_url"),
+        ] {
+            assert_eq!(
+                refusal(install_with(serde_json::json!({ "displayUrl": url }))),
+                Some(reason),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_url_whose_host_carries_csp_syntax_is_refused() {
+        for url in ["https://evil;x.atlassian.net", "https://a*b.atlassian.net"] {
+            assert_eq!(refusal(install(url)), Some("invalid_base_url"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_site_origin_is_https_or_loopback_http_on_a_plain_host() {
+        let origin = |u: &str| site_origin(&Url::parse(u).unwrap());
+        assert_eq!(
+            origin("https://Acme.atlassian.net/wiki?x#y").as_deref(),
+            Some("https://acme.atlassian.net")
+        );
+        assert_eq!(
+            origin("http://localhost:8080/").as_deref(),
+            Some("http://localhost:8080")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1").as_deref(),
+            Some("http://127.0.0.1")
+        );
+        assert_eq!(
+            origin("https://[::1]:3000").as_deref(),
+            Some("https://[::1]:3000")
+        );
+        for bad in [
+            "http://acme.atlassian.net",
+            "https://a;b.example",
+            "https://a,b.example",
+            "https://user@acme.atlassian.net",
+            "data:text/html,x",
+            "file:///etc/passwd",
+        ] {
+            assert_eq!(origin(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Fuzzes `jwt::peek` and HS256 `jwt::verify`: neither may panic, and `verify` accepts only a
 //! token whose signature is the HS256 MAC of its own header and payload under the secret, whose
-//! header says HS256, and whose time claims hold.
+//! header says HS256, whose time claims hold and whose lifetime is within the cap.
 
 #![no_main]
 
@@ -16,6 +16,11 @@ use sha2::Sha256;
 
 const SECRET: &[u8] = b"s0m3-sh@r3d-s3cr37";
 const LEEWAY: u64 = 30;
+const MAX_LIFETIME: u64 = 3600;
+const LIMITS: jwt::TimeLimits = jwt::TimeLimits {
+    leeway: LEEWAY,
+    max_lifetime: MAX_LIFETIME,
+};
 
 /// A token built from fuzzed parts and signed, then perhaps tampered with.
 #[derive(Arbitrary, Debug)]
@@ -151,6 +156,10 @@ fn build(b: &Built) -> (String, bool) {
         && time(b.exp).is_some_and(|e| e > now() + 60 && e < 1 << 52)
         && time(b.iat).is_none_or(|t| t >= 0 && t < now())
         && time(b.nbf).is_none_or(|t| t >= 0 && t < now())
+        // A second may pass between building the claims and this check.
+        && time(b.exp).is_some_and(|e| {
+            e.saturating_sub(time(b.iat).unwrap_or_else(now)) < MAX_LIFETIME as i64 - 2
+        })
         && b.claim_extra.as_ref().is_none_or(|(k, _)| {
             !["iss", "sub", "aud", "exp", "iat", "nbf", "qsh", "context"].contains(&k.as_str())
         })
@@ -188,13 +197,16 @@ fn check_accepted(token: &str, claims: &jwt::Claims, before: i64) {
             "accepted token was not issued in the future"
         );
     }
+    let lived = exp.saturating_sub(claims.iat.unwrap_or(after));
+    let cap = MAX_LIFETIME as i64 + if claims.iat.is_some() { 0 } else { leeway };
+    assert!(lived <= cap, "accepted token lives at most the cap");
 }
 
 fn run(token: &str, must_pass: bool) {
     let _ = jwt::peek(token);
     let before = now();
     let key = DecodingKey::from_secret(SECRET);
-    match jwt::verify(token, &key, Algorithm::HS256, LEEWAY) {
+    match jwt::verify(token, &key, Algorithm::HS256, LIMITS) {
         Ok(claims) => check_accepted(token, &claims, before),
         Err(e) => assert!(!must_pass, "a valid token was refused: {e:?}"),
     }

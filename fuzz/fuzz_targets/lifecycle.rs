@@ -1,5 +1,5 @@
 //! Fuzzes the `installed` payload checks: they never panic, refuse only with a 4xx, and accept
-//! only an installation for this app whose baseUrl is an allowed https site.
+//! only an installation for this app whose baseUrl and displayUrl are allowed https sites.
 
 #![no_main]
 
@@ -36,27 +36,43 @@ fuzz_target!(|body: &[u8]| {
         !stored.ends_with('/'),
         "stored baseUrl has no trailing slash"
     );
-    let url = Url::parse(stored).expect("stored baseUrl parses");
-    let host = url.host().expect("stored baseUrl has a host");
+    assert_site("baseUrl", stored);
+    if let Some(display_url) = &installation.display_url {
+        assert_site("displayUrl", display_url);
+    }
+});
+
+/// A stored site URL: https (or http on loopback) on an allowed, plain host name (nothing a
+/// Content-Security-Policy would read as syntax), without credentials, query or fragment.
+fn assert_site(field: &str, stored: &str) {
+    let url = Url::parse(stored).expect("a stored site URL parses");
+    let host = url.host().expect("a stored site URL has a host");
     let loopback = match &host {
-        Host::Domain(d) => *d == "localhost",
+        Host::Domain(d) => {
+            assert!(
+                d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+                "plain host name: {field} {stored:?}"
+            );
+            *d == "localhost"
+        }
         Host::Ipv4(ip) => ip.is_loopback(),
         Host::Ipv6(ip) => ip.is_loopback(),
     };
     assert!(
         url.scheme() == "https" || (url.scheme() == "http" && loopback),
-        "https, or http on loopback: {stored:?}"
+        "https, or http on loopback: {field} {stored:?}"
     );
     assert!(
         ALLOWED.matches(&host.to_string()),
-        "allowed host: {stored:?}"
+        "allowed host: {field} {stored:?}"
     );
     assert!(
         url.username().is_empty() && url.password().is_none(),
-        "no credentials: {stored:?}"
+        "no credentials: {field} {stored:?}"
     );
     assert!(
         url.query().is_none() && url.fragment().is_none(),
-        "no query or fragment: {stored:?}"
+        "no query or fragment: {field} {stored:?}"
     );
-});
+}

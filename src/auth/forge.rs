@@ -34,20 +34,36 @@ pub const APP_ARI_PREFIX: &str = "ari:cloud:ecosystem::app/";
 /// A JWKS larger than this is not read.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
+/// How long after a failed JWKS fetch the next may start; it doubles with each failure in a
+/// row, up to the refresh interval.
+pub const JWKS_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Forge's signing keys by `kid`, fetched from the JWKS URL and refetched when a token names a
-/// key not seen yet (key rotation), at most once per `min_refresh`.
+/// key not seen yet (key rotation): at most once per `min_refresh` after a fetch that worked,
+/// after a short backoff when one failed, and never two at once.
 #[derive(Clone)]
 pub struct ForgeKeys {
     url: String,
     min_refresh: Duration,
     http: reqwest::Client,
     keys: Arc<RwLock<HashMap<String, Arc<DecodingKey>>>>,
-    last_fetch: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    gate: Arc<tokio::sync::Mutex<FetchGate>>,
+}
+
+/// When the next JWKS fetch may start; its lock is held for the whole of a fetch.
+#[derive(Default)]
+struct FetchGate {
+    not_before: Option<Instant>,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// The refusal while waiting: the last fetch failed, or it worked and lacked the key.
+    failed: bool,
 }
 
 impl ForgeKeys {
-    /// Keys come from `GET url` (a JWKS), fetched at most once per `min_refresh`; each fetch
-    /// gives up after `timeout`.
+    /// Keys come from `GET url` (a JWKS), fetched at most once per `min_refresh`, or
+    /// [`JWKS_RETRY_BACKOFF`] (doubling) after a failed fetch; each fetch gives up after
+    /// `timeout`.
     pub fn new(url: &url::Url, min_refresh: Duration, timeout: Duration) -> Self {
         let http = super::key_client(timeout);
         Self {
@@ -55,7 +71,10 @@ impl ForgeKeys {
             min_refresh,
             http,
             keys: Arc::default(),
-            last_fetch: Arc::default(),
+            gate: Arc::new(tokio::sync::Mutex::new(FetchGate {
+                backoff: JWKS_RETRY_BACKOFF.min(min_refresh),
+                ..FetchGate::default()
+            })),
         }
     }
 
@@ -72,19 +91,41 @@ impl ForgeKeys {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        let mut last_fetch = self.last_fetch.lock().await;
+        let mut gate = self.gate.lock().await;
         // Another request may have fetched while this one waited.
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        if last_fetch.is_some_and(|at| at.elapsed() < self.min_refresh) {
-            return Err(AuthError::UnknownKeyId);
+        if gate.not_before.is_some_and(|at| Instant::now() < at) {
+            return Err(if gate.failed {
+                AuthError::KeyServerUnavailable
+            } else {
+                AuthError::UnknownKeyId
+            });
         }
-        *last_fetch = Some(Instant::now());
-        let keys = self.fetch().await?;
-        let found = keys.get(kid).cloned();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
-        found.ok_or(AuthError::UnknownKeyId)
+        match self.fetch().await {
+            Ok(keys) => {
+                // Only a fetch that worked starts the refresh interval: at a cold start, a failed
+                // one must not leave every token refused for all of it.
+                *gate = FetchGate {
+                    not_before: Some(Instant::now() + self.min_refresh),
+                    backoff: JWKS_RETRY_BACKOFF.min(self.min_refresh),
+                    failed: false,
+                };
+                let found = keys.get(kid).cloned();
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                found.ok_or(AuthError::UnknownKeyId)
+            }
+            Err(e) => {
+                let wait = gate.backoff;
+                *gate = FetchGate {
+                    not_before: Some(Instant::now() + wait),
+                    backoff: wait.saturating_mul(2).min(self.min_refresh),
+                    failed: true,
+                };
+                Err(e)
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<DecodingKey>>, AuthError> {
@@ -168,6 +209,10 @@ pub struct ForgeInvocation {
 
 #[derive(Deserialize)]
 struct FitClaims {
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
     app: FitApp,
     #[serde(default)]
     principal: Option<String>,
@@ -256,7 +301,7 @@ impl Authenticator {
         let key = forge.keys.get(&kid).await?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256];
-        validation.leeway = self.inner.leeway;
+        validation.leeway = self.inner.limits.leeway;
         validation.validate_nbf = true;
         validation.set_issuer(&[FIT_ISSUER]);
         validation.set_audience(&[&forge.app_ari]);
@@ -264,6 +309,12 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<FitClaims>(token, &key, &validation)
             .map_err(|e| jwt::reason(&e))?
             .claims;
+        jwt::check_lifetime(
+            claims.exp.ok_or(AuthError::MissingClaim)?,
+            claims.iat,
+            jsonwebtoken::get_current_timestamp() as i64,
+            self.inner.limits,
+        )?;
         let installation_id = claims.app.installation_id.clone();
         if !super::is_plausible_client_key(&installation_id)
             || claims
@@ -375,5 +426,51 @@ impl<S: Send + Sync> FromRequestParts<S> for ForgeInvocation {
             .get::<ForgeInvocation>()
             .cloned()
             .ok_or_else(|| AuthError::MissingToken.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback URL where nothing listens: each fetch fails at once.
+    fn nowhere() -> url::Url {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        url::Url::parse(&format!("http://127.0.0.1:{port}/jwks.json")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_back_off_doubling_up_to_the_refresh_interval() {
+        let refresh = Duration::from_secs(30);
+        let keys = ForgeKeys::new(&nowhere(), refresh, Duration::from_secs(1));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let before = Instant::now();
+            assert_eq!(
+                keys.get("k").await.err(),
+                Some(AuthError::KeyServerUnavailable)
+            );
+            let mut gate = keys.gate.lock().await;
+            let not_before = gate.not_before.unwrap();
+            waits.push((not_before - before).as_secs());
+            // Within the backoff a token is refused without a fetch, as unavailable.
+            drop(gate);
+            assert_eq!(
+                keys.get("k").await.err(),
+                Some(AuthError::KeyServerUnavailable)
+            );
+            gate = keys.gate.lock().await;
+            assert_eq!(
+                gate.not_before,
+                Some(not_before),
+                "no fetch within the backoff"
+            );
+            gate.not_before = Some(Instant::now());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
     }
 }

@@ -2,13 +2,15 @@
 //! with a public key fetched by `kid` from the install-keys service.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use moka::Expiry;
 use moka::future::Cache;
+use tokio::sync::Semaphore;
 
 use super::{AuthError, Authenticator, jwt};
 use crate::error::Error;
@@ -18,12 +20,45 @@ use crate::store::LifecycleToken;
 /// Public keys larger than this are not read.
 const MAX_KEY_BYTES: usize = 16 * 1024;
 
+/// How long a `kid` the key server does not know is answered `unknown_kid` without asking again.
+pub const UNKNOWN_KID_TTL: Duration = Duration::from_secs(60);
+
+/// How long a `kid` whose fetch failed (key server unreachable or erring) is answered
+/// `key_server_unavailable` without asking again.
+pub const KEY_SERVER_DOWN_TTL: Duration = Duration::from_secs(5);
+
+/// Key fetches in flight at once, over all kids; an install needing one more is refused
+/// `key_server_unavailable` at once.
+pub const MAX_KEY_FETCHES: usize = 8;
+
+/// Refused kids remembered at most (about 150 bytes each).
+const MAX_REFUSED_KIDS: u64 = 10_000;
+
 /// Fetches and caches the install-keys service's PEM public keys by `kid`.
+///
+/// Concurrent installs naming one kid share one fetch; a kid the server refused is remembered
+/// for a while ([`UNKNOWN_KID_TTL`], [`KEY_SERVER_DOWN_TTL`]), so that repeating it costs no
+/// fetch; and at most [`MAX_KEY_FETCHES`] fetches run at once, so that a flood of made-up kids
+/// cannot open unbounded outbound requests.
 #[derive(Clone)]
 pub struct InstallKeys {
     base: String,
     http: reqwest::Client,
     cache: Cache<String, Arc<DecodingKey>>,
+    refused: Cache<String, AuthError>,
+    fetches: Arc<Semaphore>,
+}
+
+/// Each refusal is remembered as long as its kind warrants.
+struct RefusalTtl;
+
+impl Expiry<String, AuthError> for RefusalTtl {
+    fn expire_after_create(&self, _: &String, error: &AuthError, _: Instant) -> Option<Duration> {
+        Some(match error {
+            AuthError::UnknownKeyId => UNKNOWN_KID_TTL,
+            _ => KEY_SERVER_DOWN_TTL,
+        })
+    }
 }
 
 impl InstallKeys {
@@ -37,6 +72,11 @@ impl InstallKeys {
                 .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(60 * 60))
                 .build(),
+            refused: Cache::builder()
+                .max_capacity(MAX_REFUSED_KIDS)
+                .expire_after(RefusalTtl)
+                .build(),
+            fetches: Arc::new(Semaphore::new(MAX_KEY_FETCHES)),
         }
     }
 
@@ -45,10 +85,31 @@ impl InstallKeys {
         if !is_safe_kid(kid) {
             return Err(AuthError::InvalidKeyId);
         }
+        if let Some(error) = self.refused.get(kid).await {
+            return Err(error);
+        }
         self.cache
-            .try_get_with(kid.to_owned(), self.fetch(kid))
+            .try_get_with(kid.to_owned(), self.fetch_once(kid))
             .await
             .map_err(|e| *e)
+    }
+
+    /// The one fetch of `kid` that concurrent callers share; its refusal is remembered before
+    /// it is shared, so that a caller arriving later finds it instead of fetching again.
+    async fn fetch_once(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
+        if let Some(error) = self.refused.get(kid).await {
+            return Err(error);
+        }
+        let Ok(_permit) = self.fetches.try_acquire() else {
+            // Not remembered: the kid itself may be fine once the flood is over.
+            tracing::debug!(kid, "install key fetches at their limit");
+            return Err(AuthError::KeyServerUnavailable);
+        };
+        let result = self.fetch(kid).await;
+        if let Err(error) = result {
+            self.refused.insert(kid.to_owned(), error).await;
+        }
+        result
     }
 
     async fn fetch(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
@@ -144,7 +205,7 @@ where
         }
         let kid = peeked.kid.ok_or(AuthError::InvalidKeyId)?;
         let key = auth.inner.install_keys.get(&kid).await?;
-        let claims = jwt::verify(token, &key, Algorithm::RS256, auth.inner.leeway)?;
+        let claims = jwt::verify(token, &key, Algorithm::RS256, auth.inner.limits)?;
         let audience_ok = claims.aud.as_ref().is_some_and(|aud| {
             aud.as_slice()
                 .iter()

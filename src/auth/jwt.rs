@@ -93,19 +93,30 @@ fn decode_part<T: DeserializeOwned>(part: &str) -> Result<T, AuthError> {
     serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)
 }
 
+/// The time rules every verified token meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: u64,
+    /// The longest lifetime accepted, in seconds: `exp − iat`, or for a token without `iat`
+    /// what is left of it (`exp − now`, with `leeway` for the issuer's clock).
+    pub max_lifetime: u64,
+}
+
 /// Verifies a token's signature with `key` under exactly one algorithm, then its time claims.
 ///
-/// `exp` is required; `nbf` is honoured and `iat` may not lie in the future, each with `leeway`
-/// seconds of tolerance.
+/// `exp` is required; `nbf` is honoured and `iat` may not lie in the future, each with
+/// `limits.leeway` seconds of tolerance; the token may not live longer than
+/// `limits.max_lifetime` (see [`check_lifetime`]).
 pub fn verify(
     token: &str,
     key: &DecodingKey,
     alg: Algorithm,
-    leeway: u64,
+    limits: TimeLimits,
 ) -> Result<Claims, AuthError> {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
-    validation.leeway = leeway;
+    validation.leeway = limits.leeway;
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.validate_aud = false;
@@ -114,10 +125,40 @@ pub fn verify(
         .map_err(|e| reason(&e))?
         .claims;
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    if claims.iat.is_some_and(|iat| iat > now + leeway as i64) {
+    if claims
+        .iat
+        .is_some_and(|iat| iat > now.saturating_add(seconds(limits.leeway)))
+    {
         return Err(AuthError::IssuedInFuture);
     }
+    check_lifetime(
+        claims.exp.ok_or(AuthError::MissingClaim)?,
+        claims.iat,
+        now,
+        limits,
+    )?;
     Ok(claims)
+}
+
+/// Refuses a token meant to live longer than `limits.max_lifetime`: `exp − iat` when it has an
+/// `iat`, otherwise `exp − now`, the issuer's clock allowed to run `limits.leeway` ahead.
+///
+/// A stolen token is worth only as long as it lives; Atlassian's product tokens live minutes.
+pub fn check_lifetime(
+    exp: i64,
+    iat: Option<i64>,
+    now: i64,
+    limits: TimeLimits,
+) -> Result<(), AuthError> {
+    let start = iat.unwrap_or_else(|| now.saturating_add(seconds(limits.leeway)));
+    if exp.saturating_sub(start) > seconds(limits.max_lifetime) {
+        return Err(AuthError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
+fn seconds(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
 }
 
 /// The reason code of a token the JWT library refused.
@@ -274,6 +315,13 @@ mod tests {
         );
     }
 
+    fn limits(leeway: u64) -> TimeLimits {
+        TimeLimits {
+            leeway,
+            max_lifetime: 3600,
+        }
+    }
+
     #[test]
     fn iat_in_the_future_is_refused_beyond_the_leeway() {
         let now = jsonwebtoken::get_current_timestamp() as i64;
@@ -282,13 +330,13 @@ mod tests {
             &serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 20}),
             b"s",
         );
-        assert!(verify(&soon, &key, Algorithm::HS256, 30).is_ok());
+        assert!(verify(&soon, &key, Algorithm::HS256, limits(30)).is_ok());
         let later = sign_hs256(
             &serde_json::json!({"iss": "t", "exp": now + 600, "iat": now + 120}),
             b"s",
         );
         assert!(matches!(
-            verify(&later, &key, Algorithm::HS256, 30),
+            verify(&later, &key, Algorithm::HS256, limits(30)),
             Err(AuthError::IssuedInFuture)
         ));
     }
@@ -296,10 +344,64 @@ mod tests {
     #[test]
     fn exp_is_required() {
         let token = sign_hs256(&serde_json::json!({"iss": "t"}), b"s");
-        let err = verify(&token, &DecodingKey::from_secret(b"s"), Algorithm::HS256, 0).unwrap_err();
+        let err = verify(
+            &token,
+            &DecodingKey::from_secret(b"s"),
+            Algorithm::HS256,
+            limits(0),
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
             AuthError::MissingClaim | AuthError::MalformedToken
         ));
+    }
+
+    #[test]
+    fn a_token_may_live_at_most_the_maximum_lifetime() {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let key = DecodingKey::from_secret(b"s");
+        let token = |claims: serde_json::Value| sign_hs256(&claims, b"s");
+        let ok = [
+            serde_json::json!({"iss": "t", "iat": now, "exp": now + 180}),
+            serde_json::json!({"iss": "t", "iat": now, "exp": now + 3600}),
+            serde_json::json!({"iss": "t", "iat": now - 3000, "exp": now + 600}),
+            serde_json::json!({"iss": "t", "exp": now + 3600}),
+            serde_json::json!({"iss": "t", "exp": now + 3620}),
+        ];
+        for claims in ok {
+            assert!(
+                verify(&token(claims.clone()), &key, Algorithm::HS256, limits(30)).is_ok(),
+                "{claims}"
+            );
+        }
+        let too_long = [
+            serde_json::json!({"iss": "t", "iat": now, "exp": now + 3601}),
+            serde_json::json!({"iss": "t", "iat": now, "exp": 4_922_000_000_i64}),
+            serde_json::json!({"iss": "t", "iat": now - 7200, "exp": now + 60}),
+            serde_json::json!({"iss": "t", "iat": 0, "exp": now + 60}),
+            serde_json::json!({"iss": "t", "iat": i64::MIN, "exp": now + 60}),
+            serde_json::json!({"iss": "t", "exp": now + 3700}),
+        ];
+        for claims in too_long {
+            assert!(
+                matches!(
+                    verify(&token(claims.clone()), &key, Algorithm::HS256, limits(30)),
+                    Err(AuthError::LifetimeTooLong)
+                ),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lifetime_check_never_overflows() {
+        let all = TimeLimits {
+            leeway: u64::MAX,
+            max_lifetime: u64::MAX,
+        };
+        assert!(check_lifetime(i64::MAX, Some(i64::MIN), i64::MAX, all).is_ok());
+        assert!(check_lifetime(i64::MAX, None, i64::MIN, limits(0)).is_err());
+        assert!(check_lifetime(i64::MIN, Some(i64::MAX), 0, limits(0)).is_ok());
     }
 }

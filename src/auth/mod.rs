@@ -67,6 +67,8 @@ pub enum AuthError {
     NotYetValid,
     #[error("the JWT was issued in the future")]
     IssuedInFuture,
+    #[error("the JWT lives longer than this app accepts (MAX_TOKEN_LIFETIME_SECS)")]
+    LifetimeTooLong,
     #[error("the JWT's issuer is not an installed tenant")]
     UnknownTenant,
     #[error("the tenant has uninstalled the app")]
@@ -115,6 +117,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::UnknownTenant => "unknown_tenant",
             AuthError::TenantUninstalled => "tenant_uninstalled",
             AuthError::TenantDisabled => "tenant_disabled",
@@ -196,7 +199,7 @@ struct Inner {
     app_key: String,
     base_url: String,
     base_path: String,
-    leeway: u64,
+    limits: jwt::TimeLimits,
     session_max_lifetime: u64,
     max_body_bytes: usize,
     install_keys: InstallKeys,
@@ -208,12 +211,14 @@ struct Inner {
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
 
 impl Authenticator {
-    /// Builds an authenticator for the app `app_key` served at `base_url`.
+    /// Builds an authenticator for the app `app_key` served at `base_url`, accepting tokens
+    /// that live at most `max_token_lifetime`.
     pub fn new(
         store: Arc<dyn TenantStore>,
         app_key: String,
         base_url: &url::Url,
         leeway: Duration,
+        max_token_lifetime: Duration,
         max_body_bytes: usize,
         install_keys: InstallKeys,
     ) -> Self {
@@ -223,7 +228,10 @@ impl Authenticator {
                 app_key,
                 base_url: base_url.as_str().trim_end_matches('/').to_owned(),
                 base_path: base_url.path().trim_end_matches('/').to_owned(),
-                leeway: leeway.as_secs(),
+                limits: jwt::TimeLimits {
+                    leeway: leeway.as_secs(),
+                    max_lifetime: max_token_lifetime.as_secs(),
+                },
                 session_max_lifetime: DEFAULT_SESSION_MAX_LIFETIME.as_secs(),
                 max_body_bytes,
                 install_keys,
@@ -342,7 +350,7 @@ impl Authenticator {
         let record = usable(self.inner.store.find_tenant(&client_key).await)?
             .ok_or(AuthError::UnknownTenant)?;
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
-        let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.leeway)?;
+        let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.limits)?;
 
         let kind = match claims.qsh.as_deref() {
             None => return Err(AuthError::MissingQsh.into()),
@@ -445,7 +453,7 @@ impl Authenticator {
             _ => return Ok(None),
         };
         let start = u64::try_from(start).map_err(|_| AuthError::MalformedToken)?;
-        if start > now + self.inner.leeway {
+        if start > now + self.inner.limits.leeway {
             return Err(AuthError::IssuedInFuture.into());
         }
         if now.saturating_sub(start) > self.inner.session_max_lifetime {

@@ -83,13 +83,15 @@ pub async fn icon() -> impl IntoResponse {
 const ICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24" viewBox="0 0 24 24"><path fill="#0052cc" d="M5 3h10l4 4v14H5z"/><path fill="#fff" d="M8 10h8v1.5H8zm0 3h8v1.5H8zm0 3h5v1.5H8z"/></svg>"##;
 
 /// The origins the tenant's site is served from: its baseUrl, and its custom domain if any.
+///
+/// Both are checked at install; a URL that is not a plain site origin (stored before that check,
+/// say) is left out rather than written into the Content-Security-Policy.
 fn product_origins(base_url: &str, display_url: Option<&str>) -> Vec<String> {
     let mut origins: Vec<String> = [Some(base_url), display_url]
         .into_iter()
         .flatten()
         .filter_map(|u| url::Url::parse(u).ok())
-        .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null")
+        .filter_map(|u| crate::lifecycle::site_origin(&u))
         .collect();
     origins.dedup();
     if origins.is_empty() {
@@ -287,5 +289,18 @@ mod tests {
             ["https://acme.atlassian.net"]
         );
         assert_eq!(product_origins("not a url", None), ["'none'"]);
+        for display_url in [
+            "https://x.atlassian.net;script-src",
+            "https://evil;x.atlassian.net",
+            "http://acme.example",
+            "https://u:p@acme.example",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(
+                product_origins("https://acme.atlassian.net", Some(display_url)),
+                ["https://acme.atlassian.net"],
+                "{display_url}"
+            );
+        }
     }
 }

@@ -24,8 +24,8 @@ use tower::ServiceExt;
 
 use crate::helpers::*;
 
-const APP_ARI: &str = "ari:cloud:ecosystem::app/6f6c7a0e-2b8e-4a47-9d7c-1b2f3c4d5e6f";
-const NOTES: &str = "/forge/api/issues/PROJ-1/notes";
+pub(crate) const APP_ARI: &str = "ari:cloud:ecosystem::app/6f6c7a0e-2b8e-4a47-9d7c-1b2f3c4d5e6f";
+pub(crate) const NOTES: &str = "/forge/api/issues/PROJ-1/notes";
 const CONNECT_NOTES: &str = "/api/issues/PROJ-1/notes";
 
 /// Two Forge signing keys, made once per test process.
@@ -43,15 +43,24 @@ fn kid(index: usize) -> String {
 
 /// A JWKS on loopback publishing the keys whose indexes are in `published`.
 pub(crate) struct Jwks {
-    url: String,
+    pub(crate) url: String,
     published: Arc<Mutex<Vec<usize>>>,
     hits: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
 }
 
-type JwksState = (Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>);
+type JwksState = (Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>, Arc<AtomicUsize>);
 
-async fn serve_jwks(State((published, hits)): State<JwksState>) -> Json<Value> {
+async fn serve_jwks(
+    State((published, hits, failures)): State<JwksState>,
+) -> Result<Json<Value>, StatusCode> {
     hits.fetch_add(1, Ordering::SeqCst);
+    if failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
     let published = published.lock().unwrap().clone();
     let keys: Vec<Value> = published
         .iter()
@@ -64,16 +73,17 @@ async fn serve_jwks(State((published, hits)): State<JwksState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "keys": keys }))
+    Ok(Json(json!({ "keys": keys })))
 }
 
 impl Jwks {
     pub(crate) async fn start(published: &[usize]) -> Self {
         let published = Arc::new(Mutex::new(published.to_vec()));
         let hits = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
         let router = Router::new()
             .route("/.well-known/jwks.json", get(serve_jwks))
-            .with_state((published.clone(), hits.clone()));
+            .with_state((published.clone(), hits.clone(), failures.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "http://{}/.well-known/jwks.json",
@@ -84,6 +94,7 @@ impl Jwks {
             url,
             published,
             hits,
+            failures,
         }
     }
 
@@ -91,7 +102,12 @@ impl Jwks {
         *self.published.lock().unwrap() = published.to_vec();
     }
 
-    fn hits(&self) -> usize {
+    /// Answers the next `n` fetches 503.
+    pub(crate) fn fail_next(&self, n: usize) {
+        self.failures.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 

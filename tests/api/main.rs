@@ -9,6 +9,7 @@ mod concurrency;
 mod example;
 mod faults;
 mod forge;
+mod keys;
 mod lifecycle;
 mod notes;
 mod page;
