@@ -313,6 +313,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             Some((stream, router)) = incoming.recv() => {
+                // Responses are written whole; waiting to coalesce them only adds latency.
+                let _ = stream.set_nodelay(true);
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     tower::Service::call(&mut router.clone(), request)
                 });
