@@ -30,7 +30,8 @@ pub struct Event {
     event: String,
 }
 
-/// The feature's routes, behind a product JWT, merged into the library's router.
+/// The feature's routes, behind a product JWT, merged into the library's router before its
+/// middleware stack.
 pub fn router(state: AppState, counts: Counts) -> Router {
     let feature = Router::new()
         .route("/webhooks/count", post(count))
@@ -40,7 +41,7 @@ pub fn router(state: AppState, counts: Counts) -> Router {
             auth::require_jwt::<ProductJwt>,
         ))
         .with_state(counts);
-    app::router(state).merge(feature)
+    app::router_with(state, feature)
 }
 
 async fn count(

@@ -121,6 +121,14 @@ impl FromRef<AppState> for Authenticator {
 
 /// The whole HTTP surface. Each group of routes names the authentication it requires.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The whole HTTP surface with an app's own `routes` (each group layered with the
+/// authentication it requires), merged before the middleware stack: a layer covers only the
+/// routes that exist when it is added, so routes merged into [`router`]'s result afterwards would
+/// have no request id, trace span, limits, timeout, load shedding or metrics.
+pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
     let lifecycle_hooks = lifecycle::hooks_router().route_layer(middleware::from_fn_with_state(
         state.auth.clone(),
         auth::require_jwt::<LifecycleJwt>,
@@ -171,6 +179,8 @@ pub fn router(state: AppState) -> Router {
         .merge(realm_migration)
         // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
         .merge(notes_forge)
+        // The app's own.
+        .merge(routes)
         .fallback(not_found)
         .route_layer(middleware::from_fn(monitoring::track))
         .method_not_allowed_fallback(method_not_allowed)

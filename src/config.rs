@@ -230,6 +230,7 @@ impl Config {
             acquire_timeout: self.db_acquire_timeout,
             tenant_cache_size: self.tenant_cache_size,
             keyring,
+            app_migrations: Default::default(),
         })
     }
 }

@@ -21,7 +21,8 @@
 //! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
 //!
 //! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
-//! authentication mode it needs and merged into [`app::router`]:
+//! authentication mode it needs and handed to [`app::router_with`], which merges it before the
+//! middleware stack (request ids, traces, limits, timeout, load shedding, metrics):
 //!
 //! ```no_run
 //! use axum::{Json, Router, middleware, routing::get};
@@ -36,13 +37,13 @@
 //! }
 //!
 //! fn router(state: AppState) -> Router {
-//!     let mine = Router::new()
+//!     let mine: Router<AppState> = Router::new()
 //!         .route("/api/whoami", get(whoami))
 //!         .route_layer(middleware::from_fn_with_state(
 //!             state.auth.clone(),
 //!             auth::require_jwt::<ProductJwt>,
 //!         ));
-//!     app::router(state).merge(mine)
+//!     app::router_with(state, mine)
 //! }
 //! ```
 //!

@@ -19,38 +19,42 @@ use subtle::ConstantTimeEq;
 use crate::app::AppState;
 use crate::error::Error;
 
-/// The process-wide recorder, installed on first use.
-pub fn handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "http_request_duration_seconds".into(),
-                    ),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        10.0,
-                    ],
-                )
-                .expect("the bucket list is not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed");
-            // Histogram samples pile up between scrapes unless folded into their buckets.
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".to_owned())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                })
-                .expect("a thread can be started");
-            handle
-        })
-        .clone()
+/// The process-wide recorder, installed on first use; `None` when the app installed a recorder
+/// of its own first (its metrics go there, and `/metrics` answers 404).
+pub fn handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(install).clone()
+}
+
+fn install() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("http_request_duration_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ],
+        )
+        .expect("the bucket list is not empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::info!("the app installed a metrics recorder of its own; /metrics is not served");
+        return None;
+    }
+    // Histogram samples pile up between scrapes unless folded into their buckets.
+    let upkeep = handle.clone();
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+    }
+    Some(handle)
 }
 
 /// Middleware counting and timing every request by route template, method and status.
@@ -96,13 +100,16 @@ pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<R
             });
         }
     }
+    let Some(handle) = handle() else {
+        return Err(Error::NotFound);
+    };
     let pool = app.store.pool_usage();
     metrics::gauge!("db_pool_connections", "state" => "open").set(pool.open as f64);
     metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
     metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle().render(),
+        handle.render(),
     )
         .into_response())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::migrate::{Migration, Migrator};
 
 mod cache;
 mod postgres;
@@ -369,6 +370,69 @@ pub struct StoreOptions {
     pub tenant_cache_size: u64,
     /// Seals sharedSecrets at rest.
     pub keyring: Arc<Keyring>,
+    /// The app's own migrations, run with the library's.
+    pub app_migrations: AppMigrations,
+}
+
+/// Migrations an app adds beside the library's, one set for each backend (the app's
+/// `sqlx::migrate!` folders). They run with the library's as one set, so that each side's applied
+/// versions are known to the other and sqlx still refuses a version nobody knows.
+#[derive(Debug, Clone, Default)]
+pub struct AppMigrations {
+    pub postgres: Vec<Migration>,
+    pub sqlite: Vec<Migration>,
+}
+
+impl AppMigrations {
+    /// The app's migrations for Postgres and for the embedded store.
+    pub fn new(postgres: &Migrator, sqlite: &Migrator) -> Self {
+        Self {
+            postgres: postgres.iter().cloned().collect(),
+            sqlite: sqlite.iter().cloned().collect(),
+        }
+    }
+}
+
+/// The library's migrations and the app's, as one migrator.
+///
+/// # Errors
+/// [`MigrateError::Source`] when an app migration has a library migration's version.
+pub(crate) async fn combined_migrator(
+    library: &Migrator,
+    app: &[Migration],
+) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    #[derive(Debug)]
+    struct Combined(Vec<Migration>);
+
+    impl<'s> sqlx::migrate::MigrationSource<'s> for Combined {
+        fn resolve(
+            self,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>>
+                    + Send
+                    + 's,
+            >,
+        > {
+            Box::pin(async move { Ok(self.0) })
+        }
+    }
+
+    let mut all: Vec<Migration> = library.iter().cloned().collect();
+    for migration in app {
+        if library.version_exists(migration.version) {
+            return Err(sqlx::migrate::MigrateError::Source(
+                format!(
+                    "the app's migration {} ({}) has the version of one of the library's",
+                    migration.version, migration.description
+                )
+                .into(),
+            ));
+        }
+        all.push(migration.clone());
+    }
+    all.sort_by_key(|m| m.version);
+    Migrator::new(Combined(all)).await
 }
 
 /// Runs the store's migrations, as the migration login on Postgres, and nothing else.
@@ -398,10 +462,11 @@ pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantSto
             Arc::new(cache)
         }
         Backend::Sqlite => {
-            let store = SqliteStore::connect(
+            let store = SqliteStore::connect_with_migrations(
                 &options.database_url,
                 options.pool_size,
                 options.keyring.clone(),
+                &options.app_migrations.sqlite,
             )
             .await?;
             let cache = CachedStore::new(Arc::new(store), options.tenant_cache_size);

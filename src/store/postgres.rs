@@ -51,9 +51,13 @@ impl PgStore {
                     "the database did not accept a connection in time",
                 ))
             })??;
-        sqlx::migrate!("migrations/postgres")
-            .run(&mut owner)
-            .await?;
+        super::combined_migrator(
+            &sqlx::migrate!("migrations/postgres"),
+            &options.app_migrations.postgres,
+        )
+        .await?
+        .run(&mut owner)
+        .await?;
         owner.close().await
     }
 

@@ -20,6 +20,16 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
     /// migrations; secrets are sealed with `keyring`.
     pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
+        Self::connect_with_migrations(url, pool_size, keyring, &[]).await
+    }
+
+    /// [`connect`](Self::connect), running the app's migrations `app` with the library's.
+    pub async fn connect_with_migrations(
+        url: &str,
+        pool_size: u32,
+        keyring: Arc<Keyring>,
+        app: &[sqlx::migrate::Migration],
+    ) -> sqlx::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
@@ -30,7 +40,10 @@ impl SqliteStore {
             .max_connections(pool_size)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        super::combined_migrator(&sqlx::migrate!("migrations/sqlite"), app)
+            .await?
+            .run(&pool)
+            .await?;
         Ok(Self { pool, keyring })
     }
 

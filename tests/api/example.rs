@@ -47,5 +47,16 @@ on_both_stores! {
         assert_eq!(router.clone().oneshot(unsigned).await.unwrap().status(), StatusCode::UNAUTHORIZED);
         let notes = send(&a, "GET", "/api/issues/PROJ-1/notes").await.unwrap();
         assert_eq!(notes.status(), StatusCode::OK, "the library's own routes are still there");
+
+        // The feature's routes are under the library's whole middleware stack.
+        let listed = send(&a, "GET", "/api/webhook-counts").await.unwrap();
+        assert!(listed.headers().contains_key("x-request-id"), "no request id on the app's route");
+        let oversized = Request::get("/api/webhook-counts")
+            .header(header::AUTHORIZATION, format!("JWT {}", a.token("GET", "/api/webhook-counts")))
+            .header("x-padding", "p".repeat(40 * 1024))
+            .body(Body::empty())
+            .unwrap();
+        let refused = router.clone().oneshot(oversized).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
 }

@@ -210,6 +210,7 @@ pub fn store_options(database_url: &str) -> StoreOptions {
         acquire_timeout: store::DEFAULT_ACQUIRE_TIMEOUT,
         tenant_cache_size: 1_000,
         keyring: keyring(),
+        app_migrations: Default::default(),
     }
 }
 

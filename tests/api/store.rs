@@ -50,3 +50,45 @@ on_both_stores! {
         assert_eq!(store.list_notes(b, "PROJ-1").await.unwrap().len(), 1);
     }
 }
+
+/// The app migrations of the test fixtures, for the backend of `database_url`.
+fn app_migrations() -> connect_axum::store::AppMigrations {
+    connect_axum::store::AppMigrations::new(
+        &sqlx::migrate!("tests/fixtures/app_migrations/postgres"),
+        &sqlx::migrate!("tests/fixtures/app_migrations/sqlite"),
+    )
+}
+
+on_both_stores! {
+    async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app: TestApp) {
+        let mut options = crate::helpers::store_options(&app.database_url);
+        options.app_migrations = app_migrations();
+        let first = connect_axum::store::connect(&options).await.unwrap();
+        let tenant = app.install("acme").await;
+        app.raw(&format!(
+            "insert into bookmark (client_key, url) values ('{}', 'https://example.com') returning url",
+            tenant.client_key
+        ))
+        .await;
+        first.close().await;
+        // A restart with the same sets starts; the library's own migrations still ran.
+        let again = connect_axum::store::connect(&options).await.unwrap();
+        assert!(again.find_tenant(&tenant.client_key).await.unwrap().is_some());
+        again.close().await;
+        assert_eq!(app.raw("select url from bookmark").await, vec![Some("https://example.com".to_owned())]);
+
+        // sqlx still checks every set: a start that no longer knows the app's migration is refused.
+        let without = crate::helpers::store_options(&app.database_url);
+        let refused = connect_axum::store::connect(&without).await.err().expect("unknown applied migration accepted");
+        assert!(format!("{refused:#}").contains("20270101000000"), "{refused:#}");
+    }
+
+    async fn an_app_migration_with_a_library_version_is_refused(app: TestApp) {
+        let library = sqlx::migrate!("migrations/sqlite");
+        let clash = library.iter().next().unwrap().clone();
+        let mut options = crate::helpers::store_options(&app.database_url);
+        options.app_migrations = connect_axum::store::AppMigrations { postgres: vec![clash.clone()], sqlite: vec![clash] };
+        let refused = connect_axum::store::connect(&options).await.err().expect("a clashing version accepted");
+        assert!(format!("{refused:#}").contains("version of one of the library's"), "{refused:#}");
+    }
+}
