@@ -30,17 +30,21 @@ pub struct Event {
     event: String,
 }
 
-/// The feature's routes, behind a product JWT, merged into the library's router before its
-/// middleware stack.
-pub fn router(state: AppState, counts: Counts) -> Router {
-    let feature = Router::new()
+/// The feature's routes, behind a product JWT.
+pub fn feature(state: &AppState, counts: Counts) -> Router<AppState> {
+    Router::new()
         .route("/webhooks/count", post(count))
         .route("/api/webhook-counts", get(list))
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_jwt::<ProductJwt>,
         ))
-        .with_state(counts);
+        .with_state(counts)
+}
+
+/// The library's router with the feature's routes, merged before its middleware stack.
+pub fn router(state: AppState, counts: Counts) -> Router {
+    let feature = feature(&state, counts);
     app::router_with(state, feature)
 }
 
@@ -69,17 +73,14 @@ async fn list(tenant: Tenant, State(counts): State<Counts>) -> Json<HashMap<Stri
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _logs = connect_axum::telemetry::init(connect_axum::config::LogFormat::Pretty);
     let config = Config::from_env()?;
-    let store = store::connect(&config.store_options()?).await?;
-    let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
-    let header_read_timeout = config.header_read_timeout;
-    let state = AppState::new(config, store);
-    state.spawn_upkeep();
-    let router = router(state, Counts::default());
-    app::serve(vec![(listener, router)], header_read_timeout, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
-    Ok(())
+    let _logs = connect_axum::telemetry::init(config.log_format);
+    let counts = Counts::default();
+    app::run(
+        config,
+        store::AppMigrations::default(),
+        |state| feature(state, counts),
+        app::shutdown_signal(),
+    )
+    .await
 }

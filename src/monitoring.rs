@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -88,10 +88,9 @@ pub fn router(state: AppState) -> axum::Router {
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
     if let Some(expected) = &app.config.metrics_token {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let given = crate::auth::credentials(&headers, "Bearer")
+            .ok()
+            .flatten()
             .unwrap_or_default();
         if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
             return Err(Error::Unauthorized {

@@ -156,7 +156,7 @@ struct MigrationRef {
 }
 
 fn check_id(id: &str) -> Result<(), MigrationError> {
-    if id.is_empty() || id.len() > 255 || id.contains('\0') {
+    if id.is_empty() || !crate::auth::fits_id_column(id) {
         return Err(MigrationError {
             status: StatusCode::BAD_REQUEST,
             code: "E9999",

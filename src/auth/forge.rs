@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -320,7 +319,7 @@ impl Authenticator {
             || claims
                 .principal
                 .as_deref()
-                .is_some_and(|p| p.len() > 255 || p.contains('\0'))
+                .is_some_and(|p| !super::fits_id_column(p))
         {
             return Err(AuthError::MalformedToken.into());
         }
@@ -390,16 +389,7 @@ impl Authenticator {
 
 /// The token of `Authorization: Bearer …`.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::MissingToken)?;
-    if values.next().is_some() {
-        return Err(AuthError::MultipleTokens);
-    }
-    let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("Bearer") => Ok(token.trim()),
-        _ => Err(AuthError::UnsupportedScheme),
-    }
+    super::credentials(headers, "Bearer")?.ok_or(AuthError::MissingToken)
 }
 
 /// Middleware that admits only requests carrying a valid Forge Invocation Token for a mapped

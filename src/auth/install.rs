@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, Request};
-use axum::http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use moka::Expiry;
 use moka::future::Cache;
@@ -189,16 +188,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Authenticator::from_ref(state);
         let (parts, body) = request.into_parts();
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(AuthError::MissingToken)?
-            .to_str()
-            .map_err(|_| AuthError::MalformedToken)?;
-        let token = match header.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("JWT") => token.trim(),
-            _ => return Err(AuthError::UnsupportedScheme.into()),
-        };
+        let token = super::credentials(&parts.headers, "JWT")?.ok_or(AuthError::MissingToken)?;
         let (peeked, _) = jwt::peek(token)?;
         if peeked.alg != "RS256" {
             return Err(AuthError::UnsupportedAlgorithm.into());

@@ -372,7 +372,7 @@ impl Authenticator {
         if claims
             .sub
             .as_deref()
-            .is_some_and(|sub| sub.len() > 255 || sub.contains('\0'))
+            .is_some_and(|sub| !fits_id_column(sub))
         {
             return Err(AuthError::MalformedToken.into());
         }
@@ -564,7 +564,7 @@ pub(crate) fn lifecycle_token(
     use sha2::Digest as _;
     let issued_at = claims.iat.ok_or(AuthError::MissingClaim)?;
     let id = match &claims.jti {
-        Some(jti) if jti.is_empty() || jti.len() > 255 || jti.contains('\0') => {
+        Some(jti) if jti.is_empty() || !fits_id_column(jti) => {
             return Err(AuthError::MalformedToken);
         }
         Some(jti) => jti.clone(),
@@ -589,7 +589,7 @@ pub(crate) fn key_client(timeout: Duration) -> reqwest::Client {
 
 /// Whether a key could be stored at all: never send the store what it would choke on.
 pub(crate) fn is_plausible_client_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 255 && !key.contains('\0')
+    !key.is_empty() && fits_id_column(key)
 }
 
 /// Middleware that admits only requests carrying a JWT valid for mode `M`, and puts the
@@ -622,14 +622,7 @@ pub async fn require_jwt<M: AuthMode>(
 /// Only without one may the token be a `jwt` field of a form body.
 fn token_outside_body(parts: &Parts) -> Result<Option<String>, Error> {
     let mut found: Vec<String> = Vec::with_capacity(1);
-    for value in parts.headers.get_all(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("JWT") {
-            return Err(AuthError::UnsupportedScheme.into());
-        }
-        found.push(token.trim().to_owned());
-    }
+    found.extend(credentials(&parts.headers, "JWT")?.map(str::to_owned));
     if let Some(query) = parts.uri.query() {
         found.extend(
             form_urlencoded::parse(query.as_bytes())
@@ -642,6 +635,37 @@ fn token_outside_body(parts: &Parts) -> Result<Option<String>, Error> {
         (Some(token), true) => Ok(Some(token)),
         (Some(_), false) => Err(AuthError::MultipleTokens.into()),
     }
+}
+
+/// The credentials of the request's one `Authorization: <scheme> <credentials>` header (the
+/// scheme matched without regard to case), or `None` when it has none.
+///
+/// # Errors
+/// `multiple_tokens` for more than one such header, `malformed_token` for one that is not text,
+/// `unsupported_scheme` for another scheme.
+pub fn credentials<'h>(
+    headers: &'h axum::http::HeaderMap,
+    scheme: &str,
+) -> Result<Option<&'h str>, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::MultipleTokens);
+    }
+    let value = value.to_str().map_err(|_| AuthError::MalformedToken)?;
+    let (given, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    if !given.eq_ignore_ascii_case(scheme) {
+        return Err(AuthError::UnsupportedScheme);
+    }
+    Ok(Some(credentials.trim()))
+}
+
+/// Whether `text` fits an identifier column of the stores (client keys, account ids, token and
+/// migration ids): at most 255 bytes, and no NUL, which Postgres text cannot hold.
+pub fn fits_id_column(text: &str) -> bool {
+    text.len() <= 255 && !text.contains('\0')
 }
 
 /// Whether a request's body is `application/x-www-form-urlencoded` (parameters ignored).
@@ -674,4 +698,54 @@ async fn form_tokens(
         .map(|(_, v)| v.into_owned())
         .collect();
     Ok((Body::from(bytes), tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn credentials_follow_one_rule_for_every_scheme() {
+        assert_eq!(credentials(&headers(&[]), "JWT"), Ok(None));
+        for given in ["JWT abc", "jwt abc", "Jwt  abc "] {
+            assert_eq!(
+                credentials(&headers(&[given]), "JWT"),
+                Ok(Some("abc")),
+                "{given}"
+            );
+        }
+        assert_eq!(
+            credentials(&headers(&["bearer t"]), "Bearer"),
+            Ok(Some("t"))
+        );
+        assert_eq!(
+            credentials(&headers(&["Bearer t"]), "JWT"),
+            Err(AuthError::UnsupportedScheme)
+        );
+        assert_eq!(
+            credentials(&headers(&["JWT a", "JWT b"]), "JWT"),
+            Err(AuthError::MultipleTokens)
+        );
+        let mut opaque = HeaderMap::new();
+        opaque.insert(AUTHORIZATION, HeaderValue::from_bytes(b"JWT \xff").unwrap());
+        assert_eq!(credentials(&opaque, "JWT"), Err(AuthError::MalformedToken));
+    }
+
+    #[test]
+    fn identifier_columns_hold_255_bytes_without_nul() {
+        assert!(fits_id_column(&"a".repeat(255)));
+        assert!(!fits_id_column(&"a".repeat(256)));
+        assert!(!fits_id_column("a\0b"));
+        assert!(is_plausible_client_key("k") && !is_plausible_client_key(""));
+    }
 }
