@@ -23,14 +23,12 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::auth::{
-    self, Authenticator, ContextJwt, ForgeKeys, ForgeSettings, InstallKeys, LifecycleJwt,
-    ProductJwt,
+    self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys, LifecycleJwt, ProductJwt,
 };
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
 use crate::monitoring;
-use crate::notes;
 use crate::product::ProductClient;
 use crate::residency::{self, RealmMover};
 use crate::slots::{self, Slots};
@@ -113,54 +111,60 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// `routes` behind the JWT check of mode `M` (see [`auth::require_jwt`]): their handlers take
+    /// the verified [`Tenant`](crate::auth::Tenant).
+    pub fn with_jwt<M: AuthMode>(&self, routes: Router<AppState>) -> Router<AppState> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.clone(),
+            auth::require_jwt::<M>,
+        ))
+    }
+
+    /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
+    pub fn with_forge(&self, routes: Router<AppState>) -> Router<AppState> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.clone(),
+            auth::require_forge,
+        ))
+    }
+
+    /// Public `routes` (no authentication), each request within the anonymous slots.
+    pub fn public(&self, routes: Router<AppState>) -> Router<AppState> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.slots().clone(),
+            slots::anonymous,
+        ))
+    }
+}
+
 impl FromRef<AppState> for Authenticator {
     fn from_ref(state: &AppState) -> Self {
         state.auth.clone()
     }
 }
 
-/// The whole HTTP surface. Each group of routes names the authentication it requires.
+/// The library's HTTP surface: health, the descriptor, the lifecycle and realm migration hooks,
+/// metrics. Each group of routes names the authentication it requires.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
-/// The whole HTTP surface with an app's own `routes` (each group layered with the
-/// authentication it requires), merged before the middleware stack: a layer covers only the
-/// routes that exist when it is added, so routes merged into [`router`]'s result afterwards would
-/// have no request id, trace span, limits, timeout, load shedding or metrics.
+/// The library's HTTP surface with an app's own `routes` (each group layered with the
+/// authentication it requires, e.g. by [`AppState::with_jwt`]), merged before the middleware
+/// stack: a layer covers only the routes that exist when it is added, so routes merged into
+/// [`router`]'s result afterwards would have no request id, trace span, limits, timeout, load
+/// shedding or metrics.
 pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
-    let lifecycle_hooks = lifecycle::hooks_router().route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_jwt::<LifecycleJwt>,
-    ));
-    let notes_api = notes::router().route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_jwt::<ContextJwt>,
-    ));
-    let notes_product = notes::product_router().route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_jwt::<ProductJwt>,
-    ));
-    let realm_migration = Router::new()
-        .nest(&state.config.data_residency_path, residency::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_jwt::<ProductJwt>,
-        ));
-    let notes_forge = notes::forge_router().route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_forge,
-    ));
-    let mut public = Router::new()
-        .merge(lifecycle::descriptor_router())
-        .merge(notes::public_router());
+    let lifecycle_hooks = state.with_jwt::<LifecycleJwt>(lifecycle::hooks_router());
+    let realm_migration = state.with_jwt::<ProductJwt>(
+        Router::new().nest(&state.config.data_residency_path, residency::router()),
+    );
+    let mut public = Router::new().merge(lifecycle::descriptor_router());
     if state.config.metrics_on_public_port() {
         public = public.route("/metrics", get(monitoring::render));
     }
-    let public = public.route_layer(middleware::from_fn_with_state(
-        state.auth.slots().clone(),
-        slots::anonymous,
-    ));
+    let public = state.public(public);
     Router::new()
         // No authentication, and no slot: they must answer while anonymous clients fill theirs.
         .route("/healthz", get(healthz))
@@ -171,15 +175,9 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .merge(lifecycle::signed_install_router())
         // HS256 with the QSH of the hook; never a context token.
         .merge(lifecycle_hooks)
-        // A product JWT bound to the request, or the iframe's context / session token.
-        .merge(notes_api)
-        // A product JWT bound to the request: the issue panel page and webhooks.
-        .merge(notes_product)
         // HS256 with the QSH of the hook, from Atlassian's migration service.
         .merge(realm_migration)
-        // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
-        .merge(notes_forge)
-        // The app's own.
+        // The app's own, each group with its authentication.
         .merge(routes)
         .fallback(not_found)
         .route_layer(middleware::from_fn(monitoring::track))

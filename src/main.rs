@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use axum::Router;
 use clap::Parser;
 use connect_axum::app;
 use connect_axum::cli::{self, Cli, Command};
@@ -34,7 +33,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app::run(
         config,
         store::AppMigrations::default(),
-        |_| Router::new(),
+        connect_axum::notes::routes,
         app::shutdown_signal(),
     )
     .await

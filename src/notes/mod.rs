@@ -11,7 +11,7 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{self, Owner, Tenant};
+use crate::auth::{self, ContextJwt, Owner, ProductJwt, Tenant};
 use crate::error::{Error, JsonBody, PathParams, Result};
 use crate::store::{NewNote, Note, NoteDeletion};
 
@@ -20,6 +20,20 @@ mod webhooks;
 
 /// The longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 10_000;
+
+/// Every route of the sample, each group behind the authentication it needs, for
+/// [`app::router_with`](crate::app::router_with).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        // A product JWT bound to the request, or the iframe's context / session token.
+        .merge(state.with_jwt::<ContextJwt>(router()))
+        // A product JWT bound to the request: the issue panel page and webhooks.
+        .merge(state.with_jwt::<ProductJwt>(product_router()))
+        // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
+        .merge(state.with_forge(forge_router()))
+        // No authentication: the panel's icon.
+        .merge(state.public(public_router()))
+}
 
 /// The notes API; to be layered with [`ContextJwt`](crate::auth::ContextJwt).
 pub fn router() -> Router<AppState> {

@@ -45,8 +45,12 @@ on_both_stores! {
         assert_eq!(counts(&b).await, json!({ "jira:issue_updated": 1 }));
         let unsigned = Request::post(hook).body(Body::empty()).unwrap();
         assert_eq!(router.clone().oneshot(unsigned).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let descriptor = router.clone().oneshot(Request::get("/atlassian-connect.json").body(Body::empty()).unwrap());
+        assert_eq!(descriptor.await.unwrap().status(), StatusCode::OK, "the library's own routes are still there");
+        let enabled = send(&a, "POST", "/enabled").await.unwrap();
+        assert_ne!(enabled.status(), StatusCode::NOT_FOUND, "the lifecycle hooks are still there");
         let notes = send(&a, "GET", "/api/issues/PROJ-1/notes").await.unwrap();
-        assert_eq!(notes.status(), StatusCode::OK, "the library's own routes are still there");
+        assert_eq!(notes.status(), StatusCode::NOT_FOUND, "the sample's routes are not the library's");
 
         // The feature's routes are under the library's whole middleware stack.
         let listed = send(&a, "GET", "/api/webhook-counts").await.unwrap();

@@ -572,7 +572,7 @@ impl TestApp {
         })
         .unwrap();
         let state = AppState::new(config, store.clone());
-        let router = app::router(state.clone());
+        let router = app::router_with(state.clone(), connect_axum::notes::routes(&state));
         Self {
             database_url,
             router,
