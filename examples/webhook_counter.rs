@@ -18,7 +18,8 @@ use axum::{Json, Router, middleware};
 use connect_axum::app::{self, AppState};
 use connect_axum::auth::{self, ProductJwt, Tenant};
 use connect_axum::config::Config;
-use connect_axum::store::{self, ClientKey};
+use connect_axum::server::ConnectApp;
+use connect_axum::store::ClientKey;
 use serde::Deserialize;
 
 /// Deliveries per (tenant, event).
@@ -76,11 +77,10 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let _logs = connect_axum::telemetry::init(config.log_format);
     let counts = Counts::default();
-    app::run(
-        config,
-        store::AppMigrations::default(),
-        |state| feature(state, counts),
-        app::shutdown_signal(),
-    )
-    .await
+    ConnectApp::builder(config)
+        .routes_with(move |state| feature(state, counts))
+        .build()
+        .await?
+        .serve_until(app::shutdown_signal())
+        .await
 }

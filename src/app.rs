@@ -51,10 +51,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Wires the state for `config` over `store`.
+    /// Wires the state for `config` over `store`, serving the sample app's descriptor.
     pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
-        monitoring::handle();
         let descriptor = Descriptor::for_config(&config);
+        Self::with_descriptor(config, store, descriptor)
+    }
+
+    /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
+    /// app key tokens are checked against and product calls are signed with).
+    pub fn with_descriptor(
+        config: Config,
+        store: Arc<dyn TenantStore>,
+        descriptor: Descriptor,
+    ) -> Self {
+        monitoring::handle();
         let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
         let auth = Authenticator::new(
             store.clone(),
@@ -281,65 +291,7 @@ async fn method_not_allowed() -> impl IntoResponse {
     Error::MethodNotAllowed
 }
 
-/// Runs a server for `config`: connects the store (running the library's migrations and the
-/// app's `migrations`), seals sharedSecrets not under the current key, listens on `PORT` (and on
-/// `METRICS_PORT` when set), starts the upkeep, and serves the library's routes with the app's
-/// `routes(&state)` (see [`router_with`]) until `shutdown` completes; then closes the store.
-///
-/// # Errors
-/// When the store cannot be opened or a port cannot be bound.
-pub async fn run(
-    config: Config,
-    migrations: crate::store::AppMigrations,
-    routes: impl FnOnce(&AppState) -> Router<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let mut options = config.store_options()?;
-    options.app_migrations = migrations;
-    let store = crate::store::connect(&options).await?;
-    match store.reencrypt_secrets().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("sealed {n} sharedSecrets with the current secrets key"),
-        Err(e) => tracing::error!(error = %e, "could not seal sharedSecrets with the current key"),
-    }
-    let listener = TcpListener::bind((config.bind, config.port)).await?;
-    let metrics_listener = match config.metrics_port {
-        Some(port) => Some(TcpListener::bind((config.metrics_bind, port)).await?),
-        None => None,
-    };
-    tracing::info!(
-        "connect-axum listening on {} (base URL {}, {} store)",
-        listener.local_addr()?,
-        config.base_url,
-        if config.database_url.starts_with("sqlite:") {
-            "embedded SQLite"
-        } else {
-            "Postgres"
-        },
-    );
-    match &metrics_listener {
-        Some(metrics) => tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?),
-        None if !config.metrics_on_public_port() => tracing::warn!(
-            "GET /metrics is not served: set METRICS_PORT to serve it on an internal port, or \
-             METRICS_TOKEN to serve it on this one behind a bearer token"
-        ),
-        None => {}
-    }
-    let header_read_timeout = config.header_read_timeout;
-    let state = AppState::new(config, store.clone());
-    state.spawn_upkeep();
-    let app_routes = routes(&state);
-    let mut listeners = vec![(listener, router_with(state.clone(), app_routes))];
-    if let Some(metrics) = metrics_listener {
-        listeners.push((metrics, monitoring::router(state)));
-    }
-    serve(listeners, header_read_timeout, shutdown).await;
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Completes on SIGTERM or Ctrl-C: the shutdown of [`run`] for a process.
+/// Completes on SIGTERM or Ctrl-C: the shutdown of a server process.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

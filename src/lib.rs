@@ -61,6 +61,7 @@ pub mod personal_data;
 pub mod product;
 pub mod residency;
 pub mod retention;
+pub mod server;
 pub mod slots;
 pub mod store;
 pub mod telemetry;

@@ -14,36 +14,68 @@ use crate::config::HostPatterns;
 use crate::error::{Error, JsonBody, Result};
 use crate::store::{ClientKey, Installation, LifecycleToken, SaveOutcome, SharedSecret};
 
-/// The bundled `atlassian-connect.json`, with `baseUrl` filled in.
+/// The app's `atlassian-connect.json`, with `baseUrl` filled in.
 #[derive(Debug, Clone)]
 pub struct Descriptor {
     json: serde_json::Value,
     key: String,
 }
 
+/// Why an app's descriptor cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    #[error("the descriptor is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the descriptor has no string \"key\"")]
+    NoKey,
+}
+
+/// The sample app's descriptor, the default of [`Descriptor::for_config`].
+const SAMPLE_DESCRIPTOR: &str = include_str!("../atlassian-connect.json");
+
 impl Descriptor {
-    /// Renders the bundled descriptor for an app served at `base_url`.
+    /// Renders the sample app's descriptor for an app served at `base_url`.
     pub fn new(base_url: &Url) -> Self {
-        let mut json: serde_json::Value =
-            serde_json::from_str(include_str!("../atlassian-connect.json"))
-                .expect("atlassian-connect.json is valid JSON (checked by a unit test)");
-        json["baseUrl"] = base_url.as_str().trim_end_matches('/').into();
-        let key = json["key"]
-            .as_str()
-            .expect("atlassian-connect.json has a string key (checked by a unit test)")
-            .to_owned();
-        Self { json, key }
+        Self::parse(SAMPLE_DESCRIPTOR, base_url)
+            .expect("atlassian-connect.json is a valid descriptor (checked by a unit test)")
     }
 
-    /// The descriptor as this configuration serves it: `BASE_URL`, and the realm migration hooks
-    /// at `DATA_RESIDENCY_PATH`.
+    /// Renders the descriptor `json` (an app's `atlassian-connect.json`) for an app served at
+    /// `base_url`.
+    ///
+    /// # Errors
+    /// When `json` is not a JSON object with a string `key`.
+    pub fn parse(json: &str, base_url: &Url) -> Result<Self, DescriptorError> {
+        let mut json: serde_json::Value = serde_json::from_str(json)?;
+        let key = json
+            .get("key")
+            .and_then(|k| k.as_str())
+            .ok_or(DescriptorError::NoKey)?
+            .to_owned();
+        json["baseUrl"] = base_url.as_str().trim_end_matches('/').into();
+        Ok(Self { json, key })
+    }
+
+    /// The sample app's descriptor as this configuration serves it: `BASE_URL`, and the realm
+    /// migration hooks at `DATA_RESIDENCY_PATH`.
     pub fn for_config(config: &crate::config::Config) -> Self {
         Self::new(&config.base_url).with_migration_path(&config.data_residency_path)
+    }
+
+    /// The descriptor `json` as this configuration serves it (see [`for_config`](Self::for_config)).
+    ///
+    /// # Errors
+    /// When `json` is not a JSON object with a string `key`.
+    pub fn from_json(json: &str, config: &crate::config::Config) -> Result<Self, DescriptorError> {
+        Ok(Self::parse(json, &config.base_url)?.with_migration_path(&config.data_residency_path))
     }
 
     /// Declares the realm migration hooks at `path` (`lifecycle."dare-migration"`) and how long a
     /// migration may take.
     fn with_migration_path(mut self, path: &str) -> Self {
+        if !self.json["lifecycle"].is_object() {
+            self.json["lifecycle"] = serde_json::json!({});
+        }
         self.json["lifecycle"]["dare-migration"] = path.into();
         self.json["dataResidency"] = serde_json::json!({ "maxMigrationDurationHours": 2 });
         self
@@ -468,6 +500,31 @@ mod tests {
             json["modules"]["jiraIssueContexts"][0]["target"]["url"],
             "/issue-notes?issueKey={issue.key}"
         );
+    }
+
+    #[test]
+    fn an_apps_descriptor_is_rendered_for_the_base_url_or_refused_with_a_reason() {
+        let base = Url::parse("https://app.example.com").unwrap();
+        let d = Descriptor::parse(r#"{"key": "bookmarks", "lifecycle": "odd"}"#, &base).unwrap();
+        assert_eq!(
+            (d.key(), &d.json()["baseUrl"]),
+            ("bookmarks", &"https://app.example.com".into())
+        );
+        let d = d.with_migration_path("/migration");
+        assert_eq!(d.json()["lifecycle"]["dare-migration"], "/migration");
+        assert!(matches!(
+            Descriptor::parse("{", &base),
+            Err(DescriptorError::NotJson(_))
+        ));
+        for no_key in [r#"{"name": "x"}"#, r#"{"key": 1}"#, "[]"] {
+            assert!(
+                matches!(
+                    Descriptor::parse(no_key, &base),
+                    Err(DescriptorError::NoKey)
+                ),
+                "{no_key}"
+            );
+        }
     }
 
     fn install(base_url: &str) -> Result<Installation> {

@@ -4,7 +4,7 @@ use clap::Parser;
 use connect_axum::app;
 use connect_axum::cli::{self, Cli, Command};
 use connect_axum::config::Config;
-use connect_axum::{store, telemetry};
+use connect_axum::{notes, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,11 +30,9 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _log_writer = telemetry::init(config.log_format);
-    app::run(
-        config,
-        store::AppMigrations::default(),
-        connect_axum::notes::routes,
-        app::shutdown_signal(),
-    )
-    .await
+    notes::app(config)
+        .build()
+        .await?
+        .serve_until(app::shutdown_signal())
+        .await
 }

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::{self, ContextJwt, Owner, ProductJwt, Tenant};
+use crate::config::Config;
 use crate::error::{Error, JsonBody, PathParams, Result};
+use crate::server::{Builder, ConnectApp};
 use crate::store::{NewNote, Note, NoteDeletion};
 
 mod page;
@@ -21,21 +23,21 @@ mod webhooks;
 /// The longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 10_000;
 
-/// Every route of the sample, each group behind the authentication it needs, for
-/// [`app::router_with`](crate::app::router_with).
-pub fn routes(state: &AppState) -> Router<AppState> {
-    Router::new()
+/// The sample app as a server: every route of it, each group behind the authentication it needs
+/// (its descriptor is the library's default, `atlassian-connect.json`).
+pub fn app(config: Config) -> Builder {
+    ConnectApp::builder(config)
         // A product JWT bound to the request, or the iframe's context / session token.
-        .merge(state.with_jwt::<ContextJwt>(router()))
+        .routes::<ContextJwt>(router())
         // A product JWT bound to the request: the issue panel page and webhooks.
-        .merge(state.with_jwt::<ProductJwt>(product_router()))
+        .routes::<ProductJwt>(product_router())
         // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
-        .merge(state.with_forge(forge_router()))
+        .forge_routes(forge_router())
         // No authentication: the panel's icon.
-        .merge(state.public(public_router()))
+        .public_routes(public_router())
 }
 
-/// The notes API; to be layered with [`ContextJwt`](crate::auth::ContextJwt).
+/// The notes API; to be layered with [`ContextJwt`].
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -60,7 +62,7 @@ pub fn forge_router() -> Router<AppState> {
         )
 }
 
-/// The issue panel page and the webhooks; to be layered with [`ProductJwt`](crate::auth::ProductJwt).
+/// The issue panel page and the webhooks; to be layered with [`ProductJwt`].
 pub fn product_router() -> Router<AppState> {
     Router::new()
         .route("/issue-notes", get(page::issue_notes))

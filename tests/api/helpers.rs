@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::routing::get;
-use connect_axum::app::{self, AppState};
+use connect_axum::app::AppState;
 use connect_axum::auth::qsh;
 use connect_axum::config::Config;
 use connect_axum::store::{self, Keyring, StoreOptions, TenantStore};
@@ -571,8 +571,12 @@ impl TestApp {
             })
         })
         .unwrap();
-        let state = AppState::new(config, store.clone());
-        let router = app::router_with(state.clone(), connect_axum::notes::routes(&state));
+        let server = connect_axum::notes::app(config)
+            .store(store.clone())
+            .build()
+            .await
+            .unwrap();
+        let (state, router) = (server.state().clone(), server.router());
         Self {
             database_url,
             router,

@@ -1,0 +1,225 @@
+//! The composition API: an app hands the library its descriptor, its migrations and its routes
+//! (each group with its authentication), and gets one server whose every route, the library's or
+//! the app's, is under one middleware stack.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use connect_axum::app::{self, AppState};
+//! use connect_axum::auth::{ContextJwt, Tenant};
+//! use connect_axum::config::Config;
+//! use connect_axum::server::ConnectApp;
+//!
+//! async fn hello(tenant: Tenant) -> String {
+//!     format!("hello, {}", tenant.client_key())
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! ConnectApp::builder(Config::from_env()?)
+//!     .descriptor(r#"{"key": "my-app", "name": "My app", "authentication": {"type": "jwt"}}"#)
+//!     .routes::<ContextJwt>(Router::new().route("/api/hello", get(hello)))
+//!     .build()
+//!     .await?
+//!     .serve_until(app::shutdown_signal())
+//!     .await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::app::{self, AppState};
+use crate::auth::AuthMode;
+use crate::config::Config;
+use crate::lifecycle::{Descriptor, DescriptorError};
+use crate::monitoring;
+use crate::store::{AppMigrations, TenantStore};
+
+/// Why a server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid descriptor: {0}")]
+    Descriptor(#[from] DescriptorError),
+    #[error("the store could not be opened: {0:#}")]
+    Store(anyhow::Error),
+    #[error("could not listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+type Routes = Box<dyn FnOnce(&AppState) -> Router<AppState> + Send>;
+
+/// Collects what an app adds to the library; see [`ConnectApp::builder`].
+pub struct Builder {
+    config: Config,
+    descriptor: Option<String>,
+    migrations: AppMigrations,
+    routes: Vec<Routes>,
+    store: Option<Arc<dyn TenantStore>>,
+}
+
+impl Builder {
+    /// The app's `atlassian-connect.json`, served with `baseUrl` = `BASE_URL` (the sample app's
+    /// when none is given).
+    pub fn descriptor(mut self, json: &str) -> Self {
+        self.descriptor = Some(json.to_owned());
+        self
+    }
+
+    /// The app's own migrations, run with the library's as one set.
+    pub fn migrations(mut self, migrations: AppMigrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// `routes` behind the JWT check of mode `M`; their handlers take the verified `Tenant`.
+    pub fn routes<M: AuthMode>(self, routes: Router<AppState>) -> Self {
+        self.routes_with(move |state| state.with_jwt::<M>(routes))
+    }
+
+    /// `routes` behind a Forge Invocation Token.
+    pub fn forge_routes(self, routes: Router<AppState>) -> Self {
+        self.routes_with(move |state| state.with_forge(routes))
+    }
+
+    /// Public `routes`: no authentication, within the anonymous slots.
+    pub fn public_routes(self, routes: Router<AppState>) -> Self {
+        self.routes_with(move |state| state.public(routes))
+    }
+
+    /// Routes made from the state (already layered with their authentication).
+    pub fn routes_with(
+        mut self,
+        routes: impl FnOnce(&AppState) -> Router<AppState> + Send + 'static,
+    ) -> Self {
+        self.routes.push(Box::new(routes));
+        self
+    }
+
+    /// Serves over `store` instead of opening the configured one (tests, or a store shared with
+    /// something else); the app's migrations are then the caller's to have run.
+    pub fn store(mut self, store: Arc<dyn TenantStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Opens the store (running the migrations) unless one was given, seals sharedSecrets not
+    /// under the current key, and wires the state and the router.
+    ///
+    /// # Errors
+    /// An invalid descriptor, or a store that cannot be opened.
+    pub async fn build(self) -> Result<ConnectApp, BuildError> {
+        let descriptor = match &self.descriptor {
+            Some(json) => Descriptor::from_json(json, &self.config)?,
+            None => Descriptor::for_config(&self.config),
+        };
+        let store = match self.store {
+            Some(store) => store,
+            None => {
+                let mut options = self.config.store_options().map_err(BuildError::Store)?;
+                options.app_migrations = self.migrations;
+                let store = crate::store::connect(&options)
+                    .await
+                    .map_err(BuildError::Store)?;
+                match store.reencrypt_secrets().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!("sealed {n} sharedSecrets with the current secrets key")
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "could not seal sharedSecrets with the current key"
+                    ),
+                }
+                store
+            }
+        };
+        let state = AppState::with_descriptor(self.config, store, descriptor);
+        let routes = self
+            .routes
+            .into_iter()
+            .fold(Router::new(), |all, routes| all.merge(routes(&state)));
+        let router = app::router_with(state.clone(), routes);
+        Ok(ConnectApp { state, router })
+    }
+}
+
+/// A built server: its state and its whole router.
+pub struct ConnectApp {
+    state: AppState,
+    router: Router,
+}
+
+impl ConnectApp {
+    /// Starts collecting an app for `config`.
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            descriptor: None,
+            migrations: AppMigrations::default(),
+            routes: Vec::new(),
+            store: None,
+        }
+    }
+
+    /// The state every handler reaches.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Every route under the middleware stack, e.g. to drive in tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Listens on `PORT` (and `METRICS_PORT` when set), starts the upkeep (retention purge,
+    /// personal data reporting), and serves until `shutdown` completes; then closes the store.
+    ///
+    /// # Errors
+    /// When a port cannot be bound.
+    pub async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let config = self.state.config.clone();
+        let listener = TcpListener::bind((config.bind, config.port))
+            .await
+            .map_err(BuildError::Listen)?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(
+                TcpListener::bind((config.metrics_bind, port))
+                    .await
+                    .map_err(BuildError::Listen)?,
+            ),
+            None => None,
+        };
+        tracing::info!(
+            "connect-axum listening on {} (base URL {}, {} store)",
+            listener.local_addr()?,
+            config.base_url,
+            if config.database_url.starts_with("sqlite:") {
+                "embedded SQLite"
+            } else {
+                "Postgres"
+            },
+        );
+        match &metrics_listener {
+            Some(metrics) => tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?),
+            None if !config.metrics_on_public_port() => tracing::warn!(
+                "GET /metrics is not served: set METRICS_PORT to serve it on an internal port, or \
+                 METRICS_TOKEN to serve it on this one behind a bearer token"
+            ),
+            None => {}
+        }
+        self.state.spawn_upkeep();
+        let mut listeners = vec![(listener, self.router)];
+        if let Some(metrics) = metrics_listener {
+            listeners.push((metrics, monitoring::router(self.state.clone())));
+        }
+        app::serve(listeners, config.header_read_timeout, shutdown).await;
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
