@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::Tenant;
 use crate::error::{Error, JsonBody};
-use crate::store::{ClientKey, RealmMigration, TenantStore};
+use crate::store::{ClientKey, MigrationState, RealmMigration, TenantStore};
 
 /// Moves one tenant's data to a realm. The app supplies it in [`AppState::realm_mover`].
 #[async_trait]
@@ -184,7 +184,7 @@ async fn current(
 }
 
 fn status_of(m: &RealmMigration) -> Response {
-    let mut body = json!({ "status": m.state, "location": m.location });
+    let mut body = json!({ "status": m.state.as_str(), "location": m.location });
     if let Some(code) = &m.error_code {
         body["errorResponseCode"] = code.clone().into();
     }
@@ -210,10 +210,7 @@ async fn schedule(
     // A migration that has moved data (or may have) holds where the data was: scheduling over
     // it would lose the way back. It must be committed or rolled back first.
     if let Some(running) = app.store.realm_migration(key).await?
-        && matches!(
-            running.state.as_str(),
-            "in-progress" | "ready-to-commit" | "failed"
-        )
+        && running.state.is_open()
     {
         if running.migration_id == input.migration_id {
             return Ok(status_of(&running));
@@ -232,7 +229,7 @@ async fn schedule(
         migration_id: input.migration_id,
         location,
         previous_location: None,
-        state: "scheduled".to_owned(),
+        state: MigrationState::Scheduled,
         error_code: None,
         start_time: input.start_time,
         end_time: input.end_time,
@@ -248,7 +245,7 @@ async fn start(
     JsonBody(input): JsonBody<MigrationRef>,
 ) -> Answer {
     let mut migration = current(&app, &tenant, &input.migration_id).await?;
-    if migration.state != "scheduled" {
+    if migration.state != MigrationState::Scheduled {
         return Err(MigrationError::not_scheduled(format!(
             "the migration is {}, not scheduled",
             migration.state
@@ -261,17 +258,17 @@ async fn start(
         .location(store, key)
         .await
         .map_err(|e| failed(key, &e))?;
-    migration.state = "in-progress".to_owned();
+    migration.state = MigrationState::InProgress;
     app.store.save_realm_migration(key, &migration).await?;
     match app
         .realm_mover
         .move_to(store, key, Some(&migration.location))
         .await
     {
-        Ok(()) => migration.state = "ready-to-commit".to_owned(),
+        Ok(()) => migration.state = MigrationState::ReadyToCommit,
         Err(e) => {
             tracing::warn!(tenant.client_key = %key, error = %e, "realm migration of {key} failed");
-            migration.state = "failed".to_owned();
+            migration.state = MigrationState::Failed;
             migration.error_code = Some("E9999".to_owned());
         }
     }
@@ -304,16 +301,16 @@ async fn commit(
     JsonBody(input): JsonBody<MigrationRef>,
 ) -> Answer {
     let mut migration = current(&app, &tenant, &input.migration_id).await?;
-    if migration.state == "committed" {
+    if migration.state == MigrationState::Committed {
         return Ok(status_of(&migration));
     }
-    if migration.state != "ready-to-commit" {
+    if migration.state != MigrationState::ReadyToCommit {
         return Err(MigrationError::not_scheduled(format!(
             "the migration is {}, not ready to commit",
             migration.state
         )));
     }
-    migration.state = "committed".to_owned();
+    migration.state = MigrationState::Committed;
     app.store
         .save_realm_migration(tenant.client_key(), &migration)
         .await?;
@@ -328,15 +325,15 @@ async fn rollback(
 ) -> Answer {
     let mut migration = current(&app, &tenant, &input.migration_id).await?;
     let key = tenant.client_key();
-    match migration.state.as_str() {
-        "rolled-back" => return Ok(status_of(&migration)),
-        "committed" => {
+    match migration.state {
+        MigrationState::RolledBack => return Ok(status_of(&migration)),
+        MigrationState::Committed => {
             return Err(MigrationError::not_scheduled(
                 "a committed migration cannot be rolled back",
             ));
         }
-        "scheduled" => {}
-        _ => app
+        MigrationState::Scheduled => {}
+        MigrationState::InProgress | MigrationState::ReadyToCommit | MigrationState::Failed => app
             .realm_mover
             .move_to(
                 app.store.as_ref(),
@@ -346,7 +343,7 @@ async fn rollback(
             .await
             .map_err(|e| failed(key, &e))?,
     }
-    migration.state = "rolled-back".to_owned();
+    migration.state = MigrationState::RolledBack;
     app.store.save_realm_migration(key, &migration).await?;
     tracing::info!(tenant.client_key = %key, "realm migration {} rolled back", migration.migration_id);
     Ok(status_of(&migration))

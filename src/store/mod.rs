@@ -144,6 +144,66 @@ pub struct Purged {
     pub notes: u64,
 }
 
+/// Where a realm migration stands; stored and answered as its text (`ready-to-commit`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationState {
+    Scheduled,
+    InProgress,
+    ReadyToCommit,
+    Committed,
+    RolledBack,
+    Failed,
+}
+
+impl MigrationState {
+    const ALL: [MigrationState; 6] = [
+        MigrationState::Scheduled,
+        MigrationState::InProgress,
+        MigrationState::ReadyToCommit,
+        MigrationState::Committed,
+        MigrationState::RolledBack,
+        MigrationState::Failed,
+    ];
+
+    /// The state as the migration service and the store name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Scheduled => "scheduled",
+            MigrationState::InProgress => "in-progress",
+            MigrationState::ReadyToCommit => "ready-to-commit",
+            MigrationState::Committed => "committed",
+            MigrationState::RolledBack => "rolled-back",
+            MigrationState::Failed => "failed",
+        }
+    }
+
+    /// Whether data may have moved and the way back is still needed: such a migration must be
+    /// committed or rolled back before another is scheduled.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            MigrationState::InProgress | MigrationState::ReadyToCommit | MigrationState::Failed
+        )
+    }
+}
+
+impl fmt::Display for MigrationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MigrationState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a realm migration state"))
+    }
+}
+
 /// A tenant's data residency migration, as the migration service drives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealmMigration {
@@ -152,8 +212,7 @@ pub struct RealmMigration {
     pub location: String,
     /// Where the data was before the move (`None`: the realm it was installed in).
     pub previous_location: Option<String>,
-    /// `scheduled`, `in-progress`, `ready-to-commit`, `committed`, `rolled-back` or `failed`.
-    pub state: String,
+    pub state: MigrationState,
     /// Why it failed, as the migration service's codes (`E0001`…).
     pub error_code: Option<String>,
     pub start_time: Option<String>,
@@ -869,7 +928,10 @@ macro_rules! shared_queries {
                         migration_id: r.try_get("migration_id")?,
                         location: r.try_get("location")?,
                         previous_location: r.try_get("previous_location")?,
-                        state: r.try_get("state")?,
+                        state: r
+                            .try_get::<String, _>("state")?
+                            .parse()
+                            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
                         error_code: r.try_get("error_code")?,
                         start_time: r.try_get("start_time")?,
                         end_time: r.try_get("end_time")?,
@@ -896,7 +958,7 @@ macro_rules! shared_queries {
                 .bind(&m.migration_id)
                 .bind(&m.location)
                 .bind(&m.previous_location)
-                .bind(&m.state)
+                .bind(m.state.as_str())
                 .bind(&m.error_code)
                 .bind(&m.start_time)
                 .bind(&m.end_time)
@@ -1154,3 +1216,29 @@ macro_rules! shared_queries {
     };
 }
 pub(crate) use shared_queries;
+
+#[cfg(test)]
+mod tests {
+    use super::MigrationState;
+
+    #[test]
+    fn migration_states_are_stored_by_the_names_the_migration_service_uses() {
+        for state in MigrationState::ALL {
+            assert_eq!(state.as_str().parse::<MigrationState>(), Ok(state));
+        }
+        assert_eq!(MigrationState::ReadyToCommit.as_str(), "ready-to-commit");
+        assert!("done".parse::<MigrationState>().is_err());
+        let open: Vec<_> = MigrationState::ALL
+            .into_iter()
+            .filter(|s| s.is_open())
+            .collect();
+        assert_eq!(
+            open,
+            [
+                MigrationState::InProgress,
+                MigrationState::ReadyToCommit,
+                MigrationState::Failed
+            ]
+        );
+    }
+}
