@@ -82,5 +82,6 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await?
         .serve_until(app::shutdown_signal())
-        .await
+        .await?;
+    Ok(())
 }

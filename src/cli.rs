@@ -216,14 +216,16 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn store::TenantStore>> {
-    store::connect(&config.store_options()?).await
+async fn open_store(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn store::TenantStore>, crate::server::ServerError> {
+    Ok(store::connect(&config.store_options()?).await?)
 }
 
 /// Runs the migrations alone: as `MIGRATION_DATABASE_URL`'s login when set, which is what lets
 /// `connect_axum_app` exist before the serving login is made a member of it.
-async fn migrate(config: &Config) -> anyhow::Result<()> {
-    store::migrate(&config.store_options()?).await
+async fn migrate(config: &Config) -> Result<(), crate::server::ServerError> {
+    Ok(store::migrate(&config.store_options()?).await?)
 }
 
 fn failure(message: &str) -> ExitCode {

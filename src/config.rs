@@ -201,17 +201,16 @@ impl Config {
 
     /// How to reach the store, with the keyring that seals its secrets: `SECRETS_KEY`, or the
     /// embedded store's key file, made (and logged) on first use.
-    pub fn store_options(&self) -> anyhow::Result<crate::store::StoreOptions> {
+    pub fn store_options(&self) -> Result<crate::store::StoreOptions, KeyFileError> {
         let keyring = match &self.secrets {
             Some(keyring) => keyring.clone(),
             None => {
                 let path = &self.secrets_key_file;
-                let (keyring, created) = Keyring::load_or_create(path).map_err(|e| {
-                    anyhow::anyhow!(
-                        "could not read or create the secrets key file {}: {e}",
-                        path.display()
-                    )
-                })?;
+                let (keyring, created) =
+                    Keyring::load_or_create(path).map_err(|error| KeyFileError {
+                        path: path.clone(),
+                        error,
+                    })?;
                 if created {
                     tracing::warn!(
                         "generated a secrets key in {} for the embedded store; set SECRETS_KEY in production",
@@ -248,6 +247,14 @@ pub const TOKEN_LIFETIME_RANGE_SECS: std::ops::RangeInclusive<u64> =
 /// The default sites an install may come from.
 pub const DEFAULT_ALLOWED_BASE_URLS: &str =
     "*.atlassian.net,*.jira.com,*.jira-dev.com,*.atlassian.com";
+
+/// The embedded store's secrets key file could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[error("could not read or create the secrets key file {}: {error}", path.display())]
+pub struct KeyFileError {
+    pub path: PathBuf,
+    pub error: std::io::Error,
+}
 
 /// A configuration variable with a bad value.
 #[derive(Debug, thiserror::Error)]

@@ -34,5 +34,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .await?
         .serve_until(app::shutdown_signal())
-        .await
+        .await?;
+    Ok(())
 }

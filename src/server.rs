@@ -13,14 +13,15 @@
 //!     format!("hello, {}", tenant.client_key())
 //! }
 //!
-//! # async fn run() -> anyhow::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! ConnectApp::builder(Config::from_env()?)
 //!     .descriptor(r#"{"key": "my-app", "name": "My app", "authentication": {"type": "jwt"}}"#)
 //!     .routes::<ContextJwt>(Router::new().route("/api/hello", get(hello)))
 //!     .build()
 //!     .await?
 //!     .serve_until(app::shutdown_signal())
-//!     .await
+//!     .await?;
+//! # Ok(())
 //! # }
 //! ```
 
@@ -32,18 +33,20 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, AppState};
 use crate::auth::AuthMode;
-use crate::config::Config;
+use crate::config::{Config, KeyFileError};
 use crate::lifecycle::{Descriptor, DescriptorError};
 use crate::monitoring;
-use crate::store::{AppMigrations, TenantStore};
+use crate::store::{AppMigrations, StoreError, TenantStore};
 
-/// Why a server could not be built.
+/// Why a server could not be built or started.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum ServerError {
     #[error("invalid descriptor: {0}")]
     Descriptor(#[from] DescriptorError),
-    #[error("the store could not be opened: {0:#}")]
-    Store(anyhow::Error),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("could not listen: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -109,7 +112,7 @@ impl Builder {
     ///
     /// # Errors
     /// An invalid descriptor, or a store that cannot be opened.
-    pub async fn build(self) -> Result<ConnectApp, BuildError> {
+    pub async fn build(self) -> Result<ConnectApp, ServerError> {
         let descriptor = match &self.descriptor {
             Some(json) => Descriptor::from_json(json, &self.config)?,
             None => Descriptor::for_config(&self.config),
@@ -117,11 +120,9 @@ impl Builder {
         let store = match self.store {
             Some(store) => store,
             None => {
-                let mut options = self.config.store_options().map_err(BuildError::Store)?;
+                let mut options = self.config.store_options()?;
                 options.app_migrations = self.migrations;
-                let store = crate::store::connect(&options)
-                    .await
-                    .map_err(BuildError::Store)?;
+                let store = crate::store::connect(&options).await?;
                 match store.reencrypt_secrets().await {
                     Ok(0) => {}
                     Ok(n) => {
@@ -181,17 +182,11 @@ impl ConnectApp {
     pub async fn serve_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServerError> {
         let config = self.state.config.clone();
-        let listener = TcpListener::bind((config.bind, config.port))
-            .await
-            .map_err(BuildError::Listen)?;
+        let listener = TcpListener::bind((config.bind, config.port)).await?;
         let metrics_listener = match config.metrics_port {
-            Some(port) => Some(
-                TcpListener::bind((config.metrics_bind, port))
-                    .await
-                    .map_err(BuildError::Listen)?,
-            ),
+            Some(port) => Some(TcpListener::bind((config.metrics_bind, port)).await?),
             None => None,
         };
         tracing::info!(

@@ -494,9 +494,20 @@ pub(crate) async fn combined_migrator(
     Migrator::new(Combined(all)).await
 }
 
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` names no backend.
+    #[error("{0}")]
+    Url(String),
+    /// The database refused, or a migration failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// Runs the store's migrations, as the migration login on Postgres, and nothing else.
-pub async fn migrate(options: &StoreOptions) -> anyhow::Result<()> {
-    let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
+pub async fn migrate(options: &StoreOptions) -> Result<(), StoreError> {
+    let backend: Backend = options.database_url.parse().map_err(StoreError::Url)?;
     match backend {
         Backend::Postgres => PgStore::migrate(options).await?,
         Backend::Sqlite => connect(options).await?.close().await,
@@ -506,8 +517,8 @@ pub async fn migrate(options: &StoreOptions) -> anyhow::Result<()> {
 
 /// Connects to the store, runs its migrations, and puts the tenant cache in front of it (kept
 /// in step with other replicas through Postgres notifications).
-pub async fn connect(options: &StoreOptions) -> anyhow::Result<Arc<dyn TenantStore>> {
-    let backend: Backend = options.database_url.parse().map_err(anyhow::Error::msg)?;
+pub async fn connect(options: &StoreOptions) -> Result<Arc<dyn TenantStore>, StoreError> {
+    let backend: Backend = options.database_url.parse().map_err(StoreError::Url)?;
     Ok(match backend {
         Backend::Postgres => {
             let store = PgStore::connect(options).await?;
