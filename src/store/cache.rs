@@ -142,6 +142,10 @@ impl TenantStore for CachedStore {
         self.inner.pool_usage()
     }
 
+    fn database(&self) -> super::Database {
+        self.inner.database()
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -345,6 +349,9 @@ mod tests {
         }
         fn pool_usage(&self) -> PoolUsage {
             self.store.pool_usage()
+        }
+        fn database(&self) -> crate::store::Database {
+            self.store.database()
         }
         async fn close(&self) {
             self.store.close().await

@@ -259,6 +259,10 @@ pub trait TenantStore: Send + Sync + 'static {
     /// How many connections the pool holds.
     fn pool_usage(&self) -> PoolUsage;
 
+    /// The backend itself, for an app's own SQL on its own tables: run it in the backend's
+    /// `tenant_transaction` (on Postgres, row-level security in force for that tenant).
+    fn database(&self) -> Database;
+
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
 
@@ -371,6 +375,30 @@ pub trait TenantStore: Send + Sync + 'static {
 
     /// Deletes all of the tenant's notes on an issue; returns how many there were.
     async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64>;
+}
+
+/// A store's backend, for an app's own tenant-scoped SQL:
+///
+/// ```no_run
+/// # async fn f(store: &dyn connect_axum::store::TenantStore, key: &connect_axum::store::ClientKey) -> sqlx::Result<()> {
+/// use connect_axum::store::Database;
+/// let select = "select url from bookmark where client_key = $1 order by id";
+/// let urls: Vec<String> = match store.database() {
+///     Database::Postgres(pg) => {
+///         let mut tx = pg.tenant_transaction(key).await?;
+///         sqlx::query_scalar(select).bind(key.as_str()).fetch_all(&mut *tx).await?
+///     }
+///     Database::Sqlite(db) => {
+///         let mut tx = db.tenant_transaction(key).await?;
+///         sqlx::query_scalar(select).bind(key.as_str()).fetch_all(&mut *tx).await?
+///     }
+/// };
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub enum Database {
+    Postgres(Box<PgStore>),
+    Sqlite(SqliteStore),
 }
 
 /// The current time at the precision both backends keep (microseconds), so a value written
@@ -643,7 +671,7 @@ pub(crate) fn open_secret(
 /// Statements on tenant data run in the backend's `tenant_transaction`, which on Postgres puts
 /// row-level security in force for that one tenant.
 macro_rules! shared_queries {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $database:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::TenantStore for $store {
             async fn ping(&self) -> sqlx::Result<()> {
@@ -652,6 +680,10 @@ macro_rules! shared_queries {
 
             async fn close(&self) {
                 self.close_connections().await;
+            }
+
+            fn database(&self) -> $crate::store::Database {
+                ($database)(self.clone())
             }
 
             fn pool_usage(&self) -> $crate::store::PoolUsage {

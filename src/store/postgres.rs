@@ -208,4 +208,6 @@ impl Listening {
     }
 }
 
-super::shared_queries!(PgStore, Postgres);
+super::shared_queries!(PgStore, Postgres, |pg| super::Database::Postgres(Box::new(
+    pg
+)));

@@ -66,4 +66,4 @@ impl SqliteStore {
     }
 }
 
-super::shared_queries!(SqliteStore, Sqlite);
+super::shared_queries!(SqliteStore, Sqlite, super::Database::Sqlite);

@@ -92,3 +92,69 @@ on_both_stores! {
         assert!(format!("{refused:#}").contains("version of one of the library's"), "{refused:#}");
     }
 }
+
+/// Adds a bookmark for `key` and lists what `key`'s transaction sees with `select`, through the
+/// store's backend as an app's handler would.
+async fn bookmark_and_list(
+    store: &dyn TenantStore,
+    key: &connect_axum::store::ClientKey,
+    url: &str,
+    select: &str,
+) -> Vec<String> {
+    use connect_axum::store::Database;
+    let insert = "insert into bookmark (client_key, url) values ($1, $2)";
+    match store.database() {
+        Database::Postgres(pg) => {
+            let mut tx = pg.tenant_transaction(key).await.unwrap();
+            sqlx::query(insert)
+                .bind(key.as_str())
+                .bind(url)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            // Forgets the tenant on purpose: row-level security is the wall.
+            let seen = sqlx::query_scalar(select)
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            seen
+        }
+        Database::Sqlite(db) => {
+            let mut tx = db.tenant_transaction(key).await.unwrap();
+            sqlx::query(insert)
+                .bind(key.as_str())
+                .bind(url)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            // No row-level security: the app's own filter is the wall.
+            let scoped = format!("{select} where client_key = $1");
+            let seen = sqlx::query_scalar(&scoped)
+                .bind(key.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            seen
+        }
+    }
+}
+
+on_both_stores! {
+    async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend(app: TestApp) {
+        let (a, b) = (app.install("a").await, app.install("b").await);
+        let mut options = crate::helpers::store_options(&app.database_url);
+        options.app_migrations = app_migrations();
+        let store = connect_axum::store::connect(&options).await.unwrap();
+        let key = |client_key: String| {
+            let store = store.clone();
+            async move { store.find_tenant(&client_key).await.unwrap().unwrap().installation.client_key.clone() }
+        };
+        let (a_key, b_key) = (key(a.client_key).await, key(b.client_key).await);
+        let select = "select url from bookmark";
+        assert_eq!(bookmark_and_list(store.as_ref(), &a_key, "https://a.example", select).await, ["https://a.example"]);
+        assert_eq!(bookmark_and_list(store.as_ref(), &b_key, "https://b.example", select).await, ["https://b.example"]);
+        store.close().await;
+    }
+}
