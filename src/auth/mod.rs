@@ -327,7 +327,7 @@ impl Authenticator {
         &self,
         parts: &Parts,
         token: &str,
-    ) -> Result<(Tenant, jwt::Claims), Error> {
+    ) -> Result<(Tenant, Option<LifecycleToken>), Error> {
         let (header, peeked) = jwt::peek(token)?;
         if header.alg != "HS256" {
             return Err(AuthError::UnsupportedAlgorithm.into());
@@ -382,15 +382,12 @@ impl Authenticator {
         if !record.enabled && !M::DISABLED_TENANTS {
             return Err(AuthError::TenantDisabled.into());
         }
+        let lifecycle = M::LIFECYCLE_TOKEN
+            .then(|| lifecycle_token(&claims, token))
+            .transpose()?;
         Ok((
-            Tenant::new(
-                record,
-                claims.sub.clone(),
-                claims.context.clone(),
-                kind,
-                chain_start,
-            ),
-            claims,
+            Tenant::new(record, claims.sub, claims.context, kind, chain_start),
+            lifecycle,
         ))
     }
 
@@ -405,7 +402,7 @@ impl Authenticator {
         if let Some(token) = token_outside_body(parts)? {
             // Verified before a byte of the body is read: a client that sends its headers and
             // stalls is refused at once, and holds nothing while it stalls.
-            let (tenant, lifecycle) = self.authenticate_token::<M>(parts, &token).await?;
+            let (tenant, lifecycle) = self.authenticate::<M>(parts, &token).await?;
             let slot = self.admit(&tenant)?;
             let (body, in_form) = form_tokens(parts, body, limit).await?;
             if !in_form.is_empty() {
@@ -424,23 +421,9 @@ impl Authenticator {
                 (Some(_), false) => return Err(AuthError::MultipleTokens.into()),
             }
         };
-        let (tenant, lifecycle) = self.authenticate_token::<M>(parts, &token).await?;
+        let (tenant, lifecycle) = self.authenticate::<M>(parts, &token).await?;
         let slot = self.admit(&tenant)?;
         Ok((tenant, lifecycle, body, slot))
-    }
-
-    /// [`authenticate`](Self::authenticate), with the token's [`LifecycleToken`] for modes that
-    /// need it.
-    async fn authenticate_token<M: AuthMode>(
-        &self,
-        parts: &Parts,
-        token: &str,
-    ) -> Result<(Tenant, Option<LifecycleToken>), Error> {
-        let (tenant, claims) = self.authenticate::<M>(parts, token).await?;
-        let lifecycle = M::LIFECYCLE_TOKEN
-            .then(|| lifecycle_token(&claims, token))
-            .transpose()?;
-        Ok((tenant, lifecycle))
     }
 
     /// When the chain of a context or session token began: a session token's `auth_time`
