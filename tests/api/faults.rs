@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 
@@ -141,40 +141,7 @@ async fn a_database_outage_fails_readyz_within_1_s_and_requests_within_2_s_then_
     );
 
     assert!(cluster.stop());
-    // A Kubernetes probe gives up after 1 s by default; a request should fail well before a
-    // client does.
-    let started = Instant::now();
-    app.call("GET", "/readyz", None, None)
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "/readyz took {:?}",
-        started.elapsed()
-    );
-    let started = Instant::now();
-    app.signed(&tenant, "GET", NOTES, None)
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "a read took {:?}",
-        started.elapsed()
-    );
-    let started = Instant::now();
-    app.signed(
-        &tenant,
-        "POST",
-        NOTES,
-        Some(&serde_json::json!({ "body": "lost?" })),
-    )
-    .await
-    .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "a write took {:?}",
-        started.elapsed()
-    );
+    assert_outage_answered_in_time(&app, &tenant).await;
 
     // The cluster's port is free again while it is down; some other test's listener can take
     // it for a moment, so a restart gets a few tries.
@@ -185,23 +152,7 @@ async fn a_database_outage_fails_readyz_within_1_s_and_requests_within_2_s_then_
         cluster.start()
     });
     assert!(restarted, "the cluster did not restart:\n{}", cluster.log());
-    let started = Instant::now();
-    loop {
-        let response = app.signed(&tenant, "GET", NOTES, None).await;
-        if response.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no recovery: {}",
-            response.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        app.call("GET", "/readyz", None, None).await.status,
-        StatusCode::OK
-    );
+    until_recovered(&app, &tenant).await;
     assert_eq!(
         app.signed(&tenant, "GET", NOTES, None).await.json(),
         serde_json::json!([])

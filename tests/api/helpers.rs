@@ -149,27 +149,33 @@ enum TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestDb::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs inside the test's runtime; the cleanup needs one of its own.
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(async {
-                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                            let _ = admin
-                                .execute(
-                                    format!(r#"drop database if exists "{name}" with (force)"#)
-                                        .as_str(),
-                                )
-                                .await;
-                        }
-                    })
-            })
-            .join();
+            admin_cleanup(
+                admin_url,
+                vec![format!(r#"drop database if exists "{name}" with (force)"#)],
+            );
         }
     }
+}
+
+/// Runs `statements` on the Postgres server at `admin_url`, ignoring failures: the cleanup of a
+/// test's databases and roles. Drop runs inside the test's runtime (which may be shutting
+/// down), so the cleanup gets a runtime of its own.
+pub fn admin_cleanup(admin_url: &str, statements: Vec<String>) {
+    let admin_url = admin_url.to_owned();
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    for sql in statements {
+                        let _ = admin.execute(sql.as_str()).await;
+                    }
+                }
+            })
+    })
+    .join();
 }
 
 /// The Postgres server tests create their databases on.
@@ -693,4 +699,56 @@ impl TestApp {
             .unwrap()
             .is_some()
     }
+}
+
+/// With the database gone: `/readyz` answers 503 `store_unavailable` within 1 s (a Kubernetes
+/// probe gives up after 1 s by default), and a read and a write of `tenant`'s notes within 2 s.
+pub async fn assert_outage_answered_in_time(app: &TestApp, tenant: &TestTenant) {
+    use std::time::{Duration, Instant};
+    const NOTES: &str = "/api/issues/PROJ-1/notes";
+    let started = Instant::now();
+    app.call("GET", "/readyz", None, None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "/readyz took {:?}",
+        started.elapsed()
+    );
+    let write = json!({ "body": "lost?" });
+    for (method, body, what) in [("GET", None, "a read"), ("POST", Some(&write), "a write")] {
+        let started = Instant::now();
+        app.signed(tenant, method, NOTES, body)
+            .await
+            .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Polls `tenant`'s notes until they answer 200 (at most 20 s), then `/readyz` must too.
+pub async fn until_recovered(app: &TestApp, tenant: &TestTenant) {
+    use std::time::{Duration, Instant};
+    let started = Instant::now();
+    loop {
+        let response = app
+            .signed(tenant, "GET", "/api/issues/PROJ-1/notes", None)
+            .await;
+        if response.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no recovery: {}",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.call("GET", "/readyz", None, None).await.status,
+        StatusCode::OK
+    );
 }

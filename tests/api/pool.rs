@@ -219,43 +219,10 @@ async fn a_database_that_stops_answering_fails_readyz_within_1_s_and_requests_wi
     );
 
     proxy.hold();
-    let started = Instant::now();
-    app.call("GET", "/readyz", None, None)
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
-    let started = Instant::now();
-    app.signed(&tenant, "GET", NOTES, None)
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_outage_answered_in_time(&app, &tenant).await;
 
     proxy.release();
-    let started = Instant::now();
-    loop {
-        let response = app.signed(&tenant, "GET", NOTES, None).await;
-        if response.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no recovery: {}",
-            response.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        app.call("GET", "/readyz", None, None).await.status,
-        StatusCode::OK
-    );
+    until_recovered(&app, &tenant).await;
 }
 
 /// Sends `method path` to a server process, with a tenant token and a JSON body.
@@ -373,29 +340,14 @@ impl SplitLogins {
 
 impl Drop for SplitLogins {
     fn drop(&mut self) {
-        let (admin_url, database, serving) = (
-            self.admin_url.clone(),
-            self.database.clone(),
-            self.serving.clone(),
+        let (database, serving) = (&self.database, &self.serving);
+        admin_cleanup(
+            &self.admin_url,
+            vec![
+                format!(r#"drop database if exists "{database}" with (force)"#),
+                format!(r#"drop role if exists "{serving}""#),
+            ],
         );
-        // A runtime of its own: the test's may be shutting down.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                        for sql in [
-                            format!(r#"drop database if exists "{database}" with (force)"#),
-                            format!(r#"drop role if exists "{serving}""#),
-                        ] {
-                            let _ = admin.execute(sql.as_str()).await;
-                        }
-                    }
-                })
-        })
-        .join();
     }
 }
 
