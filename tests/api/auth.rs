@@ -16,251 +16,416 @@ async fn refused(app: &TestApp, token: &str, code: &str) {
         .assert_error(StatusCode::UNAUTHORIZED, code);
 }
 
-on_both_stores! {
-    async fn a_valid_header_token_is_accepted(app: TestApp) {
-        let a = app.install("a").await;
-        let response = app.signed(&a, "GET", NOTES, None).await;
-        assert_eq!(response.status, StatusCode::OK);
-        assert_eq!(response.json(), json!([]));
-    }
+async fn a_valid_header_token_is_accepted(app: TestApp) {
+    let a = app.install("a").await;
+    let response = app.signed(&a, "GET", NOTES, None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.json(), json!([]));
+}
 
-    async fn a_valid_query_token_is_accepted(app: TestApp) {
-        let a = app.install("a").await;
-        let target = format!("{NOTES}?lic=none&cp=%2Fjira&xdm_e=https%3A%2F%2Fa.atlassian.net");
-        let token = a.token("GET", &target);
-        let response = app.call("GET", &format!("{target}&jwt={token}"), None, None).await;
-        assert_eq!(response.status, StatusCode::OK);
-        let token = a.token("GET", NOTES);
-        assert_eq!(app.call("GET", &format!("{NOTES}?jwt={token}"), None, None).await.status, StatusCode::OK);
-    }
+async fn a_valid_query_token_is_accepted(app: TestApp) {
+    let a = app.install("a").await;
+    let target = format!("{NOTES}?lic=none&cp=%2Fjira&xdm_e=https%3A%2F%2Fa.atlassian.net");
+    let token = a.token("GET", &target);
+    let response = app
+        .call("GET", &format!("{target}&jwt={token}"), None, None)
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let token = a.token("GET", NOTES);
+    assert_eq!(
+        app.call("GET", &format!("{NOTES}?jwt={token}"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
 
-    async fn a_valid_form_field_token_is_accepted(app: TestApp) {
-        let a = app.install("a").await;
-        let token = a.token("POST", NOTES);
-        let request = Request::post(NOTES)
+async fn a_valid_form_field_token_is_accepted(app: TestApp) {
+    let a = app.install("a").await;
+    let token = a.token("POST", NOTES);
+    let request = Request::post(NOTES)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("body=from+a+form&jwt={token}")))
+        .unwrap();
+    let response = app.send(request).await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(response.json()["body"], "from a form");
+}
+
+async fn a_form_body_with_a_header_token_is_read_once_the_token_verified(app: TestApp) {
+    let a = app.install("a").await;
+    let form = |token: &str, body: &str| {
+        Request::post(NOTES)
+            .header(header::AUTHORIZATION, format!("JWT {token}"))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!("body=from+a+form&jwt={token}")))
-            .unwrap();
-        let response = app.send(request).await;
-        assert_eq!(response.status, StatusCode::CREATED);
-        assert_eq!(response.json()["body"], "from a form");
-    }
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let created = app
+        .send(form(&a.token("POST", NOTES), "body=with+a+header+token"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.json()["body"], "with a header token");
+    let second = a.token("POST", NOTES);
+    app.send(form(
+        &a.token("POST", NOTES),
+        &format!("body=x&jwt={second}"),
+    ))
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+    app.send(form(&a.token("POST", NOTES), "body=x&jwt=garbage"))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+    app.send(form("garbage", &format!("body=x&jwt={second}")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
+}
 
-    async fn a_form_body_with_a_header_token_is_read_once_the_token_verified(app: TestApp) {
-        let a = app.install("a").await;
-        let form = |token: &str, body: &str| {
-            Request::post(NOTES)
-                .header(header::AUTHORIZATION, format!("JWT {token}"))
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(Body::from(body.to_owned()))
-                .unwrap()
-        };
-        let created = app.send(form(&a.token("POST", NOTES), "body=with+a+header+token")).await;
-        assert_eq!(created.status, StatusCode::CREATED);
-        assert_eq!(created.json()["body"], "with a header token");
-        let second = a.token("POST", NOTES);
-        app.send(form(&a.token("POST", NOTES), &format!("body=x&jwt={second}")))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
-        app.send(form(&a.token("POST", NOTES), "body=x&jwt=garbage"))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
-        app.send(form("garbage", &format!("body=x&jwt={second}")))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
-    }
+async fn a_tampered_signature_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let token = a.token("GET", NOTES);
+    let (rest, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    refused(
+        &app,
+        &format!("{rest}.{flipped}{}", &signature[1..]),
+        "bad_signature",
+    )
+    .await;
+    let (header, rest) = token.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let other_claims = a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "sub": "someone-else" }));
+    let other_claims = other_claims.split('.').nth(1).unwrap();
+    refused(
+        &app,
+        &format!("{header}.{other_claims}.{signature}"),
+        "bad_signature",
+    )
+    .await;
+}
 
-    async fn a_tampered_signature_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let token = a.token("GET", NOTES);
-        let (rest, signature) = token.rsplit_once('.').unwrap();
-        let flipped = if signature.starts_with('A') { "B" } else { "A" };
-        refused(&app, &format!("{rest}.{flipped}{}", &signature[1..]), "bad_signature").await;
-        let (header, rest) = token.split_once('.').unwrap();
-        let (_, signature) = rest.split_once('.').unwrap();
-        let other_claims = a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "sub": "someone-else" }));
-        let other_claims = other_claims.split('.').nth(1).unwrap();
-        refused(&app, &format!("{header}.{other_claims}.{signature}"), "bad_signature").await;
-    }
+async fn an_expired_token_is_refused_beyond_the_leeway(app: TestApp) {
+    let a = app.install("a").await;
+    let qsh = qsh_of("GET", NOTES);
+    refused(
+        &app,
+        &a.token_with(json!({ "qsh": qsh, "iat": now() - 600, "exp": now() - 60 })),
+        "expired",
+    )
+    .await;
+    let within = a.token_with(json!({ "qsh": qsh, "iat": now() - 600, "exp": now() - 10 }));
+    assert_eq!(
+        app.call("GET", NOTES, Some(&within), None).await.status,
+        StatusCode::OK
+    );
+}
 
-    async fn an_expired_token_is_refused_beyond_the_leeway(app: TestApp) {
-        let a = app.install("a").await;
-        let qsh = qsh_of("GET", NOTES);
-        refused(&app, &a.token_with(json!({ "qsh": qsh, "iat": now() - 600, "exp": now() - 60 })), "expired").await;
-        let within = a.token_with(json!({ "qsh": qsh, "iat": now() - 600, "exp": now() - 10 }));
-        assert_eq!(app.call("GET", NOTES, Some(&within), None).await.status, StatusCode::OK);
-    }
+async fn a_token_issued_in_the_future_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let qsh = qsh_of("GET", NOTES);
+    refused(
+        &app,
+        &a.token_with(json!({ "qsh": qsh, "iat": now() + 600, "exp": now() + 900 })),
+        "issued_in_future",
+    )
+    .await;
+    refused(
+        &app,
+        &a.token_with(json!({ "qsh": qsh, "nbf": now() + 600 })),
+        "not_yet_valid",
+    )
+    .await;
+}
 
-    async fn a_token_issued_in_the_future_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let qsh = qsh_of("GET", NOTES);
-        refused(&app, &a.token_with(json!({ "qsh": qsh, "iat": now() + 600, "exp": now() + 900 })), "issued_in_future").await;
-        refused(&app, &a.token_with(json!({ "qsh": qsh, "nbf": now() + 600 })), "not_yet_valid").await;
-    }
+async fn a_token_without_exp_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    refused(
+        &app,
+        &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "exp": null })),
+        "missing_claim",
+    )
+    .await;
+}
 
-    async fn a_token_without_exp_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        refused(&app, &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "exp": null })), "missing_claim").await;
-    }
+async fn a_token_with_an_unstorable_subject_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let token = a.token_with(json!({ "qsh": qsh_of("POST", NOTES), "sub": "a\u{0}b" }));
+    app.call("POST", NOTES, Some(&token), Some(&json!({ "body": "x" })))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
+}
 
-    async fn a_token_with_an_unstorable_subject_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let token = a.token_with(json!({ "qsh": qsh_of("POST", NOTES), "sub": "a\u{0}b" }));
-        app.call("POST", NOTES, Some(&token), Some(&json!({ "body": "x" })))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
-    }
+async fn a_token_without_qsh_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    refused(&app, &a.token_with(json!({})), "missing_qsh").await;
+}
 
-    async fn a_token_without_qsh_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        refused(&app, &a.token_with(json!({})), "missing_qsh").await;
-    }
+async fn a_token_for_another_path_method_or_query_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    refused(
+        &app,
+        &a.token("GET", "/api/issues/PROJ-2/notes"),
+        "qsh_mismatch",
+    )
+    .await;
+    refused(&app, &a.token("POST", NOTES), "qsh_mismatch").await;
+    refused(
+        &app,
+        &a.token("GET", &format!("{NOTES}?x=1")),
+        "qsh_mismatch",
+    )
+    .await;
+    let token = a.token("GET", NOTES);
+    app.call("GET", &format!("{NOTES}?added=after"), Some(&token), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
+    let token = a.token("GET", &format!("{NOTES}?a=1"));
+    app.call("GET", &format!("{NOTES}?a=1&jwt={token}&b=2"), None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
+}
 
-    async fn a_token_for_another_path_method_or_query_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        refused(&app, &a.token("GET", "/api/issues/PROJ-2/notes"), "qsh_mismatch").await;
-        refused(&app, &a.token("POST", NOTES), "qsh_mismatch").await;
-        refused(&app, &a.token("GET", &format!("{NOTES}?x=1")), "qsh_mismatch").await;
-        let token = a.token("GET", NOTES);
-        app.call("GET", &format!("{NOTES}?added=after"), Some(&token), None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
-        let token = a.token("GET", &format!("{NOTES}?a=1"));
-        app.call("GET", &format!("{NOTES}?a=1&jwt={token}&b=2"), None, None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
-    }
-
-    async fn a_token_from_an_unknown_issuer_is_refused(app: TestApp) {
-        let stranger = TestTenant::new("stranger");
-        refused(&app, &stranger.token("GET", NOTES), "unknown_tenant").await;
-        let a = app.install("a").await;
-        refused(&app, &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "iss": null })), "missing_claim").await;
-        for iss in ["a\u{0}b".to_owned(), String::new(), "k".repeat(300)] {
-            refused(&app, &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "iss": iss })), "unknown_tenant").await;
-        }
-    }
-
-    async fn tokens_with_other_algorithms_are_refused(app: TestApp) {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let a = app.install("a").await;
-        let claims = json!({ "iss": a.client_key, "exp": now() + 60, "qsh": qsh_of("GET", NOTES) });
-        let none = format!(
-            "{}.{}.",
-            b64.encode(json!({ "alg": "none", "typ": "JWT" }).to_string()),
-            b64.encode(claims.to_string())
-        );
-        refused(&app, &none, "unsupported_algorithm").await;
-        for alg in [jsonwebtoken::Algorithm::HS512, jsonwebtoken::Algorithm::HS384] {
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(alg),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(a.secret.as_bytes()),
-            )
-            .unwrap();
-            refused(&app, &token, "unsupported_algorithm").await;
-        }
-        refused(&app, &rs256(&claims, KID), "unsupported_algorithm").await;
-    }
-
-    async fn a_token_signed_with_another_tenants_secret_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let b = app.install("b").await;
-        let claims = json!({ "iss": a.client_key, "iat": now(), "exp": now() + 60, "qsh": qsh_of("GET", NOTES) });
-        refused(&app, &hs256(&claims, &b.secret), "bad_signature").await;
-    }
-
-    async fn other_schemes_garbage_and_huge_tokens_are_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let token = a.token("GET", NOTES);
-        let request = Request::get(NOTES)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        app.send(request).await.assert_error(StatusCode::UNAUTHORIZED, "unsupported_scheme");
-        refused(&app, "garbage", "malformed_token").await;
-        refused(&app, "", "malformed_token").await;
-        refused(&app, "a.b.c", "malformed_token").await;
-        refused(&app, &"x".repeat(20 * 1024), "malformed_token").await;
-        app.call("GET", NOTES, Some(&"x".repeat(100 * 1024)), None)
-            .await
-            .assert_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
-        let huge = format!("{}.{}.{}", "e".repeat(25_000), "e".repeat(25_000), "e".repeat(10_000));
-        app.call("GET", &format!("{NOTES}?jwt={huge}"), None, None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
-    }
-
-    async fn no_token_or_several_tokens_are_refused(app: TestApp) {
-        let a = app.install("a").await;
-        app.call("GET", NOTES, None, None).await.assert_error(StatusCode::UNAUTHORIZED, "missing_token");
-        let token = a.token("GET", NOTES);
-        app.call("GET", &format!("{NOTES}?jwt={token}"), Some(&token), None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
-        app.call("GET", &format!("{NOTES}?jwt={token}&jwt={token}"), None, None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
-    }
-
-    async fn disabled_and_uninstalled_tenants_are_refused(app: TestApp) {
-        let a = app.install("a").await;
-        assert_eq!(app.hook(&a, "disabled").await.status, StatusCode::NO_CONTENT);
-        refused(&app, &a.token("GET", NOTES), "tenant_disabled").await;
-        assert_eq!(app.hook(&a, "enabled").await.status, StatusCode::NO_CONTENT);
-        assert_eq!(app.signed(&a, "GET", NOTES, None).await.status, StatusCode::OK);
-        assert_eq!(app.hook(&a, "uninstalled").await.status, StatusCode::NO_CONTENT);
-        refused(&app, &a.token("GET", NOTES), "tenant_uninstalled").await;
-    }
-
-    async fn context_tokens_are_accepted_on_the_notes_routes(app: TestApp) {
-        let a = app.install("a").await;
-        let context = a.context_token("PROJ-1");
-        let response = app.call("POST", NOTES, Some(&context), Some(&json!({ "body": "hi" }))).await;
-        assert_eq!(response.status, StatusCode::CREATED);
-        assert_eq!(response.json()["author"], "557058:account-id");
-    }
-
-    async fn a_session_token_is_issued_and_accepted_only_where_context_tokens_are(app: TestApp) {
-        let a = app.install("a").await;
-        assert!(!app.signed(&a, "GET", NOTES, None).await.headers.contains_key("x-acpt"), "not for a product JWT");
-        let response = app.call("GET", NOTES, Some(&a.context_token("PROJ-1")), None).await;
-        let session = response.headers["x-acpt"].to_str().unwrap().to_owned();
-        let created = app.call("POST", NOTES, Some(&session), Some(&json!({ "body": "via session" }))).await;
-        assert_eq!(created.status, StatusCode::CREATED);
-        assert_eq!(created.json()["author"], "557058:account-id", "the session keeps sub");
-        assert!(created.headers.contains_key("x-acpt"), "a session token is refreshed");
-        app.call("POST", "/disabled", Some(&session), Some(&a.payload("disabled")))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "context_token_not_allowed");
-        assert!(!app.hook(&a, "disabled").await.headers.contains_key("x-acpt"));
-    }
-
-    async fn a_session_token_cannot_be_moved_to_another_tenant(app: TestApp) {
-        let a = app.install("a").await;
-        let b = app.install("b").await;
-        let forged = hs256(
-            &json!({ "iss": APP_KEY, "aud": b.client_key, "exp": now() + 60, "qsh": "context-qsh" }),
-            &a.secret,
-        );
-        refused(&app, &forged, "bad_signature").await;
-        let bound = hs256(
-            &json!({ "iss": APP_KEY, "aud": a.client_key, "exp": now() + 60, "qsh": qsh_of("GET", NOTES) }),
-            &a.secret,
-        );
-        refused(&app, &bound, "qsh_mismatch").await;
-        let no_aud = hs256(&json!({ "iss": APP_KEY, "exp": now() + 60, "qsh": "context-qsh" }), &a.secret);
-        refused(&app, &no_aud, "missing_claim").await;
-    }
-
-    async fn failed_requests_get_no_session_token(app: TestApp) {
-        let a = app.install("a").await;
-        let response = app.call("GET", "/api/issues/bad/notes", Some(&a.context_token("PROJ-1")), None).await;
-        response.assert_error(StatusCode::BAD_REQUEST, "invalid_issue_key");
-        assert!(!response.headers.contains_key("x-acpt"));
+async fn a_token_from_an_unknown_issuer_is_refused(app: TestApp) {
+    let stranger = TestTenant::new("stranger");
+    refused(&app, &stranger.token("GET", NOTES), "unknown_tenant").await;
+    let a = app.install("a").await;
+    refused(
+        &app,
+        &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "iss": null })),
+        "missing_claim",
+    )
+    .await;
+    for iss in ["a\u{0}b".to_owned(), String::new(), "k".repeat(300)] {
+        refused(
+            &app,
+            &a.token_with(json!({ "qsh": qsh_of("GET", NOTES), "iss": iss })),
+            "unknown_tenant",
+        )
+        .await;
     }
 }
+
+async fn tokens_with_other_algorithms_are_refused(app: TestApp) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let a = app.install("a").await;
+    let claims = json!({ "iss": a.client_key, "exp": now() + 60, "qsh": qsh_of("GET", NOTES) });
+    let none = format!(
+        "{}.{}.",
+        b64.encode(json!({ "alg": "none", "typ": "JWT" }).to_string()),
+        b64.encode(claims.to_string())
+    );
+    refused(&app, &none, "unsupported_algorithm").await;
+    for alg in [
+        jsonwebtoken::Algorithm::HS512,
+        jsonwebtoken::Algorithm::HS384,
+    ] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(a.secret.as_bytes()),
+        )
+        .unwrap();
+        refused(&app, &token, "unsupported_algorithm").await;
+    }
+    refused(&app, &rs256(&claims, KID), "unsupported_algorithm").await;
+}
+
+async fn a_token_signed_with_another_tenants_secret_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let b = app.install("b").await;
+    let claims = json!({ "iss": a.client_key, "iat": now(), "exp": now() + 60, "qsh": qsh_of("GET", NOTES) });
+    refused(&app, &hs256(&claims, &b.secret), "bad_signature").await;
+}
+
+async fn other_schemes_garbage_and_huge_tokens_are_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let token = a.token("GET", NOTES);
+    let request = Request::get(NOTES)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    app.send(request)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unsupported_scheme");
+    refused(&app, "garbage", "malformed_token").await;
+    refused(&app, "", "malformed_token").await;
+    refused(&app, "a.b.c", "malformed_token").await;
+    refused(&app, &"x".repeat(20 * 1024), "malformed_token").await;
+    app.call("GET", NOTES, Some(&"x".repeat(100 * 1024)), None)
+        .await
+        .assert_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        );
+    let huge = format!(
+        "{}.{}.{}",
+        "e".repeat(25_000),
+        "e".repeat(25_000),
+        "e".repeat(10_000)
+    );
+    app.call("GET", &format!("{NOTES}?jwt={huge}"), None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "malformed_token");
+}
+
+async fn no_token_or_several_tokens_are_refused(app: TestApp) {
+    let a = app.install("a").await;
+    app.call("GET", NOTES, None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "missing_token");
+    let token = a.token("GET", NOTES);
+    app.call("GET", &format!("{NOTES}?jwt={token}"), Some(&token), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+    app.call(
+        "GET",
+        &format!("{NOTES}?jwt={token}&jwt={token}"),
+        None,
+        None,
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "multiple_tokens");
+}
+
+async fn disabled_and_uninstalled_tenants_are_refused(app: TestApp) {
+    let a = app.install("a").await;
+    assert_eq!(
+        app.hook(&a, "disabled").await.status,
+        StatusCode::NO_CONTENT
+    );
+    refused(&app, &a.token("GET", NOTES), "tenant_disabled").await;
+    assert_eq!(app.hook(&a, "enabled").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.signed(&a, "GET", NOTES, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.hook(&a, "uninstalled").await.status,
+        StatusCode::NO_CONTENT
+    );
+    refused(&app, &a.token("GET", NOTES), "tenant_uninstalled").await;
+}
+
+async fn context_tokens_are_accepted_on_the_notes_routes(app: TestApp) {
+    let a = app.install("a").await;
+    let context = a.context_token("PROJ-1");
+    let response = app
+        .call(
+            "POST",
+            NOTES,
+            Some(&context),
+            Some(&json!({ "body": "hi" })),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(response.json()["author"], "557058:account-id");
+}
+
+async fn a_session_token_is_issued_and_accepted_only_where_context_tokens_are(app: TestApp) {
+    let a = app.install("a").await;
+    assert!(
+        !app.signed(&a, "GET", NOTES, None)
+            .await
+            .headers
+            .contains_key("x-acpt"),
+        "not for a product JWT"
+    );
+    let response = app
+        .call("GET", NOTES, Some(&a.context_token("PROJ-1")), None)
+        .await;
+    let session = response.headers["x-acpt"].to_str().unwrap().to_owned();
+    let created = app
+        .call(
+            "POST",
+            NOTES,
+            Some(&session),
+            Some(&json!({ "body": "via session" })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(
+        created.json()["author"],
+        "557058:account-id",
+        "the session keeps sub"
+    );
+    assert!(
+        created.headers.contains_key("x-acpt"),
+        "a session token is refreshed"
+    );
+    app.call(
+        "POST",
+        "/disabled",
+        Some(&session),
+        Some(&a.payload("disabled")),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "context_token_not_allowed");
+    assert!(
+        !app.hook(&a, "disabled")
+            .await
+            .headers
+            .contains_key("x-acpt")
+    );
+}
+
+async fn a_session_token_cannot_be_moved_to_another_tenant(app: TestApp) {
+    let a = app.install("a").await;
+    let b = app.install("b").await;
+    let forged = hs256(
+        &json!({ "iss": APP_KEY, "aud": b.client_key, "exp": now() + 60, "qsh": "context-qsh" }),
+        &a.secret,
+    );
+    refused(&app, &forged, "bad_signature").await;
+    let bound = hs256(
+        &json!({ "iss": APP_KEY, "aud": a.client_key, "exp": now() + 60, "qsh": qsh_of("GET", NOTES) }),
+        &a.secret,
+    );
+    refused(&app, &bound, "qsh_mismatch").await;
+    let no_aud = hs256(
+        &json!({ "iss": APP_KEY, "exp": now() + 60, "qsh": "context-qsh" }),
+        &a.secret,
+    );
+    refused(&app, &no_aud, "missing_claim").await;
+}
+
+async fn failed_requests_get_no_session_token(app: TestApp) {
+    let a = app.install("a").await;
+    let response = app
+        .call(
+            "GET",
+            "/api/issues/bad/notes",
+            Some(&a.context_token("PROJ-1")),
+            None,
+        )
+        .await;
+    response.assert_error(StatusCode::BAD_REQUEST, "invalid_issue_key");
+    assert!(!response.headers.contains_key("x-acpt"));
+}
+
+on_both_stores!(
+    a_valid_header_token_is_accepted,
+    a_valid_query_token_is_accepted,
+    a_valid_form_field_token_is_accepted,
+    a_form_body_with_a_header_token_is_read_once_the_token_verified,
+    a_tampered_signature_is_refused,
+    an_expired_token_is_refused_beyond_the_leeway,
+    a_token_issued_in_the_future_is_refused,
+    a_token_without_exp_is_refused,
+    a_token_with_an_unstorable_subject_is_refused,
+    a_token_without_qsh_is_refused,
+    a_token_for_another_path_method_or_query_is_refused,
+    a_token_from_an_unknown_issuer_is_refused,
+    tokens_with_other_algorithms_are_refused,
+    a_token_signed_with_another_tenants_secret_is_refused,
+    other_schemes_garbage_and_huge_tokens_are_refused,
+    no_token_or_several_tokens_are_refused,
+    disabled_and_uninstalled_tenants_are_refused,
+    context_tokens_are_accepted_on_the_notes_routes,
+    a_session_token_is_issued_and_accepted_only_where_context_tokens_are,
+    a_session_token_cannot_be_moved_to_another_tenant,
+    failed_requests_get_no_session_token,
+);
 
 /// Over a real socket, hyper's own limits answer oversized tokens: a 4xx and no hang.
 #[tokio::test]

@@ -22,63 +22,122 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-on_both_stores! {
-    async fn tenants_list_and_show_never_print_the_secret(app: TestApp) {
-        let a = app.install("a").await;
-        let b = app.install("b").await;
-        app.hook(&b, "disabled").await;
-        let list = cli(&app.database_url, &["tenants", "list"]);
-        assert!(list.status.success());
-        let text = stdout(&list);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with("a-client-key\tenabled\tjira\thttps://a.atlassian.net\t"), "{text}");
-        assert!(lines[1].starts_with("b-client-key\tdisabled\t"), "{text}");
-        let show = cli(&app.database_url, &["tenants", "show", &a.client_key]);
-        assert!(show.status.success());
-        let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-        assert_eq!(shown["clientKey"], a.client_key);
-        assert_eq!(shown["state"], "enabled");
-        assert_eq!(shown["oauthClientId"], "oauth-client");
-        for output in [&list, &show] {
-            let all = format!("{}{}", stdout(output), String::from_utf8_lossy(&output.stderr));
-            assert!(!all.contains(&a.secret) && !all.contains(&b.secret), "a secret was printed");
-        }
-        assert_eq!(cli(&app.database_url, &["tenants", "show", "nobody"]).status.code(), Some(3));
+async fn tenants_list_and_show_never_print_the_secret(app: TestApp) {
+    let a = app.install("a").await;
+    let b = app.install("b").await;
+    app.hook(&b, "disabled").await;
+    let list = cli(&app.database_url, &["tenants", "list"]);
+    assert!(list.status.success());
+    let text = stdout(&list);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("a-client-key\tenabled\tjira\thttps://a.atlassian.net\t"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("b-client-key\tdisabled\t"), "{text}");
+    let show = cli(&app.database_url, &["tenants", "show", &a.client_key]);
+    assert!(show.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["clientKey"], a.client_key);
+    assert_eq!(shown["state"], "enabled");
+    assert_eq!(shown["oauthClientId"], "oauth-client");
+    for output in [&list, &show] {
+        let all = format!(
+            "{}{}",
+            stdout(output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !all.contains(&a.secret) && !all.contains(&b.secret),
+            "a secret was printed"
+        );
     }
-
-    async fn token_mints_a_jwt_the_server_accepts(app: TestApp) {
-        let a = app.install("a").await;
-        let target = "/api/issues/PROJ-1/notes?x=1";
-        let output = cli(&app.database_url, &["token", &a.client_key, "GET", target, "--sub", "user-1"]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let token = stdout(&output).trim().to_owned();
-        let response = app.call("GET", target, Some(&token), None).await;
-        assert_eq!(response.status, StatusCode::OK);
-        let expired = cli(&app.database_url, &["token", &a.client_key, "GET", target, "--exp", "0"]);
-        let token = stdout(&expired).trim().to_owned();
-        let response = app.call("GET", target, Some(&token), None).await;
-        assert_eq!(response.status, StatusCode::OK, "exp 0 is within the leeway");
-        assert_eq!(cli(&app.database_url, &["token", "nobody", "GET", "/"]).status.code(), Some(3));
-    }
-
-    async fn personal_data_report_runs_on_demand(app: TestApp) {
-        let report = cli(&app.database_url, &["personal-data", "report"]);
-        assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
-        assert!(stdout(&report).contains("reported 0 accounts of 0 tenants"), "{}", stdout(&report));
-    }
-
-    async fn check_and_migrate_report_a_healthy_store(app: TestApp) {
-        let check = cli(&app.database_url, &["check"]);
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-        let text = stdout(&check);
-        assert!(text.contains("config: ok") && text.contains("store: ok"), "{text}");
-        let key_id = keyring().current_id().to_owned();
-        assert!(text.contains(&format!("secrets: ok (SECRETS_KEY, key id {key_id}, 0 older keys")), "{text}");
-        assert!(!text.contains(secrets_key()));
-        assert!(cli(&app.database_url, &["migrate"]).status.success());
-    }
+    assert_eq!(
+        cli(&app.database_url, &["tenants", "show", "nobody"])
+            .status
+            .code(),
+        Some(3)
+    );
 }
+
+async fn token_mints_a_jwt_the_server_accepts(app: TestApp) {
+    let a = app.install("a").await;
+    let target = "/api/issues/PROJ-1/notes?x=1";
+    let output = cli(
+        &app.database_url,
+        &["token", &a.client_key, "GET", target, "--sub", "user-1"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = stdout(&output).trim().to_owned();
+    let response = app.call("GET", target, Some(&token), None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let expired = cli(
+        &app.database_url,
+        &["token", &a.client_key, "GET", target, "--exp", "0"],
+    );
+    let token = stdout(&expired).trim().to_owned();
+    let response = app.call("GET", target, Some(&token), None).await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "exp 0 is within the leeway"
+    );
+    assert_eq!(
+        cli(&app.database_url, &["token", "nobody", "GET", "/"])
+            .status
+            .code(),
+        Some(3)
+    );
+}
+
+async fn personal_data_report_runs_on_demand(app: TestApp) {
+    let report = cli(&app.database_url, &["personal-data", "report"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        stdout(&report).contains("reported 0 accounts of 0 tenants"),
+        "{}",
+        stdout(&report)
+    );
+}
+
+async fn check_and_migrate_report_a_healthy_store(app: TestApp) {
+    let check = cli(&app.database_url, &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = stdout(&check);
+    assert!(
+        text.contains("config: ok") && text.contains("store: ok"),
+        "{text}"
+    );
+    let key_id = keyring().current_id().to_owned();
+    assert!(
+        text.contains(&format!(
+            "secrets: ok (SECRETS_KEY, key id {key_id}, 0 older keys"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(secrets_key()));
+    assert!(cli(&app.database_url, &["migrate"]).status.success());
+}
+
+on_both_stores!(
+    tenants_list_and_show_never_print_the_secret,
+    token_mints_a_jwt_the_server_accepts,
+    personal_data_report_runs_on_demand,
+    check_and_migrate_report_a_healthy_store,
+);
 
 #[test]
 fn check_fails_when_the_store_is_unreachable() {

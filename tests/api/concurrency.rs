@@ -337,46 +337,61 @@ async fn run_site(app: Arc<TestApp>, index: usize, start: Arc<Barrier>) -> Site 
     site
 }
 
-on_both_stores! {
-    #[multi_thread(vars = limits)]
-    async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
-        let app = Arc::new(app);
-        let count = tenant_count();
-        let start = Arc::new(Barrier::new(count));
-        let mut tasks = JoinSet::new();
-        for index in 0..count {
-            tasks.spawn(run_site(app.clone(), index, start.clone()));
-        }
-        let mut sites = Vec::with_capacity(count);
-        while let Some(done) = tasks.join_next().await {
-            sites.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
-        }
+async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
+    let app = Arc::new(app);
+    let count = tenant_count();
+    let start = Arc::new(Barrier::new(count));
+    let mut tasks = JoinSet::new();
+    for index in 0..count {
+        tasks.spawn(run_site(app.clone(), index, start.clone()));
+    }
+    let mut sites = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        sites.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
 
-        assert_eq!(app.store.list_tenants().await.unwrap().len(), count);
-        for site in &mut sites {
-            for issue in ISSUES {
-                site.list(issue).await;
-            }
-            let record = app.store.find_tenant(&site.tenant.client_key).await.unwrap().unwrap();
-            assert!(record.is_installed() && record.enabled, "{}", site.name());
-            assert_eq!(record.installation.shared_secret.expose(), site.tenant.secret);
-            for issue in ISSUES {
-                let stored: Listed = app
-                    .store
-                    .list_notes(&record.installation.client_key, issue)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|n| (n.id, n.issue_key, n.body))
-                    .collect();
-                assert_eq!(stored, site.expected(issue), "{} stores {issue}", site.name());
-            }
-            assert!(
-                site.authenticated <= MAX_REQUESTS_PER_TENANT,
-                "{} made {} requests, enough to meet the rate limit",
-                site.name(),
-                site.authenticated
+    assert_eq!(app.store.list_tenants().await.unwrap().len(), count);
+    for site in &mut sites {
+        for issue in ISSUES {
+            site.list(issue).await;
+        }
+        let record = app
+            .store
+            .find_tenant(&site.tenant.client_key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(record.is_installed() && record.enabled, "{}", site.name());
+        assert_eq!(
+            record.installation.shared_secret.expose(),
+            site.tenant.secret
+        );
+        for issue in ISSUES {
+            let stored: Listed = app
+                .store
+                .list_notes(&record.installation.client_key, issue)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| (n.id, n.issue_key, n.body))
+                .collect();
+            assert_eq!(
+                stored,
+                site.expected(issue),
+                "{} stores {issue}",
+                site.name()
             );
         }
+        assert!(
+            site.authenticated <= MAX_REQUESTS_PER_TENANT,
+            "{} made {} requests, enough to meet the rate limit",
+            site.name(),
+            site.authenticated
+        );
     }
 }
+
+on_both_stores!(
+    #[multi_thread(vars = limits)]
+    many_tenants_at_once_each_keep_exactly_their_own_notes,
+);

@@ -30,47 +30,42 @@ pub const KID: &str = "test-kid-1";
 /// The descriptor's app key.
 pub const APP_KEY: &str = "connect-axum-issue-notes";
 
-/// Runs each listed test once on Postgres and once on SQLite. Led by
-/// `#[multi_thread(vars = f)]`, the tests run on a multi-threaded runtime, on apps configured by
-/// `f` (as in [`TestApp::postgres_with`]).
+/// Runs each named test, an `async fn name(app: TestApp)` beside the call, once on Postgres and
+/// once on SQLite, as `name::postgres` and `name::sqlite`. Led by `#[multi_thread(vars = f)]`,
+/// the tests run on a multi-threaded runtime, on apps configured by `f` (as in
+/// [`TestApp::postgres_with`]).
 #[macro_export]
 macro_rules! on_both_stores {
-    (#[multi_thread(vars = $vars:expr)] $(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
+    (#[multi_thread(vars = $vars:expr)] $($name:ident),+ $(,)?) => {$(
         mod $name {
+            // `$vars` is written in the calling file and resolves there.
             #[allow(unused_imports)]
             use super::*;
 
-            async fn run($app: $crate::helpers::TestApp) $body
-
             #[tokio::test(flavor = "multi_thread")]
             async fn postgres() {
-                run($crate::helpers::TestApp::postgres_with($vars).await).await
+                super::$name($crate::helpers::TestApp::postgres_with($vars).await).await
             }
 
             #[tokio::test(flavor = "multi_thread")]
             async fn sqlite() {
-                run($crate::helpers::TestApp::sqlite_with($vars).await).await
+                super::$name($crate::helpers::TestApp::sqlite_with($vars).await).await
             }
         }
-    )*};
-    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {$(
+    )+};
+    ($($name:ident),+ $(,)?) => {$(
         mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn run($app: $crate::helpers::TestApp) $body
-
             #[tokio::test]
             async fn postgres() {
-                run($crate::helpers::TestApp::postgres().await).await
+                super::$name($crate::helpers::TestApp::postgres().await).await
             }
 
             #[tokio::test]
             async fn sqlite() {
-                run($crate::helpers::TestApp::sqlite().await).await
+                super::$name($crate::helpers::TestApp::sqlite().await).await
             }
         }
-    )*};
+    )+};
 }
 
 pub fn now() -> i64 {

@@ -122,133 +122,159 @@ fn custom_domain_allowed(name: &str) -> Option<String> {
     (name == "ALLOWED_BASE_URLS").then(|| "*.atlassian.net,docs.acme.com".to_owned())
 }
 
-on_both_stores! {
-    #[multi_thread(vars = no_vars)]
-    async fn installs_naming_one_unknown_kid_cost_one_key_fetch(app: TestApp) {
-        let tenant = TestTenant::new("acme");
-        let claims = install_claims(&tenant);
-        let sequential = rs256(&claims, "unknown-kid-1");
-        for _ in 0..40 {
-            post_install(&app, &tenant, &sequential)
-                .await
-                .assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
-        }
-        assert_eq!(app.keys.hits(), 1, "one fetch for 40 sequential installs");
-
-        let concurrent = rs256(&claims, "unknown-kid-2");
-        let responses = join_all((0..40).map(|_| post_install(&app, &tenant, &concurrent))).await;
-        for response in responses {
-            response.assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
-        }
-        assert_eq!(app.keys.hits(), 2, "one fetch for 40 concurrent installs");
-        assert!(!app.stored(&tenant).await);
-
-        let tenant = app.install_tenant(tenant).await;
-        assert!(app.stored(&tenant).await);
-        assert_eq!(app.keys.hits(), 3, "the known kid is fetched once");
-        app.install("other").await;
-        assert_eq!(app.keys.hits(), 3, "and kept");
+async fn installs_naming_one_unknown_kid_cost_one_key_fetch(app: TestApp) {
+    let tenant = TestTenant::new("acme");
+    let claims = install_claims(&tenant);
+    let sequential = rs256(&claims, "unknown-kid-1");
+    for _ in 0..40 {
+        post_install(&app, &tenant, &sequential)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
     }
+    assert_eq!(app.keys.hits(), 1, "one fetch for 40 sequential installs");
+
+    let concurrent = rs256(&claims, "unknown-kid-2");
+    let responses = join_all((0..40).map(|_| post_install(&app, &tenant, &concurrent))).await;
+    for response in responses {
+        response.assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
+    }
+    assert_eq!(app.keys.hits(), 2, "one fetch for 40 concurrent installs");
+    assert!(!app.stored(&tenant).await);
+
+    let tenant = app.install_tenant(tenant).await;
+    assert!(app.stored(&tenant).await);
+    assert_eq!(app.keys.hits(), 3, "the known kid is fetched once");
+    app.install("other").await;
+    assert_eq!(app.keys.hits(), 3, "and kept");
 }
 
-on_both_stores! {
+on_both_stores!(
+    #[multi_thread(vars = no_vars)]
+    installs_naming_one_unknown_kid_cost_one_key_fetch
+);
 
-    async fn a_product_token_that_expires_in_2126_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let path = "/api/issues/PROJ-1/notes";
-        let qsh = qsh_of("GET", path);
-        for claims in [
-            json!({ "qsh": qsh, "exp": EXP_2126 }),
-            json!({ "qsh": qsh, "iat": now() - 7200, "exp": now() + 60 }),
-            json!({ "qsh": qsh, "iat": null, "exp": now() + 7200 }),
-            json!({ "qsh": "context-qsh", "exp": EXP_2126 }),
-        ] {
-            app.call("GET", path, Some(&a.token_with(claims.clone())), None)
-                .await
-                .assert_error(StatusCode::UNAUTHORIZED, "lifetime_too_long");
-        }
-        for claims in [
-            json!({ "qsh": qsh }),
-            json!({ "qsh": qsh, "exp": now() + 3600 }),
-            json!({ "qsh": qsh, "iat": null, "exp": now() + 600 }),
-        ] {
-            let response = app.call("GET", path, Some(&a.token_with(claims.clone())), None).await;
-            assert_eq!(response.status, StatusCode::OK, "{claims}");
-        }
-        // The app's own session token (15 minutes) passes the cap too.
-        let response = app.call("GET", path, Some(&a.context_token("PROJ-1")), None).await;
-        let session = response.headers["x-acpt"].to_str().unwrap();
-        assert_eq!(app.call("GET", path, Some(session), None).await.status, StatusCode::OK);
-    }
-
-    async fn a_signed_install_that_lives_too_long_is_refused(app: TestApp) {
-        let tenant = TestTenant::new("acme");
-        let token = install_token(&tenant, "/installed", json!({ "exp": EXP_2126 }));
-        post_install(&app, &tenant, &token)
+async fn a_product_token_that_expires_in_2126_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let path = "/api/issues/PROJ-1/notes";
+    let qsh = qsh_of("GET", path);
+    for claims in [
+        json!({ "qsh": qsh, "exp": EXP_2126 }),
+        json!({ "qsh": qsh, "iat": now() - 7200, "exp": now() + 60 }),
+        json!({ "qsh": qsh, "iat": null, "exp": now() + 7200 }),
+        json!({ "qsh": "context-qsh", "exp": EXP_2126 }),
+    ] {
+        app.call("GET", path, Some(&a.token_with(claims.clone())), None)
             .await
             .assert_error(StatusCode::UNAUTHORIZED, "lifetime_too_long");
-        assert!(!app.stored(&tenant).await);
     }
-
-    async fn an_install_whose_display_url_is_off_the_allowed_hosts_is_refused_and_stores_nothing(app: TestApp) {
-        let tenant = TestTenant::new("acme");
-        for display_url in ["https://evil.example", "https://acme.atlassian.net.evil.example"] {
-            let mut payload = tenant.payload("installed");
-            payload["displayUrl"] = display_url.into();
-            let token = install_token(&tenant, "/installed", json!({}));
-            app.call("POST", "/installed", Some(&token), Some(&payload))
-                .await
-                .assert_error(StatusCode::FORBIDDEN, "display_url_not_allowed");
-        }
-        assert!(!app.stored(&tenant).await);
-    }
-
-    async fn an_install_whose_display_url_carries_csp_syntax_is_refused(app: TestApp) {
-        let tenant = TestTenant::new("acme");
-        for display_url in [
-            "https://acme.atlassian.net;script-src *",
-            "https://acme.atlassian.net;script-src",
-            "https://evil;acme.atlassian.net",
-            "https://acme.atlassian.net script-src",
-            "https://acme'.atlassian.net",
-            "http://acme.atlassian.net",
-            "https://user:pw@acme.atlassian.net",
-            "https://acme.atlassian.net/?a=b",
-            "javascript:alert(1)",
-        ] {
-            let mut payload = tenant.payload("installed");
-            payload["displayUrl"] = display_url.into();
-            let token = install_token(&tenant, "/installed", json!({}));
-            app.call("POST", "/installed", Some(&token), Some(&payload))
-                .await
-                .assert_error(StatusCode::BAD_REQUEST, "invalid_display_url");
-        }
-        assert!(!app.stored(&tenant).await);
-    }
-
-}
-
-on_both_stores! {
-    #[multi_thread(vars = custom_domain_allowed)]
-    async fn a_custom_display_url_on_an_allowed_host_is_named_in_the_pages_csp(app: TestApp) {
-        let tenant = TestTenant::new("acme");
-        let mut payload = tenant.payload("installed");
-        payload["displayUrl"] = "https://docs.acme.com".into();
-        let token = install_token(&tenant, "/installed", json!({}));
-        let installed = app.call("POST", "/installed", Some(&token), Some(&payload)).await;
-        assert_eq!(installed.status, StatusCode::NO_CONTENT);
-        let target = "/issue-notes?issueKey=PROJ-1";
-        let page = app
-            .call("GET", &format!("{target}&jwt={}", tenant.token("GET", target)), None, None)
+    for claims in [
+        json!({ "qsh": qsh }),
+        json!({ "qsh": qsh, "exp": now() + 3600 }),
+        json!({ "qsh": qsh, "iat": null, "exp": now() + 600 }),
+    ] {
+        let response = app
+            .call("GET", path, Some(&a.token_with(claims.clone())), None)
             .await;
-        assert_eq!(page.status, StatusCode::OK);
-        let csp = page.headers["content-security-policy"].to_str().unwrap();
-        let sites = "https://acme.atlassian.net https://docs.acme.com";
-        assert!(csp.ends_with(&format!("frame-ancestors {sites}")), "{csp}");
-        assert!(csp.contains("script-src 'nonce-"), "{csp}");
-        assert!(csp.contains(&format!("' {sites}; style-src")), "{csp}");
+        assert_eq!(response.status, StatusCode::OK, "{claims}");
     }
+    // The app's own session token (15 minutes) passes the cap too.
+    let response = app
+        .call("GET", path, Some(&a.context_token("PROJ-1")), None)
+        .await;
+    let session = response.headers["x-acpt"].to_str().unwrap();
+    assert_eq!(
+        app.call("GET", path, Some(session), None).await.status,
+        StatusCode::OK
+    );
 }
+
+async fn a_signed_install_that_lives_too_long_is_refused(app: TestApp) {
+    let tenant = TestTenant::new("acme");
+    let token = install_token(&tenant, "/installed", json!({ "exp": EXP_2126 }));
+    post_install(&app, &tenant, &token)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "lifetime_too_long");
+    assert!(!app.stored(&tenant).await);
+}
+
+async fn an_install_whose_display_url_is_off_the_allowed_hosts_is_refused_and_stores_nothing(
+    app: TestApp,
+) {
+    let tenant = TestTenant::new("acme");
+    for display_url in [
+        "https://evil.example",
+        "https://acme.atlassian.net.evil.example",
+    ] {
+        let mut payload = tenant.payload("installed");
+        payload["displayUrl"] = display_url.into();
+        let token = install_token(&tenant, "/installed", json!({}));
+        app.call("POST", "/installed", Some(&token), Some(&payload))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "display_url_not_allowed");
+    }
+    assert!(!app.stored(&tenant).await);
+}
+
+async fn an_install_whose_display_url_carries_csp_syntax_is_refused(app: TestApp) {
+    let tenant = TestTenant::new("acme");
+    for display_url in [
+        "https://acme.atlassian.net;script-src *",
+        "https://acme.atlassian.net;script-src",
+        "https://evil;acme.atlassian.net",
+        "https://acme.atlassian.net script-src",
+        "https://acme'.atlassian.net",
+        "http://acme.atlassian.net",
+        "https://user:pw@acme.atlassian.net",
+        "https://acme.atlassian.net/?a=b",
+        "javascript:alert(1)",
+    ] {
+        let mut payload = tenant.payload("installed");
+        payload["displayUrl"] = display_url.into();
+        let token = install_token(&tenant, "/installed", json!({}));
+        app.call("POST", "/installed", Some(&token), Some(&payload))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_display_url");
+    }
+    assert!(!app.stored(&tenant).await);
+}
+
+on_both_stores!(
+    a_product_token_that_expires_in_2126_is_refused,
+    a_signed_install_that_lives_too_long_is_refused,
+    an_install_whose_display_url_is_off_the_allowed_hosts_is_refused_and_stores_nothing,
+    an_install_whose_display_url_carries_csp_syntax_is_refused,
+);
+
+async fn a_custom_display_url_on_an_allowed_host_is_named_in_the_pages_csp(app: TestApp) {
+    let tenant = TestTenant::new("acme");
+    let mut payload = tenant.payload("installed");
+    payload["displayUrl"] = "https://docs.acme.com".into();
+    let token = install_token(&tenant, "/installed", json!({}));
+    let installed = app
+        .call("POST", "/installed", Some(&token), Some(&payload))
+        .await;
+    assert_eq!(installed.status, StatusCode::NO_CONTENT);
+    let target = "/issue-notes?issueKey=PROJ-1";
+    let page = app
+        .call(
+            "GET",
+            &format!("{target}&jwt={}", tenant.token("GET", target)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    let sites = "https://acme.atlassian.net https://docs.acme.com";
+    assert!(csp.ends_with(&format!("frame-ancestors {sites}")), "{csp}");
+    assert!(csp.contains("script-src 'nonce-"), "{csp}");
+    assert!(csp.contains(&format!("' {sites}; style-src")), "{csp}");
+}
+
+on_both_stores!(
+    #[multi_thread(vars = custom_domain_allowed)]
+    a_custom_display_url_on_an_allowed_host_is_named_in_the_pages_csp,
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_made_up_kids_opens_a_bounded_number_of_key_fetches() {

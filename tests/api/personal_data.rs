@@ -118,92 +118,140 @@ async fn authors(app: &TestApp, tenant: &TestTenant) -> Vec<Option<String>> {
         .collect()
 }
 
+/// A fake reporting API on loopback: its URL, and what it was sent.
+async fn report_server() -> (String, Shared) {
+    let reports = Shared::default();
+    let router = Router::new()
+        .route(REPORT_PATH, post(report))
+        .with_state(reports.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{REPORT_PATH}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, reports)
+}
+
+/// Runs each named test, an `async fn name(app: TestApp, reports: Shared)` beside the call, once
+/// on Postgres and once on SQLite, on an app that reports to a fresh [`report_server`].
 macro_rules! report_tests {
-    ($(async fn $name:ident($app:ident: TestApp, $reports:ident: Shared) $body:block)*) => {$(
+    ($($name:ident),+ $(,)?) => {$(
         mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn run($app: TestApp, $reports: Shared) $body
-
-            async fn server() -> (String, Shared) {
-                let reports = Shared::default();
-                let router = Router::new().route(REPORT_PATH, post(report)).with_state(reports.clone());
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let url = format!("http://{}{REPORT_PATH}", listener.local_addr().unwrap());
-                tokio::spawn(async move { axum::serve(listener, router).await });
-                (url, reports)
-            }
-
             #[tokio::test]
             async fn postgres() {
-                let (url, reports) = server().await;
-                let app = TestApp::postgres_with(move |n| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone())).await;
-                run(app, reports).await
+                let (url, reports) = super::report_server().await;
+                let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
+                super::$name($crate::helpers::TestApp::postgres_with(vars).await, reports).await
             }
 
             #[tokio::test]
             async fn sqlite() {
-                let (url, reports) = server().await;
-                let app = TestApp::sqlite_with(move |n| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone())).await;
-                run(app, reports).await
+                let (url, reports) = super::report_server().await;
+                let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
+                super::$name($crate::helpers::TestApp::sqlite_with(vars).await, reports).await
             }
         }
-    )*};
+    )+};
 }
 
-report_tests! {
-    async fn closed_accounts_are_anonymised_and_nothing_else_is_touched(app: TestApp, reports: Shared) {
-        let (a, b) = (app.install("a").await, app.install("b").await);
-        reports.lock().unwrap().secrets = vec![a.secret.clone(), b.secret.clone()];
-        for i in 0..92 {
-            note_by(&app, &a, &format!("active-{i:03}")).await;
-        }
-        for author in ["closed-1", "closed-2", "updated-1", "closed-1"] {
-            note_by(&app, &a, author).await;
-        }
-        // The same account id on another site, which this run does not report as closed for b.
-        note_by(&app, &b, "active-b").await;
-
-        let summary = personal_data::report_due(&app.state).await.unwrap();
-        assert_eq!((summary.tenants, summary.accounts, summary.closed, summary.updated, summary.deferred), (2, 96, 2, 1, 0));
-        let batches = reports.lock().unwrap().batches.clone();
-        let mut sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
-        sizes.sort();
-        assert_eq!(sizes, [1, 5, 90], "95 distinct ids of a in batches of at most 90, 1 of b");
-
-        let a_authors = authors(&app, &a).await;
-        assert_eq!(a_authors.iter().filter(|x| x.is_none()).count(), 3, "closed-1 twice, closed-2 once");
-        assert!(a_authors.iter().flatten().all(|x| !x.starts_with("closed-")));
-        assert!(a_authors.contains(&Some("updated-1".to_owned())));
-        assert_eq!(authors(&app, &b).await, [Some("active-b".to_owned())]);
-
-        // Reported now: nothing is due until the interval has passed, even for a fresh process.
-        let again = personal_data::report_due(&app.state).await.unwrap();
-        assert_eq!(again.tenants, 0);
-        assert_eq!(reports.lock().unwrap().batches.len(), 3);
-        let restarted = connect_axum::app::AppState::new(app.state.config.as_ref().clone(), app.store.clone());
-        assert_eq!(personal_data::report_due(&restarted).await.unwrap().tenants, 0);
+async fn closed_accounts_are_anonymised_and_nothing_else_is_touched(app: TestApp, reports: Shared) {
+    let (a, b) = (app.install("a").await, app.install("b").await);
+    reports.lock().unwrap().secrets = vec![a.secret.clone(), b.secret.clone()];
+    for i in 0..92 {
+        note_by(&app, &a, &format!("active-{i:03}")).await;
     }
-
-    async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(app: TestApp, reports: Shared) {
-        let a = app.install("a").await;
-        reports.lock().unwrap().secrets = vec![a.secret.clone()];
-        note_by(&app, &a, "closed-1").await;
-        reports.lock().unwrap().rate_limited = true;
-        let summary = personal_data::report_due(&app.state).await.unwrap();
-        assert_eq!((summary.tenants, summary.deferred), (0, 1));
-        assert_eq!(authors(&app, &a).await, [Some("closed-1".to_owned())]);
-        // Deferred by the Retry-After (120 s): not due now, due in three minutes.
-        let store: &dyn TenantStore = app.store.as_ref();
-        assert!(store.personal_data_due(connect_axum::store::now()).await.unwrap().is_empty());
-        let soon = connect_axum::store::now() + chrono::Duration::seconds(180);
-        assert_eq!(store.personal_data_due(soon).await.unwrap().len(), 1);
-        reports.lock().unwrap().rate_limited = false;
-        let key = store.find_tenant(&a.client_key).await.unwrap().unwrap().installation.client_key.clone();
-        store.set_personal_data_due(&key, None, connect_axum::store::now()).await.unwrap();
-        let summary = personal_data::report_due(&app.state).await.unwrap();
-        assert_eq!((summary.tenants, summary.closed), (1, 1));
-        assert_eq!(authors(&app, &a).await, [None]);
+    for author in ["closed-1", "closed-2", "updated-1", "closed-1"] {
+        note_by(&app, &a, author).await;
     }
+    // The same account id on another site, which this run does not report as closed for b.
+    note_by(&app, &b, "active-b").await;
+
+    let summary = personal_data::report_due(&app.state).await.unwrap();
+    assert_eq!(
+        (
+            summary.tenants,
+            summary.accounts,
+            summary.closed,
+            summary.updated,
+            summary.deferred
+        ),
+        (2, 96, 2, 1, 0)
+    );
+    let batches = reports.lock().unwrap().batches.clone();
+    let mut sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [1, 5, 90],
+        "95 distinct ids of a in batches of at most 90, 1 of b"
+    );
+
+    let a_authors = authors(&app, &a).await;
+    assert_eq!(
+        a_authors.iter().filter(|x| x.is_none()).count(),
+        3,
+        "closed-1 twice, closed-2 once"
+    );
+    assert!(
+        a_authors
+            .iter()
+            .flatten()
+            .all(|x| !x.starts_with("closed-"))
+    );
+    assert!(a_authors.contains(&Some("updated-1".to_owned())));
+    assert_eq!(authors(&app, &b).await, [Some("active-b".to_owned())]);
+
+    // Reported now: nothing is due until the interval has passed, even for a fresh process.
+    let again = personal_data::report_due(&app.state).await.unwrap();
+    assert_eq!(again.tenants, 0);
+    assert_eq!(reports.lock().unwrap().batches.len(), 3);
+    let restarted =
+        connect_axum::app::AppState::new(app.state.config.as_ref().clone(), app.store.clone());
+    assert_eq!(
+        personal_data::report_due(&restarted).await.unwrap().tenants,
+        0
+    );
 }
+
+async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
+    app: TestApp,
+    reports: Shared,
+) {
+    let a = app.install("a").await;
+    reports.lock().unwrap().secrets = vec![a.secret.clone()];
+    note_by(&app, &a, "closed-1").await;
+    reports.lock().unwrap().rate_limited = true;
+    let summary = personal_data::report_due(&app.state).await.unwrap();
+    assert_eq!((summary.tenants, summary.deferred), (0, 1));
+    assert_eq!(authors(&app, &a).await, [Some("closed-1".to_owned())]);
+    // Deferred by the Retry-After (120 s): not due now, due in three minutes.
+    let store: &dyn TenantStore = app.store.as_ref();
+    assert!(
+        store
+            .personal_data_due(connect_axum::store::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let soon = connect_axum::store::now() + chrono::Duration::seconds(180);
+    assert_eq!(store.personal_data_due(soon).await.unwrap().len(), 1);
+    reports.lock().unwrap().rate_limited = false;
+    let key = store
+        .find_tenant(&a.client_key)
+        .await
+        .unwrap()
+        .unwrap()
+        .installation
+        .client_key
+        .clone();
+    store
+        .set_personal_data_due(&key, None, connect_axum::store::now())
+        .await
+        .unwrap();
+    let summary = personal_data::report_due(&app.state).await.unwrap();
+    assert_eq!((summary.tenants, summary.closed), (1, 1));
+    assert_eq!(authors(&app, &a).await, [None]);
+}
+
+report_tests!(
+    closed_accounts_are_anonymised_and_nothing_else_is_touched,
+    a_rate_limited_report_defers_the_tenant_and_changes_nothing,
+);

@@ -38,72 +38,132 @@ async fn stored_notes(app: &TestApp, tenant: &TestTenant) -> usize {
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-on_both_stores! {
-    async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app: TestApp) {
-        let (gone, stays) = (app.install("gone").await, app.install("stays").await);
-        add_notes(&app, &gone, 3).await;
-        add_notes(&app, &stays, 2).await;
-        assert_eq!(app.hook(&gone, "uninstalled").await.status, StatusCode::NO_CONTENT);
+async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app: TestApp) {
+    let (gone, stays) = (app.install("gone").await, app.install("stays").await);
+    add_notes(&app, &gone, 3).await;
+    add_notes(&app, &stays, 2).await;
+    assert_eq!(
+        app.hook(&gone, "uninstalled").await.status,
+        StatusCode::NO_CONTENT
+    );
 
-        let within = retention::purge_due(app.store.as_ref(), DAY).await.unwrap();
-        assert!(within.is_empty(), "{within:?}");
-        assert_eq!(stored_notes(&app, &gone).await, 3, "data is kept within the window");
+    let within = retention::purge_due(app.store.as_ref(), DAY).await.unwrap();
+    assert!(within.is_empty(), "{within:?}");
+    assert_eq!(
+        stored_notes(&app, &gone).await,
+        3,
+        "data is kept within the window"
+    );
 
-        let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO).await.unwrap();
-        assert_eq!(purged.len(), 1);
-        assert_eq!(purged[0].client_key.as_str(), gone.client_key);
-        assert_eq!(purged[0].notes, 3);
-        assert!(!app.stored(&gone).await);
-        assert_eq!(stored_notes(&app, &gone).await, 0);
-        assert_eq!(stored_notes(&app, &stays).await, 2);
-        assert_eq!(app.signed(&stays, "GET", NOTES, None).await.json().as_array().unwrap().len(), 2);
-        app.signed(&gone, "GET", NOTES, None)
+    let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(purged[0].client_key.as_str(), gone.client_key);
+    assert_eq!(purged[0].notes, 3);
+    assert!(!app.stored(&gone).await);
+    assert_eq!(stored_notes(&app, &gone).await, 0);
+    assert_eq!(stored_notes(&app, &stays).await, 2);
+    assert_eq!(
+        app.signed(&stays, "GET", NOTES, None)
             .await
-            .assert_error(StatusCode::UNAUTHORIZED, "unknown_tenant");
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    app.signed(&gone, "GET", NOTES, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unknown_tenant");
 
-        // Installing again after the purge starts afresh.
-        app.install_tenant(gone.clone()).await;
-        assert_eq!(app.signed(&gone, "GET", NOTES, None).await.json(), json!([]));
-    }
-
-    async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
-        let tenant = app.install("back").await;
-        add_notes(&app, &tenant, 2).await;
-        assert_eq!(app.hook(&tenant, "uninstalled").await.status, StatusCode::NO_CONTENT);
-        app.install_tenant(tenant.clone()).await;
-        let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO).await.unwrap();
-        assert!(purged.is_empty(), "{purged:?}");
-        assert_eq!(app.signed(&tenant, "GET", NOTES, None).await.json().as_array().unwrap().len(), 2);
-    }
-
-    async fn a_repeated_uninstall_does_not_restart_the_window(app: TestApp) {
-        let tenant = app.install("twice").await;
-        app.hook(&tenant, "uninstalled").await;
-        let first = app.store.find_tenant(&tenant.client_key).await.unwrap().unwrap().uninstalled_at;
-        app.hook(&tenant, "uninstalled").await;
-        let second = app.store.find_tenant(&tenant.client_key).await.unwrap().unwrap().uninstalled_at;
-        assert!(first.is_some());
-        assert_eq!(first, second);
-    }
-
-    async fn the_background_task_purges_by_itself_after_a_short_window(app: TestApp) {
-        let (gone, stays) = (app.install("gone").await, app.install("stays").await);
-        add_notes(&app, &gone, 1).await;
-        add_notes(&app, &stays, 1).await;
-        let task = retention::spawn(app.store.clone(), Duration::from_secs(2), Duration::from_millis(100));
-        assert_eq!(app.hook(&gone, "uninstalled").await.status, StatusCode::NO_CONTENT);
-        assert!(app.stored(&gone).await, "purged before its window ended");
-        let started = std::time::Instant::now();
-        while app.stored(&gone).await {
-            assert!(started.elapsed() < Duration::from_secs(15), "not purged");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        task.abort();
-        assert!(started.elapsed() >= Duration::from_millis(1500), "purged too early");
-        assert_eq!(stored_notes(&app, &gone).await, 0);
-        assert_eq!(stored_notes(&app, &stays).await, 1);
-    }
+    // Installing again after the purge starts afresh.
+    app.install_tenant(gone.clone()).await;
+    assert_eq!(
+        app.signed(&gone, "GET", NOTES, None).await.json(),
+        json!([])
+    );
 }
+
+async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
+    let tenant = app.install("back").await;
+    add_notes(&app, &tenant, 2).await;
+    assert_eq!(
+        app.hook(&tenant, "uninstalled").await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.install_tenant(tenant.clone()).await;
+    let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(purged.is_empty(), "{purged:?}");
+    assert_eq!(
+        app.signed(&tenant, "GET", NOTES, None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn a_repeated_uninstall_does_not_restart_the_window(app: TestApp) {
+    let tenant = app.install("twice").await;
+    app.hook(&tenant, "uninstalled").await;
+    let first = app
+        .store
+        .find_tenant(&tenant.client_key)
+        .await
+        .unwrap()
+        .unwrap()
+        .uninstalled_at;
+    app.hook(&tenant, "uninstalled").await;
+    let second = app
+        .store
+        .find_tenant(&tenant.client_key)
+        .await
+        .unwrap()
+        .unwrap()
+        .uninstalled_at;
+    assert!(first.is_some());
+    assert_eq!(first, second);
+}
+
+async fn the_background_task_purges_by_itself_after_a_short_window(app: TestApp) {
+    let (gone, stays) = (app.install("gone").await, app.install("stays").await);
+    add_notes(&app, &gone, 1).await;
+    add_notes(&app, &stays, 1).await;
+    let task = retention::spawn(
+        app.store.clone(),
+        Duration::from_secs(2),
+        Duration::from_millis(100),
+    );
+    assert_eq!(
+        app.hook(&gone, "uninstalled").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(app.stored(&gone).await, "purged before its window ended");
+    let started = std::time::Instant::now();
+    while app.stored(&gone).await {
+        assert!(started.elapsed() < Duration::from_secs(15), "not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "purged too early"
+    );
+    assert_eq!(stored_notes(&app, &gone).await, 0);
+    assert_eq!(stored_notes(&app, &stays).await, 1);
+}
+
+on_both_stores!(
+    uninstalled_tenants_are_purged_with_their_rows_once_retention_ends,
+    a_reinstall_within_the_window_cancels_the_purge,
+    a_repeated_uninstall_does_not_restart_the_window,
+    the_background_task_purges_by_itself_after_a_short_window,
+);
 
 #[tokio::test]
 async fn the_server_purges_and_logs_what_it_purged() {

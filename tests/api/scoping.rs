@@ -117,256 +117,410 @@ fn lifetime_600(name: &str) -> Option<String> {
     (name == "SESSION_MAX_LIFETIME_SECS").then(|| "600".to_owned())
 }
 
-on_both_stores! {
-    async fn a_panels_session_token_reaches_its_issue_and_no_other(app: TestApp) {
-        let a = app.install("a").await;
-        let elsewhere = seed(&app, &a, P2, json!(USER)).await;
-        let session = panel_token(&app, &a, "PROJ-1", USER).await;
-        assert_eq!(claims(&session)["context"]["jira"]["issue"]["key"], "PROJ-1");
-        refused_on(&app, &session, P2, elsewhere, "issue_not_allowed").await;
-        assert_eq!(ids(&app, &a, P2).await, [elsewhere], "PROJ-2 is untouched");
+async fn a_panels_session_token_reaches_its_issue_and_no_other(app: TestApp) {
+    let a = app.install("a").await;
+    let elsewhere = seed(&app, &a, P2, json!(USER)).await;
+    let session = panel_token(&app, &a, "PROJ-1", USER).await;
+    assert_eq!(
+        claims(&session)["context"]["jira"]["issue"]["key"],
+        "PROJ-1"
+    );
+    refused_on(&app, &session, P2, elsewhere, "issue_not_allowed").await;
+    assert_eq!(ids(&app, &a, P2).await, [elsewhere], "PROJ-2 is untouched");
 
-        let created = app.call("POST", P1, Some(&session), Some(&json!({ "body": "mine" }))).await;
-        assert_eq!(created.status, StatusCode::CREATED);
-        let id = created.json()["id"].as_i64().unwrap();
-        let listed = app.call("GET", P1, Some(&session), None).await;
-        assert_eq!(listed.json()[0]["id"], id);
-        assert_eq!(app.call("DELETE", &format!("{P1}/{id}"), Some(&session), None).await.status, StatusCode::NO_CONTENT);
+    let created = app
+        .call("POST", P1, Some(&session), Some(&json!({ "body": "mine" })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json()["id"].as_i64().unwrap();
+    let listed = app.call("GET", P1, Some(&session), None).await;
+    assert_eq!(listed.json()[0]["id"], id);
+    assert_eq!(
+        app.call("DELETE", &format!("{P1}/{id}"), Some(&session), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+async fn a_context_token_reaches_only_the_issue_its_context_names(app: TestApp) {
+    let a = app.install("a").await;
+    let elsewhere = seed(&app, &a, P2, json!(USER)).await;
+    let token = context_token(&a, json!({ "context": jira_issue("PROJ-1") }));
+    let created = app
+        .call("POST", P1, Some(&token), Some(&json!({ "body": "hi" })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(
+        app.call("GET", P1, Some(&token), None).await.status,
+        StatusCode::OK
+    );
+    refused_on(&app, &token, P2, elsewhere, "issue_not_allowed").await;
+    // A prefix of the key is another issue.
+    let ten = "/api/issues/PROJ-10/notes";
+    app.call("GET", ten, Some(&token), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
+    assert_eq!(ids(&app, &a, P2).await, [elsewhere]);
+}
+
+async fn a_context_or_session_token_naming_no_issue_is_refused_on_issue_routes(app: TestApp) {
+    let a = app.install("a").await;
+    let id = seed(&app, &a, P1, json!(USER)).await;
+    for token in [
+        context_token(&a, json!({})),
+        context_token(
+            &a,
+            json!({ "context": { "jira": { "project": { "key": "PROJ", "id": "10001" } } } }),
+        ),
+        context_token(
+            &a,
+            json!({ "context": { "jira": { "issue": { "id": "10000" } } } }),
+        ),
+        context_token(
+            &a,
+            json!({ "context": { "confluence": { "content": { "id": "1" } } } }),
+        ),
+        session_token(&a, json!({ "context": null })),
+    ] {
+        refused_on(&app, &token, P1, id, "issue_not_in_token").await;
     }
+    assert_eq!(ids(&app, &a, P1).await, [id]);
+}
 
-    async fn a_context_token_reaches_only_the_issue_its_context_names(app: TestApp) {
-        let a = app.install("a").await;
-        let elsewhere = seed(&app, &a, P2, json!(USER)).await;
-        let token = context_token(&a, json!({ "context": jira_issue("PROJ-1") }));
-        let created = app.call("POST", P1, Some(&token), Some(&json!({ "body": "hi" }))).await;
-        assert_eq!(created.status, StatusCode::CREATED);
-        assert_eq!(app.call("GET", P1, Some(&token), None).await.status, StatusCode::OK);
-        refused_on(&app, &token, P2, elsewhere, "issue_not_allowed").await;
-        // A prefix of the key is another issue.
-        let ten = "/api/issues/PROJ-10/notes";
-        app.call("GET", ten, Some(&token), None).await.assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
-        assert_eq!(ids(&app, &a, P2).await, [elsewhere]);
-    }
-
-    async fn a_context_or_session_token_naming_no_issue_is_refused_on_issue_routes(app: TestApp) {
-        let a = app.install("a").await;
-        let id = seed(&app, &a, P1, json!(USER)).await;
-        for token in [
-            context_token(&a, json!({})),
-            context_token(&a, json!({ "context": { "jira": { "project": { "key": "PROJ", "id": "10001" } } } })),
-            context_token(&a, json!({ "context": { "jira": { "issue": { "id": "10000" } } } })),
-            context_token(&a, json!({ "context": { "confluence": { "content": { "id": "1" } } } })),
-            session_token(&a, json!({ "context": null })),
-        ] {
-            refused_on(&app, &token, P1, id, "issue_not_in_token").await;
-        }
-        assert_eq!(ids(&app, &a, P1).await, [id]);
-    }
-
-    async fn a_user_deletes_their_own_notes_and_no_one_elses(app: TestApp) {
-        let a = app.install("a").await;
-        let session = panel_token(&app, &a, "PROJ-1", USER).await;
-        let mine = app.call("POST", P1, Some(&session), Some(&json!({ "body": "mine" }))).await.json()["id"].as_i64().unwrap();
-        let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
-        let nobodys = seed(&app, &a, P1, Value::Null).await;
-        for id in [theirs, nobodys] {
-            app.call("DELETE", &format!("{P1}/{id}"), Some(&session), None)
-                .await
-                .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-        }
-        let context = context_token(&a, json!({ "context": jira_issue("PROJ-1") }));
-        app.call("DELETE", &format!("{P1}/{theirs}"), Some(&context), None)
+async fn a_user_deletes_their_own_notes_and_no_one_elses(app: TestApp) {
+    let a = app.install("a").await;
+    let session = panel_token(&app, &a, "PROJ-1", USER).await;
+    let mine = app
+        .call("POST", P1, Some(&session), Some(&json!({ "body": "mine" })))
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
+    let nobodys = seed(&app, &a, P1, Value::Null).await;
+    for id in [theirs, nobodys] {
+        app.call("DELETE", &format!("{P1}/{id}"), Some(&session), None)
             .await
             .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-        assert_eq!(ids(&app, &a, P1).await, [mine, theirs, nobodys], "nothing was deleted");
+    }
+    let context = context_token(&a, json!({ "context": jira_issue("PROJ-1") }));
+    app.call("DELETE", &format!("{P1}/{theirs}"), Some(&context), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    assert_eq!(
+        ids(&app, &a, P1).await,
+        [mine, theirs, nobodys],
+        "nothing was deleted"
+    );
 
-        // A user's token without a user deletes nothing, not even a note without an author.
-        let anonymous = context_token(&a, json!({ "context": jira_issue("PROJ-1"), "sub": null }));
-        for id in [mine, theirs, nobodys] {
-            app.call("DELETE", &format!("{P1}/{id}"), Some(&anonymous), None)
-                .await
-                .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-        }
-        assert_eq!(ids(&app, &a, P1).await, [mine, theirs, nobodys]);
+    // A user's token without a user deletes nothing, not even a note without an author.
+    let anonymous = context_token(&a, json!({ "context": jira_issue("PROJ-1"), "sub": null }));
+    for id in [mine, theirs, nobodys] {
+        app.call("DELETE", &format!("{P1}/{id}"), Some(&anonymous), None)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    }
+    assert_eq!(ids(&app, &a, P1).await, [mine, theirs, nobodys]);
 
-        assert_eq!(app.call("DELETE", &format!("{P1}/{mine}"), Some(&session), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
         app.call("DELETE", &format!("{P1}/{mine}"), Some(&session), None)
             .await
-            .assert_error(StatusCode::NOT_FOUND, "not_found");
-        assert_eq!(ids(&app, &a, P1).await, [theirs, nobodys]);
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    app.call("DELETE", &format!("{P1}/{mine}"), Some(&session), None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(ids(&app, &a, P1).await, [theirs, nobodys]);
+}
+
+async fn a_product_jwt_reaches_every_issue_and_note_and_gets_no_session_token(app: TestApp) {
+    let a = app.install("a").await;
+    let on_p1 = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
+    let on_p2 = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
+    for (target, id) in [(P1, on_p1), (P2, on_p2)] {
+        let listed = app.signed(&a, "GET", target, None).await;
+        assert_eq!(listed.json()[0]["id"], id);
+        assert!(
+            !listed.headers.contains_key("x-acpt"),
+            "a product JWT is never made a session"
+        );
     }
+    let deleted = app
+        .signed(&a, "DELETE", &format!("{P2}/{on_p2}"), None)
+        .await;
+    assert_eq!(
+        deleted.status,
+        StatusCode::NO_CONTENT,
+        "the site deletes another user's note"
+    );
+    assert!(!deleted.headers.contains_key("x-acpt"));
+    let target = format!("{P1}/{on_p1}");
+    let no_user = a.token_with(json!({ "qsh": qsh_of("DELETE", &target), "sub": null }));
+    assert_eq!(
+        app.call("DELETE", &target, Some(&no_user), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(ids(&app, &a, P1).await.is_empty());
+    assert!(ids(&app, &a, P2).await.is_empty());
+}
 
-    async fn a_product_jwt_reaches_every_issue_and_note_and_gets_no_session_token(app: TestApp) {
-        let a = app.install("a").await;
-        let on_p1 = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
-        let on_p2 = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
-        for (target, id) in [(P1, on_p1), (P2, on_p2)] {
-            let listed = app.signed(&a, "GET", target, None).await;
-            assert_eq!(listed.json()[0]["id"], id);
-            assert!(!listed.headers.contains_key("x-acpt"), "a product JWT is never made a session");
-        }
-        let deleted = app.signed(&a, "DELETE", &format!("{P2}/{on_p2}"), None).await;
-        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "the site deletes another user's note");
-        assert!(!deleted.headers.contains_key("x-acpt"));
-        let target = format!("{P1}/{on_p1}");
-        let no_user = a.token_with(json!({ "qsh": qsh_of("DELETE", &target), "sub": null }));
-        assert_eq!(app.call("DELETE", &target, Some(&no_user), None).await.status, StatusCode::NO_CONTENT);
-        assert!(ids(&app, &a, P1).await.is_empty());
-        assert!(ids(&app, &a, P2).await.is_empty());
+async fn a_renewal_keeps_the_issue_the_user_and_the_time_the_chain_began(app: TestApp) {
+    let a = app.install("a").await;
+    let first = panel_token(&app, &a, "PROJ-1", USER).await;
+    let began = claims(&first)["auth_time"]
+        .as_i64()
+        .expect("the panel's token says when its chain began");
+    assert!(
+        (now() - began).abs() <= 5,
+        "the chain begins at the page load"
+    );
+
+    let answer = app.call("GET", P1, Some(&first), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let renewed = answer.headers["x-acpt"].to_str().unwrap().to_owned();
+    let (before, after) = (claims(&first), claims(&renewed));
+    for claim in ["context", "auth_time", "sub", "iss", "aud", "qsh"] {
+        assert_eq!(after[claim], before[claim], "{claim}");
     }
+    let elsewhere = seed(&app, &a, P2, json!(USER)).await;
+    refused_on(&app, &renewed, P2, elsewhere, "issue_not_allowed").await;
 
-    async fn a_renewal_keeps_the_issue_the_user_and_the_time_the_chain_began(app: TestApp) {
-        let a = app.install("a").await;
-        let first = panel_token(&app, &a, "PROJ-1", USER).await;
-        let began = claims(&first)["auth_time"].as_i64().expect("the panel's token says when its chain began");
-        assert!((now() - began).abs() <= 5, "the chain begins at the page load");
-
-        let answer = app.call("GET", P1, Some(&first), None).await;
+    // An older chain keeps its start through every renewal.
+    let hour_ago = now() - 3600;
+    let mut token = session_token(&a, json!({ "auth_time": hour_ago }));
+    for _ in 0..3 {
+        let answer = app.call("GET", P1, Some(&token), None).await;
         assert_eq!(answer.status, StatusCode::OK);
-        let renewed = answer.headers["x-acpt"].to_str().unwrap().to_owned();
-        let (before, after) = (claims(&first), claims(&renewed));
-        for claim in ["context", "auth_time", "sub", "iss", "aud", "qsh"] {
-            assert_eq!(after[claim], before[claim], "{claim}");
-        }
-        let elsewhere = seed(&app, &a, P2, json!(USER)).await;
-        refused_on(&app, &renewed, P2, elsewhere, "issue_not_allowed").await;
-
-        // An older chain keeps its start through every renewal.
-        let hour_ago = now() - 3600;
-        let mut token = session_token(&a, json!({ "auth_time": hour_ago }));
-        for _ in 0..3 {
-            let answer = app.call("GET", P1, Some(&token), None).await;
-            assert_eq!(answer.status, StatusCode::OK);
-            token = answer.headers["x-acpt"].to_str().unwrap().to_owned();
-            assert_eq!(claims(&token)["auth_time"], hour_ago);
-            assert_eq!(claims(&token)["context"]["jira"]["issue"]["key"], "PROJ-1");
-        }
-
-        // A context token begins a chain at its iat, and its renewal keeps its context.
-        let issued = now() - 60;
-        let context = context_token(&a, json!({ "context": jira_issue("PROJ-1"), "iat": issued }));
-        let answer = app.call("GET", P1, Some(&context), None).await;
-        let renewed = claims(answer.headers["x-acpt"].to_str().unwrap());
-        assert_eq!(renewed["context"], jira_issue("PROJ-1"));
-        assert_eq!(renewed["auth_time"], issued);
-        assert_eq!(renewed["sub"], USER);
+        token = answer.headers["x-acpt"].to_str().unwrap().to_owned();
+        assert_eq!(claims(&token)["auth_time"], hour_ago);
+        assert_eq!(claims(&token)["context"]["jira"]["issue"]["key"], "PROJ-1");
     }
 
-    async fn a_session_chain_older_than_the_default_eight_hours_is_refused(app: TestApp) {
-        let a = app.install("a").await;
-        let expired = session_token(&a, json!({ "auth_time": now() - 8 * 3600 - 60 }));
-        let response = app.call("GET", P1, Some(&expired), None).await;
+    // A context token begins a chain at its iat, and its renewal keeps its context.
+    let issued = now() - 60;
+    let context = context_token(
+        &a,
+        json!({ "context": jira_issue("PROJ-1"), "iat": issued }),
+    );
+    let answer = app.call("GET", P1, Some(&context), None).await;
+    let renewed = claims(answer.headers["x-acpt"].to_str().unwrap());
+    assert_eq!(renewed["context"], jira_issue("PROJ-1"));
+    assert_eq!(renewed["auth_time"], issued);
+    assert_eq!(renewed["sub"], USER);
+}
+
+async fn a_session_chain_older_than_the_default_eight_hours_is_refused(app: TestApp) {
+    let a = app.install("a").await;
+    let expired = session_token(&a, json!({ "auth_time": now() - 8 * 3600 - 60 }));
+    let response = app.call("GET", P1, Some(&expired), None).await;
+    response.assert_error(StatusCode::UNAUTHORIZED, "session_expired");
+    assert!(!response.headers.contains_key("x-acpt"));
+    let late = session_token(&a, json!({ "auth_time": now() - 8 * 3600 + 60 }));
+    let answer = app.call("GET", P1, Some(&late), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let exp = claims(answer.headers["x-acpt"].to_str().unwrap())["exp"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        exp <= now() + 61,
+        "the last renewal ends with the chain, not 15 minutes on: {exp}"
+    );
+}
+
+on_both_stores!(
+    a_panels_session_token_reaches_its_issue_and_no_other,
+    a_context_token_reaches_only_the_issue_its_context_names,
+    a_context_or_session_token_naming_no_issue_is_refused_on_issue_routes,
+    a_user_deletes_their_own_notes_and_no_one_elses,
+    a_product_jwt_reaches_every_issue_and_note_and_gets_no_session_token,
+    a_renewal_keeps_the_issue_the_user_and_the_time_the_chain_began,
+    a_session_chain_older_than_the_default_eight_hours_is_refused,
+);
+
+async fn a_session_chain_ends_after_session_max_lifetime_secs(app: TestApp) {
+    let a = app.install("a").await;
+    let id = seed(&app, &a, P1, json!(USER)).await;
+    let began = now() - 601;
+    let expired = session_token(&a, json!({ "auth_time": began }));
+    for (method, path, body) in [
+        ("GET", P1.to_owned(), None),
+        ("POST", P1.to_owned(), Some(json!({ "body": "too late" }))),
+        ("DELETE", format!("{P1}/{id}"), None),
+    ] {
+        let response = app.call(method, &path, Some(&expired), body.as_ref()).await;
         response.assert_error(StatusCode::UNAUTHORIZED, "session_expired");
-        assert!(!response.headers.contains_key("x-acpt"));
-        let late = session_token(&a, json!({ "auth_time": now() - 8 * 3600 + 60 }));
-        let answer = app.call("GET", P1, Some(&late), None).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        let exp = claims(answer.headers["x-acpt"].to_str().unwrap())["exp"].as_i64().unwrap();
-        assert!(exp <= now() + 61, "the last renewal ends with the chain, not 15 minutes on: {exp}");
+        assert!(
+            !response.headers.contains_key("x-acpt"),
+            "{method}: no renewal past the lifetime"
+        );
     }
+    assert_eq!(
+        ids(&app, &a, P1).await,
+        [id],
+        "nothing was added or deleted"
+    );
+
+    // A context token whose chain began as long ago is over as well.
+    let old_context = context_token(&a, json!({ "context": jira_issue("PROJ-1"), "iat": began }));
+    app.call("GET", P1, Some(&old_context), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "session_expired");
+
+    // Within the lifetime the renewal is capped at the chain's end.
+    let began = now() - 590;
+    let late = session_token(&a, json!({ "auth_time": began }));
+    let answer = app.call("GET", P1, Some(&late), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let renewed = claims(answer.headers["x-acpt"].to_str().unwrap());
+    assert_eq!(renewed["auth_time"], began);
+    assert!(renewed["exp"].as_i64().unwrap() <= began + 600);
+
+    // Every session token says when its chain began.
+    let undated = session_token(&a, json!({ "auth_time": null }));
+    app.call("GET", P1, Some(&undated), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "missing_claim");
 }
 
-on_both_stores! {
+on_both_stores!(
     #[multi_thread(vars = lifetime_600)]
-
-    async fn a_session_chain_ends_after_session_max_lifetime_secs(app: TestApp) {
-        let a = app.install("a").await;
-        let id = seed(&app, &a, P1, json!(USER)).await;
-        let began = now() - 601;
-        let expired = session_token(&a, json!({ "auth_time": began }));
-        for (method, path, body) in [
-            ("GET", P1.to_owned(), None),
-            ("POST", P1.to_owned(), Some(json!({ "body": "too late" }))),
-            ("DELETE", format!("{P1}/{id}"), None),
-        ] {
-            let response = app.call(method, &path, Some(&expired), body.as_ref()).await;
-            response.assert_error(StatusCode::UNAUTHORIZED, "session_expired");
-            assert!(!response.headers.contains_key("x-acpt"), "{method}: no renewal past the lifetime");
-        }
-        assert_eq!(ids(&app, &a, P1).await, [id], "nothing was added or deleted");
-
-        // A context token whose chain began as long ago is over as well.
-        let old_context = context_token(&a, json!({ "context": jira_issue("PROJ-1"), "iat": began }));
-        app.call("GET", P1, Some(&old_context), None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "session_expired");
-
-        // Within the lifetime the renewal is capped at the chain's end.
-        let began = now() - 590;
-        let late = session_token(&a, json!({ "auth_time": began }));
-        let answer = app.call("GET", P1, Some(&late), None).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        let renewed = claims(answer.headers["x-acpt"].to_str().unwrap());
-        assert_eq!(renewed["auth_time"], began);
-        assert!(renewed["exp"].as_i64().unwrap() <= began + 600);
-
-        // Every session token says when its chain began.
-        let undated = session_token(&a, json!({ "auth_time": null }));
-        app.call("GET", P1, Some(&undated), None)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "missing_claim");
-    }
-}
+    a_session_chain_ends_after_session_max_lifetime_secs,
+);
 
 const FORGE_P1: &str = "/forge/api/issues/PROJ-1/notes";
 const FORGE_P2: &str = "/forge/api/issues/PROJ-2/notes";
 
-forge_tests! {
-    async fn a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals_notes(app: TestApp, jwks: Jwks) {
-        let a = app.install("a").await;
-        let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
-        let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
-        let user = || fit(0, &a, json!({}));
-        assert_eq!(invoke(&app, "GET", FORGE_P1, &user(), None).await.status, StatusCode::OK);
-        for (method, path, body) in [
-            ("GET", FORGE_P2.to_owned(), None),
-            ("POST", FORGE_P2.to_owned(), Some(json!({ "body": "sneaked in" }))),
-            ("DELETE", format!("{FORGE_P2}/{elsewhere}"), None),
-        ] {
-            invoke(&app, method, &path, &user(), body.as_ref())
-                .await
-                .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
-        }
-        invoke(&app, "DELETE", &format!("{FORGE_P1}/{theirs}"), &user(), None)
-            .await
-            .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-        let mine = invoke(&app, "POST", FORGE_P1, &user(), Some(&json!({ "body": "mine" }))).await.json()["id"].as_i64().unwrap();
-        assert_eq!(invoke(&app, "DELETE", &format!("{FORGE_P1}/{mine}"), &user(), None).await.status, StatusCode::NO_CONTENT);
-        assert_eq!(ids(&app, &a, P1).await, [theirs]);
-        assert_eq!(ids(&app, &a, P2).await, [elsewhere]);
-
-        // A user's invocation whose context names no issue reaches none.
-        let no_issue = fit(0, &a, json!({ "context": { "localId": "x", "extension": { "type": "jira:globalPage" } } }));
-        invoke(&app, "GET", FORGE_P1, &no_issue, None)
-            .await
-            .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
-        let no_context = fit(0, &a, json!({ "context": null }));
-        invoke(&app, "GET", FORGE_P1, &no_context, None)
-            .await
-            .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
-        // A UI invocation without a principal (an anonymous viewer) is still a view: its issue
-        // only, and no note to delete.
-        let anonymous = fit(0, &a, json!({ "principal": null }));
-        invoke(&app, "GET", FORGE_P2, &anonymous, None)
+async fn a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals_notes(
+    app: TestApp,
+    jwks: Jwks,
+) {
+    let a = app.install("a").await;
+    let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
+    let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
+    let user = || fit(0, &a, json!({}));
+    assert_eq!(
+        invoke(&app, "GET", FORGE_P1, &user(), None).await.status,
+        StatusCode::OK
+    );
+    for (method, path, body) in [
+        ("GET", FORGE_P2.to_owned(), None),
+        (
+            "POST",
+            FORGE_P2.to_owned(),
+            Some(json!({ "body": "sneaked in" })),
+        ),
+        ("DELETE", format!("{FORGE_P2}/{elsewhere}"), None),
+    ] {
+        invoke(&app, method, &path, &user(), body.as_ref())
             .await
             .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
-        invoke(&app, "DELETE", &format!("{FORGE_P1}/{theirs}"), &anonymous, None)
+    }
+    invoke(
+        &app,
+        "DELETE",
+        &format!("{FORGE_P1}/{theirs}"),
+        &user(),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    let mine = invoke(
+        &app,
+        "POST",
+        FORGE_P1,
+        &user(),
+        Some(&json!({ "body": "mine" })),
+    )
+    .await
+    .json()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        invoke(&app, "DELETE", &format!("{FORGE_P1}/{mine}"), &user(), None)
             .await
-            .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-        assert_eq!(ids(&app, &a, P1).await, [theirs]);
-        let _ = jwks;
-    }
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(ids(&app, &a, P1).await, [theirs]);
+    assert_eq!(ids(&app, &a, P2).await, [elsewhere]);
 
-    async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp, jwks: Jwks) {
-        let a = app.install("a").await;
-        let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
-        let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
-        let app_level = || fit(0, &a, json!({ "principal": null, "context": null }));
-        assert_eq!(invoke(&app, "GET", FORGE_P2, &app_level(), None).await.json()[0]["id"], elsewhere);
-        assert_eq!(invoke(&app, "DELETE", &format!("{FORGE_P1}/{theirs}"), &app_level(), None).await.status, StatusCode::NO_CONTENT);
-        assert_eq!(invoke(&app, "DELETE", &format!("{FORGE_P2}/{elsewhere}"), &app_level(), None).await.status, StatusCode::NO_CONTENT);
-        assert!(ids(&app, &a, P1).await.is_empty());
-        assert!(ids(&app, &a, P2).await.is_empty());
-        let _ = jwks;
-    }
+    // A user's invocation whose context names no issue reaches none.
+    let no_issue = fit(
+        0,
+        &a,
+        json!({ "context": { "localId": "x", "extension": { "type": "jira:globalPage" } } }),
+    );
+    invoke(&app, "GET", FORGE_P1, &no_issue, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
+    let no_context = fit(0, &a, json!({ "context": null }));
+    invoke(&app, "GET", FORGE_P1, &no_context, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
+    // A UI invocation without a principal (an anonymous viewer) is still a view: its issue
+    // only, and no note to delete.
+    let anonymous = fit(0, &a, json!({ "principal": null }));
+    invoke(&app, "GET", FORGE_P2, &anonymous, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
+    invoke(
+        &app,
+        "DELETE",
+        &format!("{FORGE_P1}/{theirs}"),
+        &anonymous,
+        None,
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    assert_eq!(ids(&app, &a, P1).await, [theirs]);
+    let _ = jwks;
 }
+
+async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp, jwks: Jwks) {
+    let a = app.install("a").await;
+    let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
+    let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
+    let app_level = || fit(0, &a, json!({ "principal": null, "context": null }));
+    assert_eq!(
+        invoke(&app, "GET", FORGE_P2, &app_level(), None)
+            .await
+            .json()[0]["id"],
+        elsewhere
+    );
+    assert_eq!(
+        invoke(
+            &app,
+            "DELETE",
+            &format!("{FORGE_P1}/{theirs}"),
+            &app_level(),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        invoke(
+            &app,
+            "DELETE",
+            &format!("{FORGE_P2}/{elsewhere}"),
+            &app_level(),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(ids(&app, &a, P1).await.is_empty());
+    assert!(ids(&app, &a, P2).await.is_empty());
+    let _ = jwks;
+}
+
+forge_tests!(
+    a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals_notes,
+    an_app_level_forge_invocation_reaches_every_issue_and_note,
+);
