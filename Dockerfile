@@ -3,12 +3,10 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY atlassian-connect.json ./
-COPY migrations migrations
+COPY crates crates
 COPY src src
-# Cargo.toml names these targets; the manifest does not load without them.
+# Cargo.toml names this target; the manifest does not load without it.
 COPY bench bench
-COPY benches benches
-COPY examples examples
 RUN cargo build --release --locked --bin connect-axum
 
 FROM debian:bookworm-slim

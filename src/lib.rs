@@ -1,67 +1,272 @@
-//! connect-axum: a backend for Atlassian Connect multitenant apps, built on axum.
+//! Issue notes, the sample app built on connect-axum: notes on Jira issues, scoped to the tenant
+//! that wrote them, with an issue panel, a webhook, personal data reporting of the notes' authors
+//! and a realm mover for data residency.
 //!
-//! Jira and Confluence cloud sites install the app through its descriptor; this crate verifies
-//! every lifecycle hook (RS256 signed install for `installed`/`uninstalled`, HS256 for
-//! `enabled`/`disabled`), stores each site as a tenant, and puts every other route behind JWT +
-//! query-string-hash verification whose verified [`auth::Tenant`] scopes every query.
-//!
-//! A request walks one way: [`app::router`] → [`auth::require_jwt`] → [`auth::Tenant`] →
-//! handler → [`store::TenantStore`].
-//!
-//! - [`config`]: configuration from the environment.
-//! - [`lifecycle`]: the descriptor and the lifecycle hooks.
-//! - [`auth`]: JWT and QSH verification, the authentication modes, session tokens.
-//! - [`store`]: tenants and app data on Postgres or embedded SQLite, behind a tenant cache.
-//! - [`product`]: calls back into the tenant's product, as the app or as a user.
-//! - [`notes`]: the sample tenant-scoped feature (API, issue panel, webhook).
-//! - [`personal_data`]: reporting stored account ids to Atlassian and anonymising closed ones.
-//! - [`residency`]: data residency (realm migration) hooks and the `RealmMover` trait.
-//! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
-//! - [`slots`]: the concurrency limits of authenticated and of anonymous work.
-//! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
-//!
-//! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
-//! authentication mode it needs and handed to [`app::router_with`], which merges it before the
-//! middleware stack (request ids, traces, limits, timeout, load shedding, metrics):
-//!
-//! ```no_run
-//! use axum::{Json, Router, middleware, routing::get};
-//! use connect_axum::app::{self, AppState};
-//! use connect_axum::auth::{self, ProductJwt, Tenant};
-//!
-//! async fn whoami(tenant: Tenant) -> Json<serde_json::Value> {
-//!     Json(serde_json::json!({
-//!         "clientKey": tenant.client_key().as_str(),
-//!         "accountId": tenant.account_id(),
-//!     }))
-//! }
-//!
-//! fn router(state: AppState) -> Router {
-//!     let mine: Router<AppState> = Router::new()
-//!         .route("/api/whoami", get(whoami))
-//!         .route_layer(middleware::from_fn_with_state(
-//!             state.auth.clone(),
-//!             auth::require_jwt::<ProductJwt>,
-//!         ));
-//!     app::router_with(state, mine)
-//! }
-//! ```
-//!
-//! `examples/webhook_counter.rs` is a complete one.
+//! Issue keys repeat across sites, so a note is always addressed by (tenant, issue key, id).
+//! A user's token (context, session, Forge UI) reaches only the issue it was issued for and
+//! deletes only its user's notes; the site's and the app's own tokens reach every note.
 
-pub mod app;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod error;
-pub mod lifecycle;
-pub mod monitoring;
-pub mod notes;
-pub mod personal_data;
-pub mod product;
-pub mod residency;
-pub mod retention;
-pub mod server;
-pub mod slots;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+
+use connect_axum::app::AppState;
+use connect_axum::auth::{self, ContextJwt, Owner, ProductJwt, Tenant};
+use connect_axum::config::Config;
+use connect_axum::error::{Error, JsonBody, PathParams, Result};
+use connect_axum::server::{Builder, ConnectApp};
+use connect_axum::store::AppMigrations;
+
+mod page;
+mod realm;
 pub mod store;
-pub mod telemetry;
+
+pub use realm::{NoteAuthors, StoredLocation};
+mod webhooks;
+
+use store::{NewNote, Note, NoteDeletion};
+
+/// The sample's descriptor, served with `baseUrl` = `BASE_URL`.
+pub const DESCRIPTOR: &str = include_str!("../atlassian-connect.json");
+
+/// The longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 10_000;
+
+/// The sample's own migrations, beside the library's.
+pub fn migrations() -> AppMigrations {
+    AppMigrations::new(
+        &sqlx::migrate!("migrations/postgres"),
+        &sqlx::migrate!("migrations/sqlite"),
+    )
+}
+
+/// The sample app as a server: its descriptor, its migrations, where it keeps account ids and
+/// how it moves a tenant's data between realms, and every route of it, each group behind the
+/// authentication it needs.
+pub fn app(config: Config) -> Builder {
+    ConnectApp::builder(config)
+        .descriptor(DESCRIPTOR)
+        .migrations(migrations())
+        .account_ids(realm::NoteAuthors)
+        .realm_mover(realm::StoredLocation)
+        // A product JWT bound to the request, or the iframe's context / session token.
+        .routes::<ContextJwt>(router())
+        // A product JWT bound to the request: the issue panel page and webhooks.
+        .routes::<ProductJwt>(product_router())
+        // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
+        .forge_routes(forge_router())
+        // No authentication: the panel's icon.
+        .public_routes(public_router())
+}
+
+/// The notes API; to be layered with [`ContextJwt`].
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/issues/{issue_key}/notes",
+            get(list_notes).post(create_note),
+        )
+        .route("/api/issues/{issue_key}/notes/{id}", delete(delete_note))
+}
+
+/// The notes API for a Forge app's remote calls (`/forge` + the same paths); to be layered with
+/// [`require_forge`](connect_axum::auth::require_forge). The handlers are the Connect ones: a site reaches
+/// the same notes through either.
+pub fn forge_router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/forge/api/issues/{issue_key}/notes",
+            get(list_notes).post(create_note),
+        )
+        .route(
+            "/forge/api/issues/{issue_key}/notes/{id}",
+            delete(delete_note),
+        )
+}
+
+/// The issue panel page and the webhooks; to be layered with [`ProductJwt`].
+pub fn product_router() -> Router<AppState> {
+    Router::new()
+        .route("/issue-notes", get(page::issue_notes))
+        .route("/webhooks/issue-deleted", post(webhooks::issue_deleted))
+}
+
+/// Public assets of the feature: the panel's icon.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/icon.svg", get(page::icon))
+}
+
+/// A validated Jira issue key such as `PROJ-12`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueKey(String);
+
+impl IssueKey {
+    /// Accepts `^[A-Z][A-Z0-9_]+-[0-9]+$`, at most 255 characters.
+    pub fn parse(key: &str) -> Result<Self> {
+        let valid = key.len() <= 255
+            && key.split_once('-').is_some_and(|(project, number)| {
+                let mut chars = project.bytes();
+                chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                    && project.len() >= 2
+                    && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+                    && !number.is_empty()
+                    && number.bytes().all(|c| c.is_ascii_digit())
+            });
+        if valid {
+            Ok(Self(key.to_owned()))
+        } else {
+            Err(Error::bad_request(
+                "invalid_issue_key",
+                "the issue key must look like PROJ-123",
+            ))
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The body of `POST …/notes`, as JSON or as a form.
+#[derive(Debug, Deserialize)]
+pub struct CreateNote {
+    pub body: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for CreateNote {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        if auth::is_form(request.headers()) {
+            let Form(note) = Form::<CreateNote>::from_request(request, state)
+                .await
+                .map_err(|e| Error::bad_request("invalid_form", e.body_text()))?;
+            Ok(note)
+        } else {
+            let JsonBody(note) = JsonBody::<CreateNote>::from_request(request, state).await?;
+            Ok(note)
+        }
+    }
+}
+
+/// Lists the tenant's notes on an issue, oldest first.
+async fn list_notes(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(issue_key): PathParams<String>,
+) -> Result<Json<Vec<Note>>> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    tenant.require_issue(issue_key.as_str())?;
+    Ok(Json(
+        store::list_notes(app.store.as_ref(), tenant.client_key(), issue_key.as_str()).await?,
+    ))
+}
+
+/// Adds a note by the requesting user.
+async fn create_note(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(issue_key): PathParams<String>,
+    input: CreateNote,
+) -> Result<(StatusCode, Json<Note>)> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    tenant.require_issue(issue_key.as_str())?;
+    let chars = input.body.chars().count();
+    // Postgres text cannot hold NUL; refuse it on every store alike.
+    if chars == 0 || chars > MAX_NOTE_CHARS || input.body.contains('\0') {
+        return Err(Error::bad_request(
+            "invalid_note",
+            format!("the note body must be 1 to {MAX_NOTE_CHARS} characters, without NUL"),
+        ));
+    }
+    let note = NewNote {
+        issue_key: issue_key.0,
+        body: input.body,
+        author: tenant.account_id().map(str::to_owned),
+    };
+    let note = store::create_note(app.store.as_ref(), tenant.client_key(), note).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+/// Deletes one of the tenant's notes; another tenant's note is as absent as a missing one. A
+/// user's token deletes only that user's notes (403 `not_note_author` otherwise).
+async fn delete_note(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams((issue_key, id)): PathParams<(String, String)>,
+) -> Result<StatusCode> {
+    let issue_key = IssueKey::parse(&issue_key)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::bad_request("invalid_note_id", "the note id must be an integer"))?;
+    tenant.require_issue(issue_key.as_str())?;
+    let author = match tenant.may_change() {
+        Owner::Any => None,
+        Owner::Account(account) => Some(account),
+        Owner::Nobody => return Err(not_note_author()),
+    };
+    match store::delete_note(
+        app.store.as_ref(),
+        tenant.client_key(),
+        issue_key.as_str(),
+        id,
+        author,
+    )
+    .await?
+    {
+        NoteDeletion::Deleted => Ok(StatusCode::NO_CONTENT),
+        NoteDeletion::Missing => Err(Error::NotFound),
+        NoteDeletion::OtherAuthor => Err(not_note_author()),
+    }
+}
+
+fn not_note_author() -> Error {
+    Error::Forbidden {
+        reason: "not_note_author",
+        message: "only the note's author deletes it".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IssueKey;
+
+    #[test]
+    fn the_descriptor_declares_jwt_lifecycle_signed_install_panel_and_webhook() {
+        let base = url::Url::parse("https://app.example.com/").unwrap();
+        let d = connect_axum::lifecycle::Descriptor::parse(super::DESCRIPTOR, &base).unwrap();
+        let json = d.json();
+        assert_eq!(json["baseUrl"], "https://app.example.com");
+        assert_eq!(json["authentication"]["type"], "jwt");
+        assert_eq!(json["apiMigrations"]["signed-install"], true);
+        for hook in ["installed", "uninstalled", "enabled", "disabled"] {
+            assert_eq!(json["lifecycle"][hook], format!("/{hook}"));
+        }
+        assert!(!d.key().is_empty());
+        assert_eq!(
+            json["modules"]["webhooks"][0],
+            serde_json::json!({"event": "jira:issue_deleted", "url": "/webhooks/issue-deleted"})
+        );
+        assert_eq!(
+            json["modules"]["jiraIssueContexts"][0]["target"]["url"],
+            "/issue-notes?issueKey={issue.key}"
+        );
+    }
+
+    #[test]
+    fn issue_keys_follow_the_jira_pattern() {
+        for ok in ["PROJ-1", "AB-123", "A1_B-0", "PR0J-42"] {
+            assert!(IssueKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "P-1", "proj-1", "PROJ", "PROJ-", "-1", "1PROJ-1", "PROJ-1a", "PROJ--1",
+            "PROJ-1-2", "PRÖJ-1", "PROJ-１", "PROJ 1", "_PROJ-1",
+        ] {
+            assert!(IssueKey::parse(bad).is_err(), "{bad}");
+        }
+        assert!(IssueKey::parse(&format!("P{}-1", "A".repeat(300))).is_err());
+    }
+}

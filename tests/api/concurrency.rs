@@ -367,14 +367,16 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
             site.tenant.secret
         );
         for issue in ISSUES {
-            let stored: Listed = app
-                .store
-                .list_notes(&record.installation.client_key, issue)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|n| (n.id, n.issue_key, n.body))
-                .collect();
+            let stored: Listed = issue_notes::store::list_notes(
+                app.store.as_ref(),
+                &record.installation.client_key,
+                issue,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.id, n.issue_key, n.body))
+            .collect();
             assert_eq!(
                 stored,
                 site.expected(issue),

@@ -9,7 +9,7 @@ use tower::ServiceExt;
 use crate::helpers::*;
 use crate::on_both_stores;
 
-#[path = "../../examples/webhook_counter.rs"]
+#[path = "../../crates/connect-axum/examples/webhook_counter.rs"]
 #[allow(dead_code)]
 mod webhook_counter;
 

@@ -179,7 +179,7 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn unique_name() -> String {
+pub fn unique_name() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     format!(
         "connect_axum_test_{}_{}_{}",
@@ -211,7 +211,7 @@ pub fn store_options(database_url: &str) -> StoreOptions {
         acquire_timeout: store::DEFAULT_ACQUIRE_TIMEOUT,
         tenant_cache_size: 1_000,
         keyring: keyring(),
-        app_migrations: Default::default(),
+        app_migrations: issue_notes::migrations(),
     }
 }
 
@@ -572,7 +572,7 @@ impl TestApp {
             })
         })
         .unwrap();
-        let server = connect_axum::notes::app(config)
+        let server = issue_notes::app(config)
             .store(store.clone())
             .build()
             .await

@@ -203,8 +203,9 @@ async fn closed_accounts_are_anonymised_and_nothing_else_is_touched(app: TestApp
     let again = personal_data::report_due(&app.state).await.unwrap();
     assert_eq!(again.tenants, 0);
     assert_eq!(reports.lock().unwrap().batches.len(), 3);
-    let restarted =
-        connect_axum::app::AppState::new(app.state.config.as_ref().clone(), app.store.clone());
+    let restarted = issue_notes::app(app.state.config.as_ref().clone())
+        .state_over(app.store.clone())
+        .unwrap();
     assert_eq!(
         personal_data::report_due(&restarted).await.unwrap().tenants,
         0

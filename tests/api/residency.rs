@@ -39,8 +39,7 @@ async fn location(app: &TestApp, tenant: &TestTenant) -> Option<String> {
         .await
         .unwrap()
         .unwrap();
-    app.store
-        .data_location(&record.installation.client_key)
+    issue_notes::StoredLocation::read(app.store.as_ref(), &record.installation.client_key)
         .await
         .unwrap()
 }

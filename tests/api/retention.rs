@@ -60,7 +60,6 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
         .unwrap();
     assert_eq!(purged.len(), 1);
     assert_eq!(purged[0].client_key.as_str(), gone.client_key);
-    assert_eq!(purged[0].notes, 3);
     assert!(!app.stored(&gone).await);
     assert_eq!(stored_notes(&app, &gone).await, 0);
     assert_eq!(stored_notes(&app, &stays).await, 2);
@@ -217,7 +216,7 @@ async fn the_server_purges_and_logs_what_it_purged() {
     }
     let (_, logs) = server.stop().await;
     assert!(
-        logs.contains("purged tenant logged-client-key") && logs.contains("its 0 notes"),
+        logs.contains("purged tenant logged-client-key") && logs.contains("with all its rows"),
         "{logs}"
     );
 }

@@ -21,7 +21,7 @@ const NOTES: &str = "/api/issues/PROJ-1/notes";
 
 /// A handler with the bug row-level security is there for: it forgets the tenant in its SQL.
 async fn unscoped(tenant: Tenant, State(pg): State<PgStore>) -> Json<Value> {
-    let mut tx = pg.tenant_transaction(tenant.client_key()).await.unwrap();
+    let mut tx = pg.begin_tenant(tenant.client_key()).await.unwrap();
     let seen: Vec<(String, String)> = sqlx::query_as("select client_key, body from note")
         .fetch_all(&mut *tx)
         .await

@@ -1,6 +1,8 @@
 //! The store contract, checked on both backends.
 
-use connect_axum::store::{LifecycleToken, NewNote, NoteDeletion, TenantStore};
+use connect_axum::store::{LifecycleToken, TenantStore};
+use issue_notes::store::{self as notes, NewNote, NoteDeletion};
+use sqlx::{Connection as _, Executor as _};
 
 use crate::helpers::TestApp;
 use crate::on_both_stores;
@@ -68,65 +70,72 @@ async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestA
         body: "x".to_owned(),
         author: author.map(str::to_owned),
     };
-    let mine = store.create_note(a, &note(Some("me"))).await.unwrap().id;
-    let nobodys = store.create_note(a, &note(None)).await.unwrap().id;
-    let other_tenants = store.create_note(b, &note(Some("me"))).await.unwrap().id;
+    let mine = notes::create_note(store, a, note(Some("me")))
+        .await
+        .unwrap()
+        .id;
+    let nobodys = notes::create_note(store, a, note(None)).await.unwrap().id;
+    let other_tenants = notes::create_note(store, b, note(Some("me")))
+        .await
+        .unwrap()
+        .id;
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-1", mine, Some("you"))
+        notes::delete_note(store, a, "PROJ-1", mine, Some("you"))
             .await
             .unwrap(),
         NoteDeletion::OtherAuthor
     );
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-1", nobodys, Some("me"))
+        notes::delete_note(store, a, "PROJ-1", nobodys, Some("me"))
             .await
             .unwrap(),
         NoteDeletion::OtherAuthor
     );
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-2", mine, Some("me"))
+        notes::delete_note(store, a, "PROJ-2", mine, Some("me"))
             .await
             .unwrap(),
         NoteDeletion::Missing
     );
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-1", other_tenants, Some("me"))
+        notes::delete_note(store, a, "PROJ-1", other_tenants, Some("me"))
             .await
             .unwrap(),
         NoteDeletion::Missing
     );
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-1", other_tenants, None)
+        notes::delete_note(store, a, "PROJ-1", other_tenants, None)
             .await
             .unwrap(),
         NoteDeletion::Missing
     );
     assert_eq!(
-        store.list_notes(a, "PROJ-1").await.unwrap().len(),
+        notes::list_notes(store, a, "PROJ-1").await.unwrap().len(),
         2,
         "nothing was deleted"
     );
     assert_eq!(
-        store
-            .delete_note(a, "PROJ-1", mine, Some("me"))
+        notes::delete_note(store, a, "PROJ-1", mine, Some("me"))
             .await
             .unwrap(),
         NoteDeletion::Deleted
     );
     assert_eq!(
-        store.delete_note(a, "PROJ-1", nobodys, None).await.unwrap(),
+        notes::delete_note(store, a, "PROJ-1", nobodys, None)
+            .await
+            .unwrap(),
         NoteDeletion::Deleted
     );
     assert_eq!(
-        store.delete_note(a, "PROJ-1", mine, None).await.unwrap(),
+        notes::delete_note(store, a, "PROJ-1", mine, None)
+            .await
+            .unwrap(),
         NoteDeletion::Missing
     );
-    assert_eq!(store.list_notes(b, "PROJ-1").await.unwrap().len(), 1);
+    assert_eq!(
+        notes::list_notes(store, b, "PROJ-1").await.unwrap().len(),
+        1
+    );
 }
 
 on_both_stores!(
@@ -137,10 +146,14 @@ on_both_stores!(
 
 /// The app migrations of the test fixtures, for the backend of `database_url`.
 fn app_migrations() -> connect_axum::store::AppMigrations {
-    connect_axum::store::AppMigrations::new(
+    let fixtures = connect_axum::store::AppMigrations::new(
         &sqlx::migrate!("tests/fixtures/app_migrations/postgres"),
         &sqlx::migrate!("tests/fixtures/app_migrations/sqlite"),
-    )
+    );
+    let mut all = issue_notes::migrations();
+    all.postgres.extend(fixtures.postgres);
+    all.sqlite.extend(fixtures.sqlite);
+    all
 }
 
 async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app: TestApp) {
@@ -182,12 +195,13 @@ async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app
 }
 
 async fn an_app_migration_with_a_library_version_is_refused(app: TestApp) {
-    let library = sqlx::migrate!("migrations/sqlite");
+    let library = sqlx::migrate!("crates/connect-axum/migrations/sqlite");
     let clash = library.iter().next().unwrap().clone();
     let mut options = crate::helpers::store_options(&app.database_url);
     options.app_migrations = connect_axum::store::AppMigrations {
         postgres: vec![clash.clone()],
         sqlite: vec![clash],
+        tenant_tables: Vec::new(),
     };
     let refused = connect_axum::store::connect(&options)
         .await
@@ -216,7 +230,7 @@ async fn bookmark_and_list(
     let insert = "insert into bookmark (client_key, url) values ($1, $2)";
     match store.database() {
         Database::Postgres(pg) => {
-            let mut tx = pg.tenant_transaction(key).await.unwrap();
+            let mut tx = pg.begin_tenant(key).await.unwrap();
             sqlx::query(insert)
                 .bind(key.as_str())
                 .bind(url)
@@ -232,7 +246,7 @@ async fn bookmark_and_list(
             seen
         }
         Database::Sqlite(db) => {
-            let mut tx = db.tenant_transaction(key).await.unwrap();
+            let mut tx = db.begin_tenant(key).await.unwrap();
             sqlx::query(insert)
                 .bind(key.as_str())
                 .bind(url)
@@ -286,3 +300,85 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
 }
 
 on_both_stores!(an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend);
+
+/// A database that the library's migrations made while the sample's tables were still among them
+/// (with a tenant and a note in it) starts under today's migrations, twice, and keeps its note.
+async fn upgrade_from_the_library_that_held_the_samples_tables(url: &str) {
+    let insert_tenant = "insert into tenant (client_key, app_key, shared_secret, base_url, \
+        installed_at, updated_at) values ('t', 'app', 's', 'https://t.example', \
+        '2026-11-30 00:00:00+00', '2026-11-30 00:00:00+00')";
+    let insert_note = "insert into note (client_key, issue_key, body, created_at) \
+        values ('t', 'PROJ-1', 'kept', '2026-11-30 00:00:00+00')";
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::migrate!("tests/fixtures/migrations_before_0_2/postgres")
+            .run(&mut c)
+            .await
+            .unwrap();
+        c.execute(insert_tenant).await.unwrap();
+        c.execute(insert_note).await.unwrap();
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::migrate!("tests/fixtures/migrations_before_0_2/sqlite")
+            .run(&mut c)
+            .await
+            .unwrap();
+        c.execute(insert_tenant).await.unwrap();
+        c.execute(insert_note).await.unwrap();
+        c.close().await.unwrap();
+    }
+    for _ in 0..2 {
+        let store = connect_axum::store::connect(&crate::helpers::store_options(url))
+            .await
+            .expect("an upgraded database is refused");
+        store.close().await;
+    }
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let body: String = sqlx::query_scalar("select body from note")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(body, "kept");
+        let policies: i64 = sqlx::query_scalar(
+            "select count(*) from pg_policies where tablename in ('note', 'data_location')",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(policies, 2, "one policy on each of the sample's tables");
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let body: String = sqlx::query_scalar("select body from note")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(body, "kept");
+    }
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_sample_left_the_library_upgrades_postgres() {
+    let admin = crate::helpers::admin_url();
+    let name = crate::helpers::unique_name();
+    let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+    c.execute(format!(r#"create database "{name}""#).as_str())
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    upgrade_from_the_library_that_held_the_samples_tables(url.as_str()).await;
+    crate::helpers::admin_cleanup(
+        &admin,
+        vec![format!(r#"drop database if exists "{name}" with (force)"#)],
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_sample_left_the_library_upgrades_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    upgrade_from_the_library_that_held_the_samples_tables(&url).await;
+}

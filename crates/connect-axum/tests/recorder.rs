@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use connect_axum::app::{self, AppState};
 use connect_axum::config::Config;
+use connect_axum::lifecycle::Descriptor;
 use connect_axum::store::{self, AppMigrations, Keyring, StoreOptions};
 use tower::ServiceExt;
 
@@ -25,7 +26,9 @@ async fn an_apps_own_metrics_recorder_is_kept_and_the_library_does_not_panic() {
         app_migrations: AppMigrations::default(),
     };
     let store = store::connect(&options).await.unwrap();
-    let state = AppState::new(Config::from_vars(|_| None).unwrap(), store);
+    let config = Config::from_vars(|_| None).unwrap();
+    let descriptor = Descriptor::from_json(r#"{"key": "probe"}"#, &config).unwrap();
+    let state = AppState::with_descriptor(config, store, descriptor);
     let router = app::router(state);
     let metrics = router
         .clone()

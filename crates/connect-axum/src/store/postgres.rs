@@ -51,13 +51,39 @@ impl PgStore {
                     "the database did not accept a connection in time",
                 ))
             })??;
-        super::combined_migrator(
-            &sqlx::migrate!("migrations/postgres"),
-            &options.app_migrations.postgres,
-        )
-        .await?
-        .run(&mut owner)
-        .await?;
+        let library = sqlx::migrate!("migrations/postgres");
+        let applied: bool =
+            sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+                .fetch_one(&mut owner)
+                .await?;
+        if applied {
+            for (version, old, new) in super::rewritten(super::Backend::Postgres, &library) {
+                sqlx::query(
+                    "update _sqlx_migrations set checksum = $1 where version = $2 and checksum = $3",
+                )
+                .bind(new)
+                .bind(version)
+                .bind(old)
+                .execute(&mut owner)
+                .await?;
+            }
+        }
+        super::combined_migrator(&library, &options.app_migrations.postgres)
+            .await?
+            .run(&mut owner)
+            .await?;
+        for table in &options.app_migrations.tenant_tables {
+            sqlx::query("select connect_axum_tenant_table(to_regclass($1))")
+                .bind(table)
+                .execute(&mut owner)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(_) => {
+                        sqlx::Error::Configuration(Box::new(super::NotATenantTable(table.clone())))
+                    }
+                    e => e,
+                })?;
+        }
         owner.close().await
     }
 
@@ -96,7 +122,7 @@ impl PgStore {
     ///
     /// The setting travels with `BEGIN` in one round trip; the key is sent hex-encoded, so no
     /// character of it is ever read as SQL.
-    pub async fn tenant_transaction(
+    pub async fn begin_tenant(
         &self,
         key: &ClientKey,
     ) -> sqlx::Result<Transaction<'static, Postgres>> {
@@ -106,6 +132,12 @@ impl PgStore {
             hex::encode(key.as_str())
         )))
         .await
+    }
+
+    /// [`begin_tenant`](Self::begin_tenant), for SQL both backends speak.
+    async fn tenant_tx(&self, key: &ClientKey) -> sqlx::Result<super::TenantTransaction> {
+        let tx = self.begin_tenant(key).await?;
+        Ok(super::TenantTransaction::postgres(Some(key.clone()), tx))
     }
 
     /// A transaction outside any tenant (the registry tables).

@@ -19,8 +19,8 @@ use moka::sync::Cache;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ClientKey, Installation, LifecycleToken, NewNote, Note, NoteDeletion, PoolUsage, Purged,
-    RealmMigration, SaveOutcome, TenantRecord, TenantStore,
+    ClientKey, Installation, LifecycleToken, PoolUsage, Purged, RealmMigration, SaveOutcome,
+    TenantRecord, TenantStore, TenantTransaction,
 };
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
@@ -269,22 +269,6 @@ impl TenantStore for CachedStore {
         self.inner.save_realm_migration(key, m).await
     }
 
-    async fn data_location(&self, key: &ClientKey) -> sqlx::Result<Option<String>> {
-        self.inner.data_location(key).await
-    }
-
-    async fn set_data_location(&self, key: &ClientKey, location: Option<&str>) -> sqlx::Result<()> {
-        self.inner.set_data_location(key, location).await
-    }
-
-    async fn account_ids(&self, key: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
-        self.inner.account_ids(key).await
-    }
-
-    async fn anonymise_account(&self, key: &ClientKey, account_id: &str) -> sqlx::Result<u64> {
-        self.inner.anonymise_account(key, account_id).await
-    }
-
     async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
         self.inner.personal_data_due(now).await
     }
@@ -300,26 +284,8 @@ impl TenantStore for CachedStore {
             .await
     }
 
-    async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>> {
-        self.inner.list_notes(key, issue_key).await
-    }
-
-    async fn create_note(&self, key: &ClientKey, note: &NewNote) -> sqlx::Result<Note> {
-        self.inner.create_note(key, note).await
-    }
-
-    async fn delete_note(
-        &self,
-        key: &ClientKey,
-        issue_key: &str,
-        id: i64,
-        author: Option<&str>,
-    ) -> sqlx::Result<NoteDeletion> {
-        self.inner.delete_note(key, issue_key, id, author).await
-    }
-
-    async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64> {
-        self.inner.delete_issue_notes(key, issue_key).await
+    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+        self.inner.tenant_transaction(key).await
     }
 }
 
@@ -419,18 +385,6 @@ mod tests {
         ) -> sqlx::Result<()> {
             self.store.save_realm_migration(k, m).await
         }
-        async fn data_location(&self, k: &ClientKey) -> sqlx::Result<Option<String>> {
-            self.store.data_location(k).await
-        }
-        async fn set_data_location(&self, k: &ClientKey, l: Option<&str>) -> sqlx::Result<()> {
-            self.store.set_data_location(k, l).await
-        }
-        async fn account_ids(&self, k: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
-            self.store.account_ids(k).await
-        }
-        async fn anonymise_account(&self, k: &ClientKey, id: &str) -> sqlx::Result<u64> {
-            self.store.anonymise_account(k, id).await
-        }
         async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
             self.store.personal_data_due(now).await
         }
@@ -442,23 +396,8 @@ mod tests {
         ) -> sqlx::Result<()> {
             self.store.set_personal_data_due(k, at, due).await
         }
-        async fn list_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<Vec<Note>> {
-            self.store.list_notes(k, issue).await
-        }
-        async fn create_note(&self, k: &ClientKey, note: &NewNote) -> sqlx::Result<Note> {
-            self.store.create_note(k, note).await
-        }
-        async fn delete_note(
-            &self,
-            k: &ClientKey,
-            issue: &str,
-            id: i64,
-            author: Option<&str>,
-        ) -> sqlx::Result<NoteDeletion> {
-            self.store.delete_note(k, issue, id, author).await
-        }
-        async fn delete_issue_notes(&self, k: &ClientKey, issue: &str) -> sqlx::Result<u64> {
-            self.store.delete_issue_notes(k, issue).await
+        async fn tenant_transaction(&self, k: &ClientKey) -> sqlx::Result<TenantTransaction> {
+            self.store.tenant_transaction(k).await
         }
     }
 

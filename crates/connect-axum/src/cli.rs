@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{jwt, qsh};
 use crate::config::Config;
-use crate::lifecycle::Descriptor;
+use crate::server::Builder;
 use crate::store::{self, TenantRecord};
 
 /// A backend for Atlassian Connect multitenant apps.
@@ -97,20 +97,61 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the named tenant does not exist.
 pub const EXIT_NO_TENANT: u8 = 3;
 
-/// Runs a command other than `serve`, printing to stdout and errors to stderr.
-pub async fn run(command: Command, config: Config) -> ExitCode {
-    match command {
-        Command::Serve => unreachable!("serve is run by main"),
-        Command::Descriptor => {
-            let descriptor = Descriptor::for_config(&config);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(descriptor.json()).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+/// An app's `main`: parses the command line, reads the configuration from the environment, and
+/// runs the command on the app `app` makes of it (serving by default, with logs set up).
+///
+/// ```no_run
+/// use connect_axum::server::ConnectApp;
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     connect_axum::cli::main(|config| {
+///         ConnectApp::builder(config).descriptor(r#"{"key": "my-app"}"#)
+///     })
+///     .await
+/// }
+/// ```
+pub async fn main<S: Clone + Send + Sync + 'static>(
+    app: impl FnOnce(Config) -> Builder<S>,
+) -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
         }
-        Command::Check => check(&config).await,
-        Command::Migrate => match migrate(&config).await {
+    };
+    run(cli.command.unwrap_or(Command::Serve), app(config)).await
+}
+
+/// Runs `command` on `app`, printing to stdout and errors to stderr.
+pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builder<S>) -> ExitCode {
+    let config = app.config().clone();
+    match command {
+        Command::Serve => {
+            let _log_writer = crate::telemetry::init(config.log_format);
+            let served = match app.build().await {
+                Ok(server) => server.serve_until(crate::app::shutdown_signal()).await,
+                Err(e) => Err(e),
+            };
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(&format!("connect-axum: {e}")),
+            }
+        }
+        Command::Descriptor => match app.rendered_descriptor() {
+            Ok(descriptor) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(descriptor.json()).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&format!("invalid descriptor: {e}")),
+        },
+        Command::Check => check(&app).await,
+        Command::Migrate => match migrate(&app).await {
             Ok(()) => {
                 println!("migrations applied to the {} store", backend_name(&config));
                 ExitCode::SUCCESS
@@ -120,7 +161,7 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
         Command::Secrets {
             command: SecretsCommand::Rotate,
         } => {
-            let store = match open_store(&config).await {
+            let store = match open_store(&app).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
@@ -135,12 +176,15 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
         Command::PersonalData {
             command: PersonalDataCommand::Report,
         } => {
-            let store = match open_store(&config).await {
+            let store = match open_store(&app).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
-            let app = crate::app::AppState::new(config, store);
-            match crate::personal_data::report_due(&app).await {
+            let state = match app.state_over(store) {
+                Ok(state) => state,
+                Err(e) => return failure(&format!("invalid descriptor: {e}")),
+            };
+            match crate::personal_data::report_due(&state).await {
                 Ok(s) => {
                     println!(
                         "reported {} accounts of {} tenants: {} closed (anonymised), {} updated; {} tenants deferred",
@@ -152,7 +196,7 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             }
         }
         Command::Tenants { command } => {
-            let store = match open_store(&config).await {
+            let store = match open_store(&app).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
@@ -194,7 +238,7 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
             exp,
             sub,
         } => {
-            let store = match open_store(&config).await {
+            let store = match open_store(&app).await {
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
@@ -216,16 +260,18 @@ pub async fn run(command: Command, config: Config) -> ExitCode {
     }
 }
 
-async fn open_store(
-    config: &Config,
+async fn open_store<S: Clone + Send + Sync + 'static>(
+    app: &Builder<S>,
 ) -> Result<std::sync::Arc<dyn store::TenantStore>, crate::server::ServerError> {
-    Ok(store::connect(&config.store_options()?).await?)
+    Ok(store::connect(&app.store_options()?).await?)
 }
 
 /// Runs the migrations alone: as `MIGRATION_DATABASE_URL`'s login when set, which is what lets
 /// `connect_axum_app` exist before the serving login is made a member of it.
-async fn migrate(config: &Config) -> Result<(), crate::server::ServerError> {
-    Ok(store::migrate(&config.store_options()?).await?)
+async fn migrate<S: Clone + Send + Sync + 'static>(
+    app: &Builder<S>,
+) -> Result<(), crate::server::ServerError> {
+    Ok(store::migrate(&app.store_options()?).await?)
 }
 
 fn failure(message: &str) -> ExitCode {
@@ -298,13 +344,16 @@ fn mint(
     jwt::sign_hs256(&claims, t.installation.shared_secret.expose().as_bytes())
 }
 
-async fn check(config: &Config) -> ExitCode {
+async fn check<S: Clone + Send + Sync + 'static>(app: &Builder<S>) -> ExitCode {
+    let config = app.config();
     println!(
         "config: ok (base URL {}, listening on {}:{})",
         config.base_url, config.bind, config.port
     );
-    let descriptor = Descriptor::for_config(config);
-    println!("descriptor: ok (key {})", descriptor.key());
+    match app.rendered_descriptor() {
+        Ok(descriptor) => println!("descriptor: ok (key {})", descriptor.key()),
+        Err(e) => return failure(&format!("descriptor: FAILED ({e})")),
+    }
     match &config.secrets {
         Some(keyring) => println!(
             "secrets: ok (SECRETS_KEY, key id {}, {} older keys for reading)",
@@ -316,7 +365,7 @@ async fn check(config: &Config) -> ExitCode {
             config.secrets_key_file.display()
         ),
     }
-    match open_store(config).await {
+    match open_store(app).await {
         Ok(store) => match store.ping().await {
             Ok(()) => {
                 println!("store: ok ({}, migrations applied)", backend_name(config));

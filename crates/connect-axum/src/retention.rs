@@ -1,5 +1,6 @@
 //! The retention of uninstalled tenants: their data is kept for `UNINSTALL_RETENTION_DAYS` so a
-//! quick reinstall finds it, then a background task purges the tenant with all its rows.
+//! quick reinstall finds it, then a background task purges the tenant with all its rows (an app's tables reference
+//! `tenant (client_key) on delete cascade`, so theirs go too).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,9 @@ pub async fn purge_due(store: &dyn TenantStore, retention: Duration) -> sqlx::Re
         metrics::counter!("tenants_purged_total").increment(1);
         tracing::info!(
             tenant.client_key = %p.client_key,
-            notes = p.notes,
-            "purged tenant {} (uninstalled at {}): the tenant and its {} notes",
+            "purged tenant {} (uninstalled at {}) with all its rows",
             p.client_key,
             p.uninstalled_at.to_rfc3339(),
-            p.notes
         );
     }
     Ok(purged)

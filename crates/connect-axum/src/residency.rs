@@ -19,7 +19,8 @@ use crate::auth::Tenant;
 use crate::error::{Error, JsonBody};
 use crate::store::{ClientKey, MigrationState, RealmMigration, TenantStore};
 
-/// Moves one tenant's data to a realm. The app supplies it in [`AppState::realm_mover`].
+/// Moves one tenant's data to a realm; the app supplies it with
+/// [`Builder::realm_mover`](crate::server::Builder::realm_mover).
 #[async_trait]
 pub trait RealmMover: Send + Sync + 'static {
     /// Where the tenant's data is now (`None`: the realm it was installed in).
@@ -38,35 +39,33 @@ pub trait RealmMover: Send + Sync + 'static {
     ) -> Result<(), String>;
 }
 
-/// The sample app's mover: the tenant's data location is one row in the store.
-pub struct StoredLocation;
+/// The mover of an app that keeps no data of its own in a realm: nothing moves, and the data is
+/// always where the tenant was installed.
+pub struct NothingToMove;
 
 #[async_trait]
-impl RealmMover for StoredLocation {
+impl RealmMover for NothingToMove {
     async fn location(
         &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
+        _store: &dyn TenantStore,
+        _key: &ClientKey,
     ) -> Result<Option<String>, String> {
-        store.data_location(key).await.map_err(|e| e.to_string())
+        Ok(None)
     }
 
     async fn move_to(
         &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-        location: Option<&str>,
+        _store: &dyn TenantStore,
+        _key: &ClientKey,
+        _location: Option<&str>,
     ) -> Result<(), String> {
-        store
-            .set_data_location(key, location)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 }
 
-/// The shared default mover.
+/// The mover of an app that names none: [`NothingToMove`].
 pub fn default_mover() -> Arc<dyn RealmMover> {
-    Arc::new(StoredLocation)
+    Arc::new(NothingToMove)
 }
 
 /// The migration hooks, relative to `DATA_RESIDENCY_PATH`; to be nested there and layered with

@@ -28,18 +28,11 @@ pub enum DescriptorError {
     NotJson(#[from] serde_json::Error),
     #[error("the descriptor has no string \"key\"")]
     NoKey,
+    #[error("the app gave no descriptor (Builder::descriptor)")]
+    Missing,
 }
 
-/// The sample app's descriptor, the default of [`Descriptor::for_config`].
-const SAMPLE_DESCRIPTOR: &str = include_str!("../atlassian-connect.json");
-
 impl Descriptor {
-    /// Renders the sample app's descriptor for an app served at `base_url`.
-    pub fn new(base_url: &Url) -> Self {
-        Self::parse(SAMPLE_DESCRIPTOR, base_url)
-            .expect("atlassian-connect.json is a valid descriptor (checked by a unit test)")
-    }
-
     /// Renders the descriptor `json` (an app's `atlassian-connect.json`) for an app served at
     /// `base_url`.
     ///
@@ -56,13 +49,8 @@ impl Descriptor {
         Ok(Self { json, key })
     }
 
-    /// The sample app's descriptor as this configuration serves it: `BASE_URL`, and the realm
+    /// The descriptor `json` as this configuration serves it: `baseUrl` = `BASE_URL`, and the realm
     /// migration hooks at `DATA_RESIDENCY_PATH`.
-    pub fn for_config(config: &crate::config::Config) -> Self {
-        Self::new(&config.base_url).with_migration_path(&config.data_residency_path)
-    }
-
-    /// The descriptor `json` as this configuration serves it (see [`for_config`](Self::for_config)).
     ///
     /// # Errors
     /// When `json` is not a JSON object with a string `key`.
@@ -480,27 +468,6 @@ pub fn parse_installed_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bundled_descriptor_declares_jwt_lifecycle_and_signed_install() {
-        let d = Descriptor::new(&Url::parse("https://app.example.com/").unwrap());
-        let json = d.json();
-        assert_eq!(json["baseUrl"], "https://app.example.com");
-        assert_eq!(json["authentication"]["type"], "jwt");
-        assert_eq!(json["apiMigrations"]["signed-install"], true);
-        for hook in ["installed", "uninstalled", "enabled", "disabled"] {
-            assert_eq!(json["lifecycle"][hook], format!("/{hook}"));
-        }
-        assert!(!d.key().is_empty());
-        assert_eq!(
-            json["modules"]["webhooks"][0],
-            serde_json::json!({"event": "jira:issue_deleted", "url": "/webhooks/issue-deleted"})
-        );
-        assert_eq!(
-            json["modules"]["jiraIssueContexts"][0]["target"]["url"],
-            "/issue-notes?issueKey={issue.key}"
-        );
-    }
 
     #[test]
     fn an_apps_descriptor_is_rendered_for_the_base_url_or_refused_with_a_reason() {

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle::{self, Descriptor};
 use crate::monitoring;
+use crate::personal_data::AccountIdSource;
 use crate::product::ProductClient;
 use crate::residency::{self, RealmMover};
 use crate::slots::{self, Slots};
@@ -45,18 +46,14 @@ pub struct AppState {
     pub auth: Authenticator,
     pub descriptor: Arc<Descriptor>,
     pub product: ProductClient,
-    /// Moves a tenant's data between realms when Atlassian migrates it (data residency); the
-    /// sample app's by default.
+    /// Moves a tenant's data between realms when Atlassian migrates it (data residency);
+    /// [`NothingToMove`](residency::NothingToMove) unless the app gives one.
     pub realm_mover: Arc<dyn RealmMover>,
+    /// Where the app keeps Atlassian account ids, for personal data reporting.
+    pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
 }
 
 impl AppState {
-    /// Wires the state for `config` over `store`, serving the sample app's descriptor.
-    pub fn new(config: Config, store: Arc<dyn TenantStore>) -> Self {
-        let descriptor = Descriptor::for_config(&config);
-        Self::with_descriptor(config, store, descriptor)
-    }
-
     /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
     /// app key tokens are checked against and product calls are signed with).
     pub fn with_descriptor(
@@ -104,6 +101,7 @@ impl AppState {
             descriptor: Arc::new(descriptor),
             product,
             realm_mover: residency::default_mover(),
+            account_ids: Arc::new([]),
         }
     }
 }
@@ -124,7 +122,10 @@ impl AppState {
 impl AppState {
     /// `routes` behind the JWT check of mode `M` (see [`auth::require_jwt`]): their handlers take
     /// the verified [`Tenant`](crate::auth::Tenant).
-    pub fn with_jwt<M: AuthMode>(&self, routes: Router<AppState>) -> Router<AppState> {
+    pub fn with_jwt<M: AuthMode, S: Clone + Send + Sync + 'static>(
+        &self,
+        routes: Router<S>,
+    ) -> Router<S> {
         routes.route_layer(middleware::from_fn_with_state(
             self.auth.clone(),
             auth::require_jwt::<M>,
@@ -132,7 +133,7 @@ impl AppState {
     }
 
     /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
-    pub fn with_forge(&self, routes: Router<AppState>) -> Router<AppState> {
+    pub fn with_forge<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
         routes.route_layer(middleware::from_fn_with_state(
             self.auth.clone(),
             auth::require_forge,
@@ -140,7 +141,7 @@ impl AppState {
     }
 
     /// Public `routes` (no authentication), each request within the anonymous slots.
-    pub fn public(&self, routes: Router<AppState>) -> Router<AppState> {
+    pub fn public<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
         routes.route_layer(middleware::from_fn_with_state(
             self.auth.slots().clone(),
             slots::anonymous,
@@ -166,8 +167,8 @@ pub fn router(state: AppState) -> Router {
 /// [`router`]'s result afterwards would have no request id, trace span, limits, timeout, load
 /// shedding or metrics.
 pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
-    let lifecycle_hooks = state.with_jwt::<LifecycleJwt>(lifecycle::hooks_router());
-    let realm_migration = state.with_jwt::<ProductJwt>(
+    let lifecycle_hooks = state.with_jwt::<LifecycleJwt, _>(lifecycle::hooks_router());
+    let realm_migration = state.with_jwt::<ProductJwt, _>(
         Router::new().nest(&state.config.data_residency_path, residency::router()),
     );
     let mut public = Router::new().merge(lifecycle::descriptor_router());

@@ -36,7 +36,9 @@ use crate::auth::AuthMode;
 use crate::config::{Config, KeyFileError};
 use crate::lifecycle::{Descriptor, DescriptorError};
 use crate::monitoring;
-use crate::store::{AppMigrations, StoreError, TenantStore};
+use crate::personal_data::AccountIdSource;
+use crate::residency::RealmMover;
+use crate::store::{AppMigrations, StoreError, StoreOptions, TenantStore};
 
 /// Why a server could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -51,50 +53,100 @@ pub enum ServerError {
     Listen(#[from] std::io::Error),
 }
 
-type Routes = Box<dyn FnOnce(&AppState) -> Router<AppState> + Send>;
+type Routes<S> = Box<dyn FnOnce(&AppState) -> Router<S> + Send>;
+type MakeState<S> = Box<dyn FnOnce(&AppState) -> S + Send>;
 
 /// Collects what an app adds to the library; see [`ConnectApp::builder`].
-pub struct Builder {
+///
+/// `S` is the state of the app's routes: [`AppState`] itself, or the app's own state made from it
+/// by [`with_state`](Builder::with_state), from which handlers extract `State<AppState>` (or any
+/// part of it) through axum's `FromRef`.
+pub struct Builder<S = AppState> {
     config: Config,
     descriptor: Option<String>,
     migrations: AppMigrations,
-    routes: Vec<Routes>,
+    routes: Vec<Routes<S>>,
     store: Option<Arc<dyn TenantStore>>,
+    realm_mover: Option<Arc<dyn RealmMover>>,
+    account_ids: Vec<Arc<dyn AccountIdSource>>,
+    make_state: MakeState<S>,
 }
 
-impl Builder {
-    /// The app's `atlassian-connect.json`, served with `baseUrl` = `BASE_URL` (the sample app's
-    /// when none is given).
+impl Builder<AppState> {
+    /// The state of the app's routes, made from the library's once it is wired; implement
+    /// `FromRef<S> for AppState` so the library's extractors find theirs in it. Routes added before
+    /// keep the library's state.
+    pub fn with_state<S: Clone + Send + Sync + 'static>(
+        self,
+        make: impl FnOnce(&AppState) -> S + Send + 'static,
+    ) -> Builder<S> {
+        let routes = self
+            .routes
+            .into_iter()
+            .map(|routes| -> Routes<S> {
+                Box::new(move |state: &AppState| routes(state).with_state(state.clone()))
+            })
+            .collect();
+        Builder {
+            config: self.config,
+            descriptor: self.descriptor,
+            migrations: self.migrations,
+            routes,
+            store: self.store,
+            realm_mover: self.realm_mover,
+            account_ids: self.account_ids,
+            make_state: Box::new(make),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Builder<S> {
+    /// The app's `atlassian-connect.json`, served with `baseUrl` = `BASE_URL`; its `key` is the
+    /// app key tokens are checked against and product calls are signed with. Required.
     pub fn descriptor(mut self, json: &str) -> Self {
         self.descriptor = Some(json.to_owned());
         self
     }
 
-    /// The app's own migrations, run with the library's as one set.
+    /// The app's own migrations and tenant tables, run with the library's as one set.
     pub fn migrations(mut self, migrations: AppMigrations) -> Self {
         self.migrations = migrations;
         self
     }
 
+    /// Moves the app's data between realms when Atlassian migrates a tenant (data residency);
+    /// [`NothingToMove`](crate::residency::NothingToMove) by default.
+    pub fn realm_mover(mut self, mover: impl RealmMover) -> Self {
+        self.realm_mover = Some(Arc::new(mover));
+        self
+    }
+
+    /// A place where the app keeps Atlassian account ids, reported to Atlassian's personal data
+    /// API and anonymised when an account closes; one call per place.
+    pub fn account_ids(mut self, source: impl AccountIdSource) -> Self {
+        self.account_ids.push(Arc::new(source));
+        self
+    }
+
     /// `routes` behind the JWT check of mode `M`; their handlers take the verified `Tenant`.
-    pub fn routes<M: AuthMode>(self, routes: Router<AppState>) -> Self {
-        self.routes_with(move |state| state.with_jwt::<M>(routes))
+    pub fn routes<M: AuthMode>(self, routes: Router<S>) -> Self {
+        self.routes_with(move |state| state.with_jwt::<M, S>(routes))
     }
 
     /// `routes` behind a Forge Invocation Token.
-    pub fn forge_routes(self, routes: Router<AppState>) -> Self {
+    pub fn forge_routes(self, routes: Router<S>) -> Self {
         self.routes_with(move |state| state.with_forge(routes))
     }
 
     /// Public `routes`: no authentication, within the anonymous slots.
-    pub fn public_routes(self, routes: Router<AppState>) -> Self {
+    pub fn public_routes(self, routes: Router<S>) -> Self {
         self.routes_with(move |state| state.public(routes))
     }
 
     /// Routes made from the state (already layered with their authentication).
     pub fn routes_with(
         mut self,
-        routes: impl FnOnce(&AppState) -> Router<AppState> + Send + 'static,
+        routes: impl FnOnce(&AppState) -> Router<S> + Send + 'static,
     ) -> Self {
         self.routes.push(Box::new(routes));
         self
@@ -107,22 +159,55 @@ impl Builder {
         self
     }
 
+    /// The configuration the server is built for.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The app's descriptor as this configuration serves it.
+    ///
+    /// # Errors
+    /// No descriptor was given, or it is not a JSON object with a string `key`.
+    pub fn rendered_descriptor(&self) -> Result<Descriptor, DescriptorError> {
+        let json = self.descriptor.as_deref().ok_or(DescriptorError::Missing)?;
+        Descriptor::from_json(json, &self.config)
+    }
+
+    /// How the store is reached, with the app's migrations.
+    ///
+    /// # Errors
+    /// The embedded store's key file cannot be read or made.
+    pub fn store_options(&self) -> Result<StoreOptions, KeyFileError> {
+        let mut options = self.config.store_options()?;
+        options.app_migrations = self.migrations.clone();
+        Ok(options)
+    }
+
+    /// The state the library's handlers share, over `store`.
+    ///
+    /// # Errors
+    /// No descriptor was given, or it is invalid.
+    pub fn state_over(&self, store: Arc<dyn TenantStore>) -> Result<AppState, DescriptorError> {
+        let mut state =
+            AppState::with_descriptor(self.config.clone(), store, self.rendered_descriptor()?);
+        if let Some(mover) = &self.realm_mover {
+            state.realm_mover = mover.clone();
+        }
+        state.account_ids = self.account_ids.clone().into();
+        Ok(state)
+    }
+
     /// Opens the store (running the migrations) unless one was given, seals sharedSecrets not
     /// under the current key, and wires the state and the router.
     ///
     /// # Errors
     /// An invalid descriptor, or a store that cannot be opened.
     pub async fn build(self) -> Result<ConnectApp, ServerError> {
-        let descriptor = match &self.descriptor {
-            Some(json) => Descriptor::from_json(json, &self.config)?,
-            None => Descriptor::for_config(&self.config),
-        };
-        let store = match self.store {
+        self.rendered_descriptor()?;
+        let store = match self.store.clone() {
             Some(store) => store,
             None => {
-                let mut options = self.config.store_options()?;
-                options.app_migrations = self.migrations;
-                let store = crate::store::connect(&options).await?;
+                let store = crate::store::connect(&self.store_options()?).await?;
                 match store.reencrypt_secrets().await {
                     Ok(0) => {}
                     Ok(n) => {
@@ -136,11 +221,13 @@ impl Builder {
                 store
             }
         };
-        let state = AppState::with_descriptor(self.config, store, descriptor);
-        let routes = self
+        let state = self.state_over(store)?;
+        let app_state = (self.make_state)(&state);
+        let routes: Router<AppState> = self
             .routes
             .into_iter()
-            .fold(Router::new(), |all, routes| all.merge(routes(&state)));
+            .fold(Router::new(), |all, routes| all.merge(routes(&state)))
+            .with_state(app_state);
         let router = app::router_with(state.clone(), routes);
         Ok(ConnectApp { state, router })
     }
@@ -161,6 +248,9 @@ impl ConnectApp {
             migrations: AppMigrations::default(),
             routes: Vec::new(),
             store: None,
+            realm_mover: None,
+            account_ids: Vec::new(),
+            make_state: Box::new(AppState::clone),
         }
     }
 

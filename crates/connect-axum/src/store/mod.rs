@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::migrate::{Migration, Migrator};
 
 mod cache;
 mod postgres;
+mod query;
 mod secrets;
 mod sqlite;
 
 pub use cache::CachedStore;
 pub use postgres::{APP_ROLE, PgStore};
+pub use query::{Bind, Row, Statement, TenantTransaction};
 pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
 
@@ -140,8 +141,6 @@ pub enum SaveOutcome {
 pub struct Purged {
     pub client_key: ClientKey,
     pub uninstalled_at: DateTime<Utc>,
-    /// How many notes went with it.
-    pub notes: u64,
 }
 
 /// Where a realm migration stands; stored and answered as its text (`ready-to-commit`, …).
@@ -219,36 +218,6 @@ pub struct RealmMigration {
     pub end_time: Option<String>,
 }
 
-/// A note attached to a Jira issue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Note {
-    pub id: i64,
-    pub issue_key: String,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
-    pub author: Option<String>,
-}
-
-/// What deleting a note did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoteDeletion {
-    /// The note is gone.
-    Deleted,
-    /// The tenant has no such note on that issue.
-    Missing,
-    /// The note is there, written by someone else, and was kept.
-    OtherAuthor,
-}
-
-/// A note to create.
-#[derive(Debug, Clone)]
-pub struct NewNote {
-    pub issue_key: String,
-    pub body: String,
-    pub author: Option<String>,
-}
-
 /// Storage of tenants and their data. Every method on tenant data takes the tenant's
 /// [`ClientKey`] and touches only that tenant's rows.
 #[async_trait]
@@ -322,14 +291,6 @@ pub trait TenantStore: Send + Sync + 'static {
         token: &LifecycleToken,
     ) -> sqlx::Result<bool>;
 
-    /// The Atlassian account ids the tenant's data holds (note authors), each with the time its
-    /// oldest data was stored.
-    async fn account_ids(&self, key: &ClientKey) -> sqlx::Result<Vec<(String, DateTime<Utc>)>>;
-
-    /// Removes an account id from the tenant's data (its notes keep their text, without an
-    /// author); returns how many rows changed.
-    async fn anonymise_account(&self, key: &ClientKey, account_id: &str) -> sqlx::Result<u64>;
-
     /// Installed tenants whose personal data report is due at `now` (never reported, or due).
     async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>>;
 
@@ -351,33 +312,13 @@ pub trait TenantStore: Send + Sync + 'static {
         migration: &RealmMigration,
     ) -> sqlx::Result<()>;
 
-    /// Where the sample app keeps the tenant's data (`None`: the realm it was installed in).
-    async fn data_location(&self, key: &ClientKey) -> sqlx::Result<Option<String>>;
-
-    /// Moves the sample app's record of where the tenant's data is.
-    async fn set_data_location(&self, key: &ClientKey, location: Option<&str>) -> sqlx::Result<()>;
-
-    /// The tenant's notes on one issue, oldest first.
-    async fn list_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<Vec<Note>>;
-
-    /// Adds a note for the tenant.
-    async fn create_note(&self, key: &ClientKey, note: &NewNote) -> sqlx::Result<Note>;
-
-    /// Deletes one of the tenant's notes; with `author`, only if that account wrote it (the
-    /// condition is part of the delete, so no other request can slip in between).
-    async fn delete_note(
-        &self,
-        key: &ClientKey,
-        issue_key: &str,
-        id: i64,
-        author: Option<&str>,
-    ) -> sqlx::Result<NoteDeletion>;
-
-    /// Deletes all of the tenant's notes on an issue; returns how many there were.
-    async fn delete_issue_notes(&self, key: &ClientKey, issue_key: &str) -> sqlx::Result<u64>;
+    /// A transaction on `key`'s rows, for an app's own tables: one SQL text for both backends,
+    /// and on Postgres row-level security admits only `key`'s rows in it.
+    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction>;
 }
 
-/// A store's backend, for an app's own tenant-scoped SQL:
+/// A store's backend, for SQL that only one backend speaks (for SQL both speak,
+/// [`TenantStore::tenant_transaction`]):
 ///
 /// ```no_run
 /// # async fn f(store: &dyn connect_axum::store::TenantStore, key: &connect_axum::store::ClientKey) -> sqlx::Result<()> {
@@ -385,11 +326,11 @@ pub trait TenantStore: Send + Sync + 'static {
 /// let select = "select url from bookmark where client_key = $1 order by id";
 /// let urls: Vec<String> = match store.database() {
 ///     Database::Postgres(pg) => {
-///         let mut tx = pg.tenant_transaction(key).await?;
+///         let mut tx = pg.begin_tenant(key).await?;
 ///         sqlx::query_scalar(select).bind(key.as_str()).fetch_all(&mut *tx).await?
 ///     }
 ///     Database::Sqlite(db) => {
-///         let mut tx = db.tenant_transaction(key).await?;
+///         let mut tx = db.begin_tenant(key).await?;
 ///         sqlx::query_scalar(select).bind(key.as_str()).fetch_all(&mut *tx).await?
 ///     }
 /// };
@@ -461,13 +402,17 @@ pub struct StoreOptions {
     pub app_migrations: AppMigrations,
 }
 
-/// Migrations an app adds beside the library's, one set for each backend (the app's
-/// `sqlx::migrate!` folders). They run with the library's as one set, so that each side's applied
-/// versions are known to the other and sqlx still refuses a version nobody knows.
+/// What an app adds to the store beside the library's: its migrations, one set for each backend
+/// (its `sqlx::migrate!` folders) or one set both run, and the tables of its that hold tenant
+/// data. The migrations run with the library's as one set, so that each side's applied versions
+/// are known to the other and sqlx still refuses a version nobody knows.
 #[derive(Debug, Clone, Default)]
 pub struct AppMigrations {
     pub postgres: Vec<Migration>,
     pub sqlite: Vec<Migration>,
+    /// Tables with a `client_key` column: on Postgres each is put under row-level security after
+    /// the migrations (`connect_axum_tenant_table`); on both, a start fails if one lacks the column.
+    pub tenant_tables: Vec<String>,
 }
 
 impl AppMigrations {
@@ -476,9 +421,27 @@ impl AppMigrations {
         Self {
             postgres: postgres.iter().cloned().collect(),
             sqlite: sqlite.iter().cloned().collect(),
+            tenant_tables: Vec::new(),
         }
     }
+
+    /// One set of migrations, written in the SQL both backends speak, for both.
+    pub fn shared(migrations: &Migrator) -> Self {
+        Self::new(migrations, migrations)
+    }
+
+    /// Declares `table` (with a `client_key` column referencing `tenant`) as tenant data: on
+    /// Postgres only the rows of the tenant whose transaction it is are visible in it.
+    pub fn tenant_table(mut self, table: impl Into<String>) -> Self {
+        self.tenant_tables.push(table.into());
+        self
+    }
 }
+
+/// Why a declared tenant table cannot be one.
+#[derive(Debug, thiserror::Error)]
+#[error("the tenant table {0:?} does not exist or has no client_key column")]
+pub struct NotATenantTable(pub String);
 
 /// The library's migrations and the app's, as one migrator.
 ///
@@ -520,6 +483,51 @@ pub(crate) async fn combined_migrator(
     }
     all.sort_by_key(|m| m.version);
     Migrator::new(Combined(all)).await
+}
+
+/// Library migrations whose text changed after databases applied them: the sample app's tables
+/// (`note`, `data_location`) moved to the sample's own migrations, which make them only where they
+/// are missing. Each entry is (backend, version, the SHA-384 sqlx recorded for the old text); a
+/// database that recorded it is given the new text's checksum, so sqlx's check of every applied
+/// migration still holds for everything else.
+const REWRITTEN: &[(Backend, i64, &str)] = &[
+    (
+        Backend::Postgres,
+        20261123000001,
+        "59b1a83634795202ceede685606c2f38baec1c207a0fb8c62242d487a1e9bc8eb8955253655de05ffb6f3c73467af1b6",
+    ),
+    (
+        Backend::Postgres,
+        20261201000001,
+        "49b86a6343816d81d10d2841efc555169412e9c13979ef5699c75257da7a38bacf7ad4f515c2348edd3da8e83c704125",
+    ),
+    (
+        Backend::Postgres,
+        20261201000003,
+        "20ff0add7dd1e431c4f848a8d1e689699c9b40bdee9c4a918b7aeea8173358521450591e3675d80c82118e8f7b4777de",
+    ),
+    (
+        Backend::Sqlite,
+        20261123000001,
+        "80b96dd6b1d97072b6583ffcabc78f3d3a5afd947d22342f79142df4304c6ac6951d9c407b4517b57bbb4cf2d229f4f2",
+    ),
+    (
+        Backend::Sqlite,
+        20261201000003,
+        "e67512f4d8f53233919d473332cb7ca06bd4d2cdbaf073daa91c44310b96e42b6c22ef08a945e2597311e4afc48c97b2",
+    ),
+];
+
+/// The (version, old checksum, new checksum) of each of `backend`'s rewritten migrations.
+pub(crate) fn rewritten(backend: Backend, library: &Migrator) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+    REWRITTEN
+        .iter()
+        .filter(|(b, _, _)| *b == backend)
+        .filter_map(|(_, version, old)| {
+            let new = library.iter().find(|m| m.version == *version)?;
+            Some((*version, hex::decode(old).ok()?, new.checksum.to_vec()))
+        })
+        .collect()
 }
 
 /// Why the store could not be opened.
@@ -564,7 +572,7 @@ pub async fn connect(options: &StoreOptions) -> Result<Arc<dyn TenantStore>, Sto
                 &options.database_url,
                 options.pool_size,
                 options.keyring.clone(),
-                &options.app_migrations.sqlite,
+                &options.app_migrations,
             )
             .await?;
             let cache = CachedStore::new(Arc::new(store), options.tenant_cache_size);
@@ -901,11 +909,7 @@ macro_rules! shared_queries {
                 let mut purged = Vec::with_capacity(due.len());
                 for r in due {
                     let key = $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?);
-                    let mut tx = self.tenant_transaction(&key).await?;
-                    let notes: i64 = sqlx::query_scalar("select count(*) from note where client_key = $1")
-                        .bind(key.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let mut tx = self.begin_tenant(&key).await?;
                     // A reinstall since the tenant was listed cancels its purge.
                     let gone = sqlx::query(
                         "delete from tenant where client_key = $1 and uninstalled_at is not null \
@@ -924,7 +928,6 @@ macro_rules! shared_queries {
                     purged.push($crate::store::Purged {
                         client_key: key,
                         uninstalled_at: r.try_get("uninstalled_at")?,
-                        notes: notes as u64,
                     });
                 }
                 Ok(purged)
@@ -1011,70 +1014,6 @@ macro_rules! shared_queries {
                 Ok(())
             }
 
-            async fn data_location(
-                &self,
-                key: &$crate::store::ClientKey,
-            ) -> sqlx::Result<Option<String>> {
-                let mut tx = self.tenant_transaction(key).await?;
-                let location = sqlx::query_scalar("select location from data_location where client_key = $1")
-                    .bind(key.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                drop(tx);
-                Ok(location)
-            }
-
-            async fn set_data_location(
-                &self,
-                key: &$crate::store::ClientKey,
-                location: Option<&str>,
-            ) -> sqlx::Result<()> {
-                let mut tx = self.tenant_transaction(key).await?;
-                match location {
-                    Some(location) => sqlx::query(
-                        "insert into data_location (client_key, location) values ($1, $2) \
-                         on conflict (client_key) do update set location = excluded.location",
-                    )
-                    .bind(key.as_str())
-                    .bind(location),
-                    None => sqlx::query("delete from data_location where client_key = $1").bind(key.as_str()),
-                }
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            }
-
-            async fn account_ids(
-                &self,
-                key: &$crate::store::ClientKey,
-            ) -> sqlx::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
-                let mut tx = self.tenant_transaction(key).await?;
-                let ids = sqlx::query_as(
-                    "select author, min(created_at) from note \
-                     where client_key = $1 and author is not null group by author order by author",
-                )
-                .bind(key.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-                drop(tx);
-                Ok(ids)
-            }
-
-            async fn anonymise_account(
-                &self,
-                key: &$crate::store::ClientKey,
-                account_id: &str,
-            ) -> sqlx::Result<u64> {
-                let mut tx = self.tenant_transaction(key).await?;
-                let done = sqlx::query("update note set author = null where client_key = $1 and author = $2")
-                    .bind(key.as_str())
-                    .bind(account_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected())
-            }
-
             async fn personal_data_due(
                 &self,
                 now: chrono::DateTime<chrono::Utc>,
@@ -1111,129 +1050,11 @@ macro_rules! shared_queries {
                 Ok(())
             }
 
-            async fn list_notes(
+            async fn tenant_transaction(
                 &self,
                 key: &$crate::store::ClientKey,
-                issue_key: &str,
-            ) -> sqlx::Result<Vec<$crate::store::Note>> {
-                use sqlx::Row as _;
-                let mut tx = self.tenant_transaction(key).await?;
-                let rows = sqlx::query(
-                    "select id, issue_key, body, author, created_at from note \
-                     where client_key = $1 and issue_key = $2 order by id",
-                )
-                .bind(key.as_str())
-                .bind(issue_key)
-                .fetch_all(&mut *tx)
-                .await?;
-                // Read-only: no COMMIT round trip. The dropped transaction's ROLLBACK is sent
-                // with the check the pool makes of every connection given back to it.
-                drop(tx);
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::store::Note {
-                            id: r.try_get("id")?,
-                            issue_key: r.try_get("issue_key")?,
-                            body: r.try_get("body")?,
-                            author: r.try_get("author")?,
-                            created_at: r.try_get("created_at")?,
-                        })
-                    })
-                    .collect()
-            }
-
-            async fn create_note(
-                &self,
-                key: &$crate::store::ClientKey,
-                note: &$crate::store::NewNote,
-            ) -> sqlx::Result<$crate::store::Note> {
-                let created_at = $crate::store::now();
-                let mut tx = self.tenant_transaction(key).await?;
-                let id: i64 = sqlx::query_scalar(
-                    "insert into note (client_key, issue_key, body, author, created_at) \
-                     values ($1, $2, $3, $4, $5) returning id",
-                )
-                .bind(key.as_str())
-                .bind(&note.issue_key)
-                .bind(&note.body)
-                .bind(&note.author)
-                .bind(created_at)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok($crate::store::Note {
-                    id,
-                    issue_key: note.issue_key.clone(),
-                    body: note.body.clone(),
-                    author: note.author.clone(),
-                    created_at,
-                })
-            }
-
-            async fn delete_note(
-                &self,
-                key: &$crate::store::ClientKey,
-                issue_key: &str,
-                id: i64,
-                author: Option<&str>,
-            ) -> sqlx::Result<$crate::store::NoteDeletion> {
-                use $crate::store::NoteDeletion;
-                let mut tx = self.tenant_transaction(key).await?;
-                let done = match author {
-                    Some(author) => sqlx::query(
-                        "delete from note \
-                         where client_key = $1 and issue_key = $2 and id = $3 and author = $4",
-                    )
-                    .bind(key.as_str())
-                    .bind(issue_key)
-                    .bind(id)
-                    .bind(author),
-                    None => sqlx::query(
-                        "delete from note where client_key = $1 and issue_key = $2 and id = $3",
-                    )
-                    .bind(key.as_str())
-                    .bind(issue_key)
-                    .bind(id),
-                }
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() > 0 {
-                    tx.commit().await?;
-                    return Ok(NoteDeletion::Deleted);
-                }
-                if author.is_none() {
-                    return Ok(NoteDeletion::Missing);
-                }
-                // Only to tell the caller why nothing was deleted; the delete itself already
-                // held the author condition.
-                let kept: i64 = sqlx::query_scalar(
-                    "select count(*) from note where client_key = $1 and issue_key = $2 and id = $3",
-                )
-                .bind(key.as_str())
-                .bind(issue_key)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                Ok(if kept > 0 {
-                    NoteDeletion::OtherAuthor
-                } else {
-                    NoteDeletion::Missing
-                })
-            }
-
-            async fn delete_issue_notes(
-                &self,
-                key: &$crate::store::ClientKey,
-                issue_key: &str,
-            ) -> sqlx::Result<u64> {
-                let mut tx = self.tenant_transaction(key).await?;
-                let done = sqlx::query("delete from note where client_key = $1 and issue_key = $2")
-                    .bind(key.as_str())
-                    .bind(issue_key)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected())
+            ) -> sqlx::Result<$crate::store::TenantTransaction> {
+                self.tenant_tx(key).await
             }
         }
 

@@ -3,16 +3,39 @@
 //! batches of at most 90, and the data of accounts reported closed is anonymised. Each tenant's
 //! next due time is kept in the store, so a restart resumes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::product::ProductError;
-use crate::store::{self, ClientKey};
+use crate::store::{self, ClientKey, TenantStore};
+
+/// A place where an app keeps Atlassian account ids (authors, assignees, …), registered with
+/// [`Builder::account_ids`](crate::server::Builder::account_ids): its ids are reported for each
+/// tenant, and its data of accounts Atlassian reports closed is anonymised.
+#[async_trait]
+pub trait AccountIdSource: Send + Sync + 'static {
+    /// The account ids the tenant's data holds, each with the time its oldest data was stored.
+    async fn account_ids(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>>;
+
+    /// Removes `account_id` from the tenant's data; returns how many rows changed.
+    async fn anonymise(
+        &self,
+        store: &dyn TenantStore,
+        key: &ClientKey,
+        account_id: &str,
+    ) -> sqlx::Result<u64>;
+}
 
 /// The most accounts one report may carry.
 pub const BATCH: usize = 90;
@@ -120,13 +143,16 @@ async fn report_tenant(
         .find_tenant(key.as_str())
         .await?
         .ok_or(ReportError::Gone)?;
-    let ids: Vec<_> = app
-        .store
-        .account_ids(key)
-        .await?
-        .into_iter()
-        .filter(|(id, _)| reportable(id))
-        .collect();
+    let mut oldest: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for source in app.account_ids.iter() {
+        for (id, stored_at) in source.account_ids(app.store.as_ref(), key).await? {
+            if reportable(&id) {
+                let at = oldest.entry(id).or_insert(stored_at);
+                *at = (*at).min(stored_at);
+            }
+        }
+    }
+    let ids: Vec<_> = oldest.into_iter().collect();
     let url = &app.config.personal_data_report_url;
     let origin = url.origin().ascii_serialization();
     for batch in ids.chunks(BATCH) {
@@ -157,10 +183,12 @@ async fn report_tenant(
         for account in reply.accounts {
             match account.status.as_str() {
                 "closed" if batch.iter().any(|(id, _)| *id == account.account_id) => {
-                    let rows = app
-                        .store
-                        .anonymise_account(key, &account.account_id)
-                        .await?;
+                    let mut rows = 0;
+                    for source in app.account_ids.iter() {
+                        rows += source
+                            .anonymise(app.store.as_ref(), key, &account.account_id)
+                            .await?;
+                    }
                     summary.closed += 1;
                     tracing::info!(
                         tenant.client_key = %key,

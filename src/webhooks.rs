@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::IssueKey;
-use crate::app::AppState;
-use crate::auth::Tenant;
-use crate::error::{JsonBody, Result};
+use connect_axum::app::AppState;
+use connect_axum::auth::Tenant;
+use connect_axum::error::{JsonBody, Result};
 
 /// The part of a `jira:issue_*` webhook body the feature reads.
 #[derive(Debug, Deserialize)]
@@ -29,10 +29,12 @@ pub async fn issue_deleted(
     JsonBody(event): JsonBody<IssueEvent>,
 ) -> Result<StatusCode> {
     let issue_key = IssueKey::parse(&event.issue.key)?;
-    let deleted = app
-        .store
-        .delete_issue_notes(tenant.client_key(), issue_key.as_str())
-        .await?;
+    let deleted = super::store::delete_issue_notes(
+        app.store.as_ref(),
+        tenant.client_key(),
+        issue_key.as_str(),
+    )
+    .await?;
     tracing::info!(
         tenant.client_key = %tenant.client_key(),
         issue_key = issue_key.as_str(),

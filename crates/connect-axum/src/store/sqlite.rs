@@ -20,15 +20,17 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
     /// migrations; secrets are sealed with `keyring`.
     pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
-        Self::connect_with_migrations(url, pool_size, keyring, &[]).await
+        Self::connect_with_migrations(url, pool_size, keyring, &super::AppMigrations::default())
+            .await
     }
 
-    /// [`connect`](Self::connect), running the app's migrations `app` with the library's.
+    /// [`connect`](Self::connect), running the app's migrations with the library's and checking
+    /// its tenant tables.
     pub async fn connect_with_migrations(
         url: &str,
         pool_size: u32,
         keyring: Arc<Keyring>,
-        app: &[sqlx::migrate::Migration],
+        app: &super::AppMigrations,
     ) -> sqlx::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -40,20 +42,57 @@ impl SqliteStore {
             .max_connections(pool_size)
             .connect_with(options)
             .await?;
-        super::combined_migrator(&sqlx::migrate!("migrations/sqlite"), app)
+        let library = sqlx::migrate!("migrations/sqlite");
+        let applied: bool = sqlx::query_scalar(
+            "select count(*) > 0 from sqlite_master where type = 'table' and name = '_sqlx_migrations'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if applied {
+            for (version, old, new) in super::rewritten(super::Backend::Sqlite, &library) {
+                sqlx::query(
+                    "update _sqlx_migrations set checksum = $1 where version = $2 and checksum = $3",
+                )
+                .bind(new)
+                .bind(version)
+                .bind(old)
+                .execute(&pool)
+                .await?;
+            }
+        }
+        super::combined_migrator(&library, &app.sqlite)
             .await?
             .run(&pool)
             .await?;
+        for table in &app.tenant_tables {
+            let (keyed,): (bool,) = sqlx::query_as(
+                "select count(*) > 0 from pragma_table_info($1) where name = 'client_key'",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+            .await?;
+            if !keyed {
+                return Err(sqlx::Error::Configuration(Box::new(
+                    super::NotATenantTable(table.clone()),
+                )));
+            }
+        }
         Ok(Self { pool, keyring })
     }
 
     /// A transaction for `key`'s data. SQLite has no row-level security: as everywhere, every
     /// statement in it must filter by the key.
-    pub async fn tenant_transaction(
+    pub async fn begin_tenant(
         &self,
         _key: &ClientKey,
     ) -> sqlx::Result<Transaction<'static, Sqlite>> {
         self.begin().await
+    }
+
+    /// [`begin_tenant`](Self::begin_tenant), for SQL both backends speak.
+    async fn tenant_tx(&self, key: &ClientKey) -> sqlx::Result<super::TenantTransaction> {
+        let tx = self.begin_tenant(key).await?;
+        Ok(super::TenantTransaction::sqlite(Some(key.clone()), tx))
     }
 
     /// A transaction outside any tenant (the registry tables).

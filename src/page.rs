@@ -11,9 +11,9 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use serde::Deserialize;
 
 use super::IssueKey;
-use crate::app::AppState;
-use crate::auth::Tenant;
-use crate::error::{QueryParams, Result};
+use connect_axum::app::AppState;
+use connect_axum::auth::Tenant;
+use connect_axum::error::{QueryParams, Result};
 
 /// The query Jira sends: `issueKey={issue.key}` (plus its own parameters and the `jwt`).
 #[derive(Debug, Deserialize)]
@@ -91,7 +91,7 @@ fn product_origins(base_url: &str, display_url: Option<&str>) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|u| url::Url::parse(u).ok())
-        .filter_map(|u| crate::lifecycle::site_origin(&u))
+        .filter_map(|u| connect_axum::lifecycle::site_origin(&u))
         .collect();
     origins.dedup();
     if origins.is_empty() {
