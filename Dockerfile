@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY atlassian-connect.json ./
 COPY crates crates
+COPY migrations migrations
 COPY src src
 # Cargo.toml names this target; the manifest does not load without it.
 COPY bench bench
