@@ -198,14 +198,14 @@ macro_rules! forge_tests {
             #[tokio::test]
             async fn postgres() {
                 let jwks = $crate::forge::Jwks::start(&[0]).await;
-                let app = $crate::helpers::TestApp::postgres_with(jwks.vars()).await;
+                let app = <$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres_with(jwks.vars()).await;
                 super::$name(app, jwks).await
             }
 
             #[tokio::test]
             async fn sqlite() {
                 let jwks = $crate::forge::Jwks::start(&[0]).await;
-                let app = $crate::helpers::TestApp::sqlite_with(jwks.vars()).await;
+                let app = <$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite_with(jwks.vars()).await;
                 super::$name(app, jwks).await
             }
         }

@@ -139,14 +139,14 @@ macro_rules! report_tests {
             async fn postgres() {
                 let (url, reports) = super::report_server().await;
                 let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
-                super::$name($crate::helpers::TestApp::postgres_with(vars).await, reports).await
+                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres_with(vars).await, reports).await
             }
 
             #[tokio::test]
             async fn sqlite() {
                 let (url, reports) = super::report_server().await;
                 let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
-                super::$name($crate::helpers::TestApp::sqlite_with(vars).await, reports).await
+                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite_with(vars).await, reports).await
             }
         }
     )+};
