@@ -382,3 +382,27 @@ async fn a_database_from_before_the_sample_left_the_library_upgrades_sqlite() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
     upgrade_from_the_library_that_held_the_samples_tables(&url).await;
 }
+
+async fn a_declared_tenant_table_without_a_client_key_stops_the_start(app: TestApp) {
+    for table in ["_sqlx_migrations", "no_such_table"] {
+        let mut options = crate::helpers::store_options(&app.database_url);
+        options.app_migrations = issue_notes::migrations().tenant_table(table);
+        let refused = connect_axum::store::connect(&options)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{table} accepted as a tenant table"));
+        assert!(
+            format!("{refused:#}").contains(&format!("the tenant table {table:?}")),
+            "{refused:#}"
+        );
+    }
+    let mut options = crate::helpers::store_options(&app.database_url);
+    options.app_migrations = issue_notes::migrations().tenant_table("note");
+    connect_axum::store::connect(&options)
+        .await
+        .expect("a table with a client_key is a tenant table")
+        .close()
+        .await;
+}
+
+on_both_stores!(a_declared_tenant_table_without_a_client_key_stops_the_start);
