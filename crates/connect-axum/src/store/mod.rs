@@ -18,6 +18,7 @@ mod sqlite;
 
 pub use cache::CachedStore;
 pub use postgres::{APP_ROLE, PgStore};
+use query::Db;
 pub use query::{Bind, Row, Statement, TenantTransaction};
 pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
@@ -582,60 +583,98 @@ pub async fn connect(options: &StoreOptions) -> Result<Arc<dyn TenantStore>, Sto
     })
 }
 
-/// The columns of a tenant, in the order [`tenant_from_row`] reads them.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! SELECT_TENANT {
-    () => {
-        "select client_key, app_key, shared_secret, base_url, display_url, product_type, \
-         description, server_version, plugins_version, oauth_client_id, \
-         service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-         updated_at, uninstalled_at, secret_key_id from tenant"
-    };
-}
-pub(crate) use SELECT_TENANT;
+/// The columns of a tenant, as [`TenantRow`] reads them.
+const SELECT_TENANT: &str = "select client_key, app_key, shared_secret, base_url, display_url, \
+     product_type, description, server_version, plugins_version, oauth_client_id, \
+     service_entitlement_number, cloud_id, installation_id, enabled, installed_at, updated_at, \
+     uninstalled_at, secret_key_id from tenant";
 
-/// Reads a tenant row of either backend, opening its sealed secret.
-pub(crate) fn tenant_from_row<R>(r: &R, keyring: &Keyring) -> sqlx::Result<Arc<TenantRecord>>
-where
-    R: sqlx::Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let client_key: String = r.try_get("client_key")?;
-    let key_id: Option<String> = r.try_get("secret_key_id")?;
-    let shared_secret = open_secret(
-        keyring,
-        &client_key,
-        key_id.as_deref(),
-        &r.try_get::<String, _>("shared_secret")?,
-    )?;
-    let installation = Installation {
-        client_key: ClientKey::new(client_key),
-        app_key: r.try_get("app_key")?,
-        shared_secret,
-        base_url: r.try_get("base_url")?,
-        display_url: r.try_get("display_url")?,
-        product_type: r.try_get("product_type")?,
-        description: r.try_get("description")?,
-        server_version: r.try_get("server_version")?,
-        plugins_version: r.try_get("plugins_version")?,
-        oauth_client_id: r.try_get("oauth_client_id")?,
-        service_entitlement_number: r.try_get("service_entitlement_number")?,
-        cloud_id: r.try_get("cloud_id")?,
-        installation_id: r.try_get("installation_id")?,
-    };
-    Ok(Arc::new(TenantRecord {
-        installation,
-        enabled: r.try_get("enabled")?,
-        installed_at: r.try_get("installed_at")?,
-        updated_at: r.try_get("updated_at")?,
-        uninstalled_at: r.try_get("uninstalled_at")?,
-    }))
+/// A `tenant` row of either backend, its secret still sealed.
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    client_key: String,
+    app_key: String,
+    shared_secret: String,
+    base_url: String,
+    display_url: Option<String>,
+    product_type: Option<String>,
+    description: Option<String>,
+    server_version: Option<String>,
+    plugins_version: Option<String>,
+    oauth_client_id: Option<String>,
+    service_entitlement_number: Option<String>,
+    cloud_id: Option<String>,
+    installation_id: Option<String>,
+    enabled: bool,
+    installed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    uninstalled_at: Option<DateTime<Utc>>,
+    secret_key_id: Option<String>,
+}
+
+impl TenantRow {
+    /// The tenant, its sealed secret opened.
+    fn open(self, keyring: &Keyring) -> sqlx::Result<Arc<TenantRecord>> {
+        let shared_secret = open_secret(
+            keyring,
+            &self.client_key,
+            self.secret_key_id.as_deref(),
+            &self.shared_secret,
+        )?;
+        let installation = Installation {
+            client_key: ClientKey::new(self.client_key),
+            app_key: self.app_key,
+            shared_secret,
+            base_url: self.base_url,
+            display_url: self.display_url,
+            product_type: self.product_type,
+            description: self.description,
+            server_version: self.server_version,
+            plugins_version: self.plugins_version,
+            oauth_client_id: self.oauth_client_id,
+            service_entitlement_number: self.service_entitlement_number,
+            cloud_id: self.cloud_id,
+            installation_id: self.installation_id,
+        };
+        Ok(Arc::new(TenantRecord {
+            installation,
+            enabled: self.enabled,
+            installed_at: self.installed_at,
+            updated_at: self.updated_at,
+            uninstalled_at: self.uninstalled_at,
+        }))
+    }
+}
+
+/// A `realm_migration` row, its state still text.
+#[derive(sqlx::FromRow)]
+struct RealmMigrationRow {
+    migration_id: String,
+    location: String,
+    previous_location: Option<String>,
+    state: String,
+    error_code: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+}
+
+impl TryFrom<RealmMigrationRow> for RealmMigration {
+    type Error = sqlx::Error;
+
+    fn try_from(row: RealmMigrationRow) -> sqlx::Result<Self> {
+        Ok(RealmMigration {
+            migration_id: row.migration_id,
+            location: row.location,
+            previous_location: row.previous_location,
+            state: row
+                .state
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            error_code: row.error_code,
+            start_time: row.start_time,
+            end_time: row.end_time,
+        })
+    }
 }
 
 /// A tenant whose stored sharedSecret does not open: sealed with a key not configured, corrupt,
@@ -674,412 +713,372 @@ pub(crate) fn open_secret(
     })
 }
 
-/// The SQL both backends share, written once in the dialect common to Postgres and SQLite.
-///
-/// Statements on tenant data run in the backend's `tenant_transaction`, which on Postgres puts
-/// row-level security in force for that one tenant.
-macro_rules! shared_queries {
-    ($store:ty, $db:ty, $database:expr) => {
-        #[async_trait::async_trait]
-        impl $crate::store::TenantStore for $store {
-            async fn ping(&self) -> sqlx::Result<()> {
-                sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
-            }
-
-            async fn close(&self) {
-                self.close_connections().await;
-            }
-
-            fn database(&self) -> $crate::store::Database {
-                ($database)(self.clone())
-            }
-
-            fn pool_usage(&self) -> $crate::store::PoolUsage {
-                $crate::store::PoolUsage {
-                    open: self.pool.size(),
-                    idle: self.pool.num_idle() as u32,
-                    max: self.pool.options().get_max_connections(),
-                }
-            }
-
-            async fn save_tenant(
-                &self,
-                t: &$crate::store::Installation,
-                token: &$crate::store::LifecycleToken,
-            ) -> sqlx::Result<$crate::store::SaveOutcome> {
-                use $crate::store::SaveOutcome;
-                let now = $crate::store::now();
-                let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
-                let mut tx = self.begin().await?;
-                let saved = sqlx::query(
-                    "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
-                     product_type, description, server_version, plugins_version, oauth_client_id, \
-                     service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-                     updated_at, uninstalled_at, secret_key_id, lifecycle_iat) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, \
-                     null, $16, $17) \
-                     on conflict (client_key) do update set app_key = excluded.app_key, \
-                     shared_secret = excluded.shared_secret, base_url = excluded.base_url, \
-                     display_url = excluded.display_url, product_type = excluded.product_type, \
-                     description = excluded.description, server_version = excluded.server_version, \
-                     plugins_version = excluded.plugins_version, oauth_client_id = excluded.oauth_client_id, \
-                     service_entitlement_number = excluded.service_entitlement_number, \
-                     cloud_id = excluded.cloud_id, installation_id = excluded.installation_id, \
-                     enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
-                     secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
-                     where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
-                )
-                .bind(t.client_key.as_str())
-                .bind(&t.app_key)
-                .bind(&sealed.ciphertext)
-                .bind(&t.base_url)
-                .bind(&t.display_url)
-                .bind(&t.product_type)
-                .bind(&t.description)
-                .bind(&t.server_version)
-                .bind(&t.plugins_version)
-                .bind(&t.oauth_client_id)
-                .bind(&t.service_entitlement_number)
-                .bind(&t.cloud_id)
-                .bind(&t.installation_id)
-                .bind(now)
-                .bind(now)
-                .bind(&sealed.key_id)
-                .bind(token.issued_at)
-                .execute(&mut *tx)
-                .await;
-                let saved = match saved {
-                    // The only unique index the upsert can break: another installed tenant's
-                    // installationId.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Ok(SaveOutcome::InstallationIdTaken);
-                    }
-                    saved => saved?,
-                };
-                if saved.rows_affected() == 0 || !Self::remember_token(&mut tx, &t.client_key, token).await? {
-                    return Ok(SaveOutcome::Stale);
-                }
-                tx.commit().await?;
-                Ok(SaveOutcome::Saved)
-            }
-
-            async fn find_tenant(
-                &self,
-                client_key: &str,
-            ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
-                sqlx::query(concat!($crate::store::SELECT_TENANT!(), " where client_key = $1"))
-                    .bind(client_key)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
-                    .transpose()
-            }
-
-            async fn find_tenant_by_installation_id(
-                &self,
-                installation_id: &str,
-            ) -> sqlx::Result<Option<std::sync::Arc<$crate::store::TenantRecord>>> {
-                sqlx::query(concat!(
-                    $crate::store::SELECT_TENANT!(),
-                    " where installation_id = $1 and uninstalled_at is null"
-                ))
-                .bind(installation_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| $crate::store::tenant_from_row(&r, &self.keyring))
-                .transpose()
-            }
-
-            async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
-                sqlx::query_scalar("select client_key from tenant")
-                    .fetch_all(&self.pool)
-                    .await
-            }
-
-            async fn find_installed_by_cloud_id(
-                &self,
-                cloud_id: &str,
-                product: Option<&str>,
-            ) -> sqlx::Result<Vec<std::sync::Arc<$crate::store::TenantRecord>>> {
-                sqlx::query(concat!(
-                    $crate::store::SELECT_TENANT!(),
-                    " where cloud_id = $1 and uninstalled_at is null \
-                     and ($2 is null or product_type is null or product_type = $2) \
-                     order by client_key limit 2"
-                ))
-                .bind(cloud_id)
-                .bind(product)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| $crate::store::tenant_from_row(r, &self.keyring))
-                .collect()
-            }
-
-            async fn list_tenants(
-                &self,
-            ) -> sqlx::Result<Vec<std::sync::Arc<$crate::store::TenantRecord>>> {
-                sqlx::query(concat!($crate::store::SELECT_TENANT!(), " order by client_key"))
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(|r| $crate::store::tenant_from_row(r, &self.keyring))
-                    .collect()
-            }
-
-            async fn mark_uninstalled(
-                &self,
-                key: &$crate::store::ClientKey,
-                token: &$crate::store::LifecycleToken,
-            ) -> sqlx::Result<bool> {
-                let now = $crate::store::now();
-                let mut tx = self.begin().await?;
-                let done = sqlx::query(
-                    "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
-                     lifecycle_iat = $4 where client_key = $1 \
-                     and (lifecycle_iat is null or lifecycle_iat <= $4)",
-                )
-                .bind(key.as_str())
-                .bind(now)
-                .bind(now)
-                .bind(token.issued_at)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 || !Self::remember_token(&mut tx, key, token).await? {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
-                use sqlx::Row as _;
-                let rows = sqlx::query(
-                    "select client_key, shared_secret, secret_key_id from tenant \
-                     where (secret_key_id is null and $2) or secret_key_id <> $1 order by client_key",
-                )
-                .bind(self.keyring.current_id())
-                .bind(self.keyring.allows_plaintext())
-                .fetch_all(&self.pool)
-                .await?;
-                let mut sealed_again = 0;
-                for r in rows {
-                    let client_key: String = r.try_get("client_key")?;
-                    let stored: String = r.try_get("shared_secret")?;
-                    let key_id: Option<String> = r.try_get("secret_key_id")?;
-                    let secret = $crate::store::open_secret(
-                        &self.keyring,
-                        &client_key,
-                        key_id.as_deref(),
-                        &stored,
-                    )?;
-                    let sealed = self.keyring.seal(&client_key, &secret);
-                    // Only if no install replaced the secret since it was read.
-                    let done = sqlx::query(
-                        "update tenant set shared_secret = $1, secret_key_id = $2 \
-                         where client_key = $3 and shared_secret = $4",
-                    )
-                    .bind(&sealed.ciphertext)
-                    .bind(&sealed.key_id)
-                    .bind(&client_key)
-                    .bind(&stored)
-                    .execute(&self.pool)
-                    .await?;
-                    sealed_again += done.rows_affected();
-                }
-                Ok(sealed_again)
-            }
-
-            async fn purge_uninstalled(
-                &self,
-                before: chrono::DateTime<chrono::Utc>,
-            ) -> sqlx::Result<Vec<$crate::store::Purged>> {
-                use sqlx::Row as _;
-                let due = sqlx::query(
-                    "select client_key, uninstalled_at from tenant \
-                     where uninstalled_at is not null and uninstalled_at < $1 order by client_key",
-                )
-                .bind(before)
-                .fetch_all(&self.pool)
-                .await?;
-                sqlx::query("delete from lifecycle_token where expires_at < $1")
-                    .bind($crate::store::now().timestamp())
-                    .execute(&self.pool)
-                    .await?;
-                let mut purged = Vec::with_capacity(due.len());
-                for r in due {
-                    let key = $crate::store::ClientKey::new(r.try_get::<String, _>("client_key")?);
-                    let mut tx = self.begin_tenant(&key).await?;
-                    // A reinstall since the tenant was listed cancels its purge.
-                    let gone = sqlx::query(
-                        "delete from tenant where client_key = $1 and uninstalled_at is not null \
-                         and uninstalled_at < $2",
-                    )
-                    .bind(key.as_str())
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if gone == 0 {
-                        tx.rollback().await?;
-                        continue;
-                    }
-                    tx.commit().await?;
-                    purged.push($crate::store::Purged {
-                        client_key: key,
-                        uninstalled_at: r.try_get("uninstalled_at")?,
-                    });
-                }
-                Ok(purged)
-            }
-
-            async fn set_enabled(
-                &self,
-                key: &$crate::store::ClientKey,
-                enabled: bool,
-                token: &$crate::store::LifecycleToken,
-            ) -> sqlx::Result<bool> {
-                let mut tx = self.begin().await?;
-                let done = sqlx::query(
-                    "update tenant set enabled = $2, updated_at = $3, lifecycle_iat = $4 \
-                     where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $4)",
-                )
-                .bind(key.as_str())
-                .bind(enabled)
-                .bind($crate::store::now())
-                .bind(token.issued_at)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 || !Self::remember_token(&mut tx, key, token).await? {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn realm_migration(
-                &self,
-                key: &$crate::store::ClientKey,
-            ) -> sqlx::Result<Option<$crate::store::RealmMigration>> {
-                use sqlx::Row as _;
-                sqlx::query(
-                    "select migration_id, location, previous_location, state, error_code, \
-                     start_time, end_time from realm_migration where client_key = $1",
-                )
-                .bind(key.as_str())
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| {
-                    Ok($crate::store::RealmMigration {
-                        migration_id: r.try_get("migration_id")?,
-                        location: r.try_get("location")?,
-                        previous_location: r.try_get("previous_location")?,
-                        state: r
-                            .try_get::<String, _>("state")?
-                            .parse()
-                            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-                        error_code: r.try_get("error_code")?,
-                        start_time: r.try_get("start_time")?,
-                        end_time: r.try_get("end_time")?,
-                    })
-                })
-                .transpose()
-            }
-
-            async fn save_realm_migration(
-                &self,
-                key: &$crate::store::ClientKey,
-                m: &$crate::store::RealmMigration,
-            ) -> sqlx::Result<()> {
-                sqlx::query(
-                    "insert into realm_migration (client_key, migration_id, location, \
-                     previous_location, state, error_code, start_time, end_time, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (client_key) do update set \
-                     migration_id = excluded.migration_id, location = excluded.location, \
-                     previous_location = excluded.previous_location, state = excluded.state, \
-                     error_code = excluded.error_code, start_time = excluded.start_time, \
-                     end_time = excluded.end_time, updated_at = excluded.updated_at",
-                )
-                .bind(key.as_str())
-                .bind(&m.migration_id)
-                .bind(&m.location)
-                .bind(&m.previous_location)
-                .bind(m.state.as_str())
-                .bind(&m.error_code)
-                .bind(&m.start_time)
-                .bind(&m.end_time)
-                .bind($crate::store::now())
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn personal_data_due(
-                &self,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> sqlx::Result<Vec<$crate::store::ClientKey>> {
-                let keys: Vec<String> = sqlx::query_scalar(
-                    "select t.client_key from tenant t \
-                     left join personal_data_report r on r.client_key = t.client_key \
-                     where t.uninstalled_at is null and (r.next_due_at is null or r.next_due_at <= $1) \
-                     order by t.client_key",
-                )
-                .bind(now)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(keys.into_iter().map($crate::store::ClientKey::new).collect())
-            }
-
-            async fn set_personal_data_due(
-                &self,
-                key: &$crate::store::ClientKey,
-                reported_at: Option<chrono::DateTime<chrono::Utc>>,
-                next_due_at: chrono::DateTime<chrono::Utc>,
-            ) -> sqlx::Result<()> {
-                sqlx::query(
-                    "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
-                     values ($1, $2, $3) on conflict (client_key) do update set \
-                     last_reported_at = coalesce(excluded.last_reported_at, personal_data_report.last_reported_at), \
-                     next_due_at = excluded.next_due_at",
-                )
-                .bind(key.as_str())
-                .bind(reported_at)
-                .bind(next_due_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn tenant_transaction(
-                &self,
-                key: &$crate::store::ClientKey,
-            ) -> sqlx::Result<$crate::store::TenantTransaction> {
-                self.tenant_tx(key).await
-            }
-        }
-
-        impl $store {
-            /// Records that `token` was applied to the tenant; false if it had been already.
-            async fn remember_token(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                key: &$crate::store::ClientKey,
-                token: &$crate::store::LifecycleToken,
-            ) -> sqlx::Result<bool> {
-                let fresh = sqlx::query(
-                    "insert into lifecycle_token (client_key, token_id, expires_at) \
-                     values ($1, $2, $3) on conflict do nothing",
-                )
-                .bind(key.as_str())
-                .bind(&token.id)
-                .bind(token.expires_at.saturating_add($crate::store::LIFECYCLE_TOKEN_MEMORY_SECS))
-                .execute(&mut **tx)
-                .await?;
-                Ok(fresh.rows_affected() > 0)
-            }
-        }
-    };
+/// How many connections `pool` holds.
+fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
+    PoolUsage {
+        open: pool.size(),
+        idle: pool.num_idle() as u32,
+        max: pool.options().get_max_connections(),
+    }
 }
-pub(crate) use shared_queries;
+
+/// The registry of one store: the SQL both backends share, written once in the dialect common to
+/// Postgres and SQLite.
+///
+/// Statements on tenant data run in the backend's tenant transaction, which on Postgres puts
+/// row-level security in force for that one tenant.
+#[derive(Clone, Copy)]
+struct Registry<'s> {
+    db: Db<'s>,
+    keyring: &'s Keyring,
+}
+
+impl Registry<'_> {
+    async fn ping(self) -> sqlx::Result<()> {
+        self.db.query("select 1").execute().await.map(|_| ())
+    }
+
+    async fn save_tenant(
+        self,
+        t: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<SaveOutcome> {
+        let now = now();
+        let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
+        let mut tx = self.db.begin().await?;
+        let saved = tx
+            .query(
+                "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
+                 product_type, description, server_version, plugins_version, oauth_client_id, \
+                 service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
+                 updated_at, uninstalled_at, secret_key_id, lifecycle_iat) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, \
+                 null, $16, $17) \
+                 on conflict (client_key) do update set app_key = excluded.app_key, \
+                 shared_secret = excluded.shared_secret, base_url = excluded.base_url, \
+                 display_url = excluded.display_url, product_type = excluded.product_type, \
+                 description = excluded.description, server_version = excluded.server_version, \
+                 plugins_version = excluded.plugins_version, oauth_client_id = excluded.oauth_client_id, \
+                 service_entitlement_number = excluded.service_entitlement_number, \
+                 cloud_id = excluded.cloud_id, installation_id = excluded.installation_id, \
+                 enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
+                 secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
+                 where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
+            )
+            .bind(t.client_key.as_str())
+            .bind(&t.app_key)
+            .bind(&sealed.ciphertext)
+            .bind(&t.base_url)
+            .bind(&t.display_url)
+            .bind(&t.product_type)
+            .bind(&t.description)
+            .bind(&t.server_version)
+            .bind(&t.plugins_version)
+            .bind(&t.oauth_client_id)
+            .bind(&t.service_entitlement_number)
+            .bind(&t.cloud_id)
+            .bind(&t.installation_id)
+            .bind(now)
+            .bind(now)
+            .bind(&sealed.key_id)
+            .bind(token.issued_at)
+            .execute()
+            .await;
+        let saved = match saved {
+            // The only unique index the upsert can break: another installed tenant's
+            // installationId.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(SaveOutcome::InstallationIdTaken);
+            }
+            saved => saved?,
+        };
+        if saved == 0 || !remember_token(&mut tx, &t.client_key, token).await? {
+            return Ok(SaveOutcome::Stale);
+        }
+        tx.commit().await?;
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn find_tenant(self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        let sql = format!("{SELECT_TENANT} where client_key = $1");
+        self.db
+            .query(&sql)
+            .bind(client_key)
+            .fetch_optional::<TenantRow>()
+            .await?
+            .map(|row| row.open(self.keyring))
+            .transpose()
+    }
+
+    async fn find_tenant_by_installation_id(
+        self,
+        installation_id: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        let sql = format!("{SELECT_TENANT} where installation_id = $1 and uninstalled_at is null");
+        self.db
+            .query(&sql)
+            .bind(installation_id)
+            .fetch_optional::<TenantRow>()
+            .await?
+            .map(|row| row.open(self.keyring))
+            .transpose()
+    }
+
+    async fn client_keys(self) -> sqlx::Result<Vec<String>> {
+        let keys: Vec<(String,)> = self
+            .db
+            .query("select client_key from tenant")
+            .fetch_all()
+            .await?;
+        Ok(keys.into_iter().map(|(key,)| key).collect())
+    }
+
+    async fn find_installed_by_cloud_id(
+        self,
+        cloud_id: &str,
+        product: Option<&str>,
+    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        let sql = format!(
+            "{SELECT_TENANT} where cloud_id = $1 and uninstalled_at is null \
+             and ($2 is null or product_type is null or product_type = $2) \
+             order by client_key limit 2"
+        );
+        self.db
+            .query(&sql)
+            .bind(cloud_id)
+            .bind(product)
+            .fetch_all::<TenantRow>()
+            .await?
+            .into_iter()
+            .map(|row| row.open(self.keyring))
+            .collect()
+    }
+
+    async fn list_tenants(self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        let sql = format!("{SELECT_TENANT} order by client_key");
+        self.db
+            .query(&sql)
+            .fetch_all::<TenantRow>()
+            .await?
+            .into_iter()
+            .map(|row| row.open(self.keyring))
+            .collect()
+    }
+
+    async fn mark_uninstalled(self, key: &ClientKey, token: &LifecycleToken) -> sqlx::Result<bool> {
+        let now = now();
+        let mut tx = self.db.begin().await?;
+        let done = tx
+            .query(
+                "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
+                 lifecycle_iat = $4 where client_key = $1 \
+                 and (lifecycle_iat is null or lifecycle_iat <= $4)",
+            )
+            .bind(key.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(token.issued_at)
+            .execute()
+            .await?;
+        if done == 0 || !remember_token(&mut tx, key, token).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reencrypt_secrets(self) -> sqlx::Result<u64> {
+        let rows: Vec<(String, String, Option<String>)> = self
+            .db
+            .query(
+                "select client_key, shared_secret, secret_key_id from tenant \
+                 where (secret_key_id is null and $2) or secret_key_id <> $1 order by client_key",
+            )
+            .bind(self.keyring.current_id())
+            .bind(self.keyring.allows_plaintext())
+            .fetch_all()
+            .await?;
+        let mut sealed_again = 0;
+        for (client_key, stored, key_id) in rows {
+            let secret = open_secret(self.keyring, &client_key, key_id.as_deref(), &stored)?;
+            let sealed = self.keyring.seal(&client_key, &secret);
+            // Only if no install replaced the secret since it was read.
+            sealed_again += self
+                .db
+                .query(
+                    "update tenant set shared_secret = $1, secret_key_id = $2 \
+                     where client_key = $3 and shared_secret = $4",
+                )
+                .bind(&sealed.ciphertext)
+                .bind(&sealed.key_id)
+                .bind(&client_key)
+                .bind(&stored)
+                .execute()
+                .await?;
+        }
+        Ok(sealed_again)
+    }
+
+    async fn purge_uninstalled(self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .db
+            .query(
+                "select client_key, uninstalled_at from tenant \
+                 where uninstalled_at is not null and uninstalled_at < $1 order by client_key",
+            )
+            .bind(before)
+            .fetch_all()
+            .await?;
+        self.db
+            .query("delete from lifecycle_token where expires_at < $1")
+            .bind(now().timestamp())
+            .execute()
+            .await?;
+        let mut purged = Vec::with_capacity(due.len());
+        for (client_key, uninstalled_at) in due {
+            let key = ClientKey::new(client_key);
+            let mut tx = self.db.begin_tenant(&key).await?;
+            // A reinstall since the tenant was listed cancels its purge.
+            let gone = tx
+                .query(
+                    "delete from tenant where client_key = $1 and uninstalled_at is not null \
+                     and uninstalled_at < $2",
+                )
+                .bind(key.as_str())
+                .bind(before)
+                .execute()
+                .await?;
+            if gone == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            tx.commit().await?;
+            purged.push(Purged {
+                client_key: key,
+                uninstalled_at,
+            });
+        }
+        Ok(purged)
+    }
+
+    async fn set_enabled(
+        self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let done = tx
+            .query(
+                "update tenant set enabled = $2, updated_at = $3, lifecycle_iat = $4 \
+                 where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $4)",
+            )
+            .bind(key.as_str())
+            .bind(enabled)
+            .bind(now())
+            .bind(token.issued_at)
+            .execute()
+            .await?;
+        if done == 0 || !remember_token(&mut tx, key, token).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn realm_migration(self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+        self.db
+            .query(
+                "select migration_id, location, previous_location, state, error_code, \
+                 start_time, end_time from realm_migration where client_key = $1",
+            )
+            .bind(key.as_str())
+            .fetch_optional::<RealmMigrationRow>()
+            .await?
+            .map(RealmMigration::try_from)
+            .transpose()
+    }
+
+    async fn save_realm_migration(self, key: &ClientKey, m: &RealmMigration) -> sqlx::Result<()> {
+        self.db
+            .query(
+                "insert into realm_migration (client_key, migration_id, location, \
+                 previous_location, state, error_code, start_time, end_time, updated_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (client_key) do update set \
+                 migration_id = excluded.migration_id, location = excluded.location, \
+                 previous_location = excluded.previous_location, state = excluded.state, \
+                 error_code = excluded.error_code, start_time = excluded.start_time, \
+                 end_time = excluded.end_time, updated_at = excluded.updated_at",
+            )
+            .bind(key.as_str())
+            .bind(&m.migration_id)
+            .bind(&m.location)
+            .bind(&m.previous_location)
+            .bind(m.state.as_str())
+            .bind(&m.error_code)
+            .bind(&m.start_time)
+            .bind(&m.end_time)
+            .bind(now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    async fn personal_data_due(self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+        let keys: Vec<(String,)> = self
+            .db
+            .query(
+                "select t.client_key from tenant t \
+                 left join personal_data_report r on r.client_key = t.client_key \
+                 where t.uninstalled_at is null and (r.next_due_at is null or r.next_due_at <= $1) \
+                 order by t.client_key",
+            )
+            .bind(now)
+            .fetch_all()
+            .await?;
+        Ok(keys.into_iter().map(|(key,)| ClientKey::new(key)).collect())
+    }
+
+    async fn set_personal_data_due(
+        self,
+        key: &ClientKey,
+        reported_at: Option<DateTime<Utc>>,
+        next_due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        self.db
+            .query(
+                "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
+                 values ($1, $2, $3) on conflict (client_key) do update set \
+                 last_reported_at = coalesce(excluded.last_reported_at, personal_data_report.last_reported_at), \
+                 next_due_at = excluded.next_due_at",
+            )
+            .bind(key.as_str())
+            .bind(reported_at)
+            .bind(next_due_at)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// Records that `token` was applied to the tenant; false if it had been already.
+async fn remember_token(
+    tx: &mut TenantTransaction,
+    key: &ClientKey,
+    token: &LifecycleToken,
+) -> sqlx::Result<bool> {
+    let fresh = tx
+        .query(
+            "insert into lifecycle_token (client_key, token_id, expires_at) \
+             values ($1, $2, $3) on conflict do nothing",
+        )
+        .bind(key.as_str())
+        .bind(&token.id)
+        .bind(token.expires_at.saturating_add(LIFECYCLE_TOKEN_MEMORY_SECS))
+        .execute()
+        .await?;
+    Ok(fresh > 0)
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,9 +5,12 @@
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Encode, FromRow, PgConnection, Postgres, Sqlite, SqliteConnection, Transaction, Type};
+use sqlx::{
+    Encode, FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool,
+    Transaction, Type,
+};
 
-use super::ClientKey;
+use super::{ClientKey, PgStore, SqliteStore};
 
 /// A value either backend can bind: text, integers, booleans, timestamps, their `Option`s.
 pub trait Bind<'q>:
@@ -26,6 +29,44 @@ pub trait Row: Send + Unpin + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, S
 impl<T> Row for T where T: Send + Unpin + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow>
 {}
 
+/// A store's backend, for the registry's SQL: statements on its pool, and transactions begun the
+/// backend's way.
+#[derive(Clone, Copy)]
+pub(super) enum Db<'s> {
+    Postgres(&'s PgStore),
+    Sqlite(&'s SqliteStore),
+}
+
+impl<'s> Db<'s> {
+    /// A statement outside any transaction, on a connection the pool lends for it alone.
+    pub(super) fn query(self, sql: &'s str) -> Statement<'s> {
+        Statement(match self {
+            Db::Postgres(pg) => Stmt::Postgres(On::Pool(pg.pool()), sqlx::query(sql)),
+            Db::Sqlite(db) => Stmt::Sqlite(On::Pool(db.pool()), sqlx::query(sql)),
+        })
+    }
+
+    /// A transaction outside any tenant (the registry tables).
+    pub(super) async fn begin(self) -> sqlx::Result<TenantTransaction> {
+        Ok(match self {
+            Db::Postgres(pg) => TenantTransaction::postgres(None, pg.begin().await?),
+            Db::Sqlite(db) => TenantTransaction::sqlite(None, db.begin().await?),
+        })
+    }
+
+    /// The backend's `begin_tenant`, for SQL both backends speak.
+    pub(super) async fn begin_tenant(self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+        Ok(match self {
+            Db::Postgres(pg) => {
+                TenantTransaction::postgres(Some(key.clone()), pg.begin_tenant(key).await?)
+            }
+            Db::Sqlite(db) => {
+                TenantTransaction::sqlite(Some(key.clone()), db.begin_tenant(key).await?)
+            }
+        })
+    }
+}
+
 /// A transaction on one tenant's rows, on either backend; see
 /// [`TenantStore::tenant_transaction`](super::TenantStore::tenant_transaction).
 ///
@@ -42,14 +83,14 @@ enum Tx {
 }
 
 impl TenantTransaction {
-    pub(crate) fn postgres(key: Option<ClientKey>, tx: Transaction<'static, Postgres>) -> Self {
+    fn postgres(key: Option<ClientKey>, tx: Transaction<'static, Postgres>) -> Self {
         Self {
             key,
             tx: Tx::Postgres(tx),
         }
     }
 
-    pub(crate) fn sqlite(key: Option<ClientKey>, tx: Transaction<'static, Sqlite>) -> Self {
+    fn sqlite(key: Option<ClientKey>, tx: Transaction<'static, Sqlite>) -> Self {
         Self {
             key,
             tx: Tx::Sqlite(tx),
@@ -64,8 +105,8 @@ impl TenantTransaction {
     /// A statement in this transaction; bind its parameters in order.
     pub fn query<'t>(&'t mut self, sql: &'t str) -> Statement<'t> {
         Statement(match &mut self.tx {
-            Tx::Postgres(tx) => Stmt::Postgres(tx, sqlx::query(sql)),
-            Tx::Sqlite(tx) => Stmt::Sqlite(tx, sqlx::query(sql)),
+            Tx::Postgres(tx) => Stmt::Postgres(On::Transaction(&mut **tx), sqlx::query(sql)),
+            Tx::Sqlite(tx) => Stmt::Sqlite(On::Transaction(&mut **tx), sqlx::query(sql)),
         })
     }
 
@@ -91,44 +132,61 @@ impl TenantTransaction {
 pub struct Statement<'t>(Stmt<'t>);
 
 enum Stmt<'t> {
-    Postgres(&'t mut PgConnection, Query<'t, Postgres, PgArguments>),
+    Postgres(
+        On<'t, PgConnection, PgPool>,
+        Query<'t, Postgres, PgArguments>,
+    ),
     Sqlite(
-        &'t mut SqliteConnection,
+        On<'t, SqliteConnection, SqlitePool>,
         Query<'t, Sqlite, SqliteArguments<'t>>,
     ),
+}
+
+/// Where a statement runs: in a transaction's connection, or on the pool.
+enum On<'t, C, P> {
+    Transaction(&'t mut C),
+    Pool(&'t P),
 }
 
 impl<'t> Statement<'t> {
     /// Binds the next parameter (`$1`, `$2`, … in order).
     pub fn bind<T: Bind<'t>>(self, value: T) -> Self {
         Statement(match self.0 {
-            Stmt::Postgres(conn, query) => Stmt::Postgres(conn, query.bind(value)),
-            Stmt::Sqlite(conn, query) => Stmt::Sqlite(conn, query.bind(value)),
+            Stmt::Postgres(on, query) => Stmt::Postgres(on, query.bind(value)),
+            Stmt::Sqlite(on, query) => Stmt::Sqlite(on, query.bind(value)),
         })
     }
 
     /// Runs the statement; returns how many rows it changed.
     pub async fn execute(self) -> sqlx::Result<u64> {
         Ok(match self.0 {
-            Stmt::Postgres(conn, query) => query.execute(conn).await?.rows_affected(),
-            Stmt::Sqlite(conn, query) => query.execute(conn).await?.rows_affected(),
+            Stmt::Postgres(On::Transaction(conn), query) => {
+                query.execute(conn).await?.rows_affected()
+            }
+            Stmt::Postgres(On::Pool(pool), query) => query.execute(pool).await?.rows_affected(),
+            Stmt::Sqlite(On::Transaction(conn), query) => {
+                query.execute(conn).await?.rows_affected()
+            }
+            Stmt::Sqlite(On::Pool(pool), query) => query.execute(pool).await?.rows_affected(),
         })
     }
 
     /// Every row the statement returns.
     pub async fn fetch_all<R: Row>(self) -> sqlx::Result<Vec<R>> {
         match self.0 {
-            Stmt::Postgres(conn, query) => {
-                query
-                    .try_map(|row: PgRow| R::from_row(&row))
-                    .fetch_all(conn)
-                    .await
+            Stmt::Postgres(on, query) => {
+                let rows = query.try_map(|row: PgRow| R::from_row(&row));
+                match on {
+                    On::Transaction(conn) => rows.fetch_all(conn).await,
+                    On::Pool(pool) => rows.fetch_all(pool).await,
+                }
             }
-            Stmt::Sqlite(conn, query) => {
-                query
-                    .try_map(|row: SqliteRow| R::from_row(&row))
-                    .fetch_all(conn)
-                    .await
+            Stmt::Sqlite(on, query) => {
+                let rows = query.try_map(|row: SqliteRow| R::from_row(&row));
+                match on {
+                    On::Transaction(conn) => rows.fetch_all(conn).await,
+                    On::Pool(pool) => rows.fetch_all(pool).await,
+                }
             }
         }
     }
@@ -141,17 +199,19 @@ impl<'t> Statement<'t> {
     /// The first row the statement returns, if any.
     pub async fn fetch_optional<R: Row>(self) -> sqlx::Result<Option<R>> {
         match self.0 {
-            Stmt::Postgres(conn, query) => {
-                query
-                    .try_map(|row: PgRow| R::from_row(&row))
-                    .fetch_optional(conn)
-                    .await
+            Stmt::Postgres(on, query) => {
+                let rows = query.try_map(|row: PgRow| R::from_row(&row));
+                match on {
+                    On::Transaction(conn) => rows.fetch_optional(conn).await,
+                    On::Pool(pool) => rows.fetch_optional(pool).await,
+                }
             }
-            Stmt::Sqlite(conn, query) => {
-                query
-                    .try_map(|row: SqliteRow| R::from_row(&row))
-                    .fetch_optional(conn)
-                    .await
+            Stmt::Sqlite(on, query) => {
+                let rows = query.try_map(|row: SqliteRow| R::from_row(&row));
+                match on {
+                    On::Transaction(conn) => rows.fetch_optional(conn).await,
+                    On::Pool(pool) => rows.fetch_optional(pool).await,
+                }
             }
         }
     }
