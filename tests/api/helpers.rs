@@ -15,42 +15,18 @@ use serde_json::{Value, json};
 /// The descriptor's app key.
 pub const APP_KEY: &str = "connect-axum-issue-notes";
 
-/// Runs each named test, an `async fn name(app: TestApp)` beside the call, once on Postgres and
-/// once on SQLite, as `name::postgres` and `name::sqlite`. Led by `#[multi_thread(vars = f)]`,
-/// the tests run on a multi-threaded runtime, on apps configured by `f` (as in
-/// [`TestApp::postgres_with`]).
+/// Runs each named test, an `async fn name(app: TestApp)` beside the call, on the sample on
+/// both stores (see `connect_axum_testing::on_both_stores!`).
 #[macro_export]
 macro_rules! on_both_stores {
-    (#[multi_thread(vars = $vars:expr)] $($name:ident),+ $(,)?) => {$(
-        mod $name {
-            // `$vars` is written in the calling file and resolves there.
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres_with($vars).await).await
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite_with($vars).await).await
-            }
-        }
-    )+};
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres().await).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite().await).await
-            }
-        }
-    )+};
+    (#[multi_thread(vars = $vars:expr)] $($name:ident),+ $(,)?) => {
+        connect_axum_testing::on_both_stores!(
+            app = $crate::helpers::sample(), #[multi_thread(vars = $vars)] $($name),+
+        );
+    };
+    ($($name:ident),+ $(,)?) => {
+        connect_axum_testing::on_both_stores!(app = $crate::helpers::sample(), $($name),+);
+    };
 }
 
 /// The sample, as `main` builds it.

@@ -6,7 +6,6 @@ mod auth;
 mod browser;
 mod cli;
 mod concurrency;
-mod example;
 mod faults;
 mod forge;
 mod keys;

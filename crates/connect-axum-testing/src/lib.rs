@@ -19,6 +19,7 @@
 //! ```
 
 pub mod app;
+mod both;
 pub mod site;
 pub mod store;
 

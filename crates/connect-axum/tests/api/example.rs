@@ -6,10 +6,9 @@ use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::helpers::*;
-use crate::on_both_stores;
+use crate::probe::*;
 
-#[path = "../../crates/connect-axum/examples/webhook_counter.rs"]
+#[path = "../../examples/webhook_counter.rs"]
 #[allow(dead_code)]
 mod webhook_counter;
 

@@ -1,0 +1,7 @@
+//! HTTP tests of the library through the real router, on a probe app that adds nothing but one
+//! route of each authentication, each on Postgres and SQLite.
+
+mod probe;
+
+mod example;
+mod lifecycle;

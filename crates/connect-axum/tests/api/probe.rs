@@ -1,0 +1,66 @@
+//! The probe app: the library with a descriptor and one route of each authentication, which
+//! answers who the request was verified as; started by the testing kit.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use connect_axum::auth::{ContextJwt, ProductJwt, Tenant};
+use connect_axum::config::Config;
+use connect_axum::server::{Builder, ConnectApp};
+pub use connect_axum_testing::site::{KID, install_key, now, qsh_of, rs256};
+pub use connect_axum_testing::{AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant};
+use serde_json::{Value, json};
+
+/// The probe's app key.
+pub const APP_KEY: &str = "connect-axum-probe";
+
+const DESCRIPTOR: &str = r#"{
+    "key": "connect-axum-probe",
+    "name": "connect-axum probe",
+    "authentication": { "type": "jwt" },
+    "apiMigrations": { "signed-install": true },
+    "lifecycle": {
+        "installed": "/installed",
+        "uninstalled": "/uninstalled",
+        "enabled": "/enabled",
+        "disabled": "/disabled"
+    }
+}"#;
+
+async fn whoami(tenant: Tenant) -> Json<Value> {
+    Json(json!({
+        "clientKey": tenant.client_key().as_str(),
+        "accountId": tenant.account_id(),
+    }))
+}
+
+/// The probe as a server: `GET /api/probe` behind [`ContextJwt`], `GET /api/probe/product`
+/// behind [`ProductJwt`], `GET /forge/probe` behind a Forge Invocation Token.
+pub fn app(config: Config) -> Builder {
+    ConnectApp::builder(config)
+        .descriptor(DESCRIPTOR)
+        .routes::<ContextJwt>(Router::new().route("/api/probe", get(whoami)))
+        .routes::<ProductJwt>(Router::new().route("/api/probe/product", get(whoami)))
+        .forge_routes(Router::new().route("/forge/probe", get(whoami)))
+}
+
+/// The probe, to start on a fresh store.
+pub fn probe() -> AppUnderTest {
+    AppUnderTest::new(app)
+}
+
+/// The site that installs the probe.
+pub fn site() -> Site {
+    Site {
+        app_key: APP_KEY.to_owned(),
+        app_base_url: BASE_URL.to_owned(),
+    }
+}
+
+/// Runs each named test on the probe on both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        connect_axum_testing::on_both_stores!(app = $crate::probe::probe(), $($name),+);
+    };
+}
+pub use on_both_stores;
