@@ -1,10 +1,10 @@
-//! The application: shared state, the router with each route's authentication mode, and serving.
+//! The library's routes under the one middleware stack (with an app's merged before it), and
+//! serving.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::http::StatusCode;
 use axum::middleware;
@@ -22,138 +22,16 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::auth::{
-    self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys, LifecycleJwt, ProductJwt,
-};
-use crate::config::Config;
+use crate::auth::{LifecycleJwt, ProductJwt};
 use crate::error::Error;
-use crate::lifecycle::{self, Descriptor};
+use crate::lifecycle;
 use crate::monitoring;
-use crate::personal_data::AccountIdSource;
-use crate::product::ProductClient;
-use crate::residency::{self, RealmMover};
-use crate::slots::{self, Slots};
-use crate::store::TenantStore;
+use crate::residency;
 
 /// The header that carries a request's id: kept when the client sends one, made otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn TenantStore>,
-    pub auth: Authenticator,
-    pub descriptor: Arc<Descriptor>,
-    pub product: ProductClient,
-    /// Moves a tenant's data between realms when Atlassian migrates it (data residency);
-    /// [`NothingToMove`](residency::NothingToMove) unless the app gives one.
-    pub realm_mover: Arc<dyn RealmMover>,
-    /// Where the app keeps Atlassian account ids, for personal data reporting.
-    pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
-}
-
-impl AppState {
-    /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
-    /// app key tokens are checked against and product calls are signed with).
-    pub fn with_descriptor(
-        config: Config,
-        store: Arc<dyn TenantStore>,
-        descriptor: Descriptor,
-    ) -> Self {
-        monitoring::handle();
-        let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
-        let auth = Authenticator::new(
-            store.clone(),
-            descriptor.key().to_owned(),
-            &config.base_url,
-            config.jwt_leeway,
-            config.max_token_lifetime,
-            config.max_body_bytes,
-            install_keys,
-        )
-        .with_rate_limit(config.tenant_rate_limit)
-        .with_session_max_lifetime(config.session_max_lifetime)
-        .with_slots(Slots::new(
-            config.max_concurrent_requests,
-            config.max_anonymous_requests,
-        ));
-        let auth = match &config.forge_app_ari {
-            Some(app_ari) => auth.with_forge(ForgeSettings {
-                app_ari: app_ari.clone(),
-                keys: ForgeKeys::new(
-                    &config.forge_jwks_url,
-                    config.forge_jwks_refresh,
-                    config.install_keys_timeout,
-                ),
-            }),
-            None => auth,
-        };
-        let product = ProductClient::new(
-            descriptor.key(),
-            &config.oauth_auth_server_url,
-            config.product_timeout,
-        );
-        Self {
-            config: Arc::new(config),
-            store,
-            auth,
-            descriptor: Arc::new(descriptor),
-            product,
-            realm_mover: residency::default_mover(),
-            account_ids: Arc::new([]),
-        }
-    }
-}
-
-impl AppState {
-    /// Starts the server's background work on this state: the purge of uninstalled tenants past
-    /// their retention, and personal data reporting.
-    pub fn spawn_upkeep(&self) {
-        crate::retention::spawn(
-            self.store.clone(),
-            self.config.uninstall_retention,
-            self.config.purge_interval,
-        );
-        crate::personal_data::spawn(self.clone());
-    }
-}
-
-impl AppState {
-    /// `routes` behind the JWT check of mode `M` (see [`auth::require_jwt`]): their handlers take
-    /// the verified [`Tenant`](crate::auth::Tenant).
-    pub fn with_jwt<M: AuthMode, S: Clone + Send + Sync + 'static>(
-        &self,
-        routes: Router<S>,
-    ) -> Router<S> {
-        routes.route_layer(middleware::from_fn_with_state(
-            self.auth.clone(),
-            auth::require_jwt::<M>,
-        ))
-    }
-
-    /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
-    pub fn with_forge<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        routes.route_layer(middleware::from_fn_with_state(
-            self.auth.clone(),
-            auth::require_forge,
-        ))
-    }
-
-    /// Public `routes` (no authentication), each request within the anonymous slots.
-    pub fn public<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        routes.route_layer(middleware::from_fn_with_state(
-            self.auth.slots().clone(),
-            slots::anonymous,
-        ))
-    }
-}
-
-impl FromRef<AppState> for Authenticator {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
-}
+pub use crate::state::AppState;
 
 /// The library's HTTP surface: health, the descriptor, the lifecycle and realm migration hooks,
 /// metrics. Each group of routes names the authentication it requires.
@@ -173,7 +51,7 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
     );
     let mut public = Router::new().merge(lifecycle::descriptor_router());
     if state.config.metrics_on_public_port() {
-        public = public.route("/metrics", get(monitoring::render));
+        public = public.route("/metrics", get(monitoring::endpoint::render));
     }
     let public = state.public(public);
     Router::new()

@@ -6,36 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
+pub use crate::data::AccountIdSource;
 use crate::product::ProductError;
-use crate::store::{self, ClientKey, TenantStore};
-
-/// A place where an app keeps Atlassian account ids (authors, assignees, …), registered with
-/// [`Builder::account_ids`](crate::server::Builder::account_ids): its ids are reported for each
-/// tenant, and its data of accounts Atlassian reports closed is anonymised.
-#[async_trait]
-pub trait AccountIdSource: Send + Sync + 'static {
-    /// The account ids the tenant's data holds, each with the time its oldest data was stored.
-    async fn account_ids(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>>;
-
-    /// Removes `account_id` from the tenant's data; returns how many rows changed.
-    async fn anonymise(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-        account_id: &str,
-    ) -> sqlx::Result<u64>;
-}
+use crate::state::AppState;
+use crate::store::{self, ClientKey};
 
 /// The most accounts one report may carry.
 pub const BATCH: usize = 90;

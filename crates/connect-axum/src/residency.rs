@@ -3,9 +3,6 @@
 //! tenant's JWT, a per-tenant migration state machine kept in the store, and [`RealmMover`], the
 //! trait through which the app moves its data between realms.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,59 +11,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::auth::Tenant;
+pub use crate::data::{NothingToMove, RealmMover};
 use crate::error::{Error, JsonBody};
-use crate::store::{ClientKey, MigrationState, RealmMigration, TenantStore};
-
-/// Moves one tenant's data to a realm; the app supplies it with
-/// [`Builder::realm_mover`](crate::server::Builder::realm_mover).
-#[async_trait]
-pub trait RealmMover: Send + Sync + 'static {
-    /// Where the tenant's data is now (`None`: the realm it was installed in).
-    async fn location(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-    ) -> Result<Option<String>, String>;
-
-    /// Moves the tenant's data to `location` (`None`: back to where it was installed).
-    async fn move_to(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-        location: Option<&str>,
-    ) -> Result<(), String>;
-}
-
-/// The mover of an app that keeps no data of its own in a realm: nothing moves, and the data is
-/// always where the tenant was installed.
-pub struct NothingToMove;
-
-#[async_trait]
-impl RealmMover for NothingToMove {
-    async fn location(
-        &self,
-        _store: &dyn TenantStore,
-        _key: &ClientKey,
-    ) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-
-    async fn move_to(
-        &self,
-        _store: &dyn TenantStore,
-        _key: &ClientKey,
-        _location: Option<&str>,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// The mover of an app that names none: [`NothingToMove`].
-pub fn default_mover() -> Arc<dyn RealmMover> {
-    Arc::new(NothingToMove)
-}
+use crate::state::AppState;
+use crate::store::{ClientKey, MigrationState, RealmMigration};
 
 /// The migration hooks, relative to `DATA_RESIDENCY_PATH`; to be nested there and layered with
 /// [`ProductJwt`](crate::auth::ProductJwt).

@@ -31,13 +31,13 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::auth::AuthMode;
 use crate::config::{Config, KeyFileError};
-use crate::lifecycle::{Descriptor, DescriptorError};
+use crate::data::{AccountIdSource, RealmMover};
+use crate::descriptor::{Descriptor, DescriptorError};
 use crate::monitoring;
-use crate::personal_data::AccountIdSource;
-use crate::residency::RealmMover;
+use crate::state::AppState;
 use crate::store::{AppMigrations, StoreError, StoreOptions, TenantStore};
 
 /// Why a server could not be built or started.
@@ -297,10 +297,15 @@ impl ConnectApp {
             ),
             None => {}
         }
-        self.state.spawn_upkeep();
+        crate::retention::spawn(
+            self.state.store.clone(),
+            config.uninstall_retention,
+            config.purge_interval,
+        );
+        crate::personal_data::spawn(self.state.clone());
         let mut listeners = vec![(listener, self.router)];
         if let Some(metrics) = metrics_listener {
-            listeners.push((metrics, monitoring::router(self.state.clone())));
+            listeners.push((metrics, monitoring::endpoint::router(self.state.clone())));
         }
         app::serve(listeners, config.header_read_timeout, shutdown).await;
         self.state.store.close().await;

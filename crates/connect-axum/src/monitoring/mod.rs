@@ -4,20 +4,15 @@
 //! embedded store or behind `METRICS_TOKEN` (on Postgres, a deployment, not without one of them).
 //! When `METRICS_TOKEN` is set, every `/metrics` needs it as a bearer token.
 
+pub mod endpoint;
+
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use subtle::ConstantTimeEq;
-
-use crate::app::AppState;
-use crate::error::Error;
 
 /// The process-wide recorder, installed on first use; `None` when the app installed a recorder
 /// of its own first (its metrics go there, and `/metrics` answers 404).
@@ -75,40 +70,4 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// The routes of the metrics listener (`METRICS_PORT`): `GET /metrics` and nothing else.
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", get(render))
-        .fallback(|| async { Error::NotFound })
-        .with_state(state)
-}
-
-/// `GET /metrics`: the Prometheus text format.
-pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
-    if let Some(expected) = &app.config.metrics_token {
-        let given = crate::auth::credentials(&headers, "Bearer")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            return Err(Error::Unauthorized {
-                reason: "bad_metrics_token",
-                message: "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>".to_owned(),
-            });
-        }
-    }
-    let Some(handle) = handle() else {
-        return Err(Error::NotFound);
-    };
-    let pool = app.store.pool_usage();
-    metrics::gauge!("db_pool_connections", "state" => "open").set(pool.open as f64);
-    metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
-    metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
-    Ok((
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-        .into_response())
 }

@@ -1,0 +1,122 @@
+//! The state every handler reaches, and the layers that put a group of routes behind an
+//! authentication. It sits below the features (lifecycle, residency, personal data, metrics), which
+//! take it; it knows none of them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::middleware;
+
+use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
+use crate::config::Config;
+use crate::data::{AccountIdSource, RealmMover};
+use crate::descriptor::Descriptor;
+use crate::monitoring;
+use crate::product::ProductClient;
+use crate::slots::{self, Slots};
+use crate::store::TenantStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn TenantStore>,
+    pub auth: Authenticator,
+    pub descriptor: Arc<Descriptor>,
+    pub product: ProductClient,
+    /// Moves a tenant's data between realms when Atlassian migrates it (data residency);
+    /// [`NothingToMove`](crate::data::NothingToMove) unless the app gives one.
+    pub realm_mover: Arc<dyn RealmMover>,
+    /// Where the app keeps Atlassian account ids, for personal data reporting.
+    pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
+}
+
+impl AppState {
+    /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
+    /// app key tokens are checked against and product calls are signed with).
+    pub fn with_descriptor(
+        config: Config,
+        store: Arc<dyn TenantStore>,
+        descriptor: Descriptor,
+    ) -> Self {
+        monitoring::handle();
+        let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
+        let auth = Authenticator::new(
+            store.clone(),
+            descriptor.key().to_owned(),
+            &config.base_url,
+            config.jwt_leeway,
+            config.max_token_lifetime,
+            config.max_body_bytes,
+            install_keys,
+        )
+        .with_rate_limit(config.tenant_rate_limit)
+        .with_session_max_lifetime(config.session_max_lifetime)
+        .with_slots(Slots::new(
+            config.max_concurrent_requests,
+            config.max_anonymous_requests,
+        ));
+        let auth = match &config.forge_app_ari {
+            Some(app_ari) => auth.with_forge(ForgeSettings {
+                app_ari: app_ari.clone(),
+                keys: ForgeKeys::new(
+                    &config.forge_jwks_url,
+                    config.forge_jwks_refresh,
+                    config.install_keys_timeout,
+                ),
+            }),
+            None => auth,
+        };
+        let product = ProductClient::new(
+            descriptor.key(),
+            &config.oauth_auth_server_url,
+            config.product_timeout,
+        );
+        Self {
+            config: Arc::new(config),
+            store,
+            auth,
+            descriptor: Arc::new(descriptor),
+            product,
+            realm_mover: crate::data::default_mover(),
+            account_ids: Arc::new([]),
+        }
+    }
+}
+
+impl AppState {
+    /// `routes` behind the JWT check of mode `M` (see [`auth::require_jwt`]): their handlers take
+    /// the verified [`Tenant`](crate::auth::Tenant).
+    pub fn with_jwt<M: AuthMode, S: Clone + Send + Sync + 'static>(
+        &self,
+        routes: Router<S>,
+    ) -> Router<S> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.clone(),
+            auth::require_jwt::<M>,
+        ))
+    }
+
+    /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
+    pub fn with_forge<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.clone(),
+            auth::require_forge,
+        ))
+    }
+
+    /// Public `routes` (no authentication), each request within the anonymous slots.
+    pub fn public<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
+        routes.route_layer(middleware::from_fn_with_state(
+            self.auth.slots().clone(),
+            slots::anonymous,
+        ))
+    }
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
