@@ -55,6 +55,7 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod monitoring;
+mod outbound;
 pub mod personal_data;
 pub mod product;
 pub mod residency;
