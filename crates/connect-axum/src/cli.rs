@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use crate::auth::{jwt, qsh};
 use crate::config::Config;
 use crate::server::Builder;
-use crate::store::{self, TenantRecord};
+use chrono::{DateTime, Utc};
+
+use crate::store::{self, Installation, TenantRecord};
 
 /// A backend for Atlassian Connect multitenant apps.
 #[derive(Debug, Parser)]
@@ -294,28 +296,31 @@ fn state(t: &TenantRecord) -> &'static str {
     }
 }
 
+/// `tenants show`'s JSON of a tenant: its installation (without the sharedSecret) and state.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Described<'t> {
+    #[serde(flatten)]
+    installation: &'t Installation,
+    state: &'static str,
+    installed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    uninstalled_at: Option<DateTime<Utc>>,
+}
+
 /// The tenant as JSON, without its sharedSecret.
 fn describe(t: &TenantRecord) -> String {
-    let i = &t.installation;
-    serde_json::to_string_pretty(&serde_json::json!({
-        "clientKey": i.client_key.as_str(),
-        "key": i.app_key,
-        "state": state(t),
-        "baseUrl": i.base_url,
-        "displayUrl": i.display_url,
-        "productType": i.product_type,
-        "description": i.description,
-        "serverVersion": i.server_version,
-        "pluginsVersion": i.plugins_version,
-        "oauthClientId": i.oauth_client_id,
-        "serviceEntitlementNumber": i.service_entitlement_number,
-        "cloudId": i.cloud_id,
-        "installationId": i.installation_id,
-        "installedAt": t.installed_at,
-        "updatedAt": t.updated_at,
-        "uninstalledAt": t.uninstalled_at,
-    }))
-    .unwrap_or_default()
+    let described = Described {
+        installation: &t.installation,
+        state: state(t),
+        installed_at: t.installed_at,
+        updated_at: t.updated_at,
+        uninstalled_at: t.uninstalled_at,
+    };
+    // Through a `Value`, whose keys are sorted: the order `tenants show` has always printed.
+    serde_json::to_value(described)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
 }
 
 /// A product-style JWT for `METHOD target`, relative to `BASE_URL`'s path.
@@ -374,5 +379,54 @@ async fn check<S: Clone + Send + Sync + 'static>(app: &Builder<S>) -> ExitCode {
             Err(e) => failure(&format!("store: FAILED ({e})")),
         },
         Err(e) => failure(&format!("store: FAILED ({e:#})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_show_prints_the_installation_and_state_but_never_the_secret() {
+        let installation = Installation::for_tests("acme", "s3cret");
+        let t = TenantRecord {
+            installation,
+            enabled: true,
+            installed_at: Utc::now(),
+            updated_at: Utc::now(),
+            uninstalled_at: None,
+        };
+        let shown = describe(&t);
+        assert!(!shown.contains("s3cret"));
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        let keys: Vec<&str> = shown
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // The keys `tenants show` has always printed, which scripts may read.
+        assert_eq!(
+            keys,
+            [
+                "baseUrl",
+                "clientKey",
+                "cloudId",
+                "description",
+                "displayUrl",
+                "installationId",
+                "installedAt",
+                "key",
+                "oauthClientId",
+                "pluginsVersion",
+                "productType",
+                "serverVersion",
+                "serviceEntitlementNumber",
+                "state",
+                "uninstalledAt",
+                "updatedAt",
+            ]
+        );
+        assert_eq!(shown["state"], "enabled");
     }
 }

@@ -57,6 +57,7 @@ pub mod descriptor;
 pub mod error;
 pub mod lifecycle;
 pub mod monitoring;
+mod outbound;
 pub mod personal_data;
 pub mod product;
 pub mod residency;

@@ -135,14 +135,8 @@ impl ProductClient {
     /// A client for the app `app_key`, getting user tokens from `auth_server`, with a `timeout`
     /// on every call.
     pub fn new(app_key: &str, auth_server: &Url, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .expect("the HTTP client's configuration is static and valid");
         Self {
-            http,
+            http: crate::outbound::http_client(timeout),
             app_key: app_key.into(),
             auth_server: auth_server.as_str().trim_end_matches('/').into(),
             user_tokens: Cache::builder()

@@ -64,7 +64,7 @@ impl ForgeKeys {
     /// [`JWKS_RETRY_BACKOFF`] (doubling) after a failed fetch; each fetch gives up after
     /// `timeout`.
     pub fn new(url: &url::Url, min_refresh: Duration, timeout: Duration) -> Self {
-        let http = super::key_client(timeout);
+        let http = crate::outbound::http_client(timeout);
         Self {
             url: url.to_string(),
             min_refresh,

@@ -63,7 +63,7 @@ impl Expiry<String, AuthError> for RefusalTtl {
 impl InstallKeys {
     /// Keys come from `GET {base}/{kid}`; each fetch gives up after `timeout`.
     pub fn new(base: &url::Url, timeout: Duration) -> Self {
-        let http = super::key_client(timeout);
+        let http = crate::outbound::http_client(timeout);
         Self {
             base: base.as_str().trim_end_matches('/').to_owned(),
             http,

@@ -560,16 +560,6 @@ pub(crate) fn lifecycle_token(
     })
 }
 
-/// The HTTP client of a key fetch (install keys, Forge's JWKS): every fetch gives up after
-/// `timeout`.
-pub(crate) fn key_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .expect("the HTTP client's configuration is static and valid")
-}
-
 /// Whether a key could be stored at all: never send the store what it would choke on.
 pub(crate) fn is_plausible_client_key(key: &str) -> bool {
     !key.is_empty() && fits_id_column(key)

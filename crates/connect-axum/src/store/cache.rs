@@ -296,7 +296,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::store::{Keyring, SharedSecret, SqliteStore};
+    use crate::store::{Keyring, SqliteStore};
 
     /// Delegates to a real store, counting tenant reads, and holds `find_tenant` after its
     /// read until released when `hold` is set.
@@ -402,21 +402,7 @@ mod tests {
     }
 
     fn install(secret: &str) -> Installation {
-        Installation {
-            client_key: ClientKey::new("acme"),
-            app_key: "app".into(),
-            shared_secret: SharedSecret::new(secret),
-            base_url: "https://acme.atlassian.net".into(),
-            display_url: None,
-            product_type: None,
-            description: None,
-            server_version: None,
-            plugins_version: None,
-            oauth_client_id: None,
-            service_entitlement_number: None,
-            cloud_id: None,
-            installation_id: None,
-        }
+        Installation::for_tests("acme", secret)
     }
 
     fn token(issued_at: i64) -> LifecycleToken {

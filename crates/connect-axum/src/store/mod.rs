@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +27,8 @@ pub use sqlite::SqliteStore;
 ///
 /// Made only from a verified token or a verified lifecycle payload, so a store call on tenant
 /// data cannot take a key from a path, a query or a body.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct ClientKey(String);
 
 impl ClientKey {
@@ -75,11 +76,15 @@ impl fmt::Debug for SharedSecret {
     }
 }
 
-/// An installation as the `installed` lifecycle payload describes it.
-#[derive(Debug, Clone)]
+/// An installation as the `installed` lifecycle payload describes it; it serializes with the
+/// payload's names, without the sharedSecret.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Installation {
     pub client_key: ClientKey,
+    #[serde(rename = "key")]
     pub app_key: String,
+    #[serde(skip)]
     pub shared_secret: SharedSecret,
     pub base_url: String,
     pub display_url: Option<String>,
@@ -91,6 +96,28 @@ pub struct Installation {
     pub service_entitlement_number: Option<String>,
     pub cloud_id: Option<String>,
     pub installation_id: Option<String>,
+}
+
+#[cfg(test)]
+impl Installation {
+    /// The installation of tenant `client_key` with only the required fields.
+    pub(crate) fn for_tests(client_key: &str, secret: &str) -> Self {
+        Self {
+            client_key: ClientKey::new(client_key),
+            app_key: "app".into(),
+            shared_secret: SharedSecret::new(secret),
+            base_url: format!("https://{client_key}.atlassian.net"),
+            display_url: None,
+            product_type: None,
+            description: None,
+            server_version: None,
+            plugins_version: None,
+            oauth_client_id: None,
+            service_entitlement_number: None,
+            cloud_id: None,
+            installation_id: None,
+        }
+    }
 }
 
 /// A stored tenant: its installation and its state.
@@ -583,11 +610,82 @@ pub async fn connect(options: &StoreOptions) -> Result<Arc<dyn TenantStore>, Sto
     })
 }
 
+/// The columns of an [`Installation`], in the order [`bind_installation`] binds them.
+const INSTALLATION_COLUMNS: [&str; 13] = [
+    "client_key",
+    "app_key",
+    "shared_secret",
+    "base_url",
+    "display_url",
+    "product_type",
+    "description",
+    "server_version",
+    "plugins_version",
+    "oauth_client_id",
+    "service_entitlement_number",
+    "cloud_id",
+    "installation_id",
+];
+
+/// Binds an installation's [`INSTALLATION_COLUMNS`], its secret as `sealed`.
+fn bind_installation<'t>(
+    statement: Statement<'t>,
+    t: &'t Installation,
+    sealed: &'t str,
+) -> Statement<'t> {
+    statement
+        .bind(t.client_key.as_str())
+        .bind(&t.app_key)
+        .bind(sealed)
+        .bind(&t.base_url)
+        .bind(&t.display_url)
+        .bind(&t.product_type)
+        .bind(&t.description)
+        .bind(&t.server_version)
+        .bind(&t.plugins_version)
+        .bind(&t.oauth_client_id)
+        .bind(&t.service_entitlement_number)
+        .bind(&t.cloud_id)
+        .bind(&t.installation_id)
+}
+
 /// The columns of a tenant, as [`TenantRow`] reads them.
-const SELECT_TENANT: &str = "select client_key, app_key, shared_secret, base_url, display_url, \
-     product_type, description, server_version, plugins_version, oauth_client_id, \
-     service_entitlement_number, cloud_id, installation_id, enabled, installed_at, updated_at, \
-     uninstalled_at, secret_key_id from tenant";
+static SELECT_TENANT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "select {}, enabled, installed_at, updated_at, uninstalled_at, secret_key_id from tenant",
+        INSTALLATION_COLUMNS.join(", ")
+    )
+});
+
+/// The upsert of an install: [`INSTALLATION_COLUMNS`] (`$1` to `$n`), then `installed_at` and
+/// `updated_at` (`$n+1`, `$n+2`), `secret_key_id` (`$n+3`) and `lifecycle_iat` (`$n+4`). A tenant
+/// installed again keeps its `installed_at`; a token older than the last one applied changes
+/// nothing.
+static SAVE_TENANT: LazyLock<String> = LazyLock::new(|| {
+    let n = INSTALLATION_COLUMNS.len();
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = INSTALLATION_COLUMNS
+        .iter()
+        .filter(|&&c| c != "client_key")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "insert into tenant ({}, enabled, installed_at, updated_at, uninstalled_at, \
+         secret_key_id, lifecycle_iat) \
+         values ({}, true, ${}, ${}, null, ${}, ${}) \
+         on conflict (client_key) do update set {}, \
+         enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
+         secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
+         where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
+        INSTALLATION_COLUMNS.join(", "),
+        placeholders.join(", "),
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        updates.join(", "),
+    )
+});
 
 /// A `tenant` row of either backend, its secret still sealed.
 #[derive(sqlx::FromRow)]
@@ -746,38 +844,7 @@ impl Registry<'_> {
         let now = now();
         let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
         let mut tx = self.db.begin().await?;
-        let saved = tx
-            .query(
-                "insert into tenant (client_key, app_key, shared_secret, base_url, display_url, \
-                 product_type, description, server_version, plugins_version, oauth_client_id, \
-                 service_entitlement_number, cloud_id, installation_id, enabled, installed_at, \
-                 updated_at, uninstalled_at, secret_key_id, lifecycle_iat) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, \
-                 null, $16, $17) \
-                 on conflict (client_key) do update set app_key = excluded.app_key, \
-                 shared_secret = excluded.shared_secret, base_url = excluded.base_url, \
-                 display_url = excluded.display_url, product_type = excluded.product_type, \
-                 description = excluded.description, server_version = excluded.server_version, \
-                 plugins_version = excluded.plugins_version, oauth_client_id = excluded.oauth_client_id, \
-                 service_entitlement_number = excluded.service_entitlement_number, \
-                 cloud_id = excluded.cloud_id, installation_id = excluded.installation_id, \
-                 enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
-                 secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
-                 where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
-            )
-            .bind(t.client_key.as_str())
-            .bind(&t.app_key)
-            .bind(&sealed.ciphertext)
-            .bind(&t.base_url)
-            .bind(&t.display_url)
-            .bind(&t.product_type)
-            .bind(&t.description)
-            .bind(&t.server_version)
-            .bind(&t.plugins_version)
-            .bind(&t.oauth_client_id)
-            .bind(&t.service_entitlement_number)
-            .bind(&t.cloud_id)
-            .bind(&t.installation_id)
+        let saved = bind_installation(tx.query(&SAVE_TENANT), t, &sealed.ciphertext)
             .bind(now)
             .bind(now)
             .bind(&sealed.key_id)
@@ -800,7 +867,7 @@ impl Registry<'_> {
     }
 
     async fn find_tenant(self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
-        let sql = format!("{SELECT_TENANT} where client_key = $1");
+        let sql = format!("{} where client_key = $1", *SELECT_TENANT);
         self.db
             .query(&sql)
             .bind(client_key)
@@ -814,7 +881,10 @@ impl Registry<'_> {
         self,
         installation_id: &str,
     ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
-        let sql = format!("{SELECT_TENANT} where installation_id = $1 and uninstalled_at is null");
+        let sql = format!(
+            "{} where installation_id = $1 and uninstalled_at is null",
+            *SELECT_TENANT
+        );
         self.db
             .query(&sql)
             .bind(installation_id)
@@ -839,9 +909,10 @@ impl Registry<'_> {
         product: Option<&str>,
     ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
         let sql = format!(
-            "{SELECT_TENANT} where cloud_id = $1 and uninstalled_at is null \
+            "{} where cloud_id = $1 and uninstalled_at is null \
              and ($2 is null or product_type is null or product_type = $2) \
-             order by client_key limit 2"
+             order by client_key limit 2",
+            *SELECT_TENANT
         );
         self.db
             .query(&sql)
@@ -855,7 +926,7 @@ impl Registry<'_> {
     }
 
     async fn list_tenants(self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
-        let sql = format!("{SELECT_TENANT} order by client_key");
+        let sql = format!("{} order by client_key", *SELECT_TENANT);
         self.db
             .query(&sql)
             .fetch_all::<TenantRow>()
