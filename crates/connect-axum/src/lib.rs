@@ -1,32 +1,18 @@
-//! connect-axum: a backend for Atlassian Connect multitenant apps, built on axum.
+//! connect-axum: the framework for Atlassian cloud apps with their own backend (Connect apps and
+//! Forge Remote backends), built on axum.
 //!
-//! Jira and Confluence cloud sites install the app through its descriptor; this crate verifies
-//! every lifecycle hook (RS256 signed install for `installed`/`uninstalled`, HS256 for
-//! `enabled`/`disabled`), stores each site as a tenant, and puts every other route behind JWT +
-//! query-string-hash verification whose verified [`auth::Tenant`] scopes every query.
+//! Sites install the app through its descriptor; the library verifies every lifecycle hook (RS256
+//! signed install for `installed`/`uninstalled`, HS256 for `enabled`/`disabled`), stores each site
+//! as a tenant, and puts every other route behind a Connect JWT with its query-string hash, a
+//! session token, or a Forge Invocation Token, whose verified [`auth::Tenant`] scopes every query.
 //!
-//! A request walks one way: [`app::router`] → [`auth::require_jwt`] → [`auth::Tenant`] →
-//! handler → [`store::TenantStore`].
-//!
-//! - [`config`]: configuration from the environment.
-//! - [`lifecycle`]: the descriptor and the lifecycle hooks.
-//! - [`auth`]: JWT and QSH verification, the authentication modes, session tokens.
-//! - [`store`]: tenants and app data on Postgres or embedded SQLite, behind a tenant cache.
-//! - [`product`]: calls back into the tenant's product, as the app or as a user.
-//! - [`personal_data`]: reporting stored account ids to Atlassian and anonymising closed ones.
-//! - [`residency`]: data residency (realm migration) hooks and the `RealmMover` trait.
-//! - [`retention`]: the purge of uninstalled tenants once their retention window ends.
-//! - [`slots`]: the concurrency limits of authenticated and of anonymous work.
-//! - [`cli`], [`telemetry`], [`monitoring`]: the command line, logs and metrics.
-//!
-//! A feature of your own is a router whose handlers take [`auth::Tenant`], layered with the
-//! authentication mode it needs and handed to [`app::router_with`], which merges it before the
-//! middleware stack (request ids, traces, limits, timeout, load shedding, metrics):
+//! An app is its descriptor, its migrations and its route groups, handed to
+//! [`server::ConnectApp::builder`]; [`cli::main`] is its whole `main`:
 //!
 //! ```no_run
-//! use axum::{Json, Router, middleware, routing::get};
-//! use connect_axum::app::{self, AppState};
-//! use connect_axum::auth::{self, ProductJwt, Tenant};
+//! use axum::{Json, Router, routing::get};
+//! use connect_axum::auth::{ContextJwt, Tenant};
+//! use connect_axum::server::ConnectApp;
 //!
 //! async fn whoami(tenant: Tenant) -> Json<serde_json::Value> {
 //!     Json(serde_json::json!({
@@ -35,18 +21,36 @@
 //!     }))
 //! }
 //!
-//! fn router(state: AppState) -> Router {
-//!     let mine: Router<AppState> = Router::new()
-//!         .route("/api/whoami", get(whoami))
-//!         .route_layer(middleware::from_fn_with_state(
-//!             state.auth.clone(),
-//!             auth::require_jwt::<ProductJwt>,
-//!         ));
-//!     app::router_with(state, mine)
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     connect_axum::cli::main(|config| {
+//!         ConnectApp::builder(config)
+//!             .descriptor(r#"{"key": "whoami", "authentication": {"type": "jwt"}}"#)
+//!             .routes::<ContextJwt>(Router::new().route("/api/whoami", get(whoami)))
+//!     })
+//!     .await
 //! }
 //! ```
 //!
-//! `examples/webhook_counter.rs` is a complete one.
+//! Every route, the library's or the app's, is under one middleware stack (request ids, trace
+//! spans, limits, timeout, load shedding, metrics). A request walks: [`app::serve`] → the stack →
+//! the group's authentication ([`auth::require_jwt`], [`auth::require_forge`]) → the handler with
+//! its [`auth::Tenant`] → [`store::TenantStore::tenant_transaction`] (row-level security on
+//! Postgres).
+//!
+//! - [`server`], [`cli`]: composing an app, and its command line.
+//! - [`state`], [`app`]: the state handlers reach; the routes under the stack, and serving.
+//! - [`auth`]: JWT and QSH verification, the authentication modes, session tokens, Forge tokens.
+//! - [`descriptor`], [`lifecycle`]: the descriptor and the lifecycle hooks.
+//! - [`store`]: the tenant registry and tenant-scoped SQL on Postgres or embedded SQLite.
+//! - [`product`]: calls back into the tenant's product, as the app or as a user.
+//! - [`data`], [`personal_data`], [`residency`], [`retention`]: what the app tells the library about
+//!   its data, personal data reporting, data residency, the purge of uninstalled tenants.
+//! - [`config`], [`slots`], [`telemetry`], [`monitoring`], [`error`]: configuration, concurrency
+//!   limits, logs, metrics, JSON errors.
+//!
+//! The testing kit, `connect-axum-testing`, starts an app from its builder on a fresh store and
+//! signs like a site; `examples/webhook_counter.rs` is a complete second app.
 
 pub mod app;
 pub mod auth;
