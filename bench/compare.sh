@@ -16,13 +16,15 @@ rounds=4
 command -v wrk >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 source .ci/postgres.sh
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; git worktree remove --force target/compare/base 2>/dev/null || true; stop_throwaway_postgres; }
+# The other revision is checked out outside this one: inside, Cargo would take it for a member of
+# this workspace.
+basedir=$(mktemp -d /tmp/connect-axum-compare.XXXXXX)/base
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; git worktree remove --force "$basedir" 2>/dev/null || true; stop_throwaway_postgres; }
 trap cleanup EXIT
 
-git worktree remove --force target/compare/base 2>/dev/null || true
-git worktree add --detach target/compare/base "$base" >/dev/null
+git worktree add --detach "$basedir" "$base" >/dev/null
 root=$PWD
-declare -A dir=([base]=target/compare/base [this]=.) target=([base]=target/compare/target-base [this]=target) port
+declare -A dir=([base]=$basedir [this]=.) target=([base]=target/compare/target-base [this]=target) port
 for side in base this; do
   (cd "${dir[$side]}" && CARGO_TARGET_DIR="$root/${target[$side]}" \
     cargo build --release --locked --quiet --bin connect-axum --example bench-seed)
