@@ -13,6 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use connect_axum::auth::forge::JWKS_RETRY_BACKOFF;
 use connect_axum::auth::install::{KEY_SERVER_DOWN_TTL, MAX_KEY_FETCHES};
+use connect_axum_testing::FakeForge;
 use futures_util::future::join_all;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -20,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::forge::{Jwks, NOTES, fit, invoke};
+use crate::forge::{APP_ARI, NOTES, fit};
 use crate::helpers::*;
 use crate::on_both_stores;
 
@@ -385,7 +386,7 @@ async fn a_failing_key_server_is_asked_again_only_after_a_few_seconds() {
 }
 
 /// Forge settings with the default refresh interval (30 s), far longer than the retry backoff.
-fn forge_vars(jwks: &Jwks) -> impl Fn(&str) -> Option<String> + use<> {
+fn forge_vars(jwks: &FakeForge) -> impl Fn(&str) -> Option<String> + use<> {
     let vars = jwks.vars();
     move |name| match name {
         "FORGE_JWKS_REFRESH_SECS" => None,
@@ -395,13 +396,13 @@ fn forge_vars(jwks: &Jwks) -> impl Fn(&str) -> Option<String> + use<> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_jwks_fetch_is_retried_after_a_short_backoff() {
-    let jwks = Jwks::start(&[0]).await;
+    let jwks = FakeForge::start(APP_ARI, &[0]).await;
     jwks.fail_next(1);
     let app = TestApp::sqlite_with(forge_vars(&jwks)).await;
     let a = app.install("a").await;
     // A cold start: a burst of invocations shares the one failing fetch.
     let tokens: Vec<String> = (0..40).map(|_| fit(0, &a, json!({}))).collect();
-    let burst = join_all(tokens.iter().map(|t| invoke(&app, "GET", NOTES, t, None))).await;
+    let burst = join_all(tokens.iter().map(|t| app.invoke("GET", NOTES, t, None))).await;
     for response in burst {
         response.assert_error(StatusCode::UNAUTHORIZED, "key_server_unavailable");
     }
@@ -412,7 +413,7 @@ async fn a_failed_jwks_fetch_is_retried_after_a_short_backoff() {
         JWKS_RETRY_BACKOFF + Duration::from_secs(5),
         "the JWKS is fetched again",
         async || {
-            let response = invoke(&app, "GET", NOTES, &fit(0, &a, json!({})), None).await;
+            let response = app.invoke("GET", NOTES, &fit(0, &a, json!({})), None).await;
             if response.status == StatusCode::OK {
                 return true;
             }
@@ -425,7 +426,7 @@ async fn a_failed_jwks_fetch_is_retried_after_a_short_backoff() {
     assert_eq!(jwks.hits(), 2, "one retry once the backoff had passed");
 
     let tokens: Vec<String> = (0..40).map(|_| fit(0, &a, json!({}))).collect();
-    for response in join_all(tokens.iter().map(|t| invoke(&app, "GET", NOTES, t, None))).await {
+    for response in join_all(tokens.iter().map(|t| app.invoke("GET", NOTES, t, None))).await {
         assert_eq!(response.status, StatusCode::OK);
     }
     assert_eq!(jwks.hits(), 2, "the keys are kept");
@@ -433,20 +434,20 @@ async fn a_failed_jwks_fetch_is_retried_after_a_short_backoff() {
 
 #[tokio::test]
 async fn a_forge_invocation_token_that_lives_too_long_is_refused() {
-    let jwks = Jwks::start(&[0]).await;
+    let jwks = FakeForge::start(APP_ARI, &[0]).await;
     let app = TestApp::sqlite_with(jwks.vars()).await;
     let a = app.install("a").await;
     for claims in [
         json!({ "exp": EXP_2126 }),
         json!({ "iat": null, "exp": now() + 7200 }),
     ] {
-        invoke(&app, "GET", NOTES, &fit(0, &a, claims), None)
+        app.invoke("GET", NOTES, &fit(0, &a, claims), None)
             .await
             .assert_error(StatusCode::UNAUTHORIZED, "lifetime_too_long");
     }
     let fine = fit(0, &a, json!({ "exp": now() + 300 }));
     assert_eq!(
-        invoke(&app, "GET", NOTES, &fine, None).await.status,
+        app.invoke("GET", NOTES, &fine, None).await.status,
         StatusCode::OK
     );
 }

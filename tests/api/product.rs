@@ -1,205 +1,58 @@
-//! Outbound calls, against a fake product on loopback that checks what a real site checks: the
-//! app's JWT and its QSH, and the bearer token of user calls.
+//! Outbound calls, against the kit's fake product on loopback, which checks what a real site
+//! checks: the app's JWT and its QSH, the user-token grant, and the bearer token of user calls.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use connect_axum::auth::qsh;
 use connect_axum::product::ProductError;
 use connect_axum::store::Installation;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use connect_axum_testing::{FakeProduct, Reply};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// A stand-in for a Jira site (optionally under a base path, as Confluence's `/wiki`) and for
-/// Atlassian's authorization server.
-#[derive(Clone)]
-struct FakeProduct {
-    secret: Arc<Mutex<String>>,
-    base_path: String,
-    auth_server: String,
-    grants: Arc<AtomicUsize>,
-    token_lifetime: u64,
-    rate_limited: Arc<AtomicUsize>,
-}
-
-impl FakeProduct {
-    /// Starts the fake; returns it with the site's base URL.
-    async fn start(base_path: &str, token_lifetime: u64) -> (Self, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        let fake = FakeProduct {
-            secret: Arc::default(),
-            base_path: base_path.to_owned(),
-            auth_server: origin.clone(),
-            grants: Arc::default(),
-            token_lifetime,
-            rate_limited: Arc::default(),
-        };
-        let router = Router::new()
-            .route("/oauth2/token", axum::routing::post(grant))
-            .fallback(product_api)
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        (fake, format!("{origin}{base_path}"))
-    }
-
-    /// Checks an app JWT as a site does: HS256 with the secret, iss = app key, and the QSH of
-    /// the request as received.
-    fn check_app_jwt(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Result<Value, String> {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("JWT "))
-            .ok_or("no JWT")?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_aud = false;
-        let secret = self.secret.lock().unwrap().clone();
-        let claims = jsonwebtoken::decode::<Value>(
-            token,
-            &DecodingKey::from_secret(secret.as_bytes()),
-            &validation,
+/// The kit's fake product for the sample (optionally under a base path, as Confluence's
+/// `/wiki`), granting `user-1` tokens of `token_lifetime` seconds for `READ WRITE`, with the
+/// resources these tests call.
+async fn start(base_path: &str, token_lifetime: u64) -> FakeProduct {
+    let fake = FakeProduct::builder(APP_KEY)
+        .base_path(base_path)
+        .token_lifetime(Duration::from_secs(token_lifetime))
+        .user("user-1")
+        .scope("READ WRITE")
+        .start()
+        .await;
+    fake.on("GET", "/rest/api/3/issue/PROJ-1", |call| {
+        Reply::json(
+            StatusCode::OK,
+            &json!({ "key": "PROJ-1", "query": call.query }),
         )
-        .map_err(|e| e.to_string())?
-        .claims;
-        if claims["iss"] != APP_KEY {
-            return Err("iss".into());
-        }
-        if claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() != 180 {
-            return Err("exp".into());
-        }
-        let expected = qsh::qsh(method.as_str(), uri.path(), uri.query(), &self.base_path);
-        if claims["qsh"] != expected {
-            return Err(format!("qsh: expected {expected}, got {}", claims["qsh"]));
-        }
-        Ok(claims)
-    }
-}
-
-async fn grant(
-    State(fake): State<FakeProduct>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_audience(&[fake.auth_server.as_str()]);
-    let secret = fake.secret.lock().unwrap().clone();
-    let Ok(assertion) = jsonwebtoken::decode::<Value>(
-        &form["assertion"],
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    ) else {
-        return (StatusCode::BAD_REQUEST, "bad assertion").into_response();
-    };
-    let c = assertion.claims;
-    let ok = form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
-        && c["iss"] == "urn:atlassian:connect:clientid:oauth-client"
-        && c["sub"] == "urn:atlassian:connect:useraccountid:user-1"
-        && c["tnt"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("http://127.0.0.1"))
-        && form["scope"] == "READ WRITE";
-    if !ok {
-        return (StatusCode::BAD_REQUEST, "bad grant").into_response();
-    }
-    let n = fake.grants.fetch_add(1, Ordering::SeqCst) + 1;
-    axum::Json(json!({
-        "access_token": format!("user-token-{n}"),
-        "expires_in": fake.token_lifetime,
-        "token_type": "Bearer",
-    }))
-    .into_response()
-}
-
-async fn product_api(
-    State(fake): State<FakeProduct>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri
-        .path()
-        .strip_prefix(&fake.base_path)
-        .unwrap_or("")
-        .to_owned();
-    if path == "/rest/api/3/myself" {
-        let bearer = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let n = fake.grants.load(Ordering::SeqCst);
-        return if bearer == format!("Bearer user-token-{n}") {
-            axum::Json(json!({ "accountId": "user-1", "token": bearer })).into_response()
-        } else {
-            (StatusCode::UNAUTHORIZED, "stale or missing user token").into_response()
-        };
-    }
-    if let Err(why) = fake.check_app_jwt(&method, &uri, &headers) {
-        return (StatusCode::UNAUTHORIZED, why).into_response();
-    }
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/rest/api/3/issue/PROJ-1") => axum::Json(json!({
-            "key": "PROJ-1",
-            "query": uri.query(),
-        }))
-        .into_response(),
-        ("POST", "/rest/api/3/issue/PROJ-1/comment") => {
-            let posted: Value = serde_json::from_slice(&body).unwrap();
-            (
-                StatusCode::CREATED,
-                axum::Json(json!({ "id": "10000", "body": posted["body"] })),
-            )
-                .into_response()
-        }
-        ("GET", "/rest/api/3/busy") => {
-            if fake.rate_limited.fetch_add(1, Ordering::SeqCst) == 0 {
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [("retry-after", "1")],
-                    "slow down",
-                )
-                    .into_response()
-            } else {
-                axum::Json(json!({ "ok": true })).into_response()
-            }
-        }
-        ("GET", "/rest/api/3/overloaded") => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "3600")],
-            "later",
+    });
+    fake.on("POST", "/rest/api/3/issue/PROJ-1/comment", |call| {
+        Reply::json(
+            StatusCode::CREATED,
+            &json!({ "id": "10000", "body": call.json()["body"] }),
         )
-            .into_response(),
-        _ => (StatusCode::NOT_FOUND, "no such resource").into_response(),
-    }
+    });
+    fake.on("GET", "/rest/api/3/busy", |_| {
+        Reply::json(StatusCode::OK, &json!({ "ok": true }))
+    });
+    fake.on("GET", "/rest/api/3/overloaded", |_| {
+        Reply::text(StatusCode::TOO_MANY_REQUESTS, "later").header("retry-after", "3600")
+    });
+    fake
 }
 
 /// An app whose tenant lives on `fake`.
-async fn app_on(fake: &FakeProduct, base_url: &str) -> (TestApp, Installation) {
-    let auth_server = fake.auth_server.clone();
+async fn app_on(fake: &FakeProduct) -> (TestApp, Installation) {
+    let vars = fake.vars();
     let app = TestApp::sqlite_with(move |name| match name {
-        "ALLOWED_BASE_URLS" => Some("127.0.0.1".to_owned()),
-        "OAUTH_AUTH_SERVER_URL" => Some(auth_server.clone()),
         "PRODUCT_TIMEOUT_SECS" => Some("5".to_owned()),
-        _ => None,
+        _ => vars(name),
     })
     .await;
-    let mut tenant = TestTenant::new("site");
-    tenant.base_url = base_url.to_owned();
-    *fake.secret.lock().unwrap() = tenant.secret.clone();
-    let tenant = app.install_tenant(tenant).await;
+    let tenant = app.install_tenant(fake.tenant(&app.site, "site")).await;
     let record = app
         .store
         .find_tenant(&tenant.client_key)
@@ -214,8 +67,8 @@ async fn app_on(fake: &FakeProduct, base_url: &str) -> (TestApp, Installation) {
 
 #[tokio::test]
 async fn a_get_with_a_query_as_the_app_is_accepted_by_the_product() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, site) = app_on(&fake).await;
     let issue: Value = app
         .state
         .product
@@ -228,8 +81,8 @@ async fn a_get_with_a_query_as_the_app_is_accepted_by_the_product() {
 
 #[tokio::test]
 async fn a_post_with_a_body_as_the_app_is_accepted_by_the_product() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, site) = app_on(&fake).await;
     let comment: Value = app
         .state
         .product
@@ -245,8 +98,8 @@ async fn a_post_with_a_body_as_the_app_is_accepted_by_the_product() {
 
 #[tokio::test]
 async fn calls_under_a_base_path_sign_the_path_relative_to_it() {
-    let (fake, base_url) = FakeProduct::start("/wiki", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("/wiki", 900).await;
+    let (app, site) = app_on(&fake).await;
     let issue: Value = app
         .state
         .product
@@ -259,15 +112,15 @@ async fn calls_under_a_base_path_sign_the_path_relative_to_it() {
 
 #[tokio::test]
 async fn a_tampered_qsh_is_refused_by_the_product() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (_app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (_app, site) = app_on(&fake).await;
     let claims = json!({
         "iss": APP_KEY, "iat": now(), "exp": now() + 180,
         "qsh": qsh::qsh("GET", "/rest/api/3/issue/PROJ-2", None, ""),
     });
     let token = hs256(&claims, site.shared_secret.expose());
     let response = reqwest::Client::new()
-        .get(format!("{base_url}/rest/api/3/issue/PROJ-1"))
+        .get(format!("{}/rest/api/3/issue/PROJ-1", fake.base_url()))
         .header("authorization", format!("JWT {token}"))
         .send()
         .await
@@ -278,8 +131,8 @@ async fn a_tampered_qsh_is_refused_by_the_product() {
 
 #[tokio::test]
 async fn product_errors_come_back_typed() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, site) = app_on(&fake).await;
     let caller = app.state.product.as_app(&site);
     match caller.get::<Value>("/rest/api/3/nothing-here").await {
         Err(ProductError::Status { status, body }) => {
@@ -319,8 +172,9 @@ async fn product_errors_come_back_typed() {
 
 #[tokio::test]
 async fn a_short_retry_after_is_waited_out_and_retried() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, site) = app_on(&fake).await;
+    fake.rate_limit_next(1, Some(Duration::from_secs(1)));
     let started = std::time::Instant::now();
     let answer: Value = app
         .state
@@ -331,13 +185,19 @@ async fn a_short_retry_after_is_waited_out_and_retried() {
         .unwrap();
     assert_eq!(answer["ok"], true);
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(fake.rate_limited.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        fake.received()
+            .iter()
+            .filter(|call| call.path == "/rest/api/3/busy")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn the_user_token_is_fetched_once_and_reused() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, site) = app_on(&fake).await;
     let scopes = ["write", "READ"];
     let calls = (0..5).map(|_| {
         let client = app.state.product.clone();
@@ -360,31 +220,31 @@ async fn the_user_token_is_fetched_once_and_reused() {
         .await
         .unwrap();
     assert_eq!(me["token"], "Bearer user-token-1");
-    assert_eq!(fake.grants.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.grants(), 1);
 }
 
 #[tokio::test]
 async fn the_user_token_is_fetched_again_after_it_expires() {
     // A two-second token is reused for one second (half its life).
-    let (fake, base_url) = FakeProduct::start("", 2).await;
-    let (app, site) = app_on(&fake, &base_url).await;
+    let fake = start("", 2).await;
+    let (app, site) = app_on(&fake).await;
     let caller = app
         .state
         .product
         .as_user(&site, "user-1", &["READ", "WRITE"]);
     caller.get::<Value>("/rest/api/3/myself").await.unwrap();
     caller.get::<Value>("/rest/api/3/myself").await.unwrap();
-    assert_eq!(fake.grants.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.grants(), 1);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let me: Value = caller.get("/rest/api/3/myself").await.unwrap();
     assert_eq!(me["token"], "Bearer user-token-2");
-    assert_eq!(fake.grants.load(Ordering::SeqCst), 2);
+    assert_eq!(fake.grants(), 2);
 }
 
 #[tokio::test]
 async fn acting_as_a_user_needs_the_tenants_oauth_client() {
-    let (fake, base_url) = FakeProduct::start("", 900).await;
-    let (app, mut site) = app_on(&fake, &base_url).await;
+    let fake = start("", 900).await;
+    let (app, mut site) = app_on(&fake).await;
     site.oauth_client_id = None;
     assert!(matches!(
         app.state
@@ -394,7 +254,7 @@ async fn acting_as_a_user_needs_the_tenants_oauth_client() {
             .await,
         Err(ProductError::NoOAuthClient)
     ));
-    let (_, site) = app_on(&fake, &base_url).await;
+    let (_, site) = app_on(&fake).await;
     assert!(matches!(
         app.state
             .product

@@ -6,9 +6,10 @@
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use connect_axum_testing::FakeForge;
 use serde_json::{Value, json};
 
-use crate::forge::{Jwks, fit, forge_tests, invoke};
+use crate::forge::{fit, forge_tests};
 use crate::helpers::*;
 use crate::on_both_stores;
 
@@ -396,14 +397,14 @@ const FORGE_P2: &str = "/forge/api/issues/PROJ-2/notes";
 
 async fn a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals_notes(
     app: TestApp,
-    jwks: Jwks,
+    jwks: FakeForge,
 ) {
     let a = app.install("a").await;
     let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
     let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
     let user = || fit(0, &a, json!({}));
     assert_eq!(
-        invoke(&app, "GET", FORGE_P1, &user(), None).await.status,
+        app.invoke("GET", FORGE_P1, &user(), None).await.status,
         StatusCode::OK
     );
     for (method, path, body) in [
@@ -415,32 +416,21 @@ async fn a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals
         ),
         ("DELETE", format!("{FORGE_P2}/{elsewhere}"), None),
     ] {
-        invoke(&app, method, &path, &user(), body.as_ref())
+        app.invoke(method, &path, &user(), body.as_ref())
             .await
             .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
     }
-    invoke(
-        &app,
-        "DELETE",
-        &format!("{FORGE_P1}/{theirs}"),
-        &user(),
-        None,
-    )
-    .await
-    .assert_error(StatusCode::FORBIDDEN, "not_note_author");
-    let mine = invoke(
-        &app,
-        "POST",
-        FORGE_P1,
-        &user(),
-        Some(&json!({ "body": "mine" })),
-    )
-    .await
-    .json()["id"]
+    app.invoke("DELETE", &format!("{FORGE_P1}/{theirs}"), &user(), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    let mine = app
+        .invoke("POST", FORGE_P1, &user(), Some(&json!({ "body": "mine" })))
+        .await
+        .json()["id"]
         .as_i64()
         .unwrap();
     assert_eq!(
-        invoke(&app, "DELETE", &format!("{FORGE_P1}/{mine}"), &user(), None)
+        app.invoke("DELETE", &format!("{FORGE_P1}/{mine}"), &user(), None)
             .await
             .status,
         StatusCode::NO_CONTENT
@@ -454,46 +444,37 @@ async fn a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals
         &a,
         json!({ "context": { "localId": "x", "extension": { "type": "jira:globalPage" } } }),
     );
-    invoke(&app, "GET", FORGE_P1, &no_issue, None)
+    app.invoke("GET", FORGE_P1, &no_issue, None)
         .await
         .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
     let no_context = fit(0, &a, json!({ "context": null }));
-    invoke(&app, "GET", FORGE_P1, &no_context, None)
+    app.invoke("GET", FORGE_P1, &no_context, None)
         .await
         .assert_error(StatusCode::FORBIDDEN, "issue_not_in_token");
     // A UI invocation without a principal (an anonymous viewer) is still a view: its issue
     // only, and no note to delete.
     let anonymous = fit(0, &a, json!({ "principal": null }));
-    invoke(&app, "GET", FORGE_P2, &anonymous, None)
+    app.invoke("GET", FORGE_P2, &anonymous, None)
         .await
         .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
-    invoke(
-        &app,
-        "DELETE",
-        &format!("{FORGE_P1}/{theirs}"),
-        &anonymous,
-        None,
-    )
-    .await
-    .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    app.invoke("DELETE", &format!("{FORGE_P1}/{theirs}"), &anonymous, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "not_note_author");
     assert_eq!(ids(&app, &a, P1).await, [theirs]);
     let _ = jwks;
 }
 
-async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp, jwks: Jwks) {
+async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp, jwks: FakeForge) {
     let a = app.install("a").await;
     let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
     let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
     let app_level = || fit(0, &a, json!({ "principal": null, "context": null }));
     assert_eq!(
-        invoke(&app, "GET", FORGE_P2, &app_level(), None)
-            .await
-            .json()[0]["id"],
+        app.invoke("GET", FORGE_P2, &app_level(), None).await.json()[0]["id"],
         elsewhere
     );
     assert_eq!(
-        invoke(
-            &app,
+        app.invoke(
             "DELETE",
             &format!("{FORGE_P1}/{theirs}"),
             &app_level(),
@@ -504,8 +485,7 @@ async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        invoke(
-            &app,
+        app.invoke(
             "DELETE",
             &format!("{FORGE_P2}/{elsewhere}"),
             &app_level(),
