@@ -14,7 +14,6 @@ mod notes;
 mod page;
 mod personal_data;
 mod pool;
-mod product;
 mod replicas;
 mod residency;
 mod retention;

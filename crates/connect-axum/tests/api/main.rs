@@ -5,3 +5,4 @@ mod probe;
 
 mod example;
 mod lifecycle;
+mod product;

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use connect_axum::auth::{ContextJwt, ProductJwt, Tenant};
 use connect_axum::config::Config;
 use connect_axum::server::{Builder, ConnectApp};
-pub use connect_axum_testing::site::{KID, install_key, now, qsh_of, rs256};
+pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
 pub use connect_axum_testing::{AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 

@@ -10,9 +10,9 @@ use connect_axum::store::Installation;
 use connect_axum_testing::{FakeProduct, Reply};
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::probe::*;
 
-/// The kit's fake product for the sample (optionally under a base path, as Confluence's
+/// The kit's fake product for the probe (optionally under a base path, as Confluence's
 /// `/wiki`), granting `user-1` tokens of `token_lifetime` seconds for `READ WRITE`, with the
 /// resources these tests call.
 async fn start(base_path: &str, token_lifetime: u64) -> FakeProduct {
@@ -47,11 +47,12 @@ async fn start(base_path: &str, token_lifetime: u64) -> FakeProduct {
 /// An app whose tenant lives on `fake`.
 async fn app_on(fake: &FakeProduct) -> (TestApp, Installation) {
     let vars = fake.vars();
-    let app = TestApp::sqlite_with(move |name| match name {
-        "PRODUCT_TIMEOUT_SECS" => Some("5".to_owned()),
-        _ => vars(name),
-    })
-    .await;
+    let app = probe()
+        .sqlite_with(move |name| match name {
+            "PRODUCT_TIMEOUT_SECS" => Some("5".to_owned()),
+            _ => vars(name),
+        })
+        .await;
     let tenant = app.install_tenant(fake.tenant(&app.site, "site")).await;
     let record = app
         .store
