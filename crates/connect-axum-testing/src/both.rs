@@ -7,7 +7,9 @@
 /// configured by `f` (as in [`AppUnderTest::postgres_with`](crate::AppUnderTest::postgres_with)).
 ///
 /// ```ignore
-/// async fn installs_are_stored(app: TestApp) { … }
+/// async fn installs_are_stored(app: TestApp) {
+///     app.install("acme").await;
+/// }
 /// connect_axum_testing::on_both_stores!(app = crate::my_app(), installs_are_stored);
 /// ```
 #[macro_export]
