@@ -820,6 +820,129 @@ fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
     }
 }
 
+/// A backend: its registry, its pool, and the store behind it. The one [`TenantStore`]
+/// implementation of both backends runs on it.
+trait SqlBackend: Send + Sync + 'static {
+    fn registry(&self) -> Registry<'_>;
+    fn pool_usage(&self) -> PoolUsage;
+    fn database(&self) -> Database;
+    fn close_pool(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+#[async_trait]
+impl<B: SqlBackend> TenantStore for B {
+    async fn ping(&self) -> sqlx::Result<()> {
+        self.registry().ping().await
+    }
+
+    fn pool_usage(&self) -> PoolUsage {
+        SqlBackend::pool_usage(self)
+    }
+
+    fn database(&self) -> Database {
+        SqlBackend::database(self)
+    }
+
+    async fn close(&self) {
+        self.close_pool().await;
+    }
+
+    async fn save_tenant(
+        &self,
+        tenant: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<SaveOutcome> {
+        self.registry().save_tenant(tenant, token).await
+    }
+
+    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        self.registry().find_tenant(client_key).await
+    }
+
+    async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+        self.registry().client_keys().await
+    }
+
+    async fn find_tenant_by_installation_id(
+        &self,
+        installation_id: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        self.registry()
+            .find_tenant_by_installation_id(installation_id)
+            .await
+    }
+
+    async fn find_installed_by_cloud_id(
+        &self,
+        cloud_id: &str,
+        product: Option<&str>,
+    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        self.registry()
+            .find_installed_by_cloud_id(cloud_id, product)
+            .await
+    }
+
+    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        self.registry().list_tenants().await
+    }
+
+    async fn mark_uninstalled(
+        &self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        self.registry().mark_uninstalled(key, token).await
+    }
+
+    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+        self.registry().reencrypt_secrets().await
+    }
+
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+        self.registry().purge_uninstalled(before).await
+    }
+
+    async fn set_enabled(
+        &self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        self.registry().set_enabled(key, enabled, token).await
+    }
+
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+        self.registry().personal_data_due(now).await
+    }
+
+    async fn set_personal_data_due(
+        &self,
+        key: &ClientKey,
+        reported_at: Option<DateTime<Utc>>,
+        next_due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        self.registry()
+            .set_personal_data_due(key, reported_at, next_due_at)
+            .await
+    }
+
+    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+        self.registry().realm_migration(key).await
+    }
+
+    async fn save_realm_migration(
+        &self,
+        key: &ClientKey,
+        migration: &RealmMigration,
+    ) -> sqlx::Result<()> {
+        self.registry().save_realm_migration(key, migration).await
+    }
+
+    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+        self.registry().db.begin_tenant(key).await
+    }
+}
+
 /// The registry of one store: the SQL both backends share, written once in the dialect common to
 /// Postgres and SQLite.
 ///

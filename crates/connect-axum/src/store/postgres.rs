@@ -4,17 +4,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::AbortHandle;
 
-use super::{
-    ClientKey, Database, Db, Installation, Keyring, LifecycleToken, PoolUsage, Purged,
-    RealmMigration, Registry, SaveOutcome, StoreOptions, TenantRecord, TenantStore,
-    TenantTransaction,
-};
+use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry, StoreOptions};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
 const TENANT_CHANNEL: &str = "connect_axum_tenant";
@@ -223,13 +217,6 @@ impl PgStore {
         &self.pool
     }
 
-    fn registry(&self) -> Registry<'_> {
-        Registry {
-            db: Db::Postgres(self),
-            keyring: &self.keyring,
-        }
-    }
-
     /// Stops the change listener, then closes the pool once the connections in use are back.
     async fn close_connections(&self) {
         let listening = self
@@ -251,10 +238,12 @@ impl Listening {
     }
 }
 
-#[async_trait]
-impl TenantStore for PgStore {
-    async fn ping(&self) -> sqlx::Result<()> {
-        self.registry().ping().await
+impl super::SqlBackend for PgStore {
+    fn registry(&self) -> Registry<'_> {
+        Registry {
+            db: Db::Postgres(self),
+            keyring: &self.keyring,
+        }
     }
 
     fn pool_usage(&self) -> PoolUsage {
@@ -265,102 +254,7 @@ impl TenantStore for PgStore {
         Database::Postgres(Box::new(self.clone()))
     }
 
-    async fn close(&self) {
+    async fn close_pool(&self) {
         self.close_connections().await;
-    }
-
-    async fn save_tenant(
-        &self,
-        tenant: &Installation,
-        token: &LifecycleToken,
-    ) -> sqlx::Result<SaveOutcome> {
-        self.registry().save_tenant(tenant, token).await
-    }
-
-    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
-        self.registry().find_tenant(client_key).await
-    }
-
-    async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
-        self.registry().client_keys().await
-    }
-
-    async fn find_tenant_by_installation_id(
-        &self,
-        installation_id: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
-        self.registry()
-            .find_tenant_by_installation_id(installation_id)
-            .await
-    }
-
-    async fn find_installed_by_cloud_id(
-        &self,
-        cloud_id: &str,
-        product: Option<&str>,
-    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
-        self.registry()
-            .find_installed_by_cloud_id(cloud_id, product)
-            .await
-    }
-
-    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
-        self.registry().list_tenants().await
-    }
-
-    async fn mark_uninstalled(
-        &self,
-        key: &ClientKey,
-        token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
-        self.registry().mark_uninstalled(key, token).await
-    }
-
-    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
-        self.registry().reencrypt_secrets().await
-    }
-
-    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
-        self.registry().purge_uninstalled(before).await
-    }
-
-    async fn set_enabled(
-        &self,
-        key: &ClientKey,
-        enabled: bool,
-        token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
-        self.registry().set_enabled(key, enabled, token).await
-    }
-
-    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
-        self.registry().personal_data_due(now).await
-    }
-
-    async fn set_personal_data_due(
-        &self,
-        key: &ClientKey,
-        reported_at: Option<DateTime<Utc>>,
-        next_due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
-        self.registry()
-            .set_personal_data_due(key, reported_at, next_due_at)
-            .await
-    }
-
-    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
-        self.registry().realm_migration(key).await
-    }
-
-    async fn save_realm_migration(
-        &self,
-        key: &ClientKey,
-        migration: &RealmMigration,
-    ) -> sqlx::Result<()> {
-        self.registry().save_realm_migration(key, migration).await
-    }
-
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
-        self.registry().db.begin_tenant(key).await
     }
 }
