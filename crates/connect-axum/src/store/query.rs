@@ -49,20 +49,16 @@ impl<'s> Db<'s> {
     /// A transaction outside any tenant (the registry tables).
     pub(super) async fn begin(self) -> sqlx::Result<TenantTransaction> {
         Ok(match self {
-            Db::Postgres(pg) => TenantTransaction::postgres(None, pg.begin().await?),
-            Db::Sqlite(db) => TenantTransaction::sqlite(None, db.begin().await?),
+            Db::Postgres(pg) => TenantTransaction(Tx::Postgres(pg.begin().await?)),
+            Db::Sqlite(db) => TenantTransaction(Tx::Sqlite(db.begin().await?)),
         })
     }
 
     /// The backend's `begin_tenant`, for SQL both backends speak.
     pub(super) async fn begin_tenant(self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
         Ok(match self {
-            Db::Postgres(pg) => {
-                TenantTransaction::postgres(Some(key.clone()), pg.begin_tenant(key).await?)
-            }
-            Db::Sqlite(db) => {
-                TenantTransaction::sqlite(Some(key.clone()), db.begin_tenant(key).await?)
-            }
+            Db::Postgres(pg) => TenantTransaction(Tx::Postgres(pg.begin_tenant(key).await?)),
+            Db::Sqlite(db) => TenantTransaction(Tx::Sqlite(db.begin_tenant(key).await?)),
         })
     }
 }
@@ -72,10 +68,7 @@ impl<'s> Db<'s> {
 ///
 /// On Postgres, row-level security admits only that tenant's rows in it; SQLite has none, so every
 /// statement still filters by the key. Dropped without [`commit`](Self::commit), it rolls back.
-pub struct TenantTransaction {
-    key: Option<ClientKey>,
-    tx: Tx,
-}
+pub struct TenantTransaction(Tx);
 
 enum Tx {
     Postgres(Transaction<'static, Postgres>),
@@ -83,28 +76,9 @@ enum Tx {
 }
 
 impl TenantTransaction {
-    fn postgres(key: Option<ClientKey>, tx: Transaction<'static, Postgres>) -> Self {
-        Self {
-            key,
-            tx: Tx::Postgres(tx),
-        }
-    }
-
-    fn sqlite(key: Option<ClientKey>, tx: Transaction<'static, Sqlite>) -> Self {
-        Self {
-            key,
-            tx: Tx::Sqlite(tx),
-        }
-    }
-
-    /// The tenant whose rows this transaction reaches.
-    pub fn client_key(&self) -> Option<&ClientKey> {
-        self.key.as_ref()
-    }
-
     /// A statement in this transaction; bind its parameters in order.
     pub fn query<'t>(&'t mut self, sql: &'t str) -> Statement<'t> {
-        Statement(match &mut self.tx {
+        Statement(match &mut self.0 {
             Tx::Postgres(tx) => Stmt::Postgres(On::Transaction(&mut **tx), sqlx::query(sql)),
             Tx::Sqlite(tx) => Stmt::Sqlite(On::Transaction(&mut **tx), sqlx::query(sql)),
         })
@@ -112,7 +86,7 @@ impl TenantTransaction {
 
     /// Makes the transaction's writes durable.
     pub async fn commit(self) -> sqlx::Result<()> {
-        match self.tx {
+        match self.0 {
             Tx::Postgres(tx) => tx.commit().await,
             Tx::Sqlite(tx) => tx.commit().await,
         }
@@ -120,7 +94,7 @@ impl TenantTransaction {
 
     /// Undoes the transaction's writes now (dropping it does the same, later).
     pub async fn rollback(self) -> sqlx::Result<()> {
-        match self.tx {
+        match self.0 {
             Tx::Postgres(tx) => tx.rollback().await,
             Tx::Sqlite(tx) => tx.rollback().await,
         }
