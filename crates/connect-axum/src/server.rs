@@ -188,13 +188,16 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// # Errors
     /// No descriptor was given, or it is invalid.
     pub fn state_over(&self, store: Arc<dyn TenantStore>) -> Result<AppState, DescriptorError> {
-        let mut state =
-            AppState::with_descriptor(self.config.clone(), store, self.rendered_descriptor()?);
+        Ok(self.state_with(store, self.rendered_descriptor()?))
+    }
+
+    fn state_with(&self, store: Arc<dyn TenantStore>, descriptor: Descriptor) -> AppState {
+        let mut state = AppState::with_descriptor(self.config.clone(), store, descriptor);
         if let Some(mover) = &self.realm_mover {
             state.realm_mover = mover.clone();
         }
         state.account_ids = self.account_ids.clone().into();
-        Ok(state)
+        state
     }
 
     /// Opens the store (running the migrations) unless one was given, seals sharedSecrets not
@@ -203,7 +206,8 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// # Errors
     /// An invalid descriptor, or a store that cannot be opened.
     pub async fn build(self) -> Result<ConnectApp, ServerError> {
-        self.rendered_descriptor()?;
+        // Before the store: an invalid descriptor runs no migration.
+        let descriptor = self.rendered_descriptor()?;
         let store = match self.store.clone() {
             Some(store) => store,
             None => {
@@ -221,7 +225,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
                 store
             }
         };
-        let state = self.state_over(store)?;
+        let state = self.state_with(store, descriptor);
         let app_state = (self.make_state)(&state);
         let routes: Router<AppState> = self
             .routes
