@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use connect_axum::store::{self, ClientKey, TenantStore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A note attached to a Jira issue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all(serialize = "camelCase"))]
 pub struct Note {
     pub id: i64,
     pub issue_key: String,
@@ -42,8 +42,8 @@ pub async fn list_notes(
     issue_key: &str,
 ) -> sqlx::Result<Vec<Note>> {
     let mut tx = store.tenant_transaction(key).await?;
-    // Read-only: dropped rather than committed, so no COMMIT round trip; the ROLLBACK travels
-    // with the check the pool makes of every connection given back to it.
+    // Read-only: dropped rather than committed, so the read is one round trip (the ROLLBACK is
+    // sent without waiting for its answer).
     tx.query(
         "select id, issue_key, body, author, created_at from note \
          where client_key = $1 and issue_key = $2 order by id",

@@ -21,3 +21,4 @@ mod scoping;
 mod security;
 mod starvation;
 mod store;
+mod transactions;

@@ -13,15 +13,17 @@ use sqlx::migrate::{Migration, Migrator};
 mod cache;
 mod postgres;
 mod query;
+mod rows;
 mod secrets;
 mod sqlite;
+mod transaction;
 
 pub use cache::CachedStore;
 pub use postgres::{APP_ROLE, PgStore};
-use query::Db;
-pub use query::{Bind, Row, Statement, TenantTransaction};
+use query::{Db, RegistryTx};
 pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
+pub use transaction::{Bind, Row, Statement, TenantTransaction};
 
 /// The id of a tenant (an installation of the app on one site).
 ///
@@ -629,10 +631,10 @@ const INSTALLATION_COLUMNS: [&str; 13] = [
 
 /// Binds an installation's [`INSTALLATION_COLUMNS`], its secret as `sealed`.
 fn bind_installation<'t>(
-    statement: Statement<'t>,
+    statement: query::Statement<'t>,
     t: &'t Installation,
     sealed: &'t str,
-) -> Statement<'t> {
+) -> query::Statement<'t> {
     statement
         .bind(t.client_key.as_str())
         .bind(&t.app_key)
@@ -827,6 +829,10 @@ trait SqlBackend: Send + Sync + 'static {
     fn pool_usage(&self) -> PoolUsage;
     fn database(&self) -> Database;
     fn close_pool(&self) -> impl std::future::Future<Output = ()> + Send;
+    fn tenant_transaction(
+        &self,
+        key: &ClientKey,
+    ) -> impl std::future::Future<Output = sqlx::Result<TenantTransaction>> + Send;
 }
 
 #[async_trait]
@@ -939,7 +945,7 @@ impl<B: SqlBackend> TenantStore for B {
     }
 
     async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
-        self.registry().db.begin_tenant(key).await
+        SqlBackend::tenant_transaction(self, key).await
     }
 }
 
@@ -1257,7 +1263,7 @@ impl Registry<'_> {
 
 /// Records that `token` was applied to the tenant; false if it had been already.
 async fn remember_token(
-    tx: &mut TenantTransaction,
+    tx: &mut RegistryTx,
     key: &ClientKey,
     token: &LifecycleToken,
 ) -> sqlx::Result<bool> {

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::AbortHandle;
 
+use super::transaction::{PgTransaction, TenantTransaction};
 use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry, StoreOptions};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
@@ -19,7 +20,12 @@ pub const APP_ROLE: &str = "connect_axum_app";
 /// A [`TenantStore`](super::TenantStore) on Postgres.
 #[derive(Clone)]
 pub struct PgStore {
+    /// The library's own statements (the registry) and [`begin_tenant`](Self::begin_tenant).
     pool: PgPool,
+    /// Tenant transactions ([`TenantStore::tenant_transaction`](super::TenantStore::tenant_transaction)),
+    /// on tokio-postgres, which sends a transaction's `BEGIN`, key and first statement in one
+    /// write (sqlx waits for each answer before it sends the next statement).
+    tenant_pool: deadpool_postgres::Pool,
     /// The serving login, for the change listener's own connection.
     connect_options: PgConnectOptions,
     acquire_timeout: Duration,
@@ -106,8 +112,10 @@ impl PgStore {
             })
             .connect_with(connect_options.clone())
             .await?;
+        let tenant_pool = tenant_pool(options)?;
         Ok(Self {
             pool,
+            tenant_pool,
             connect_options,
             acquire_timeout: options.acquire_timeout,
             listener: Arc::default(),
@@ -132,6 +140,26 @@ impl PgStore {
             hex::encode(key.as_str())
         )))
         .await
+    }
+
+    /// A tenant transaction on the pipelining pool: no round trip until its first statement.
+    pub(super) async fn tenant_transaction(
+        &self,
+        key: &ClientKey,
+    ) -> sqlx::Result<TenantTransaction> {
+        let conn = self.tenant_pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+            deadpool_postgres::PoolError::Closed => sqlx::Error::PoolClosed,
+            deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+            e => sqlx::Error::Io(std::io::Error::other(e.to_string())),
+        })?;
+        // connect_axum_enter_tenant refuses to run in a transaction begun by an earlier message
+        // (one a cancelled request would have left open), so no statement ever joins another's.
+        let begin = format!(
+            "begin; select connect_axum_enter_tenant(convert_from(decode('{}', 'hex'), 'UTF8'))",
+            hex::encode(key.as_str())
+        );
+        Ok(TenantTransaction::postgres(PgTransaction::new(conn, begin)))
     }
 
     /// A transaction outside any tenant (the registry tables).
@@ -227,7 +255,112 @@ impl PgStore {
         if let Some(listening) = listening {
             listening.stop().await;
         }
+        self.tenant_pool.close();
         self.pool.close().await;
+    }
+}
+
+/// The tenant transactions' pool: `options.pool_size` connections of the serving login, each
+/// working as [`APP_ROLE`], opened when needed.
+fn tenant_pool(options: &StoreOptions) -> sqlx::Result<deadpool_postgres::Pool> {
+    let mut config: tokio_postgres::Config = options
+        .database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| sqlx::Error::Configuration(Box::new(e)))?;
+    config.connect_timeout(options.acquire_timeout);
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(options.pool_size as usize)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.acquire_timeout))
+        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(&format!("set role {APP_ROLE}"))
+                    .await
+                    .map_err(deadpool_postgres::HookError::Backend)
+            })
+        }))
+        .build()
+        .map_err(|e| sqlx::Error::Configuration(Box::new(e)))
+}
+
+/// A tokio-postgres error as the sqlx error the rest of the library classifies: what Postgres
+/// answered stays a database error with its SQLSTATE; a lost connection is I/O.
+pub(super) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
+    if let Some(db) = e.as_db_error() {
+        return sqlx::Error::Database(Box::new(PgDbError(db.clone())));
+    }
+    if e.is_closed() {
+        return sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            e,
+        ));
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if io || e.to_string().starts_with("error connecting") {
+        return sqlx::Error::Io(std::io::Error::other(e));
+    }
+    sqlx::Error::Protocol(e.to_string())
+}
+
+/// What Postgres answered, through tokio-postgres.
+#[derive(Debug)]
+struct PgDbError(tokio_postgres::error::DbError);
+
+impl std::fmt::Display for PgDbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for PgDbError {}
+
+impl sqlx::error::DatabaseError for PgDbError {
+    fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.0.code().code().into())
+    }
+
+    fn constraint(&self) -> Option<&str> {
+        self.0.constraint()
+    }
+
+    fn table(&self) -> Option<&str> {
+        self.0.table()
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use sqlx::error::ErrorKind;
+        match self.0.code().code() {
+            "23505" => ErrorKind::UniqueViolation,
+            "23503" => ErrorKind::ForeignKeyViolation,
+            "23502" => ErrorKind::NotNullViolation,
+            "23514" => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
     }
 }
 
@@ -247,7 +380,17 @@ impl super::SqlBackend for PgStore {
     }
 
     fn pool_usage(&self) -> PoolUsage {
-        super::pool_usage(&self.pool)
+        let registry = super::pool_usage(&self.pool);
+        let tenants = self.tenant_pool.status();
+        PoolUsage {
+            open: registry.open + tenants.size as u32,
+            idle: registry.idle + tenants.available as u32,
+            max: registry.max + tenants.max_size as u32,
+        }
+    }
+
+    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+        PgStore::tenant_transaction(self, key).await
     }
 
     fn database(&self) -> Database {

@@ -1,6 +1,6 @@
-//! One SQL text for both backends: a transaction and its statements dispatch to Postgres or
-//! SQLite, so an app's handlers (and the library's own registry) write each statement once, in the
-//! dialect the two share (`$1` placeholders, `on conflict`, `returning`).
+//! The registry's SQL, one text for both backends: its transactions and statements dispatch to
+//! the sqlx pool of Postgres or SQLite, rows read by `sqlx::FromRow`. (An app's SQL goes through
+//! [`RegistryTx`](super::RegistryTx).)
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -12,8 +12,8 @@ use sqlx::{
 
 use super::{ClientKey, PgStore, SqliteStore};
 
-/// A value either backend can bind: text, integers, booleans, timestamps, their `Option`s.
-pub trait Bind<'q>:
+/// A value either backend can bind.
+pub(super) trait Bind<'q>:
     'q + Send + Encode<'q, Postgres> + Type<Postgres> + Encode<'q, Sqlite> + Type<Sqlite>
 {
 }
@@ -24,7 +24,10 @@ impl<'q, T> Bind<'q> for T where
 }
 
 /// A row either backend can read: a `#[derive(sqlx::FromRow)]` struct, or a tuple.
-pub trait Row: Send + Unpin + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> {}
+pub(super) trait Row:
+    Send + Unpin + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow>
+{
+}
 
 impl<T> Row for T where T: Send + Unpin + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow>
 {}
@@ -47,37 +50,34 @@ impl<'s> Db<'s> {
     }
 
     /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(self) -> sqlx::Result<TenantTransaction> {
+    pub(super) async fn begin(self) -> sqlx::Result<RegistryTx> {
         Ok(match self {
-            Db::Postgres(pg) => TenantTransaction(Tx::Postgres(pg.begin().await?)),
-            Db::Sqlite(db) => TenantTransaction(Tx::Sqlite(db.begin().await?)),
+            Db::Postgres(pg) => RegistryTx(Tx::Postgres(pg.begin().await?)),
+            Db::Sqlite(db) => RegistryTx(Tx::Sqlite(db.begin().await?)),
         })
     }
 
     /// The backend's `begin_tenant`, for SQL both backends speak.
-    pub(super) async fn begin_tenant(self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+    pub(super) async fn begin_tenant(self, key: &ClientKey) -> sqlx::Result<RegistryTx> {
         Ok(match self {
-            Db::Postgres(pg) => TenantTransaction(Tx::Postgres(pg.begin_tenant(key).await?)),
-            Db::Sqlite(db) => TenantTransaction(Tx::Sqlite(db.begin_tenant(key).await?)),
+            Db::Postgres(pg) => RegistryTx(Tx::Postgres(pg.begin_tenant(key).await?)),
+            Db::Sqlite(db) => RegistryTx(Tx::Sqlite(db.begin_tenant(key).await?)),
         })
     }
 }
 
-/// A transaction on one tenant's rows, on either backend; see
-/// [`TenantStore::tenant_transaction`](super::TenantStore::tenant_transaction).
-///
-/// On Postgres, row-level security admits only that tenant's rows in it; SQLite has none, so every
-/// statement still filters by the key. Dropped without [`commit`](Self::commit), it rolls back.
-pub struct TenantTransaction(Tx);
+/// A registry transaction; with [`Db::begin_tenant`], row-level security in force for one tenant.
+/// Dropped without [`commit`](Self::commit), it rolls back.
+pub(super) struct RegistryTx(Tx);
 
 enum Tx {
     Postgres(Transaction<'static, Postgres>),
     Sqlite(Transaction<'static, Sqlite>),
 }
 
-impl TenantTransaction {
+impl RegistryTx {
     /// A statement in this transaction; bind its parameters in order.
-    pub fn query<'t>(&'t mut self, sql: &'t str) -> Statement<'t> {
+    pub(super) fn query<'t>(&'t mut self, sql: &'t str) -> Statement<'t> {
         Statement(match &mut self.0 {
             Tx::Postgres(tx) => Stmt::Postgres(On::Transaction(&mut **tx), sqlx::query(sql)),
             Tx::Sqlite(tx) => Stmt::Sqlite(On::Transaction(&mut **tx), sqlx::query(sql)),
@@ -85,7 +85,7 @@ impl TenantTransaction {
     }
 
     /// Makes the transaction's writes durable.
-    pub async fn commit(self) -> sqlx::Result<()> {
+    pub(super) async fn commit(self) -> sqlx::Result<()> {
         match self.0 {
             Tx::Postgres(tx) => tx.commit().await,
             Tx::Sqlite(tx) => tx.commit().await,
@@ -93,7 +93,7 @@ impl TenantTransaction {
     }
 
     /// Undoes the transaction's writes now (dropping it does the same, later).
-    pub async fn rollback(self) -> sqlx::Result<()> {
+    pub(super) async fn rollback(self) -> sqlx::Result<()> {
         match self.0 {
             Tx::Postgres(tx) => tx.rollback().await,
             Tx::Sqlite(tx) => tx.rollback().await,
@@ -101,9 +101,9 @@ impl TenantTransaction {
     }
 }
 
-/// A statement of a [`TenantTransaction`], run with `execute` or one of the `fetch`es.
+/// A registry statement, run with `execute` or one of the `fetch`es.
 #[must_use = "a statement does nothing until it is executed or fetched"]
-pub struct Statement<'t>(Stmt<'t>);
+pub(super) struct Statement<'t>(Stmt<'t>);
 
 enum Stmt<'t> {
     Postgres(
@@ -124,7 +124,7 @@ enum On<'t, C, P> {
 
 impl<'t> Statement<'t> {
     /// Binds the next parameter (`$1`, `$2`, … in order).
-    pub fn bind<T: Bind<'t>>(self, value: T) -> Self {
+    pub(super) fn bind<T: Bind<'t>>(self, value: T) -> Self {
         Statement(match self.0 {
             Stmt::Postgres(on, query) => Stmt::Postgres(on, query.bind(value)),
             Stmt::Sqlite(on, query) => Stmt::Sqlite(on, query.bind(value)),
@@ -132,7 +132,7 @@ impl<'t> Statement<'t> {
     }
 
     /// Runs the statement; returns how many rows it changed.
-    pub async fn execute(self) -> sqlx::Result<u64> {
+    pub(super) async fn execute(self) -> sqlx::Result<u64> {
         Ok(match self.0 {
             Stmt::Postgres(On::Transaction(conn), query) => {
                 query.execute(conn).await?.rows_affected()
@@ -146,7 +146,7 @@ impl<'t> Statement<'t> {
     }
 
     /// Every row the statement returns.
-    pub async fn fetch_all<R: Row>(self) -> sqlx::Result<Vec<R>> {
+    pub(super) async fn fetch_all<R: Row>(self) -> sqlx::Result<Vec<R>> {
         match self.0 {
             Stmt::Postgres(on, query) => {
                 let rows = query.try_map(|row: PgRow| R::from_row(&row));
@@ -165,13 +165,8 @@ impl<'t> Statement<'t> {
         }
     }
 
-    /// The one row the statement returns ([`sqlx::Error::RowNotFound`] when there is none).
-    pub async fn fetch_one<R: Row>(self) -> sqlx::Result<R> {
-        self.fetch_optional().await?.ok_or(sqlx::Error::RowNotFound)
-    }
-
     /// The first row the statement returns, if any.
-    pub async fn fetch_optional<R: Row>(self) -> sqlx::Result<Option<R>> {
+    pub(super) async fn fetch_optional<R: Row>(self) -> sqlx::Result<Option<R>> {
         match self.0 {
             Stmt::Postgres(on, query) => {
                 let rows = query.try_map(|row: PgRow| R::from_row(&row));

@@ -115,6 +115,12 @@ impl super::SqlBackend for SqliteStore {
         Database::Sqlite(self.clone())
     }
 
+    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<super::TenantTransaction> {
+        Ok(super::TenantTransaction::sqlite(
+            self.begin_tenant(key).await?,
+        ))
+    }
+
     async fn close_pool(&self) {
         self.pool.close().await;
     }
