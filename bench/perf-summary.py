@@ -9,6 +9,7 @@ import sys
 
 # First match wins: (component, pattern on the symbol). Kernel samples are their own component.
 COMPONENTS = [
+    ("the library's state (AppState clone and drop)", r"connect_axum::state::AppState"),
     ("allocator", r"malloc|free|realloc|_int_|unlink_chunk|^mi_|_mi_|cfree|memalign"),
     ("memcpy/memcmp", r"mem(cpy|move|cmp|set)"),
     ("Postgres client (tokio-postgres)", r"tokio_postgres|postgres_protocol|deadpool"),
@@ -16,7 +17,7 @@ COMPONENTS = [
     ("logging (tracing)", r"tracing"),
     ("metrics", r"metrics"),
     ("HTTP (hyper)", r"hyper|h1::|httparse|http::"),
-    ("routing and middleware (axum, tower)", r"axum|tower"),
+    ("routing and middleware (axum, tower)", r"(^|[<&\s])axum::|tower"),
     ("async runtime (tokio)", r"tokio::|tokio_util|mio::|futures"),
     ("JSON (serde_json)", r"serde_json"),
     ("JWT, QSH, hashing", r"jsonwebtoken|qsh|sha2|hmac|base64|jwt"),

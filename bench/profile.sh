@@ -49,7 +49,7 @@ wrk -t2 -c32 -d3s -s bench/notes.lua "$url" -- "$out/profile-tokens.txt" >/dev/n
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 pg_ticks() {
   local sum=0 p
-  for p in $(pgrep -x postgres; pgrep -f '^postgres: '); do
+  for p in $(pgrep -u postgres | sort -u); do
     sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
   echo "$sum"

@@ -5,11 +5,14 @@
 # alone and as the app runs it (in a transaction under row-level security).
 #
 #   bench/run.sh [--tenants N] [--duration SECONDS] [--direct]
+#   bench/run.sh --vs-ace [--tenants N] [--duration SECONDS] [--rounds N]
 #
 # --direct seeds tenants and notes with SQL instead of the hooks (for 100 000 tenants).
 # Results: a table on stdout and bench/out/results.json.
+# --vs-ace runs the peer benchmark instead, against atlassian-connect-express (bench/vs-ace.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do if [ "$arg" = --vs-ace ]; then exec bench/vs-ace.sh "$@"; fi; done
 
 tenants=1000 duration=20 warmup=5 direct=0
 while [ $# -gt 0 ]; do

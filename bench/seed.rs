@@ -227,17 +227,35 @@ async fn seed_directly(database_url: &str, tenants: usize) {
         .connect(database_url)
         .await
         .unwrap();
-    sqlx::query(
-        "insert into tenant (client_key, app_key, shared_secret, base_url, product_type, oauth_client_id, enabled, installed_at, updated_at) \
-         select 'bench-tenant-' || i, $2, 'bench-secret-' || i || '-0123456789abcdef0123456789abcdef', \
-                'https://bench-' || i || '.atlassian.net', 'jira', 'oauth-' || i, true, now(), now() \
-         from generate_series(0, $1 - 1) as i on conflict do nothing",
-    )
-    .bind(tenants as i64)
-    .bind(APP_KEY)
-    .execute(&pool)
-    .await
-    .unwrap();
+    // Sealed as the server seals them (SECRETS_KEY, each secret bound to its clientKey), in
+    // batches: a secret written in plain text would not open.
+    let current = std::env::var("SECRETS_KEY").expect("--direct needs the server's SECRETS_KEY");
+    let keyring = connect_axum::store::Keyring::parse(&current, "").expect("SECRETS_KEY");
+    for start in (0..tenants).step_by(1000) {
+        let batch: Vec<usize> = (start..tenants.min(start + 1000)).collect();
+        let keys: Vec<String> = batch.iter().map(|&i| client_key(i)).collect();
+        let sealed: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                keyring.seal(
+                    &client_key(i),
+                    &connect_axum::store::SharedSecret::new(secret(i, 0)),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "insert into tenant (client_key, app_key, shared_secret, secret_key_id, base_url, product_type, oauth_client_id, enabled, installed_at, updated_at) \
+             select k, $4, s, $3, 'https://' || k || '.atlassian.net', 'jira', 'oauth-' || k, true, now(), now() \
+             from unnest($1::text[], $2::text[]) as t(k, s) on conflict do nothing",
+        )
+        .bind(&keys)
+        .bind(sealed.iter().map(|s| s.ciphertext.clone()).collect::<Vec<_>>())
+        .bind(keyring.current_id())
+        .bind(APP_KEY)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     sqlx::query(
         "insert into note (client_key, issue_key, body, author, created_at) \
          select 'bench-tenant-' || i, 'PROJ-1', 'Note ' || n || ' of tenant ' || i || ': the quick brown fox jumps over the lazy dog.', \
