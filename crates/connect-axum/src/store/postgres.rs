@@ -128,18 +128,13 @@ impl PgStore {
     /// tenant's rows and cannot write them; outside such a transaction no tenant's rows are
     /// visible at all.
     ///
-    /// The setting travels with `BEGIN` in one round trip; the key is sent hex-encoded, so no
-    /// character of it is ever read as SQL.
+    /// The setting travels with `BEGIN` in one round trip, the key hex-encoded; the same
+    /// refusal of a transaction an earlier message began applies as in tenant transactions.
     pub async fn begin_tenant(
         &self,
         key: &ClientKey,
     ) -> sqlx::Result<Transaction<'static, Postgres>> {
-        self.begin_in_task(Some(format!(
-            "begin; select set_config('app.client_key', \
-             convert_from(decode('{}', 'hex'), 'UTF8'), true)",
-            hex::encode(key.as_str())
-        )))
-        .await
+        self.begin_in_task(Some(enter_tenant(key))).await
     }
 
     /// A tenant transaction on the pipelining pool: no round trip until its first statement.
@@ -153,13 +148,10 @@ impl PgStore {
             deadpool_postgres::PoolError::Backend(e) => pg_error(e),
             e => sqlx::Error::Io(std::io::Error::other(e.to_string())),
         })?;
-        // connect_axum_enter_tenant refuses to run in a transaction begun by an earlier message
-        // (one a cancelled request would have left open), so no statement ever joins another's.
-        let begin = format!(
-            "begin; select connect_axum_enter_tenant(convert_from(decode('{}', 'hex'), 'UTF8'))",
-            hex::encode(key.as_str())
-        );
-        Ok(TenantTransaction::postgres(PgTransaction::new(conn, begin)))
+        Ok(TenantTransaction::postgres(PgTransaction::new(
+            conn,
+            enter_tenant(key),
+        )))
     }
 
     /// A transaction outside any tenant (the registry tables).
@@ -258,6 +250,17 @@ impl PgStore {
         self.tenant_pool.close();
         self.pool.close().await;
     }
+}
+
+/// `BEGIN` and `key` as the tenant of that transaction, in one message. The key is sent
+/// hex-encoded, so no character of it is ever read as SQL; `connect_axum_enter_tenant` refuses to
+/// run in a transaction begun by an earlier message (one a cancelled request would have left
+/// open), so no statement ever joins another's.
+fn enter_tenant(key: &ClientKey) -> String {
+    format!(
+        "begin; select connect_axum_enter_tenant(convert_from(decode('{}', 'hex'), 'UTF8'))",
+        hex::encode(key.as_str())
+    )
 }
 
 /// The tenant transactions' pool: `options.pool_size` connections of the serving login, each
