@@ -46,6 +46,7 @@
 pub mod app;
 mod both;
 pub mod forge;
+pub mod forge_api;
 pub mod product;
 pub mod site;
 pub mod store;

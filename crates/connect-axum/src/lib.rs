@@ -59,6 +59,7 @@ pub mod config;
 pub mod data;
 pub mod descriptor;
 pub mod error;
+pub mod forge;
 pub mod lifecycle;
 pub mod monitoring;
 mod outbound;

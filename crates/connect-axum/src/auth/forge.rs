@@ -180,6 +180,11 @@ pub struct ForgeSettings {
 pub struct ForgeToken(String);
 
 impl ForgeToken {
+    /// Wraps a token Forge handed the app (or an app's test handed it).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
     /// The token itself, for the `Authorization` header of a product call only.
     pub fn expose(&self) -> &str {
         &self.0

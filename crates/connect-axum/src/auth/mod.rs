@@ -31,7 +31,7 @@ pub mod jwt;
 pub mod qsh;
 mod tenant;
 
-pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, require_forge};
+pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, ForgeToken, require_forge};
 pub use install::{InstallKeys, SignedInstall};
 pub use tenant::{Access, IssueRef, Owner, Tenant, TokenKind};
 

@@ -4,5 +4,6 @@
 mod probe;
 
 mod example;
+mod forge_api;
 mod lifecycle;
 mod product;

@@ -1,0 +1,1 @@
+//! Fakes of Forge APIs (placeholder).

@@ -1,0 +1,1 @@
+//! Forge hosted storage (placeholder).

@@ -1,0 +1,1 @@
+//! Forge API clients against the kit fakes (placeholder).
