@@ -19,6 +19,7 @@ use connect_axum::error::{Error, JsonBody, PathParams, Result};
 use connect_axum::server::{Builder, ConnectApp};
 use connect_axum::store::AppMigrations;
 
+mod forge;
 mod page;
 mod realm;
 pub mod store;
@@ -57,6 +58,8 @@ pub fn app(config: Config) -> Builder {
         .routes::<ProductJwt>(product_router())
         // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
         .forge_routes(forge_router())
+        // Forge product events, run from the durable queue.
+        .forge_events(forge::IssueDeleted)
         // No authentication: the panel's icon.
         .public_routes(public_router())
 }

@@ -155,7 +155,6 @@ async fn bad_invocation_tokens_are_refused_with_401(app: TestApp, jwks: FakeForg
             fit(0, &a, json!({ "app": { "id": APP_ARI } })),
             "malformed_token",
         ),
-        (fit(0, &stranger, json!({})), "unmapped_installation"),
         (hs256, "unsupported_algorithm"),
         (none, "unsupported_algorithm"),
         (tampered, "bad_signature"),
@@ -166,6 +165,10 @@ async fn bad_invocation_tokens_are_refused_with_401(app: TestApp, jwks: FakeForg
             .await
             .assert_error(StatusCode::UNAUTHORIZED, code);
     }
+    // A verified token refused for another reason is 403: Forge reads 401 as "FIT rejected".
+    app.invoke("GET", NOTES, &fit(0, &stranger, json!({})), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     app.call("GET", NOTES, None, None)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "missing_token");
@@ -246,7 +249,7 @@ async fn a_site_installed_without_an_installation_id_is_found_by_its_cloud_id(
             None,
         )
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     }
     // Naming two sites at once names none.
     let two = fit(
@@ -258,7 +261,7 @@ async fn a_site_installed_without_an_installation_id_is_found_by_its_cloud_id(
     );
     app.invoke("GET", NOTES, &two, None)
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     let _ = jwks;
 }
 
@@ -398,7 +401,7 @@ async fn a_cloud_id_resolves_among_the_installed_tenants_of_the_invoked_product(
     assert_eq!(install(&claimant, "jira").await, StatusCode::NO_CONTENT);
     app.invoke("GET", NOTES, &calling("jira"), None)
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     assert_eq!(
         app.hook(&claimant, "uninstalled").await.status,
         StatusCode::NO_CONTENT
@@ -431,7 +434,7 @@ async fn a_reinstall_with_a_new_installation_id_retires_the_old_one(app: TestApp
     );
     app.invoke("GET", NOTES, &fit(0, &a, json!({})), None)
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     let renewed = fit(
         0,
         &a,
@@ -449,13 +452,13 @@ async fn an_uninstalled_or_disabled_site_is_refused(app: TestApp, jwks: FakeForg
     app.hook(&a, "disabled").await;
     app.invoke("GET", NOTES, &fit(0, &a, json!({})), None)
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "tenant_disabled");
+        .assert_error(StatusCode::FORBIDDEN, "tenant_disabled");
     app.hook(&a, "enabled").await;
     app.hook(&a, "uninstalled").await;
     // Installation ids are resolved among installed tenants only.
     app.invoke("GET", NOTES, &fit(0, &a, json!({})), None)
         .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unmapped_installation");
+        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
     let _ = jwks;
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod faults;
 mod forge;
+mod forge_door;
 mod keys;
 mod lifecycle;
 mod notes;

@@ -141,6 +141,90 @@ impl FakeForge {
     pub fn fit(&self, tenant: &TestTenant) -> Fit {
         Fit::new(&self.app_id, tenant)
     }
+
+    /// A site that installs the app through Forge alone, with ids of its own.
+    pub fn site(&self, name: &str) -> ForgeSite {
+        ForgeSite {
+            name: name.to_owned(),
+            installation_id: format!(
+                "ari:cloud:ecosystem::installation/{}",
+                uuid_like(rand08::random())
+            ),
+            cloud_id: uuid_like(rand08::random()),
+            product: "jira".to_owned(),
+        }
+    }
+
+    /// A user's FIT from `site`'s issue panel on PROJ-1; see [`Fit::new`].
+    pub fn fit_on(&self, site: &ForgeSite) -> Fit {
+        Fit::for_installation(&self.app_id, &site.installation_id, &site.cloud_id)
+            .site_url(&site.url())
+    }
+
+    /// A FIT of the app itself for `site`, as a trigger, scheduled trigger or preUninstall
+    /// delivery carries: module `core:endpoint`, no `context`, no `principal`.
+    pub fn trigger(&self, site: &ForgeSite) -> Fit {
+        Fit::for_installation(&self.app_id, &site.installation_id, &site.cloud_id)
+            .no_context()
+            .principal(None)
+    }
+}
+
+/// A site with the app installed through Forge: its installation and site ids.
+#[derive(Clone, Debug)]
+pub struct ForgeSite {
+    pub name: String,
+    /// `app.installationId`: `ari:cloud:ecosystem::installation/<uuid>`.
+    pub installation_id: String,
+    pub cloud_id: String,
+    /// The product of its `apiBaseUrl`.
+    pub product: String,
+}
+
+impl ForgeSite {
+    /// `https://<name>.atlassian.net`.
+    pub fn url(&self) -> String {
+        format!("https://{}.atlassian.net", self.name)
+    }
+
+    /// The same site after `forge uninstall` and `forge install`: a new installationId.
+    pub fn reinstalled(&self) -> ForgeSite {
+        ForgeSite {
+            installation_id: format!(
+                "ari:cloud:ecosystem::installation/{}",
+                uuid_like(rand08::random())
+            ),
+            ..self.clone()
+        }
+    }
+}
+
+fn uuid_like(n: u128) -> String {
+    let hex = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// A system token as Forge hands one (`x-forge-oauth-system`): a JWT whose `exp` is
+/// `expires_at` (seconds since the epoch), with an id of its own; its signature is nothing a
+/// remote checks.
+pub fn system_token(expires_at: i64) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = json!({ "exp": expires_at, "jti": format!("{:032x}", rand08::random::<u128>()) });
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signature = URL_SAFE_NO_PAD.encode(rand08::random::<[u8; 32]>());
+    format!("{header}.{payload}.{signature}")
+}
+
+/// An opaque system token (not a JWT): the remote cannot read its expiry.
+pub fn opaque_system_token() -> String {
+    format!("opaque-{:032x}", rand08::random::<u128>())
 }
 
 async fn serve_jwks(State(shared): State<Shared>) -> Result<Json<Value>, StatusCode> {
@@ -179,7 +263,16 @@ impl Fit {
     /// [`kid`]`(0)`: a user's invocation of the `core:endpoint` module `notes-remote` from the
     /// Jira issue panel `notes-panel` on PROJ-1, in a development environment, living
     /// [`FIT_LIFETIME_SECS`] from now, with a `jti` of its own.
+    /// Its `app.installation.contexts` is empty: the site is named only by `apiBaseUrl`.
     pub fn new(app_id: &str, tenant: &TestTenant) -> Self {
+        Self::for_installation(app_id, &tenant.installation_id(), &tenant.cloud_id())
+            .installation_contexts(json!([]))
+    }
+
+    /// As [`Fit::new`], for the installation `installation_id` on the site `cloud_id`, which
+    /// `app.installation.contexts` names.
+    pub fn for_installation(app_id: &str, installation_id: &str, cloud_id: &str) -> Self {
+        let api_base_url = format!("https://api.atlassian.com/ex/jira/{cloud_id}");
         let claims = json!({
             "iss": FIT_ISSUER,
             "aud": app_id,
@@ -189,10 +282,17 @@ impl Fit {
             "jti": format!("{:032x}", rand08::random::<u128>()),
             "app": {
                 "id": app_id,
-                "installationId": tenant.installation_id(),
-                "apiBaseUrl": format!("https://api.atlassian.com/ex/jira/{}", tenant.cloud_id()),
+                "appVersion": "1.0.0",
+                "installationId": installation_id,
+                "apiBaseUrl": api_base_url,
                 "environment": { "type": "DEVELOPMENT", "id": "env-1" },
                 "module": { "type": "core:endpoint", "key": "notes-remote" },
+                "installation": {
+                    "id": installation_id,
+                    "contexts": [
+                        { "name": "jira", "apiBaseUrl": api_base_url, "cloudId": cloud_id },
+                    ],
+                },
             },
             "principal": "557058:forge-user",
             "context": {
@@ -237,6 +337,26 @@ impl Fit {
     /// `context.cloudId`, the site.
     pub fn cloud_id(self, cloud_id: &str) -> Self {
         self.set(&["context", "cloudId"], cloud_id.into())
+    }
+
+    /// `context.siteUrl`, the site's URL.
+    pub fn site_url(self, url: &str) -> Self {
+        self.set(&["context", "siteUrl"], url.into())
+    }
+
+    /// `app.appVersion`.
+    pub fn app_version(self, version: &str) -> Self {
+        self.set(&["app", "appVersion"], version.into())
+    }
+
+    /// `app.license`, as Forge sends it for paid apps in production.
+    pub fn license(self, license: Value) -> Self {
+        self.set(&["app", "license"], license)
+    }
+
+    /// `app.installation.contexts`, replaced.
+    pub fn installation_contexts(self, contexts: Value) -> Self {
+        self.set(&["app", "installation", "contexts"], contexts)
     }
 
     /// `context.localId`, the module instance.
@@ -332,6 +452,31 @@ pub fn invocation(
 }
 
 impl TestApp {
+    /// POSTs a trigger delivery to `path` as Forge does: `fit` as the bearer token, the system
+    /// token (if any) in `x-forge-oauth-system`, and `body` as JSON.
+    pub async fn deliver(
+        &self,
+        path: &str,
+        fit: &str,
+        system_token: Option<&str>,
+        body: &Value,
+    ) -> TestResponse {
+        let headers: Vec<(&str, &str)> = system_token
+            .map(|t| (connect_axum::auth::forge::SYSTEM_TOKEN_HEADER, t))
+            .into_iter()
+            .collect();
+        self.send(invocation("POST", path, fit, &headers, Some(body)))
+            .await
+    }
+
+    /// Runs the app's Forge event handlers on every queued event due now, as the server's
+    /// worker would; returns how many runs were made.
+    pub async fn run_forge_events(&self) -> usize {
+        connect_axum::forge::queue::run_due(&self.state)
+            .await
+            .expect("the queue is readable")
+    }
+
     /// Sends `method target` as Forge invokes the remote, with the token `fit`.
     pub async fn invoke(
         &self,

@@ -52,6 +52,7 @@ pub mod site;
 pub mod store;
 
 pub use app::{AppUnderTest, BASE_URL, TestApp, TestResponse};
-pub use forge::{FakeForge, Fit};
+pub use forge::{FakeForge, Fit, ForgeSite};
+pub use forge_api::FakeForgeApi;
 pub use product::{Call, Caller, FakeProduct, ProductBuilder, Reply};
 pub use site::{KeyServer, Site, TestTenant};

@@ -66,6 +66,9 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .merge(lifecycle_hooks)
         // HS256 with the QSH of the hook, from Atlassian's migration service.
         .merge(realm_migration)
+        // Forge trigger deliveries, preUninstall and the scheduled trigger: a Forge Invocation
+        // Token, verified by the handlers before the body is read.
+        .merge(crate::forge::events::router(&state))
         // The app's own, each group with its authentication.
         .merge(routes)
         .fallback(not_found)

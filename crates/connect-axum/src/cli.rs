@@ -391,6 +391,9 @@ mod tests {
         let installation = Installation::for_tests("acme", "s3cret");
         let t = TenantRecord {
             installation,
+            origin: crate::store::Origin::Connect,
+            api_base_url: None,
+            app_version: None,
             enabled: true,
             installed_at: Utc::now(),
             updated_at: Utc::now(),

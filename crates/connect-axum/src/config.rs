@@ -185,6 +185,21 @@ pub struct Config {
     pub data_residency_realms: Vec<String>,
     /// PURGE_INTERVAL_SECS: how often uninstalled tenants past retention are looked for (default 3600).
     pub purge_interval: Duration,
+    /// FORGE_EVENTS_PATH: where Forge trigger deliveries (lifecycle and product events) are
+    /// received (default `/forge/events`).
+    pub forge_events_path: String,
+    /// FORGE_PRE_UNINSTALL_PATH: where the preUninstall hook is received (default
+    /// `/forge/pre-uninstall`).
+    pub forge_pre_uninstall_path: String,
+    /// FORGE_SCHEDULED_PATH: where the scheduled trigger that refreshes the stored system token is
+    /// received (default `/forge/scheduled`).
+    pub forge_scheduled_path: String,
+    /// FORGE_EVENT_MAX_ATTEMPTS: how many times the app's handlers run a queued event before it
+    /// is given up (default 8).
+    pub forge_event_attempts: u32,
+    /// FORGE_EVENT_POLL_MS: how often the event worker looks for due events queued by other
+    /// replicas or due for a retry (default 1000; events this replica queues run at once).
+    pub forge_event_poll: Duration,
 }
 
 impl Config {
@@ -332,20 +347,21 @@ impl Config {
             "https://api.atlassian.com/app/report-accounts/",
         )?;
         let personal_data_interval = days(&var, "PERSONAL_DATA_INTERVAL_DAYS", "7", 365.0)?;
-        let data_residency_path =
-            var("DATA_RESIDENCY_PATH").unwrap_or_else(|| "/migration".to_owned());
-        let data_residency_path = data_residency_path.trim().trim_end_matches('/').to_owned();
-        if !data_residency_path.starts_with('/')
-            || data_residency_path.len() < 2
-            || !data_residency_path[1..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
-        {
+        let data_residency_path = path_var(&var, "DATA_RESIDENCY_PATH", "/migration")?;
+        let forge_events_path = path_var(&var, "FORGE_EVENTS_PATH", "/forge/events")?;
+        let forge_pre_uninstall_path =
+            path_var(&var, "FORGE_PRE_UNINSTALL_PATH", "/forge/pre-uninstall")?;
+        let forge_scheduled_path = path_var(&var, "FORGE_SCHEDULED_PATH", "/forge/scheduled")?;
+        let forge_event_attempts: u32 = parse(&var, "FORGE_EVENT_MAX_ATTEMPTS", "8")?;
+        if forge_event_attempts == 0 || forge_event_attempts > 100 {
             return Err(ConfigError {
-                var: "DATA_RESIDENCY_PATH",
-                message: format!("{data_residency_path:?}: must be a path such as /migration"),
+                var: "FORGE_EVENT_MAX_ATTEMPTS",
+                message: format!("{forge_event_attempts}: must be 1 to 100"),
             });
         }
+        let forge_event_poll = Duration::from_millis(
+            parse::<std::num::NonZeroU64>(&var, "FORGE_EVENT_POLL_MS", "1000")?.get(),
+        );
         let data_residency_realms: Vec<String> = var("DATA_RESIDENCY_REALMS")
             .unwrap_or_else(|| "US,EU,DE,AU,CA,IN,JP,KR,SG,UK,CH".to_owned())
             .split(',')
@@ -486,6 +502,11 @@ impl Config {
             forge_app_ari,
             data_residency_path,
             data_residency_realms,
+            forge_events_path,
+            forge_pre_uninstall_path,
+            forge_scheduled_path,
+            forge_event_attempts,
+            forge_event_poll,
             personal_data_report_url,
             personal_data_interval,
             forge_jwks_url,
@@ -493,6 +514,28 @@ impl Config {
             purge_interval: Duration::from_secs(purge_interval.get()),
         })
     }
+}
+
+/// A route path such as `/forge/events`: a leading `/`, then letters, digits, `-`, `_` and `/`.
+fn path_var(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let path = var(name).unwrap_or_else(|| default.to_owned());
+    let path = path.trim().trim_end_matches('/').to_owned();
+    if !path.starts_with('/')
+        || path.len() < 2
+        || !path[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
+    {
+        return Err(ConfigError {
+            var: name,
+            message: format!("{path:?}: must be a path such as {default}"),
+        });
+    }
+    Ok(path)
 }
 
 fn parse<T: std::str::FromStr>(

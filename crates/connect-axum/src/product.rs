@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::auth::{ForgeInvocation, jwt, qsh};
-use crate::store::Installation;
+use crate::store::{Installation, StoredSystemToken};
 
 /// How long an app token is valid (Atlassian's recommendation).
 const APP_TOKEN_TTL_SECS: u64 = 180;
@@ -55,12 +55,27 @@ pub enum ProductError {
     /// or no `apiBaseUrl`.
     #[error("the Forge invocation carried no system token or apiBaseUrl")]
     NoForgeSystemToken,
+    /// No system token was ever stored for the tenant (no delivery carried one).
+    #[error("no Forge system token is stored for the tenant")]
+    NoStoredSystemToken,
+    /// The stored system token has expired, or is about to.
+    #[error("the stored Forge system token expired at {expired_at}")]
+    SystemTokenExpired {
+        expired_at: chrono::DateTime<chrono::Utc>,
+    },
 }
+
+/// A stored system token this close to its expiry is not used.
+pub const SYSTEM_TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
 impl From<ProductError> for crate::error::Error {
     fn from(e: ProductError) -> Self {
         let (status, reason) = match e {
             ProductError::Timeout => (axum::http::StatusCode::GATEWAY_TIMEOUT, "product_timeout"),
+            ProductError::NoStoredSystemToken | ProductError::SystemTokenExpired { .. } => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "system_token_unavailable",
+            ),
             _ => (axum::http::StatusCode::BAD_GATEWAY, "product_error"),
         };
         crate::error::Error::Upstream {
@@ -167,8 +182,7 @@ impl ProductClient {
     }
 
     /// Calls the product as the Forge app, with the system token of this invocation, at its
-    /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`). The token is used for this
-    /// call only and never kept.
+    /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`).
     ///
     /// # Errors
     /// [`ProductError::NoForgeSystemToken`] when the invocation has no system token or apiBaseUrl.
@@ -184,6 +198,32 @@ impl ProductClient {
             }),
             _ => Err(ProductError::NoForgeSystemToken),
         }
+    }
+
+    /// Calls the product as the Forge app outside any request (a background job, an event
+    /// handler), with the tenant's stored system token
+    /// ([`TenantStore::system_token`](crate::store::TenantStore::system_token)) at the
+    /// `apiBaseUrl` it was stored with.
+    ///
+    /// # Errors
+    /// [`ProductError::NoStoredSystemToken`] for `None`; [`ProductError::SystemTokenExpired`] when
+    /// the token expires within [`SYSTEM_TOKEN_MARGIN`]: no call made with it could work, and
+    /// only the next delivery from Forge (a trigger, the hourly scheduled trigger) brings a new one.
+    pub fn as_stored_forge_app<'a>(
+        &'a self,
+        token: Option<&'a StoredSystemToken>,
+    ) -> Result<Caller<'a>, ProductError> {
+        let token = token.ok_or(ProductError::NoStoredSystemToken)?;
+        if token.expires_at <= crate::store::now() + SYSTEM_TOKEN_MARGIN {
+            return Err(ProductError::SystemTokenExpired {
+                expired_at: token.expires_at,
+            });
+        }
+        Ok(Caller {
+            client: self,
+            base_url: &token.api_base_url,
+            auth: CallerAuth::Bearer(token.token.expose()),
+        })
     }
 
     /// Calls the tenant's product as the user `account_id`, with `scopes` such as `["READ", "WRITE"]`.

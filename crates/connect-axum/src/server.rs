@@ -36,6 +36,7 @@ use crate::auth::AuthMode;
 use crate::config::{Config, KeyFileError};
 use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::{Descriptor, DescriptorError};
+use crate::forge::{ForgeEventHandler, ForgeEvents};
 use crate::monitoring;
 use crate::state::AppState;
 use crate::store::{AppMigrations, StoreError, StoreOptions, TenantStore};
@@ -69,6 +70,7 @@ pub struct Builder<S = AppState> {
     store: Option<Arc<dyn TenantStore>>,
     realm_mover: Option<Arc<dyn RealmMover>>,
     account_ids: Vec<Arc<dyn AccountIdSource>>,
+    forge_handlers: Vec<Arc<dyn ForgeEventHandler>>,
     make_state: MakeState<S>,
 }
 
@@ -95,6 +97,7 @@ impl Builder<AppState> {
             store: self.store,
             realm_mover: self.realm_mover,
             account_ids: self.account_ids,
+            forge_handlers: self.forge_handlers,
             make_state: Box::new(make),
         }
     }
@@ -131,6 +134,14 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// `routes` behind the JWT check of mode `M`; their handlers take the verified `Tenant`.
     pub fn routes<M: AuthMode>(self, routes: Router<S>) -> Self {
         self.routes_with(move |state| state.with_jwt::<M, S>(routes))
+    }
+
+    /// Adds a handler of Forge events (product events the manifest's triggers send, lifecycle
+    /// events, scheduled triggers, preUninstall), run by the server's worker from the durable
+    /// queue after the delivery was answered.
+    pub fn forge_events(mut self, handler: impl ForgeEventHandler) -> Self {
+        self.forge_handlers.push(Arc::new(handler));
+        self
     }
 
     /// `routes` behind a Forge Invocation Token.
@@ -197,6 +208,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
             state.realm_mover = mover.clone();
         }
         state.account_ids = self.account_ids.clone().into();
+        state.forge_events = ForgeEvents::new(self.forge_handlers.clone());
         state
     }
 
@@ -254,6 +266,7 @@ impl ConnectApp {
             store: None,
             realm_mover: None,
             account_ids: Vec::new(),
+            forge_handlers: Vec::new(),
             make_state: Box::new(AppState::clone),
         }
     }
@@ -307,6 +320,9 @@ impl ConnectApp {
             config.purge_interval,
         );
         crate::personal_data::spawn(self.state.clone());
+        if config.forge_app_ari.is_some() {
+            crate::forge::queue::spawn(self.state.clone());
+        }
         let mut listeners = vec![(listener, self.router)];
         if let Some(metrics) = metrics_listener {
             listeners.push((metrics, monitoring::endpoint::router(self.state.clone())));

@@ -30,6 +30,8 @@ pub struct AppState {
     pub realm_mover: Arc<dyn RealmMover>,
     /// Where the app keeps Atlassian account ids, for personal data reporting.
     pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
+    /// The app's Forge event handlers, run from the durable queue.
+    pub forge_events: crate::forge::ForgeEvents,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             product,
             realm_mover: crate::data::default_mover(),
             account_ids: Arc::new([]),
+            forge_events: crate::forge::ForgeEvents::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::{AuthError, Authenticator, Tenant, TokenKind, jwt};
 use crate::error::Error;
+use crate::store::{LifecycleToken, TenantRecord};
 
 /// The `iss` of every Forge Invocation Token.
 pub const FIT_ISSUER: &str = "forge/invocation-token";
@@ -197,8 +198,8 @@ impl fmt::Debug for ForgeToken {
     }
 }
 
-/// What a verified Forge invocation carries besides the tenant. It lives as long as the request:
-/// the system token is never stored.
+/// What a verified Forge invocation carries besides the tenant. It lives as long as the request;
+/// the system token it brings is also stored for the tenant (see [`crate::forge::tokens`]).
 #[derive(Debug, Clone)]
 pub struct ForgeInvocation {
     /// `app.installationId`.
@@ -209,48 +210,102 @@ pub struct ForgeInvocation {
     pub principal: Option<String>,
     /// The app's system token (`x-forge-oauth-system`), when the manifest asks for it.
     pub system_token: Option<ForgeToken>,
+    /// Every claim of the invocation token, typed.
+    pub claims: Arc<InvocationClaims>,
 }
 
-#[derive(Deserialize)]
-struct FitClaims {
+/// The claims of a verified Forge Invocation Token (PROTOCOL.md F1). Unknown fields are ignored;
+/// only `app.installationId` is required beyond the registered claims.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvocationClaims {
     #[serde(default)]
-    exp: Option<i64>,
+    pub exp: Option<i64>,
     #[serde(default)]
-    iat: Option<i64>,
-    app: FitApp,
+    pub iat: Option<i64>,
     #[serde(default)]
-    principal: Option<String>,
+    pub nbf: Option<i64>,
     #[serde(default)]
-    context: Option<serde_json::Value>,
+    pub jti: Option<String>,
+    pub app: AppClaims,
+    /// The view the call comes from: UI invocations only.
+    #[serde(default)]
+    pub context: Option<serde_json::Value>,
+    /// The invoking user's account id: UI invocations only.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Set only on calls from an Isolated Cloud.
+    #[serde(default, rename = "icLabel")]
+    pub ic_label: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `app` of a Forge Invocation Token.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FitApp {
-    installation_id: String,
+pub struct AppClaims {
+    /// The app's ARI.
     #[serde(default)]
-    api_base_url: Option<String>,
+    pub id: Option<String>,
     #[serde(default)]
-    installation: Option<FitInstallation>,
+    pub app_version: Option<String>,
+    pub installation_id: String,
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    #[serde(default)]
+    pub environment: Option<EnvironmentClaims>,
+    #[serde(default)]
+    pub module: Option<ModuleClaims>,
+    #[serde(default)]
+    pub installation: Option<InstallationClaims>,
+    /// Paid apps in production only.
+    #[serde(default)]
+    pub license: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct FitInstallation {
+/// `app.environment`: `type` is `DEVELOPMENT`, `STAGING` or `PRODUCTION`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnvironmentClaims {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
     #[serde(default)]
-    contexts: Vec<FitContext>,
+    pub id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `app.module`: the invoked module's type (`xen:macro`, `core:endpoint`, …) and key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModuleClaims {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `app.installation`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InstallationClaims {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub contexts: Vec<InstallationContext>,
+}
+
+/// One product of `app.installation.contexts`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FitContext {
+pub struct InstallationContext {
     #[serde(default)]
-    cloud_id: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    #[serde(default)]
+    pub cloud_id: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
 }
 
-impl FitClaims {
+impl InvocationClaims {
     /// The product the invocation calls (`jira`, `confluence`, …), from
     /// `app.apiBaseUrl` = `https://api.atlassian.com/ex/<product>/<cloudId>`.
-    fn product(&self) -> Option<&str> {
+    pub fn product(&self) -> Option<&str> {
         let url = self.app.api_base_url.as_deref()?;
         let (_, rest) = url.split_once("/ex/")?;
         let product = rest.split('/').next()?;
@@ -259,20 +314,14 @@ impl FitClaims {
     }
 
     /// The one site the invocation names by cloud id, if it names exactly one.
-    fn cloud_id(&self) -> Option<String> {
+    pub fn cloud_id(&self) -> Option<String> {
         let mut ids: Vec<String> = self
             .app
             .installation
             .iter()
             .flat_map(|i| i.contexts.iter())
             .filter_map(|c| c.cloud_id.clone())
-            .chain(
-                self.context
-                    .as_ref()
-                    .and_then(|c| c.get("cloudId"))
-                    .and_then(|c| c.as_str())
-                    .map(str::to_owned),
-            )
+            .chain(self.context_str("cloudId").map(str::to_owned))
             .filter(|id| super::is_plausible_client_key(id))
             .collect();
         ids.sort();
@@ -282,14 +331,58 @@ impl FitClaims {
             _ => None,
         }
     }
+
+    /// `context.siteUrl`, when it is an https URL.
+    pub fn site_url(&self) -> Option<&str> {
+        self.context_str("siteUrl")
+            .filter(|u| u.starts_with("https://") && super::fits_id_column(u))
+    }
+
+    fn context_str(&self, name: &str) -> Option<&str> {
+        self.context.as_ref()?.get(name)?.as_str()
+    }
+
+    /// Whether the call comes from a user's view: Forge sends `context` (with the module's
+    /// `extension`) and `principal` on UI invocations only, and an anonymous user leaves
+    /// `principal` out.
+    pub fn is_user_view(&self) -> bool {
+        self.principal.is_some()
+            || self
+                .context
+                .as_ref()
+                .is_some_and(|c| c.get("extension").is_some())
+    }
+}
+
+/// A verified Forge Invocation Token.
+#[derive(Debug, Clone)]
+pub struct VerifiedFit {
+    pub claims: Arc<InvocationClaims>,
+    /// Orders and deduplicates the lifecycle changes the token makes.
+    pub lifecycle: LifecycleToken,
+    pub system_token: Option<ForgeToken>,
+}
+
+impl VerifiedFit {
+    /// The installation the token describes, for the store.
+    pub fn installation(&self) -> crate::store::ForgeInstallation {
+        let claims = &self.claims;
+        crate::store::ForgeInstallation {
+            installation_id: claims.app.installation_id.clone(),
+            app_id: claims.app.id.clone().unwrap_or_default(),
+            app_version: claims.app.app_version.clone(),
+            cloud_id: claims.cloud_id(),
+            product: claims.product().map(str::to_owned),
+            api_base_url: claims.app.api_base_url.clone(),
+            site_url: claims.site_url().map(str::to_owned),
+        }
+    }
 }
 
 impl Authenticator {
-    /// Verifies a Forge Invocation Token and resolves its tenant.
-    async fn authenticate_forge(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<(Tenant, ForgeInvocation), Error> {
+    /// Verifies a Forge Invocation Token: every failure here is a 401, which Forge reads as "the
+    /// FIT was rejected".
+    pub async fn verify_fit(&self, headers: &HeaderMap) -> Result<VerifiedFit, Error> {
         let Some(forge) = &self.inner.forge else {
             return Err(AuthError::ForgeNotConfigured.into());
         };
@@ -310,35 +403,66 @@ impl Authenticator {
         validation.set_issuer(&[FIT_ISSUER]);
         validation.set_audience(&[&forge.app_ari]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let claims = jsonwebtoken::decode::<FitClaims>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<InvocationClaims>(token, &key, &validation)
             .map_err(|e| jwt::reason(&e))?
             .claims;
+        let exp = claims.exp.ok_or(AuthError::MissingClaim)?;
         jwt::check_lifetime(
-            claims.exp.ok_or(AuthError::MissingClaim)?,
+            exp,
             claims.iat,
             jsonwebtoken::get_current_timestamp() as i64,
             self.inner.limits,
         )?;
-        let installation_id = claims.app.installation_id.clone();
-        if !super::is_plausible_client_key(&installation_id)
+        if !super::is_plausible_client_key(&claims.app.installation_id)
             || claims
                 .principal
                 .as_deref()
                 .is_some_and(|p| !super::fits_id_column(p))
+            || claims
+                .jti
+                .as_deref()
+                .is_some_and(|j| j.is_empty() || !super::fits_id_column(j))
         {
             return Err(AuthError::MalformedToken.into());
         }
+        let lifecycle = LifecycleToken {
+            issued_at: claims.iat.unwrap_or(exp),
+            expires_at: exp,
+            id: match &claims.jti {
+                Some(jti) => jti.clone(),
+                None => {
+                    use sha2::Digest as _;
+                    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+                }
+            },
+        };
+        let system_token = headers
+            .get(SYSTEM_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+            .map(|t| ForgeToken(t.to_owned()));
+        Ok(VerifiedFit {
+            claims: Arc::new(claims),
+            lifecycle,
+            system_token,
+        })
+    }
+
+    /// The installed tenant of a verified invocation: the one holding its installationId, else
+    /// the one installed tenant of the invoked product on the site its cloud id names (Jira and
+    /// Confluence of one site share it). A cloud id in a Connect install payload is the
+    /// installer's claim: two claims of one site and product name no one.
+    pub async fn forge_tenant(&self, fit: &VerifiedFit) -> Result<Arc<TenantRecord>, Error> {
+        let claims = &fit.claims;
         let record = match super::usable(
             self.inner
                 .store
-                .find_tenant_by_installation_id(&installation_id)
+                .find_tenant_by_installation_id(&claims.app.installation_id)
                 .await,
-        )? {
+        )
+        .map_err(refused)?
+        {
             Some(record) => record,
-            // Not installed through Connect on Forge: the site's cloud id still names the tenant
-            // when exactly one installed tenant of the invoked product has it (Jira and
-            // Confluence of one site share it). A cloud id in an install payload is the
-            // installer's claim: two claims of one site and product name no one.
             None => match claims.cloud_id() {
                 Some(cloud_id) => {
                     let mut found = super::usable(
@@ -346,49 +470,84 @@ impl Authenticator {
                             .store
                             .find_installed_by_cloud_id(&cloud_id, claims.product())
                             .await,
-                    )?;
+                    )
+                    .map_err(refused)?;
                     match (found.pop(), found.is_empty()) {
                         (Some(record), true) => record,
-                        _ => return Err(AuthError::UnmappedInstallation.into()),
+                        _ => return Err(self.unmapped(claims).await),
                     }
                 }
-                None => return Err(AuthError::UnmappedInstallation.into()),
+                None => return Err(self.unmapped(claims).await),
             },
         };
         if !record.is_installed() {
-            return Err(AuthError::TenantUninstalled.into());
+            return Err(refused(AuthError::TenantUninstalled.into()));
         }
         if !record.enabled {
-            return Err(AuthError::TenantDisabled.into());
+            return Err(refused(AuthError::TenantDisabled.into()));
         }
-        let system_token = headers
-            .get(SYSTEM_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| !t.is_empty())
-            .map(|t| ForgeToken(t.to_owned()));
-        let invocation = ForgeInvocation {
-            installation_id,
-            api_base_url: claims.app.api_base_url,
-            principal: claims.principal.clone(),
-            system_token,
-        };
-        // Forge sends `context` (with the module's `extension`) and `principal` on UI
-        // invocations only: either one marks a user's view, to be scoped like a context token,
-        // even when an anonymous user leaves `principal` out.
-        let kind = if claims.principal.is_some()
-            || claims
-                .context
-                .as_ref()
-                .is_some_and(|c| c.get("extension").is_some())
-        {
+        Ok(record)
+    }
+
+    /// The refusal of an invocation no installed tenant takes: a Forge-born tenant (keyed by the
+    /// installationId) that has uninstalled is said to be; any other is unmapped.
+    async fn unmapped(&self, claims: &InvocationClaims) -> Error {
+        let id = &claims.app.installation_id;
+        match self.inner.store.find_tenant(id).await {
+            Ok(Some(record))
+                if record.origin == crate::store::Origin::Forge && !record.is_installed() =>
+            {
+                refused(AuthError::TenantUninstalled.into())
+            }
+            _ => refused(AuthError::UnmappedInstallation.into()),
+        }
+    }
+
+    /// Verifies a Forge Invocation Token and resolves its tenant.
+    async fn authenticate_forge(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Tenant, ForgeInvocation), Error> {
+        let fit = self.verify_fit(headers).await?;
+        let record = self.forge_tenant(&fit).await?;
+        if let Some(token) = &fit.system_token {
+            self.inner
+                .system_tokens
+                .remember(&record.installation.client_key, token, &fit.claims)
+                .await;
+        }
+        let claims = fit.claims;
+        let kind = if claims.is_user_view() {
             TokenKind::ForgeUser
         } else {
             TokenKind::ForgeApp
         };
+        let invocation = ForgeInvocation {
+            installation_id: claims.app.installation_id.clone(),
+            api_base_url: claims.app.api_base_url.clone(),
+            principal: claims.principal.clone(),
+            system_token: fit.system_token,
+            claims: claims.clone(),
+        };
         Ok((
-            Tenant::new(record, claims.principal, claims.context, kind, None),
+            Tenant::new(
+                record,
+                claims.principal.clone(),
+                claims.context.clone(),
+                kind,
+                None,
+            ),
             invocation,
         ))
+    }
+}
+
+/// A refusal of a verified invocation, for another reason than its token: 403 with the same
+/// JSON body, since Forge reads 401 as "the FIT was rejected". Store outages stay 503.
+pub fn refused(e: Error) -> Error {
+    match e {
+        Error::Unauthorized { reason, message } => Error::Forbidden { reason, message },
+        e => e,
     }
 }
 

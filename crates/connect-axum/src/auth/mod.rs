@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::slots::{Slot, Slots};
-use crate::store::{ClientKey, LifecycleToken, TenantStore};
+use crate::store::{ClientKey, LifecycleToken, Origin, TenantStore};
 
 pub mod forge;
 pub mod install;
@@ -205,6 +205,7 @@ struct Inner {
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
     forge: Option<ForgeSettings>,
+    system_tokens: crate::forge::tokens::SystemTokens,
     slots: Slots,
 }
 
@@ -224,7 +225,7 @@ impl Authenticator {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
+                store: store.clone(),
                 app_key,
                 base_url: base_url.as_str().trim_end_matches('/').to_owned(),
                 base_path: base_url.path().trim_end_matches('/').to_owned(),
@@ -237,6 +238,7 @@ impl Authenticator {
                 install_keys,
                 rate_limit: None,
                 forge: None,
+                system_tokens: crate::forge::tokens::SystemTokens::new(store.clone()),
                 slots: Slots::unlimited(),
             }),
         }
@@ -279,6 +281,11 @@ impl Authenticator {
     }
 
     /// The concurrency limits this authenticator admits requests within.
+    /// Where the system tokens of verified Forge calls are kept.
+    pub fn system_tokens(&self) -> &crate::forge::tokens::SystemTokens {
+        &self.inner.system_tokens
+    }
+
     pub fn slots(&self) -> &Slots {
         &self.inner.slots
     }
@@ -348,6 +355,7 @@ impl Authenticator {
             return Err(AuthError::UnknownTenant.into());
         }
         let record = usable(self.inner.store.find_tenant(&client_key).await)?
+            .filter(|record| record.origin == Origin::Connect)
             .ok_or(AuthError::UnknownTenant)?;
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());
         let claims = jwt::verify(token, &key, Algorithm::HS256, self.inner.limits)?;

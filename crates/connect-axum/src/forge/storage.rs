@@ -1,1 +1,789 @@
-//! Forge hosted storage (placeholder).
+//! A typed client of Forge hosted storage from a remote: the key-value store, secrets and custom
+//! entities of one installation, reached through the REST API with the app's system token.
+//!
+//! Every operation is `POST {api base}/forge/storage/kvs/v1/{op}` with a JSON body; keys are
+//! checked here before any call, and a 429 is waited out a few times before it becomes
+//! [`StorageError::RateLimited`].
+//!
+//! ```no_run
+//! # async fn example(token: connect_axum::auth::ForgeToken) -> Result<(), connect_axum::forge::storage::StorageError> {
+//! use std::time::Duration;
+//! use connect_axum::forge::storage::{DEFAULT_API_BASE, ForgeStorage, SetOptions};
+//!
+//! let storage = ForgeStorage::new(&DEFAULT_API_BASE.parse().unwrap(), Duration::from_secs(10));
+//! let kvs = storage.for_installation(&token);
+//! kvs.set("settings:theme", "dark", SetOptions::default()).await?;
+//! let theme: Option<String> = kvs.get("settings:theme").await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::auth::ForgeToken;
+
+/// Where Atlassian serves Forge hosted storage (and its other platform APIs).
+pub const DEFAULT_API_BASE: &str = "https://api.atlassian.com";
+
+/// The longest key Forge accepts, in characters.
+pub const MAX_KEY_CHARS: usize = 500;
+
+/// The most entries one query may ask for.
+pub const MAX_QUERY_LIMIT: u32 = 100;
+
+/// How many times a 429 is waited out before [`StorageError::RateLimited`].
+const MAX_RETRIES: u32 = 3;
+/// The longest single wait on a 429; a longer `Retry-After` is not waited out.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// The first wait on a 429 without `Retry-After`; each further one doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The most of an error body read.
+const MAX_ERROR_BODY: usize = 4 * 1024;
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The key is not one Forge accepts (checked before any call).
+    #[error("invalid storage key: {0}")]
+    InvalidKey(&'static str),
+    /// A query's limit is outside `1..=100` (checked before any call).
+    #[error("a query limit must be between 1 and {MAX_QUERY_LIMIT}, not {0}")]
+    InvalidLimit(u32),
+    /// Forge answered with an error status; `code` and `message` are its `{"code", "message"}`
+    /// (the message is the start of the body when the body is not that JSON).
+    #[error("Forge storage answered {status} {}: {message}", code.as_deref().unwrap_or("without a code"))]
+    Api {
+        status: StatusCode,
+        code: Option<String>,
+        message: String,
+    },
+    /// Forge kept answering 429 (or asked to wait longer than the client does).
+    #[error("Forge storage is rate limiting; retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    /// No answer within the client's timeout.
+    #[error("Forge storage did not answer in time")]
+    Timeout,
+    /// Forge storage could not be reached.
+    #[error("Forge storage could not be reached: {0}")]
+    Transport(String),
+    /// A value could not be encoded, or an answer was not the JSON expected.
+    #[error("a Forge storage value could not be encoded or decoded: {0}")]
+    Decode(String),
+}
+
+impl StorageError {
+    /// Whether Forge said the key does not exist (404, or 400 with a not-found code).
+    fn is_not_found(&self) -> bool {
+        match self {
+            StorageError::Api { status, code, .. } => {
+                *status == StatusCode::NOT_FOUND
+                    || (*status == StatusCode::BAD_REQUEST
+                        && matches!(code.as_deref(), Some("NOT_FOUND" | "KEY_NOT_FOUND")))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<reqwest::Error> for StorageError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            StorageError::Timeout
+        } else if e.is_decode() {
+            StorageError::Decode(e.without_url().to_string())
+        } else {
+            StorageError::Transport(e.without_url().to_string())
+        }
+    }
+}
+
+impl From<StorageError> for crate::error::Error {
+    fn from(e: StorageError) -> Self {
+        use axum::http::StatusCode as Http;
+        let (status, reason) = match e {
+            StorageError::InvalidKey(_) => {
+                return crate::error::Error::bad_request("invalid_storage_key", e.to_string());
+            }
+            StorageError::InvalidLimit(_) => {
+                return crate::error::Error::bad_request("invalid_limit", e.to_string());
+            }
+            StorageError::Timeout => (Http::GATEWAY_TIMEOUT, "storage_timeout"),
+            _ => (Http::BAD_GATEWAY, "storage_error"),
+        };
+        crate::error::Error::Upstream {
+            status,
+            reason,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// How long a stored value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "unit", content = "value", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Ttl {
+    Seconds(u32),
+    Minutes(u32),
+    Hours(u32),
+    Days(u32),
+}
+
+/// What a `set` does when the key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyPolicy {
+    /// Replaces the value (Forge's default).
+    Override,
+    /// Refuses the write; Forge answers an error ([`StorageError::Api`]).
+    FailIfExists,
+}
+
+/// The options of a `set`; the default keeps the value until deleted and overrides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetOptions {
+    /// How long the value lives; `None` keeps it until deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Ttl>,
+    /// What happens when the key exists; `None` is Forge's default, [`KeyPolicy::Override`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_policy: Option<KeyPolicy>,
+}
+
+impl SetOptions {
+    /// The value expires after `ttl`.
+    pub fn ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The write is refused when the key exists.
+    pub fn if_absent(mut self) -> Self {
+        self.key_policy = Some(KeyPolicy::FailIfExists);
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ttl.is_none() && self.key_policy.is_none()
+    }
+}
+
+/// A stored key and its value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Entry<T> {
+    pub key: String,
+    pub value: T,
+}
+
+/// One page of a query: its entries, and the cursor of the next page when there is one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Page<T> {
+    /// The page's entries, in Forge's order.
+    #[serde(rename = "data")]
+    pub entries: Vec<Entry<T>>,
+    /// Where the next page starts; `None` on the last page. Forge says cursors are not stable:
+    /// use one right away, never store it.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A condition of an entity query's range or filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Condition {
+    BeginsWith,
+    Between,
+    EqualTo,
+    NotEqualTo,
+    GreaterThan,
+    GreaterThanEqualTo,
+    LessThan,
+    LessThanEqualTo,
+    Contains,
+    NotContains,
+    Exists,
+    NotExists,
+}
+
+/// The order of an entity query's results, by the index's range attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Sort {
+    Asc,
+    Desc,
+}
+
+/// A filter on one attribute of an entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Filter {
+    pub property: String,
+    pub condition: Condition,
+    pub values: Vec<Value>,
+}
+
+impl Filter {
+    /// `property` meets `condition` with `values` (none for `EXISTS`, two for `BETWEEN`).
+    pub fn new(property: &str, condition: Condition, values: Vec<Value>) -> Self {
+        Self {
+            property: property.to_owned(),
+            condition,
+            values,
+        }
+    }
+}
+
+/// Filters an entity query's results must pass: all of them, or any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filters {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Range {
+    condition: Condition,
+    values: Vec<Value>,
+}
+
+/// A query of a custom entity by one of its manifest indexes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityQuery {
+    index_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partition: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<Range>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filters: Option<Filters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sort: Option<Sort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<u32>,
+}
+
+impl EntityQuery {
+    /// A query of the index `index_name`, over all its partitions, in Forge's order.
+    pub fn index(index_name: &str) -> Self {
+        Self {
+            index_name: index_name.to_owned(),
+            partition: Vec::new(),
+            range: None,
+            filters: None,
+            sort: None,
+            cursor: None,
+            limit: None,
+        }
+    }
+
+    /// Only the partition with these values of the index's partition attributes.
+    pub fn partition(mut self, values: Vec<Value>) -> Self {
+        self.partition = values;
+        self
+    }
+
+    /// Only entities whose range attribute meets `condition` with `values`.
+    pub fn range(mut self, condition: Condition, values: Vec<Value>) -> Self {
+        self.range = Some(Range { condition, values });
+        self
+    }
+
+    /// Only entities that pass `filters`.
+    pub fn filters(mut self, filters: Filters) -> Self {
+        self.filters = Some(filters);
+        self
+    }
+
+    /// Results in `sort` order of the range attribute.
+    pub fn sort(mut self, sort: Sort) -> Self {
+        self.sort = Some(sort);
+        self
+    }
+
+    /// The page after the one that returned `cursor`.
+    pub fn cursor(mut self, cursor: &str) -> Self {
+        self.cursor = Some(cursor.to_owned());
+        self
+    }
+
+    /// At most `limit` results (`1..=100`).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// The client of Forge hosted storage; shares connections across calls and installations.
+#[derive(Clone)]
+pub struct ForgeStorage {
+    http: reqwest::Client,
+    endpoint: Arc<str>,
+}
+
+impl ForgeStorage {
+    /// A client of the storage API under `api_base` (normally [`DEFAULT_API_BASE`]), with a
+    /// `timeout` on every call.
+    pub fn new(api_base: &Url, timeout: Duration) -> Self {
+        Self {
+            http: crate::outbound::http_client(timeout),
+            endpoint: format!(
+                "{}/forge/storage/kvs/v1",
+                api_base.as_str().trim_end_matches('/')
+            )
+            .into(),
+        }
+    }
+
+    /// The storage of the installation whose system token is `token`: Forge keeps data per
+    /// installation and tells them apart by the token alone.
+    pub fn for_installation<'a>(&'a self, token: &'a ForgeToken) -> Storage<'a> {
+        Storage {
+            client: self,
+            token,
+        }
+    }
+}
+
+/// The storage of one installation.
+#[derive(Clone, Copy)]
+pub struct Storage<'a> {
+    client: &'a ForgeStorage,
+    token: &'a ForgeToken,
+}
+
+#[derive(Serialize)]
+struct KeyBody<'a> {
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+struct SetBody<'a, T: ?Sized> {
+    key: &'a str,
+    value: &'a T,
+    #[serde(skip_serializing_if = "SetOptions::is_empty")]
+    options: SetOptions,
+}
+
+#[derive(Serialize)]
+struct EntityKeyBody<'a> {
+    #[serde(rename = "entityName")]
+    entity_name: &'a str,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+struct EntitySetBody<'a, T: ?Sized> {
+    #[serde(rename = "entityName")]
+    entity_name: &'a str,
+    key: &'a str,
+    value: &'a T,
+    #[serde(skip_serializing_if = "SetOptions::is_empty")]
+    options: SetOptions,
+}
+
+#[derive(Deserialize)]
+struct Got<T> {
+    value: T,
+}
+
+impl Storage<'_> {
+    /// The value under `key`, `None` when there is none.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        check_key(key)?;
+        self.get_at("get", &KeyBody { key }).await
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    /// With [`SetOptions::if_absent`], an existing key is a [`StorageError::Api`].
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.call(
+            "set",
+            &SetBody {
+                key,
+                value,
+                options,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `key`; deleting a key that does not exist succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.delete_at("delete", &KeyBody { key }).await
+    }
+
+    /// Up to `limit` (`1..=100`) entries whose keys begin with `prefix` (every entry when it is
+    /// empty), after the page that returned the cursor `after`. Secrets are never listed.
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<T>, StorageError> {
+        #[derive(Serialize)]
+        struct Where<'a> {
+            property: &'static str,
+            condition: Condition,
+            values: [&'a str; 1],
+        }
+        #[derive(Serialize)]
+        struct QueryBody<'a> {
+            #[serde(rename = "where", skip_serializing_if = "Vec::is_empty")]
+            conditions: Vec<Where<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            after: Option<&'a str>,
+            limit: u32,
+        }
+        check_limit(limit)?;
+        let conditions = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            check_chars(prefix)?;
+            vec![Where {
+                property: "key",
+                condition: Condition::BeginsWith,
+                values: [prefix],
+            }]
+        };
+        let body = QueryBody {
+            conditions,
+            after,
+            limit,
+        };
+        decode(self.call("query", &body).await?).await
+    }
+
+    /// The secret under `key`, `None` when there is none.
+    pub async fn get_secret<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        check_key(key)?;
+        self.get_at("secret/get", &KeyBody { key }).await
+    }
+
+    /// Stores `value` encrypted under `key`, apart from the plain values.
+    pub async fn set_secret<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.call(
+            "secret/set",
+            &SetBody {
+                key,
+                value,
+                options,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes the secret `key`; deleting one that does not exist succeeds.
+    pub async fn delete_secret(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.delete_at("secret/delete", &KeyBody { key }).await
+    }
+
+    /// The custom entity `name` (as declared in the manifest).
+    pub fn entity<'b>(&'b self, name: &'b str) -> Entity<'b> {
+        Entity {
+            storage: self,
+            name,
+        }
+    }
+
+    async fn get_at<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        body: &impl Serialize,
+    ) -> Result<Option<T>, StorageError> {
+        match self.call(op, body).await {
+            Ok(response) => Ok(Some(decode::<Got<T>>(response).await?.value)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_at(&self, op: &str, body: &impl Serialize) -> Result<(), StorageError> {
+        match self.call(op, body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST {endpoint}/{op}` with `body`, waiting out a few 429s; the successful response.
+    async fn call(
+        &self,
+        op: &str,
+        body: &impl Serialize,
+    ) -> Result<reqwest::Response, StorageError> {
+        let body = serde_json::to_vec(body).map_err(|e| StorageError::Decode(e.to_string()))?;
+        let url = format!("{}/{op}", self.client.endpoint);
+        let mut retries = 0;
+        loop {
+            let response = self
+                .client
+                .http
+                .post(&url)
+                .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = retry_after(&response);
+                let wait = retry_after.unwrap_or_else(|| backoff(retries));
+                if retries == MAX_RETRIES || wait > MAX_RETRY_WAIT {
+                    return Err(StorageError::RateLimited { retry_after });
+                }
+                retries += 1;
+                tracing::debug!(
+                    storage.op = op,
+                    retry = retries,
+                    "Forge storage is rate limiting; retrying {op} in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(api_error(status, response).await);
+        }
+    }
+}
+
+/// A custom entity of one installation's storage.
+#[derive(Clone, Copy)]
+pub struct Entity<'a> {
+    storage: &'a Storage<'a>,
+    name: &'a str,
+}
+
+impl Entity<'_> {
+    /// The entity under `key`, `None` when there is none.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        check_key(key)?;
+        let body = EntityKeyBody {
+            entity_name: self.name,
+            key,
+        };
+        self.storage.get_at("entity/get", &body).await
+    }
+
+    /// Stores `value`, whose attributes the manifest declares, under `key`.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<(), StorageError> {
+        check_key(key)?;
+        let body = EntitySetBody {
+            entity_name: self.name,
+            key,
+            value,
+            options,
+        };
+        self.storage.call("entity/set", &body).await.map(drop)
+    }
+
+    /// Deletes the entity under `key`; deleting one that does not exist succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        let body = EntityKeyBody {
+            entity_name: self.name,
+            key,
+        };
+        self.storage.delete_at("entity/delete", &body).await
+    }
+
+    /// One page of the entities `query` selects.
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        query: &EntityQuery,
+    ) -> Result<Page<T>, StorageError> {
+        #[derive(Serialize)]
+        struct QueryBody<'a> {
+            #[serde(rename = "entityName")]
+            entity_name: &'a str,
+            #[serde(flatten)]
+            query: &'a EntityQuery,
+        }
+        if let Some(limit) = query.limit {
+            check_limit(limit)?;
+        }
+        let body = QueryBody {
+            entity_name: self.name,
+            query,
+        };
+        decode(self.storage.call("entity/query", &body).await?).await
+    }
+}
+
+/// A key as Forge accepts it: 1 to 500 characters of `^(?!\s+$)[a-zA-Z0-9:._\s-#]+$`.
+fn check_key(key: &str) -> Result<(), StorageError> {
+    if key.is_empty() {
+        return Err(StorageError::InvalidKey("a key cannot be empty"));
+    }
+    check_chars(key)?;
+    if key.chars().all(is_js_whitespace) {
+        return Err(StorageError::InvalidKey("a key cannot be only whitespace"));
+    }
+    Ok(())
+}
+
+fn check_chars(key: &str) -> Result<(), StorageError> {
+    if key.chars().count() > MAX_KEY_CHARS {
+        return Err(StorageError::InvalidKey("a key is at most 500 characters"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ":._-#".contains(c) || is_js_whitespace(c);
+    if !key.chars().all(allowed) {
+        return Err(StorageError::InvalidKey(
+            "a key has only letters, digits, whitespace and : . _ - #",
+        ));
+    }
+    Ok(())
+}
+
+/// `\s` of the JavaScript regular expression Forge checks keys with (which differs from
+/// [`char::is_whitespace`] on U+0085 and U+FEFF).
+fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
+    )
+}
+
+fn check_limit(limit: u32) -> Result<(), StorageError> {
+    if (1..=MAX_QUERY_LIMIT).contains(&limit) {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidLimit(limit))
+    }
+}
+
+/// The wait before retry number `retries + 1`: 200 ms doubling, plus up to half again so that
+/// callers limited together do not retry together.
+fn backoff(retries: u32) -> Duration {
+    let base = FIRST_BACKOFF * 2u32.pow(retries);
+    base + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The error of a non-2xx answer, reading at most [`MAX_ERROR_BODY`] of its body.
+async fn api_error(status: StatusCode, mut response: reqwest::Response) -> StorageError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => StorageError::Api {
+            status,
+            code: e.code,
+            message: e.message.unwrap_or_default(),
+        },
+        Err(_) => StorageError::Api {
+            status,
+            code: None,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        },
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, StorageError> {
+    let bytes = response.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| StorageError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_as_forge_checks_them() {
+        for key in [
+            "a",
+            "settings:theme",
+            "job #1.2_x-y",
+            " a ",
+            &"k".repeat(500),
+        ] {
+            assert!(check_key(key).is_ok(), "{key:?}");
+        }
+        for key in ["", " ", "\t\n", "a/b", "é", "a?", &"k".repeat(501)] {
+            assert!(check_key(key).is_err(), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn options_serialize_as_forge_reads_them() {
+        let options = SetOptions::default().ttl(Ttl::Minutes(5)).if_absent();
+        assert_eq!(
+            serde_json::to_value(options).unwrap(),
+            serde_json::json!({
+                "ttl": { "unit": "MINUTES", "value": 5 },
+                "keyPolicy": "FAIL_IF_EXISTS",
+            })
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_from_200_ms_and_stays_under_one_and_a_half_times() {
+        for (retries, base) in [(0, 200), (1, 400), (2, 800)] {
+            let wait = backoff(retries);
+            assert!(wait >= Duration::from_millis(base), "{wait:?}");
+            assert!(wait <= Duration::from_millis(base * 3 / 2), "{wait:?}");
+        }
+    }
+}

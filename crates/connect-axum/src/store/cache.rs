@@ -19,9 +19,11 @@ use moka::sync::Cache;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ClientKey, Installation, LifecycleToken, PoolUsage, Purged, RealmMigration, SaveOutcome,
-    TenantRecord, TenantStore, TenantTransaction,
+    ClientKey, EventOutcome, ForgeInstallation, ForgeSaved, Installation, LifecycleToken,
+    PoolUsage, Purged, QueuedEvent, RealmMigration, SaveOutcome, StoredSystemToken, TenantRecord,
+    TenantStore, TenantTransaction,
 };
+use crate::auth::ForgeToken;
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -287,6 +289,77 @@ impl TenantStore for CachedStore {
     async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
         self.inner.tenant_transaction(key).await
     }
+
+    async fn save_forge_installation(
+        &self,
+        installation: &ForgeInstallation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<ForgeSaved> {
+        let saved = self
+            .inner
+            .save_forge_installation(installation, token)
+            .await?;
+        self.forget(Some(saved.client_key.as_str()));
+        self.installations.invalidate(&installation.installation_id);
+        Ok(saved)
+    }
+
+    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()> {
+        self.inner.save_forge_permissions(key, permissions).await
+    }
+
+    async fn save_system_token(
+        &self,
+        key: &ClientKey,
+        token: &ForgeToken,
+        api_base_url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        self.inner
+            .save_system_token(key, token, api_base_url, expires_at)
+            .await
+    }
+
+    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+        self.inner.system_token(key).await
+    }
+
+    async fn enqueue_forge_event(
+        &self,
+        key: &ClientKey,
+        id: &str,
+        event_type: &str,
+        body: &str,
+    ) -> sqlx::Result<bool> {
+        self.inner
+            .enqueue_forge_event(key, id, event_type, body)
+            .await
+    }
+
+    async fn claim_forge_events(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> sqlx::Result<Vec<QueuedEvent>> {
+        self.inner.claim_forge_events(now, lease_until, limit).await
+    }
+
+    async fn finish_forge_event(
+        &self,
+        event: &QueuedEvent,
+        outcome: &EventOutcome,
+    ) -> sqlx::Result<()> {
+        self.inner.finish_forge_event(event, outcome).await
+    }
+
+    async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+        self.inner.forge_events_pending().await
+    }
+
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64> {
+        self.inner.prune_forge_events(done_before).await
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +471,54 @@ mod tests {
         }
         async fn tenant_transaction(&self, k: &ClientKey) -> sqlx::Result<TenantTransaction> {
             self.store.tenant_transaction(k).await
+        }
+        async fn save_forge_installation(
+            &self,
+            i: &ForgeInstallation,
+            t: &LifecycleToken,
+        ) -> sqlx::Result<ForgeSaved> {
+            self.store.save_forge_installation(i, t).await
+        }
+        async fn save_forge_permissions(&self, k: &ClientKey, p: &str) -> sqlx::Result<()> {
+            self.store.save_forge_permissions(k, p).await
+        }
+        async fn save_system_token(
+            &self,
+            k: &ClientKey,
+            t: &ForgeToken,
+            u: &str,
+            e: DateTime<Utc>,
+        ) -> sqlx::Result<bool> {
+            self.store.save_system_token(k, t, u, e).await
+        }
+        async fn system_token(&self, k: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+            self.store.system_token(k).await
+        }
+        async fn enqueue_forge_event(
+            &self,
+            k: &ClientKey,
+            id: &str,
+            kind: &str,
+            body: &str,
+        ) -> sqlx::Result<bool> {
+            self.store.enqueue_forge_event(k, id, kind, body).await
+        }
+        async fn claim_forge_events(
+            &self,
+            now: DateTime<Utc>,
+            until: DateTime<Utc>,
+            limit: u32,
+        ) -> sqlx::Result<Vec<QueuedEvent>> {
+            self.store.claim_forge_events(now, until, limit).await
+        }
+        async fn finish_forge_event(&self, e: &QueuedEvent, o: &EventOutcome) -> sqlx::Result<()> {
+            self.store.finish_forge_event(e, o).await
+        }
+        async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+            self.store.forge_events_pending().await
+        }
+        async fn prune_forge_events(&self, before: DateTime<Utc>) -> sqlx::Result<u64> {
+            self.store.prune_forge_events(before).await
         }
     }
 

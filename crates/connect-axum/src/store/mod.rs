@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, Migrator};
 
 mod cache;
+mod forge;
 mod postgres;
 mod query;
 mod rows;
@@ -19,13 +20,18 @@ mod sqlite;
 mod transaction;
 
 pub use cache::CachedStore;
+pub use forge::{EventOutcome, ForgeInstallation, ForgeSaved, QueuedEvent, StoredSystemToken};
 pub use postgres::{APP_ROLE, PgStore};
 use query::{Db, RegistryTx};
 pub use secrets::{Keyring, OpenError, Sealed};
 pub use sqlite::SqliteStore;
 pub use transaction::{Bind, Row, Statement, TenantTransaction};
 
-/// The id of a tenant (an installation of the app on one site).
+/// The id of a tenant (an installation of the app on one site), whichever door it came in by:
+/// the `clientKey` of a Connect install, or for a tenant born of a Forge installation the
+/// `installationId` it was first installed with (its current one is
+/// [`Installation::installation_id`]). Every store method, row-level-security policy, cache,
+/// purge and background job takes this one type.
 ///
 /// Made only from a verified token or a verified lifecycle payload, so a store call on tenant
 /// data cannot take a key from a path, a query or a body.
@@ -122,10 +128,35 @@ impl Installation {
     }
 }
 
+/// Which door a tenant came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A Connect install (`/installed`), Connect-on-Forge included.
+    Connect,
+    /// A Forge installation (`avi:forge:installed:app`) with no Connect install behind it.
+    Forge,
+}
+
+impl Origin {
+    fn parse(stored: &str) -> Self {
+        if stored == "forge" {
+            Origin::Forge
+        } else {
+            Origin::Connect
+        }
+    }
+}
+
 /// A stored tenant: its installation and its state.
 #[derive(Debug, Clone)]
 pub struct TenantRecord {
     pub installation: Installation,
+    pub origin: Origin,
+    /// `app.apiBaseUrl` of the latest verified Forge install or trigger: where product calls
+    /// with a Forge token go.
+    pub api_base_url: Option<String>,
+    /// `app.appVersion` of the latest verified Forge install or upgrade.
+    pub app_version: Option<String>,
     pub enabled: bool,
     pub installed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -345,6 +376,64 @@ pub trait TenantStore: Send + Sync + 'static {
     /// A transaction on `key`'s rows, for an app's own tables: one SQL text for both backends,
     /// and on Postgres row-level security admits only `key`'s rows in it.
     async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction>;
+
+    /// Installs or revives the tenant of a verified Forge installation: the one holding its
+    /// `installationId`, else the one site and product its cloud id names (a reinstall that
+    /// brought a new id, or a Connect tenant installed without one), else a new tenant keyed by
+    /// the id. Refused like [`save_tenant`](Self::save_tenant) for a replayed or older token.
+    async fn save_forge_installation(
+        &self,
+        installation: &ForgeInstallation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<ForgeSaved>;
+
+    /// Records the permissions (JSON) of the tenant's latest Forge upgrade.
+    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()>;
+
+    /// Stores the app's system token for the tenant, sealed, unless the stored one lives
+    /// longer; true when stored.
+    async fn save_system_token(
+        &self,
+        key: &ClientKey,
+        token: &crate::auth::ForgeToken,
+        api_base_url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> sqlx::Result<bool>;
+
+    /// The tenant's stored system token, whether or not it has expired.
+    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>>;
+
+    /// Queues a trigger delivery for the app's handlers; false when it is queued already (a
+    /// redelivery).
+    async fn enqueue_forge_event(
+        &self,
+        key: &ClientKey,
+        id: &str,
+        event_type: &str,
+        body: &str,
+    ) -> sqlx::Result<bool>;
+
+    /// Takes up to `limit` queued events due at `now`, each held until `lease_until` (taken
+    /// again then if its run never finishes).
+    async fn claim_forge_events(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> sqlx::Result<Vec<QueuedEvent>>;
+
+    /// Records what a run of a taken event came to.
+    async fn finish_forge_event(
+        &self,
+        event: &QueuedEvent,
+        outcome: &EventOutcome,
+    ) -> sqlx::Result<()>;
+
+    /// How many queued events are not done.
+    async fn forge_events_pending(&self) -> sqlx::Result<u64>;
+
+    /// Forgets events done before `done_before`; a redelivery after that runs again.
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64>;
 }
 
 /// A store's backend, for SQL that only one backend speaks (for SQL both speak,
@@ -654,7 +743,8 @@ fn bind_installation<'t>(
 /// The columns of a tenant, as [`TenantRow`] reads them.
 static SELECT_TENANT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "select {}, enabled, installed_at, updated_at, uninstalled_at, secret_key_id from tenant",
+        "select {}, enabled, installed_at, updated_at, uninstalled_at, secret_key_id, origin, \
+         api_base_url, app_version from tenant",
         INSTALLATION_COLUMNS.join(", ")
     )
 });
@@ -678,7 +768,8 @@ static SAVE_TENANT: LazyLock<String> = LazyLock::new(|| {
          on conflict (client_key) do update set {}, \
          enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
          secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
-         where tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat",
+         where tenant.origin = 'connect' \
+         and (tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat)",
         INSTALLATION_COLUMNS.join(", "),
         placeholders.join(", "),
         n + 1,
@@ -710,6 +801,9 @@ struct TenantRow {
     updated_at: DateTime<Utc>,
     uninstalled_at: Option<DateTime<Utc>>,
     secret_key_id: Option<String>,
+    origin: String,
+    api_base_url: Option<String>,
+    app_version: Option<String>,
 }
 
 impl TenantRow {
@@ -738,6 +832,9 @@ impl TenantRow {
         };
         Ok(Arc::new(TenantRecord {
             installation,
+            origin: Origin::parse(&self.origin),
+            api_base_url: self.api_base_url,
+            app_version: self.app_version,
             enabled: self.enabled,
             installed_at: self.installed_at,
             updated_at: self.updated_at,
@@ -946,6 +1043,77 @@ impl<B: SqlBackend> TenantStore for B {
 
     async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
         SqlBackend::tenant_transaction(self, key).await
+    }
+
+    async fn save_forge_installation(
+        &self,
+        installation: &ForgeInstallation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<ForgeSaved> {
+        self.registry()
+            .save_forge_installation(installation, token)
+            .await
+    }
+
+    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()> {
+        self.registry()
+            .save_forge_permissions(key, permissions)
+            .await
+    }
+
+    async fn save_system_token(
+        &self,
+        key: &ClientKey,
+        token: &crate::auth::ForgeToken,
+        api_base_url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        self.registry()
+            .save_system_token(key, token, api_base_url, expires_at)
+            .await
+    }
+
+    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+        self.registry().system_token(key).await
+    }
+
+    async fn enqueue_forge_event(
+        &self,
+        key: &ClientKey,
+        id: &str,
+        event_type: &str,
+        body: &str,
+    ) -> sqlx::Result<bool> {
+        self.registry()
+            .enqueue_forge_event(key, id, event_type, body)
+            .await
+    }
+
+    async fn claim_forge_events(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> sqlx::Result<Vec<QueuedEvent>> {
+        self.registry()
+            .claim_forge_events(now, lease_until, limit)
+            .await
+    }
+
+    async fn finish_forge_event(
+        &self,
+        event: &QueuedEvent,
+        outcome: &EventOutcome,
+    ) -> sqlx::Result<()> {
+        self.registry().finish_forge_event(event, outcome).await
+    }
+
+    async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+        self.registry().forge_events_pending().await
+    }
+
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64> {
+        self.registry().prune_forge_events(done_before).await
     }
 }
 
@@ -1230,7 +1398,7 @@ impl Registry<'_> {
             .query(
                 "select t.client_key from tenant t \
                  left join personal_data_report r on r.client_key = t.client_key \
-                 where t.uninstalled_at is null and (r.next_due_at is null or r.next_due_at <= $1) \
+                 where t.uninstalled_at is null and t.origin = 'connect' and (r.next_due_at is null or r.next_due_at <= $1) \
                  order by t.client_key",
             )
             .bind(now)

@@ -5,5 +5,6 @@ mod probe;
 
 mod example;
 mod forge_api;
+mod forge_events;
 mod lifecycle;
 mod product;
