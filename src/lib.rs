@@ -9,7 +9,7 @@
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Form, Json, Router};
+use axum::{Form, Json, Router, middleware};
 use serde::Deserialize;
 
 use connect_axum::app::AppState;
@@ -74,7 +74,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/issues/{issue_key}/notes/{id}", delete(delete_note))
 }
 
-/// The notes API for a Forge app's remote calls (`/forge` + the same paths); to be layered with
+/// The notes API for a Forge app's remote calls (`/forge` + the same paths), refusing a site whose
+/// licence Forge says is inactive ([`auth::require_license`]: the free sample gets none); to be layered with
 /// [`require_forge`](connect_axum::auth::require_forge). The handlers are the Connect ones: a site reaches
 /// the same notes through either.
 pub fn forge_router() -> Router<AppState> {
@@ -87,6 +88,7 @@ pub fn forge_router() -> Router<AppState> {
             "/forge/api/issues/{issue_key}/notes/{id}",
             delete(delete_note),
         )
+        .route_layer(middleware::from_fn(auth::require_license))
 }
 
 /// The issue panel page and the webhooks; to be layered with [`ProductJwt`].

@@ -626,11 +626,31 @@ async fn no_invocation_token_or_system_token_reaches_the_logs() {
             .get(format!("{}{NOTES}", server.url))
             .header("authorization", format!("Bearer {bearer}"))
             .header("x-forge-oauth-system", system)
+            .header("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124")
+            .header("x-b3-spanid", "a2fb4a1d1a96d312")
             .send()
             .await
             .unwrap();
     }
+    // An id that is not B3's (hex, 64 or 128 bits) is not written into the logs.
+    client
+        .get(format!("{}{NOTES}", server.url))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-b3-traceid", "not-a-trace-id-zz")
+        .send()
+        .await
+        .unwrap();
     let (_, logs) = server.stop().await;
+    // Forge's B3 ids are on the request's log lines, to meet Forge's own invocation logs.
+    let traced: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("463ac35c9f6413ad48485a3953bb6124"))
+        .collect();
+    assert!(
+        traced.len() >= 2 && traced.iter().all(|l| l.contains("a2fb4a1d1a96d312")),
+        "the trace and span ids are logged with the request: {logs}"
+    );
+    assert!(!logs.contains("not-a-trace-id"));
     assert!(
         logs.contains("/forge/api/issues/PROJ-1/notes"),
         "the logs were captured"

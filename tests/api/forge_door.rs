@@ -106,6 +106,23 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
         json!([])
     );
 
+    // A site whose licence Forge says is inactive is refused; one Forge says nothing of passes.
+    let lapsed = forge
+        .fit_on(&site)
+        .environment("PRODUCTION", "env")
+        .license(json!({ "active": false }))
+        .sign();
+    app.invoke("GET", &notes("PROJ-1"), &lapsed, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "unlicensed");
+    let free = forge.fit_on(&site).environment("PRODUCTION", "env").sign();
+    assert_eq!(
+        app.invoke("GET", &notes("PROJ-1"), &free, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
     // A Forge-born tenant has no sharedSecret anyone knows: no Connect JWT names it.
     let forged = hs256(
         &json!({ "iss": tenant, "iat": now(), "exp": now() + 60,

@@ -97,12 +97,22 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
+                    // Forge's B3 ids, so a remote's log lines meet Forge's invocation logs.
+                    let b3 = |name: &str| {
+                        request
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|id| is_b3_id(id))
+                    };
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = request.uri().path(),
                         route,
                         request_id,
+                        trace_id = b3("x-b3-traceid"),
+                        span_id = b3("x-b3-spanid"),
                         client_key = tracing::field::Empty,
                     )
                 })
@@ -121,6 +131,11 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A B3 trace or span id: 16 or 32 hex digits (64 or 128 bits).
+fn is_b3_id(id: &str) -> bool {
+    matches!(id.len(), 16 | 32) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 async fn healthz() -> Json<serde_json::Value> {

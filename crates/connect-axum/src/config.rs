@@ -168,6 +168,14 @@ pub struct Config {
     /// FORGE_JWKS_URL: where Forge's token signing keys are published (default Atlassian's
     /// production JWKS).
     pub forge_jwks_url: Url,
+    /// FORGE_STAGING_JWKS_URL: the JWKS of Forge's staging environment, for tokens whose
+    /// `app.apiBaseUrl` is on `https://api.stg.atlassian.com/` (default Atlassian's staging JWKS;
+    /// `off`: such tokens are verified with production's keys, and fail).
+    pub forge_staging_jwks_url: Option<Url>,
+    /// FORGE_IC_JWKS_URL_TEMPLATE: the JWKS URL of an Isolated Cloud, `{icLabel}` standing for
+    /// the token's label (given when the app is onboarded there); unset refuses tokens with an
+    /// `icLabel` (401 `isolated_cloud_not_configured`).
+    pub forge_ic_jwks_template: Option<String>,
     /// FORGE_JWKS_REFRESH_SECS: a token naming an unknown key refetches the JWKS at most this
     /// often (default 30).
     pub forge_jwks_refresh: Duration,
@@ -374,6 +382,24 @@ impl Config {
             "FORGE_JWKS_URL",
             "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json",
         )?;
+        let forge_staging_jwks_url = match var("FORGE_STAGING_JWKS_URL") {
+            Some(url) if url.trim().is_empty() || url.trim() == "off" => None,
+            url => Some(http_url(
+                "FORGE_STAGING_JWKS_URL",
+                url.as_deref()
+                    .unwrap_or("https://forge.cdn.stg.atlassian-dev.net/.well-known/jwks.json"),
+            )?),
+        };
+        let forge_ic_jwks_template = var("FORGE_IC_JWKS_URL_TEMPLATE")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        if let Some(template) = &forge_ic_jwks_template {
+            crate::auth::forge::IsolatedClouds::new(template, Duration::ZERO, Duration::ZERO)
+                .map_err(|message| ConfigError {
+                    var: "FORGE_IC_JWKS_URL_TEMPLATE",
+                    message,
+                })?;
+        }
         let forge_app_ari = match var("FORGE_APP_ID") {
             None => None,
             Some(id) => {
@@ -510,6 +536,8 @@ impl Config {
             personal_data_report_url,
             personal_data_interval,
             forge_jwks_url,
+            forge_staging_jwks_url,
+            forge_ic_jwks_template,
             forge_jwks_refresh: Duration::from_secs(parse(&var, "FORGE_JWKS_REFRESH_SECS", "30")?),
             purge_interval: Duration::from_secs(purge_interval.get()),
         })

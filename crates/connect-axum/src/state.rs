@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::middleware;
 
+use crate::auth::forge::IsolatedClouds;
 use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
 use crate::config::Config;
 use crate::data::{AccountIdSource, RealmMover};
@@ -67,6 +68,13 @@ impl AppState {
                     config.forge_jwks_refresh,
                     config.install_keys_timeout,
                 ),
+                staging_keys: config.forge_staging_jwks_url.as_ref().map(|url| {
+                    ForgeKeys::new(url, config.forge_jwks_refresh, config.install_keys_timeout)
+                }),
+                isolated_clouds: config.forge_ic_jwks_template.as_deref().and_then(|t| {
+                    IsolatedClouds::new(t, config.forge_jwks_refresh, config.install_keys_timeout)
+                        .ok()
+                }),
             }),
             None => auth,
         };

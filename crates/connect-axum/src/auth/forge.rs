@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Authenticator, Tenant, TokenKind, jwt};
 use crate::error::Error;
@@ -173,7 +173,114 @@ impl ForgeKeys {
 pub struct ForgeSettings {
     /// The app's ARI, `ari:cloud:ecosystem::app/<uuid>`: the `aud` tokens must carry.
     pub app_ari: String,
+    /// Production's keys: every token not chosen for another set below.
     pub keys: ForgeKeys,
+    /// Staging's keys, for tokens whose (unverified) `app.apiBaseUrl` is on [`STAGING_API_PREFIX`];
+    /// `None` refuses those tokens with production's keys.
+    pub staging_keys: Option<ForgeKeys>,
+    /// The JWKS URL template of Isolated Clouds (`{icLabel}` replaced by the token's label), and
+    /// how their keys are fetched; `None` refuses tokens with an `icLabel`.
+    pub isolated_clouds: Option<IsolatedClouds>,
+}
+
+/// Where a staging app's calls say their product API is (ACE and atlassian-connect-play choose
+/// staging's JWKS by it).
+pub const STAGING_API_PREFIX: &str = "https://api.stg.atlassian.com/";
+
+/// The keys of each Isolated Cloud, by label, fetched from a URL template.
+#[derive(Clone)]
+pub struct IsolatedClouds {
+    template: String,
+    min_refresh: Duration,
+    timeout: Duration,
+    keys: moka::sync::Cache<String, ForgeKeys>,
+}
+
+impl IsolatedClouds {
+    /// `template` holds `{icLabel}` exactly where the label goes, e.g.
+    /// `https://forge.cdn.{icLabel}.example/.well-known/jwks.json`.
+    pub fn new(template: &str, min_refresh: Duration, timeout: Duration) -> Result<Self, String> {
+        if template.matches(IC_LABEL_PLACEHOLDER).count() != 1 {
+            return Err(format!(
+                "{template:?} must hold {IC_LABEL_PLACEHOLDER} once"
+            ));
+        }
+        url::Url::parse(&template.replace(IC_LABEL_PLACEHOLDER, "label"))
+            .map_err(|e| format!("{template:?}: {e}"))?;
+        Ok(Self {
+            template: template.to_owned(),
+            min_refresh,
+            timeout,
+            keys: moka::sync::Cache::builder().max_capacity(64).build(),
+        })
+    }
+
+    /// The keys of the cloud `label`, which must be a valid label ([`is_valid_ic_label`]).
+    fn of(&self, label: &str) -> Result<ForgeKeys, AuthError> {
+        if let Some(keys) = self.keys.get(label) {
+            return Ok(keys);
+        }
+        let url = url::Url::parse(&self.template.replace(IC_LABEL_PLACEHOLDER, label))
+            .map_err(|_| AuthError::InvalidIcLabel)?;
+        let keys = ForgeKeys::new(&url, self.min_refresh, self.timeout);
+        self.keys.insert(label.to_owned(), keys.clone());
+        Ok(keys)
+    }
+}
+
+/// What an Isolated Cloud URL template holds where the label goes.
+pub const IC_LABEL_PLACEHOLDER: &str = "{icLabel}";
+
+/// Whether `label` is an Isolated Cloud label a URL may be built from: `^[a-z0-9_-]{1,50}$`.
+pub fn is_valid_ic_label(label: &str) -> bool {
+    (1..=50).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The unverified claims that choose the keys a token is verified with.
+#[derive(Deserialize)]
+struct KeyChoice {
+    #[serde(default)]
+    app: Option<KeyChoiceApp>,
+    #[serde(default, rename = "icLabel")]
+    ic_label: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyChoiceApp {
+    #[serde(default)]
+    api_base_url: Option<serde_json::Value>,
+}
+
+impl ForgeSettings {
+    /// The key set a token is verified with: an Isolated Cloud's by its label, staging's when its
+    /// `app.apiBaseUrl` is on staging's API host, else production's. Chosen from claims not yet
+    /// verified; the token must still verify with a key of the set chosen.
+    fn keys_for(&self, token: &str) -> Result<ForgeKeys, AuthError> {
+        let choice: KeyChoice = jwt::peek_payload(token)?;
+        if let Some(label) = choice.ic_label {
+            let label = label.as_str().filter(|l| is_valid_ic_label(l));
+            let label = label.ok_or(AuthError::InvalidIcLabel)?;
+            return self
+                .isolated_clouds
+                .as_ref()
+                .ok_or(AuthError::IsolatedCloudNotConfigured)?
+                .of(label);
+        }
+        let staging = choice
+            .app
+            .and_then(|a| a.api_base_url)
+            .as_ref()
+            .and_then(|u| u.as_str())
+            .is_some_and(|u| u.starts_with(STAGING_API_PREFIX));
+        Ok(match (&self.staging_keys, staging) {
+            (Some(staging), true) => staging.clone(),
+            _ => self.keys.clone(),
+        })
+    }
 }
 
 /// A token Forge hands the remote for calls back to the product; its `Debug` never shows it.
@@ -216,7 +323,7 @@ pub struct ForgeInvocation {
 
 /// The claims of a verified Forge Invocation Token (PROTOCOL.md F1). Unknown fields are ignored;
 /// only `app.installationId` is required beyond the registered claims.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct InvocationClaims {
     #[serde(default)]
     pub exp: Option<i64>,
@@ -239,7 +346,7 @@ pub struct InvocationClaims {
 }
 
 /// `app` of a Forge Invocation Token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppClaims {
     /// The app's ARI.
@@ -261,8 +368,46 @@ pub struct AppClaims {
     pub license: Option<serde_json::Value>,
 }
 
+/// `app.license` (paid apps in production; PROTOCOL.md F1): every field optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgeLicense {
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// Deprecated for `active`.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default)]
+    pub billing_period: Option<String>,
+    /// `capabilityStandard`, `capabilityAdvanced`.
+    #[serde(default)]
+    pub capability_set: Option<String>,
+    #[serde(default)]
+    pub ccp_entitlement_id: Option<String>,
+    #[serde(default)]
+    pub ccp_entitlement_slug: Option<String>,
+    #[serde(default)]
+    pub is_evaluation: Option<bool>,
+    #[serde(default)]
+    pub subscription_end_date: Option<String>,
+    #[serde(default)]
+    pub trial_end_date: Option<String>,
+    /// `COMMERCIAL`, `COMMUNITY`, `ACADEMIC`, `DEVELOPER`, … (sources disagree on case).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub modes: Option<Vec<String>>,
+}
+
+impl ForgeLicense {
+    /// `active`, else the deprecated `isActive`; absent is inactive.
+    pub fn is_active(&self) -> bool {
+        self.active.or(self.is_active).unwrap_or(false)
+    }
+}
+
 /// `app.environment`: `type` is `DEVELOPMENT`, `STAGING` or `PRODUCTION`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EnvironmentClaims {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
@@ -271,7 +416,7 @@ pub struct EnvironmentClaims {
 }
 
 /// `app.module`: the invoked module's type (`xen:macro`, `core:endpoint`, …) and key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModuleClaims {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
@@ -280,7 +425,7 @@ pub struct ModuleClaims {
 }
 
 /// `app.installation`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct InstallationClaims {
     #[serde(default)]
     pub id: Option<String>,
@@ -289,7 +434,7 @@ pub struct InstallationClaims {
 }
 
 /// One product of `app.installation.contexts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallationContext {
     #[serde(default)]
@@ -329,6 +474,31 @@ impl InvocationClaims {
         match ids.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
+        }
+    }
+
+    /// `app.license`, typed; a licence whose fields do not read as documented reads as inactive.
+    pub fn license(&self) -> Option<ForgeLicense> {
+        let license = self.app.license.as_ref()?;
+        Some(serde_json::from_value(license.clone()).unwrap_or_default())
+    }
+
+    /// Whether the call comes from the app's production environment.
+    pub fn is_production(&self) -> bool {
+        self.app
+            .environment
+            .as_ref()
+            .and_then(|e| e.kind.as_deref())
+            .is_some_and(|k| k.eq_ignore_ascii_case("PRODUCTION"))
+    }
+
+    fn tenant_license(&self) -> super::License {
+        match self.license() {
+            Some(l) if l.is_active() => super::License::Active {
+                evaluation: l.is_evaluation.unwrap_or(false),
+            },
+            Some(_) => super::License::Inactive,
+            None => super::License::Unknown,
         }
     }
 
@@ -395,7 +565,7 @@ impl Authenticator {
         if kid.is_empty() || kid.len() > 256 {
             return Err(AuthError::InvalidKeyId.into());
         }
-        let key = forge.keys.get(&kid).await?;
+        let key = forge.keys_for(token)?.get(&kid).await?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256];
         validation.leeway = self.inner.limits.leeway;
@@ -536,7 +706,8 @@ impl Authenticator {
                 claims.context.clone(),
                 kind,
                 None,
-            ),
+            )
+            .with_license(claims.tenant_license()),
             invocation,
         ))
     }

@@ -86,6 +86,15 @@ pub fn peek(token: &str) -> Result<(PeekedHeader, PeekedClaims), AuthError> {
     Ok((decode_part(header)?, decode_part(payload)?))
 }
 
+/// The unverified payload of `token` as `T`: only to choose how to verify it.
+pub fn peek_payload<T: DeserializeOwned>(token: &str) -> Result<T, AuthError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::MalformedToken);
+    }
+    let payload = token.split('.').nth(1).ok_or(AuthError::MalformedToken)?;
+    decode_part(payload)
+}
+
 fn decode_part<T: DeserializeOwned>(part: &str) -> Result<T, AuthError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))

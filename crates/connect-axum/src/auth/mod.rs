@@ -33,7 +33,7 @@ mod tenant;
 
 pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, ForgeToken, require_forge};
 pub use install::{InstallKeys, SignedInstall};
-pub use tenant::{Access, IssueRef, Owner, Tenant, TokenKind};
+pub use tenant::{Access, IssueRef, License, Owner, Tenant, TokenKind};
 
 /// The response header that carries the renewed session token for the iframe's later calls.
 pub const SESSION_TOKEN_HEADER: &str = "x-acpt";
@@ -97,6 +97,12 @@ pub enum AuthError {
     UnmappedInstallation,
     #[error("Forge Remote is not configured (FORGE_APP_ID)")]
     ForgeNotConfigured,
+    #[error("the invocation token's icLabel is not an Isolated Cloud label")]
+    InvalidIcLabel,
+    #[error(
+        "the invocation token comes from an Isolated Cloud this app is not set up for (FORGE_IC_JWKS_URL_TEMPLATE)"
+    )]
+    IsolatedCloudNotConfigured,
     #[error("the tenant's stored secret cannot be used; the operator has been told")]
     SecretUnavailable,
     #[error("the session began too long ago; get a fresh token from the product")]
@@ -132,6 +138,8 @@ impl AuthError {
             AuthError::InvalidIssuer => "invalid_issuer",
             AuthError::UnmappedInstallation => "unmapped_installation",
             AuthError::ForgeNotConfigured => "forge_not_configured",
+            AuthError::InvalidIcLabel => "invalid_ic_label",
+            AuthError::IsolatedCloudNotConfigured => "isolated_cloud_not_configured",
             AuthError::SecretUnavailable => "secret_unavailable",
             AuthError::SessionExpired => "session_expired",
         }
@@ -394,7 +402,8 @@ impl Authenticator {
             .then(|| lifecycle_token(&claims, token))
             .transpose()?;
         Ok((
-            Tenant::new(record, claims.sub, claims.context, kind, chain_start),
+            Tenant::new(record, claims.sub, claims.context, kind, chain_start)
+                .with_license(connect_license(kind, parts)),
             lifecycle,
         ))
     }
@@ -531,6 +540,34 @@ impl Authenticator {
 
 /// A tenant lookup whose stored secret does not open is refused (401 `secret_unavailable`) and
 /// logged for the operator: no token can be checked against it.
+/// The licence Connect's `lic` parameter states, on a request whose query the token's QSH binds.
+fn connect_license(kind: TokenKind, parts: &Parts) -> License {
+    let lic = (kind == TokenKind::Product)
+        .then(|| parts.uri.query())
+        .flatten()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "lic")
+                .map(|(_, v)| v.into_owned())
+        });
+    match lic.as_deref() {
+        Some("active") => License::Active { evaluation: false },
+        Some("none") => License::Inactive,
+        _ => License::Unknown,
+    }
+}
+
+/// Middleware for a route group behind [`require_jwt`] or [`require_forge`]: admits only
+/// licensed requests ([`Tenant::require_license`]), else 403 `unlicensed`.
+pub async fn require_license(request: Request, next: Next) -> Result<Response, Error> {
+    let tenant = request
+        .extensions()
+        .get::<Tenant>()
+        .ok_or(AuthError::MissingToken)?;
+    tenant.require_license()?;
+    Ok(next.run(request).await)
+}
+
 pub(crate) fn usable<T>(found: sqlx::Result<T>) -> Result<T, Error> {
     found.map_err(|e| match crate::store::UnreadableSecret::of(&e) {
         Some(unreadable) => {

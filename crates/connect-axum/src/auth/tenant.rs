@@ -103,6 +103,24 @@ impl Access {
     }
 }
 
+/// The app's licence on the tenant, as the request's token vouches for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum License {
+    /// Licensed: Forge's `app.license.active` (or the deprecated `isActive`), or Connect's
+    /// `lic=active` on a request its QSH binds.
+    Active {
+        /// A trial (`isEvaluation`).
+        evaluation: bool,
+    },
+    /// Not licensed: Forge's `active: false`, Connect's `lic=none`.
+    Inactive,
+    /// The token says nothing: Forge sends a licence only to paid apps in production (none to
+    /// free apps, development and staging), Connect `lic` only on requests to the app's pages
+    /// (not on webhooks, REST calls or the iframe's AJAX, whose query the product does not vouch
+    /// for).
+    Unknown,
+}
+
 /// Whose rows a request may change or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner<'a> {
@@ -127,6 +145,7 @@ pub struct Tenant {
     kind: TokenKind,
     access: Access,
     chain_start: Option<u64>,
+    license: License,
 }
 
 impl Tenant {
@@ -145,6 +164,30 @@ impl Tenant {
             kind,
             access,
             chain_start,
+            license: License::Unknown,
+        }
+    }
+
+    pub(super) fn with_license(self, license: License) -> Self {
+        Self { license, ..self }
+    }
+
+    /// The app's licence on the tenant, as this request's token says.
+    pub fn license(&self) -> License {
+        self.license
+    }
+
+    /// Refuses with 403 `unlicensed` a request whose token says the app is not licensed; one
+    /// whose token says nothing is admitted. For a paid app: Forge always sends its licence in
+    /// production, and Connect sends `lic` on its pages (`lic=none` also for free apps, so a
+    /// free app does not use this).
+    pub fn require_license(&self) -> Result<(), Error> {
+        match self.license {
+            License::Active { .. } | License::Unknown => Ok(()),
+            License::Inactive => Err(Error::Forbidden {
+                reason: "unlicensed",
+                message: "the app is not licensed on this site".to_owned(),
+            }),
         }
     }
 

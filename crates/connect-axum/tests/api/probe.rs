@@ -1,9 +1,10 @@
 //! The probe app: the library with a descriptor and one route of each authentication, which
 //! answers who the request was verified as; started by the testing kit.
 
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
-use connect_axum::auth::{ContextJwt, ProductJwt, Tenant};
+use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
 use connect_axum::config::Config;
 use connect_axum::server::{Builder, ConnectApp};
 pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
@@ -33,6 +34,16 @@ async fn whoami(tenant: Tenant) -> Json<Value> {
     }))
 }
 
+/// What a Forge invocation told the app: every claim, typed, and the licence the tenant has.
+async fn context(tenant: Tenant, invocation: ForgeInvocation) -> Json<Value> {
+    Json(json!({
+        "claims": invocation.claims,
+        "license": format!("{:?}", tenant.license()),
+        "typedLicense": invocation.claims.license(),
+        "production": invocation.claims.is_production(),
+    }))
+}
+
 /// The probe as a server: `GET /api/probe` behind [`ContextJwt`], `GET /api/probe/product`
 /// behind [`ProductJwt`], `GET /forge/probe` behind a Forge Invocation Token.
 pub fn app(config: Config) -> Builder {
@@ -40,7 +51,21 @@ pub fn app(config: Config) -> Builder {
         .descriptor(DESCRIPTOR)
         .routes::<ContextJwt>(Router::new().route("/api/probe", get(whoami)))
         .routes::<ProductJwt>(Router::new().route("/api/probe/product", get(whoami)))
-        .forge_routes(Router::new().route("/forge/probe", get(whoami)))
+        .routes::<ProductJwt>(
+            Router::new()
+                .route("/api/probe/licensed", get(whoami))
+                .route_layer(middleware::from_fn(auth::require_license)),
+        )
+        .forge_routes(
+            Router::new()
+                .route("/forge/probe", get(whoami))
+                .route("/forge/context", get(context)),
+        )
+        .forge_routes(
+            Router::new()
+                .route("/forge/licensed", get(whoami))
+                .route_layer(middleware::from_fn(auth::require_license)),
+        )
 }
 
 /// The probe, to start on a fresh store.

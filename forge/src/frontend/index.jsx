@@ -1,0 +1,156 @@
+// The issue notes panel in UI Kit. Every call goes to the server through invokeRemote (the
+// manifest's `notes-ui` endpoint): Forge adds the Forge Invocation Token, whose
+// `context.extension.issue.key` limits the call to this issue, and the user's and the app's
+// tokens. The paths are the sample's Forge routes (src/lib.rs `forge_router`); tests/manifest.rs
+// checks them.
+import React, { useCallback, useEffect, useState } from 'react';
+import ForgeReconciler, {
+  Button,
+  Inline,
+  Label,
+  SectionMessage,
+  Spinner,
+  Stack,
+  Text,
+  TextArea,
+} from '@forge/react';
+import { invokeRemote, view } from '@forge/bridge';
+
+// The server's MAX_NOTE_CHARS.
+const MAX_NOTE_CHARS = 10000;
+
+const notesPath = (issueKey) => `/forge/api/issues/${encodeURIComponent(issueKey)}/notes`;
+const notePath = (issueKey, id) =>
+  `/forge/api/issues/${encodeURIComponent(issueKey)}/notes/${encodeURIComponent(id)}`;
+
+// Sends one call to the server and gives back the answer's body; a refusal becomes an Error whose
+// message is the server's `{error, message}` body.
+async function callServer(method, path, body) {
+  const request = { method, path };
+  if (body !== undefined) {
+    request.headers = { 'content-type': 'application/json' };
+    request.body = body;
+  }
+  const response = await invokeRemote(request);
+  if (response.status >= 200 && response.status < 300) {
+    return response.body;
+  }
+  const problem = response.body ?? {};
+  const reason = problem.error ? ` (${problem.error})` : '';
+  throw new Error(`${problem.message ?? `the server answered ${response.status}`}${reason}`);
+}
+
+const describe = (error) => (error instanceof Error ? error.message : String(error));
+
+function NotesPanel() {
+  const [issueKey, setIssueKey] = useState(null);
+  const [accountId, setAccountId] = useState(null);
+  const [notes, setNotes] = useState(null);
+  const [draft, setDraft] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+
+  const loadNotes = useCallback(async (key) => {
+    try {
+      setNotes(await callServer('GET', notesPath(key)));
+      setError(null);
+    } catch (e) {
+      setError(describe(e));
+    }
+  }, []);
+
+  useEffect(() => {
+    view
+      .getContext()
+      .then((context) => {
+        const key = context.extension?.issue?.key;
+        if (!key) {
+          setError('this panel has no issue to keep notes on');
+          return;
+        }
+        setIssueKey(key);
+        setAccountId(context.accountId ?? null);
+        return loadNotes(key);
+      })
+      .catch((e) => setError(describe(e)));
+  }, [loadNotes]);
+
+  const addNote = async () => {
+    setBusy(true);
+    try {
+      const note = await callServer('POST', notesPath(issueKey), { body: draft });
+      setNotes((current) => [...(current ?? []), note]);
+      setDraft('');
+      setError(null);
+    } catch (e) {
+      setError(describe(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const deleteNote = async (id) => {
+    setBusy(true);
+    try {
+      await callServer('DELETE', notePath(issueKey, id));
+      setNotes((current) => (current ?? []).filter((note) => note.id !== id));
+      setError(null);
+    } catch (e) {
+      setError(describe(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const tooLong = [...draft].length > MAX_NOTE_CHARS;
+
+  return (
+    <Stack space="space.200">
+      {error && (
+        <SectionMessage appearance="error" title="Notes">
+          <Text>{error}</Text>
+        </SectionMessage>
+      )}
+      {notes === null && !error && <Spinner label="Loading notes" />}
+      {notes !== null && notes.length === 0 && <Text>No notes on {issueKey} yet.</Text>}
+      {notes !== null &&
+        notes.map((note) => (
+          <Inline key={note.id} space="space.100" alignBlock="center" spread="space-between">
+            <Text>{note.body}</Text>
+            {note.author === accountId && (
+              <Button appearance="subtle" isDisabled={busy} onClick={() => deleteNote(note.id)}>
+                Delete
+              </Button>
+            )}
+          </Inline>
+        ))}
+      {issueKey && (
+        <Stack space="space.100">
+          <Label labelFor="new-note">New note</Label>
+          <TextArea
+            id="new-note"
+            value={draft}
+            maxLength={MAX_NOTE_CHARS}
+            isDisabled={busy}
+            onChange={(event) => setDraft(event.target.value ?? '')}
+          />
+          <Inline>
+            <Button
+              appearance="primary"
+              isDisabled={busy || draft.trim() === '' || tooLong}
+              onClick={addNote}
+            >
+              Add note
+            </Button>
+          </Inline>
+        </Stack>
+      )}
+    </Stack>
+  );
+}
+
+ForgeReconciler.render(
+  <React.StrictMode>
+    <NotesPanel />
+  </React.StrictMode>,
+);

@@ -1,0 +1,556 @@
+//! The sample's Forge manifests (`forge/manifest.yml` and its Connect-on-Forge variant) checked
+//! against the server they describe: the library's default Forge paths and the tokens it needs
+//! there, the sample's Forge routes and product event, the panel's `invokeRemote` paths and the
+//! Connect descriptor. A manifest that drifts from any of them fails here, not on a live site.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use connect_axum::config::Config;
+use connect_axum::forge::events::{INSTALLED, UPGRADED};
+use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const FRONTEND: &str = include_str!("../forge/src/frontend/index.jsx");
+const SAMPLE_ROUTES: &str = include_str!("../src/lib.rs");
+// The handler's module is private to the sample, so its constant is read from the source.
+const SAMPLE_EVENTS: &str = include_str!("../src/forge.rs");
+
+/// The prefix of the sample's notes API for Forge.
+const FORGE_NOTES_PREFIX: &str = "/forge/api/issues/";
+
+/// One manifest file, parsed.
+struct Manifest {
+    path: &'static str,
+    doc: Yaml,
+}
+
+impl Manifest {
+    fn load(path: &'static str, text: &str) -> Self {
+        let mut docs = YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(docs.len(), 1, "{path}: one YAML document");
+        Self {
+            path,
+            doc: docs.remove(0),
+        }
+    }
+
+    fn modules(&self, kind: &str) -> &[Yaml] {
+        self.doc["modules"][kind]
+            .as_vec()
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn endpoint(&self, key: &str) -> Option<&Yaml> {
+        self.modules("endpoint")
+            .iter()
+            .find(|e| e["key"].as_str() == Some(key))
+    }
+
+    /// The endpoint a trigger-like module names, which must exist.
+    fn endpoint_of(&self, kind: &str, module: &Yaml) -> &Yaml {
+        let key = text(
+            &module["endpoint"],
+            &format!("{}: {kind} endpoint", self.path),
+        );
+        self.endpoint(key)
+            .unwrap_or_else(|| panic!("{}: {kind} names no endpoint {key}", self.path))
+    }
+
+    /// The file a resource key points at, from the manifest's directory.
+    fn resource_file(&self, key: &str) -> PathBuf {
+        let resource = self.doc["resources"]
+            .as_vec()
+            .and_then(|r| r.iter().find(|r| r["key"].as_str() == Some(key)))
+            .unwrap_or_else(|| panic!("{}: no resource {key}", self.path));
+        let dir = Path::new(self.path).parent().unwrap();
+        repo_file(&dir.join(text(&resource["path"], "resource path")))
+    }
+
+    fn scopes(&self) -> BTreeSet<&str> {
+        self.doc["permissions"]["scopes"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{}: no permissions.scopes", self.path))
+            .iter()
+            .map(|s| text(s, "scope"))
+            .collect()
+    }
+}
+
+fn manifests() -> [Manifest; 2] {
+    [
+        Manifest::load("forge/manifest.yml", include_str!("../forge/manifest.yml")),
+        Manifest::load(
+            "forge/connect-on-forge/manifest.yml",
+            include_str!("../forge/connect-on-forge/manifest.yml"),
+        ),
+    ]
+}
+
+fn text<'a>(value: &'a Yaml, what: &str) -> &'a str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, found {value:?}"))
+}
+
+fn enabled(auth: &Yaml, token: &str) -> bool {
+    auth[token]["enabled"].as_bool() == Some(true)
+}
+
+fn repo_file(relative: &Path) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    path.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The library's Forge paths when no setting moves them.
+fn library_paths() -> (String, String, String) {
+    let config = Config::from_vars(|_| None).unwrap();
+    (
+        config.forge_events_path,
+        config.forge_scheduled_path,
+        config.forge_pre_uninstall_path,
+    )
+}
+
+fn descriptor() -> Value {
+    serde_json::from_str(issue_notes::DESCRIPTOR).unwrap()
+}
+
+/// The value of `pub const NAME: &str = "…";` in a Rust source.
+fn rust_str_const<'a>(source: &'a str, name: &str) -> &'a str {
+    let start = format!("pub const {name}: &str = \"");
+    let rest = &source[source.find(&start).unwrap_or_else(|| panic!("no {name}")) + start.len()..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+/// A route template with every placeholder (`{issue_key}`, `${…}`) as `{}`.
+fn normalized(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').map(|c| open + c).unwrap();
+        out.push_str(rest[..open].trim_end_matches('$'));
+        out.push_str("{}");
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The text of a call's arguments, from just after its `(` to its matching `)`.
+fn call_arguments(after_open: &str) -> &str {
+    let mut depth = 1;
+    for (i, c) in after_open.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 1 => return &after_open[..i],
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    panic!("an unclosed call: {after_open}")
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// (method, path) of every route of the sample's `forge_router`, read from its source.
+fn sample_forge_routes() -> BTreeSet<(String, String)> {
+    let start = SAMPLE_ROUTES
+        .find("pub fn forge_router()")
+        .expect("src/lib.rs has forge_router");
+    let body = &SAMPLE_ROUTES[start..];
+    let body = &body[..body.find("\n}\n").unwrap()];
+    let mut routes = BTreeSet::new();
+    for route in body.split(".route(").skip(1) {
+        let route = call_arguments(route);
+        let path = route.split('"').nth(1).unwrap();
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let call = format!("{method}(");
+            if route
+                .match_indices(&call)
+                .any(|(i, _)| i == 0 || !is_ident_byte(route.as_bytes()[i - 1]))
+            {
+                routes.insert((method.to_uppercase(), normalized(path)));
+            }
+        }
+    }
+    routes
+}
+
+/// (method, path) of every call the panel makes: `callServer('METHOD', builder(…))`, where each
+/// builder is a `const` arrow function whose template literal starts with the Forge notes prefix.
+fn frontend_calls() -> BTreeSet<(String, String)> {
+    let mut builders = Vec::new();
+    for (i, _) in FRONTEND.match_indices("const ") {
+        let rest = &FRONTEND[i + "const ".len()..];
+        let name_len = rest
+            .bytes()
+            .position(|b| !is_ident_byte(b))
+            .unwrap_or(rest.len());
+        let (name, rest) = rest.split_at(name_len);
+        let Some(rest) = rest.strip_prefix(" = (") else {
+            continue;
+        };
+        let definition = &rest[..rest.find(';').unwrap_or(rest.len())];
+        let Some(template) = definition.split('`').nth(1) else {
+            continue;
+        };
+        if template.starts_with(FORGE_NOTES_PREFIX) {
+            builders.push((name, normalized(template)));
+        }
+    }
+    assert!(!builders.is_empty(), "the frontend builds no Forge path");
+    let mut calls = BTreeSet::new();
+    for call in FRONTEND.split("callServer('").skip(1) {
+        let (method, rest) = call.split_once("', ").unwrap();
+        let builder = &rest[..rest.find('(').unwrap()];
+        let (_, path) = builders
+            .iter()
+            .find(|(name, _)| *name == builder)
+            .unwrap_or_else(|| panic!("{method} goes to {builder}, not a Forge notes path"));
+        calls.insert((method.to_owned(), path.clone()));
+    }
+    calls
+}
+
+/// Every path literal of the frontend that starts with the Forge notes prefix.
+fn frontend_paths() -> BTreeSet<String> {
+    FRONTEND
+        .match_indices(FORGE_NOTES_PREFIX)
+        .map(|(i, _)| {
+            let rest = &FRONTEND[i..];
+            normalized(&rest[..rest.find(['`', '\'', '"']).unwrap()])
+        })
+        .collect()
+}
+
+#[test]
+fn every_endpoint_route_is_a_forge_path_the_library_serves_with_a_system_token() {
+    let (events, scheduled, pre_uninstall) = library_paths();
+    let served = [&events, &scheduled, &pre_uninstall];
+    for m in manifests() {
+        let mut routed = BTreeSet::new();
+        for endpoint in m.modules("endpoint") {
+            let key = text(&endpoint["key"], "endpoint key");
+            let remote = text(&endpoint["remote"], "endpoint remote");
+            assert!(
+                m.doc["remotes"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["key"].as_str() == Some(remote)),
+                "{}: endpoint {key} names no remote {remote}",
+                m.path
+            );
+            let Some(path) = endpoint["route"]["path"].as_str() else {
+                continue;
+            };
+            assert!(
+                served.iter().any(|s| s.as_str() == path),
+                "{}: endpoint {key} routes to {path}, which the library does not serve",
+                m.path
+            );
+            // The deliveries bring the token the library stores and refreshes;
+            // /forge/scheduled refuses a delivery without one.
+            assert!(
+                enabled(&endpoint["auth"], "appSystemToken"),
+                "{}: endpoint {key} lacks auth.appSystemToken.enabled: true",
+                m.path
+            );
+            routed.insert(path);
+        }
+        for path in served {
+            assert!(
+                routed.contains(path.as_str()),
+                "{}: no endpoint routes to {path}",
+                m.path
+            );
+        }
+    }
+}
+
+#[test]
+fn every_trigger_names_an_endpoint_of_its_library_path() {
+    let (events, scheduled, pre_uninstall) = library_paths();
+    for m in manifests() {
+        for (kind, path) in [
+            ("trigger", &events),
+            ("scheduledTrigger", &scheduled),
+            ("preUninstall", &pre_uninstall),
+        ] {
+            assert!(!m.modules(kind).is_empty(), "{}: no {kind}", m.path);
+            for module in m.modules(kind) {
+                let endpoint = m.endpoint_of(kind, module);
+                assert_eq!(
+                    endpoint["route"]["path"].as_str(),
+                    Some(path.as_str()),
+                    "{}: {kind} {:?}",
+                    m.path,
+                    module["key"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_triggers_carry_install_upgrade_and_the_samples_issue_event() {
+    let issue_deleted = rust_str_const(SAMPLE_EVENTS, "ISSUE_DELETED");
+    for m in manifests() {
+        let events: BTreeSet<&str> = m
+            .modules("trigger")
+            .iter()
+            .flat_map(|t| t["events"].as_vec().unwrap())
+            .map(|e| text(e, "event"))
+            .collect();
+        for event in [INSTALLED, UPGRADED, issue_deleted] {
+            assert!(events.contains(event), "{}: no trigger of {event}", m.path);
+        }
+    }
+}
+
+#[test]
+fn the_system_token_is_refreshed_hourly() {
+    for m in manifests() {
+        for module in m.modules("scheduledTrigger") {
+            assert_eq!(
+                module["interval"].as_str(),
+                Some("hour"),
+                "{}: {:?}",
+                m.path,
+                module["key"]
+            );
+        }
+    }
+}
+
+#[test]
+fn remote_and_endpoint_keys_fit_forges_limits() {
+    let fits = |key: &str| {
+        (1..=23).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    for m in manifests() {
+        let remotes = m.doc["remotes"].as_vec().unwrap().iter();
+        let mut keys: Vec<&str> = remotes
+            .chain(m.modules("endpoint"))
+            .map(|r| text(&r["key"], "key"))
+            .collect();
+        if let Some(remote) = m.doc["app"]["connect"]["remote"].as_str() {
+            keys.push(remote);
+        }
+        for key in keys {
+            assert!(fits(key), "{}: key {key:?}", m.path);
+        }
+        let unique: BTreeSet<&str> = m
+            .modules("endpoint")
+            .iter()
+            .map(|e| text(&e["key"], "endpoint key"))
+            .collect();
+        assert_eq!(unique.len(), m.modules("endpoint").len(), "{}", m.path);
+    }
+}
+
+#[test]
+fn the_remote_is_the_servers_https_origin_and_serves_the_panel_icon() {
+    for m in manifests() {
+        for remote in m.doc["remotes"].as_vec().unwrap() {
+            let base = url::Url::parse(text(&remote["baseUrl"], "baseUrl")).unwrap();
+            assert_eq!(base.scheme(), "https", "{}", m.path);
+            // Forge joins the caller's path by URL resolution: a path here could be dropped.
+            assert_eq!(base.path(), "/", "{}: baseUrl without a path", m.path);
+        }
+        let panels = m.modules("jira:issuePanel");
+        assert_eq!(panels.len(), 1, "{}", m.path);
+        let panel = &panels[0];
+        let endpoint = m.endpoint_of("jira:issuePanel resolver", &panel["resolver"]);
+        let remote = text(&endpoint["remote"], "remote");
+        let base = m.doc["remotes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"].as_str() == Some(remote))
+            .map(|r| url::Url::parse(text(&r["baseUrl"], "baseUrl")).unwrap())
+            .unwrap();
+        // The sample's public_router serves it.
+        assert_eq!(
+            text(&panel["icon"], "icon"),
+            base.join("/icon.svg").unwrap().as_str(),
+            "{}",
+            m.path
+        );
+        assert!(!text(&panel["title"], "title").is_empty());
+    }
+}
+
+#[test]
+fn the_panel_calls_the_remote_with_the_users_and_the_apps_tokens() {
+    for m in manifests() {
+        let panel = &m.modules("jira:issuePanel")[0];
+        let endpoint = m.endpoint_of("jira:issuePanel resolver", &panel["resolver"]);
+        assert!(
+            enabled(&endpoint["auth"], "appUserToken"),
+            "{}: the panel's endpoint lacks appUserToken",
+            m.path
+        );
+        assert!(
+            enabled(&endpoint["auth"], "appSystemToken"),
+            "{}: the panel's endpoint lacks appSystemToken",
+            m.path
+        );
+        // invokeRemote gives the path; a route here would not be used.
+        assert!(endpoint["route"].is_badvalue(), "{}", m.path);
+        let scopes = m.scopes();
+        for scope in ["read:app-system-token", "read:app-user-token"] {
+            assert!(scopes.contains(scope), "{}: no {scope}", m.path);
+        }
+    }
+}
+
+#[test]
+fn the_panel_renders_the_frontend_that_calls_the_samples_forge_routes() {
+    let frontend = repo_file(Path::new("forge/src/frontend/index.jsx"));
+    for m in manifests() {
+        let panel = &m.modules("jira:issuePanel")[0];
+        assert_eq!(panel["render"].as_str(), Some("native"), "{}", m.path);
+        let resource = text(&panel["resource"], "resource");
+        assert_eq!(m.resource_file(resource), frontend, "{}", m.path);
+    }
+
+    let server = sample_forge_routes();
+    assert!(!server.is_empty(), "forge_router has no routes");
+    for (_, path) in &server {
+        assert!(path.starts_with(FORGE_NOTES_PREFIX), "{path}");
+    }
+    assert!(FRONTEND.contains("invokeRemote("));
+    let routes: BTreeSet<String> = server.iter().map(|(_, path)| path.clone()).collect();
+    assert_eq!(
+        frontend_paths(),
+        routes,
+        "the panel's paths and the sample's Forge routes differ"
+    );
+    assert_eq!(
+        frontend_calls(),
+        server,
+        "the panel's calls and the sample's Forge routes differ"
+    );
+}
+
+#[test]
+fn the_issue_event_has_the_scope_forge_requires_for_it() {
+    for m in manifests() {
+        // Forge's manifest linter maps avi:jira:deleted:issue to read:jira-work.
+        assert!(m.scopes().contains("read:jira-work"), "{}", m.path);
+    }
+}
+
+#[test]
+fn the_forge_manifest_has_no_connect_part() {
+    let [forge, _] = manifests();
+    assert!(forge.doc["app"]["connect"].is_badvalue());
+    assert!(forge.doc["connectModules"].is_badvalue());
+    assert!(
+        text(&forge.doc["app"]["id"], "app.id").starts_with("ari:cloud:ecosystem::app/"),
+        "app.id is an app ARI"
+    );
+}
+
+#[test]
+fn the_connect_on_forge_variant_carries_the_descriptors_key_hooks_and_webhook() {
+    let [_, variant] = manifests();
+    let descriptor = descriptor();
+    let connect = &variant.doc["app"]["connect"];
+    assert_eq!(connect["key"].as_str(), descriptor["key"].as_str());
+    assert_eq!(connect["authentication"].as_str(), Some("jwt"));
+    let remote = text(&connect["remote"], "app.connect.remote");
+    assert!(
+        variant.doc["remotes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"].as_str() == Some(remote)),
+        "app.connect.remote names no remote"
+    );
+
+    let modules = &variant.doc["connectModules"];
+    let lifecycle = modules["jira:lifecycle"].as_vec().unwrap();
+    assert_eq!(lifecycle.len(), 1, "one jira:lifecycle entry");
+    let hooks = lifecycle[0].as_hash().unwrap();
+    for (name, url) in hooks {
+        let name = text(name, "hook");
+        if name != "key" {
+            assert_eq!(
+                url.as_str(),
+                descriptor["lifecycle"][name].as_str(),
+                "lifecycle {name}"
+            );
+        }
+    }
+    // The two hooks Forge still calls for a Connect-on-Forge app.
+    for hook in ["installed", "uninstalled"] {
+        assert!(
+            lifecycle[0][hook].as_str().is_some(),
+            "jira:lifecycle lacks {hook}"
+        );
+    }
+
+    let webhooks: BTreeSet<(&str, &str)> = modules["jira:webhooks"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|w| (text(&w["event"], "event"), text(&w["url"], "url")))
+        .collect();
+    let described: BTreeSet<(&str, &str)> = descriptor["modules"]["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["event"].as_str().unwrap(), w["url"].as_str().unwrap()))
+        .collect();
+    assert_eq!(webhooks, described);
+
+    // Each Connect scope of the descriptor as its Forge name (READ is read:connect-jira).
+    let scopes = variant.scopes();
+    for scope in descriptor["scopes"].as_array().unwrap() {
+        let forge = format!(
+            "{}:connect-jira",
+            scope.as_str().unwrap().to_lowercase().replace('_', "-")
+        );
+        assert!(scopes.contains(forge.as_str()), "no {forge}");
+    }
+}
+
+#[test]
+fn the_connect_on_forge_variant_has_the_same_forge_modules_on_its_connect_remote() {
+    let [forge, variant] = manifests();
+    let remote = text(
+        &variant.doc["app"]["connect"]["remote"],
+        "app.connect.remote",
+    );
+    let mut expected = forge.doc["modules"].clone();
+    if let Some(endpoints) = expected["endpoint"].as_mut_vec() {
+        for endpoint in endpoints {
+            endpoint["remote"] = Yaml::String(remote.to_owned());
+        }
+    }
+    assert_eq!(variant.doc["modules"], expected);
+    assert_eq!(
+        variant.doc["remotes"][0]["baseUrl"], forge.doc["remotes"][0]["baseUrl"],
+        "one server behind both"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_manifest_as_it_is() {
+    let manifest = std::fs::read_to_string(repo_file(Path::new("forge/manifest.yml"))).unwrap();
+    let readme = std::fs::read_to_string(repo_file(Path::new("README.md"))).unwrap();
+    let block = format!("```yaml\n{}```", manifest);
+    assert!(
+        readme.contains(&block),
+        "README.md's ```yaml block differs from forge/manifest.yml"
+    );
+}
