@@ -621,11 +621,13 @@ async fn no_invocation_token_or_system_token_reaches_the_logs() {
     assert_eq!(installed.status(), 204);
     let token = fit(0, &tenant, json!({}));
     let system = "system-token-never-logged";
+    let user = "user-token-never-logged";
     for bearer in [token.clone(), format!("{token}x")] {
         client
             .get(format!("{}{NOTES}", server.url))
             .header("authorization", format!("Bearer {bearer}"))
             .header("x-forge-oauth-system", system)
+            .header("x-forge-oauth-user", user)
             .header("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124")
             .header("x-b3-spanid", "a2fb4a1d1a96d312")
             .send()
@@ -660,6 +662,7 @@ async fn no_invocation_token_or_system_token_reaches_the_logs() {
         ("FIT", token.as_str()),
         ("FIT signature", signature),
         ("system token", system),
+        ("user token", user),
     ] {
         assert!(!logs.contains(secret), "the {what} is in the logs");
     }

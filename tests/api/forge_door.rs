@@ -621,7 +621,74 @@ async fn a_connect_on_forge_site_is_one_tenant_through_both_doors(app: TestApp, 
     assert_eq!(app.raw("select client_key from tenant").await.len(), 1);
 }
 
+async fn forge_residency_hooks_move_the_data_on_the_same_state_machine(
+    app: TestApp,
+    forge: FakeForge,
+) {
+    let site = forge.site("acme");
+    let tenant = install(&app, &forge, &site).await;
+    let key = key_of(&app, &tenant).await;
+    let hook = |path: &str, body: Option<Value>| {
+        let fit = forge.trigger(&site).sign();
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let target = format!("/forge/migration/{path}");
+        let app = &app;
+        async move { app.invoke(method, &target, &fit, body.as_ref()).await }
+    };
+    // Forge's migration service numbers its migrations.
+    let scheduled = hook(
+        "schedule",
+        Some(json!({ "migrationId": 57500, "location": "EU" })),
+    )
+    .await;
+    assert_eq!(
+        scheduled.json()["status"],
+        "scheduled",
+        "{}",
+        String::from_utf8_lossy(&scheduled.body)
+    );
+    let started = hook("start", Some(json!({ "migrationId": 57500 }))).await;
+    assert_eq!(started.json()["status"], "ready-to-commit");
+    assert_eq!(
+        hook("status?migrationId=57500", None).await.json(),
+        json!({ "status": "ready-to-commit", "location": "EU" })
+    );
+    assert_eq!(
+        issue_notes::StoredLocation::read(app.store.as_ref(), &key)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("EU")
+    );
+    // Another migration's id, as a number or as text, is not this one.
+    let other = hook("commit", Some(json!({ "migrationId": 57501 }))).await;
+    assert_eq!(other.status, StatusCode::BAD_REQUEST);
+    assert_eq!(other.json()["errorResponseCode"], "E0001");
+    let committed = hook("commit", Some(json!({ "migrationId": "57500" }))).await;
+    assert_eq!(committed.json()["status"], "committed");
+    // The Forge hooks take a Forge token only; the Connect ones a Connect JWT only.
+    app.call(
+        "POST",
+        "/forge/migration/schedule",
+        None,
+        Some(&json!({ "migrationId": 1, "location": "EU" })),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "missing_token");
+    app.invoke(
+        "POST",
+        "/migration/schedule",
+        &forge.trigger(&site).sign(),
+        Some(&json!({ "migrationId": 1, "location": "EU" })),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "unsupported_scheme");
+    let bad = hook("start", Some(json!({ "migrationId": [1] }))).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
 forge_tests!(
+    forge_residency_hooks_move_the_data_on_the_same_state_machine,
     the_sample_lives_on_forge_alone,
     event_fields_are_read_at_the_top_level_or_under_payload_and_never_name_the_tenant,
     a_redelivered_event_runs_its_handler_once,

@@ -100,6 +100,8 @@ struct Knobs {
     impersonation_ttl: u64,
     impersonation_delay: Duration,
     impersonations: Vec<Impersonation>,
+    /// Every user token issued, with its account id.
+    user_tokens: Vec<(String, String)>,
     storage: Vec<StorageCall>,
     rate_limited: (usize, Option<Duration>),
     not_found: (StatusCode, String),
@@ -143,6 +145,7 @@ impl FakeForgeApi {
                 impersonation_ttl: DEFAULT_IMPERSONATION_TTL_SECS,
                 impersonation_delay: Duration::ZERO,
                 impersonations: Vec::new(),
+                user_tokens: Vec::new(),
                 storage: Vec::new(),
                 rate_limited: (0, None),
                 not_found: (StatusCode::NOT_FOUND, "KEY_NOT_FOUND".to_owned()),
@@ -206,6 +209,11 @@ impl FakeForgeApi {
     /// How many GraphQL requests the fake received, refused ones included.
     pub fn impersonations(&self) -> usize {
         self.shared.knobs().impersonations.len()
+    }
+
+    /// The user tokens issued so far, each with its account id, in order.
+    pub fn issued_user_tokens(&self) -> Vec<(String, String)> {
+        self.shared.knobs().user_tokens.clone()
     }
 
     /// Every GraphQL request the fake received, in order.
@@ -365,11 +373,14 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             }),
             None => {
                 knobs.issued += 1;
+                let token = format!("fake-user-token-{}", knobs.issued);
+                let account_id = call.account_id.clone().unwrap_or_default();
+                knobs.user_tokens.push((account_id, token.clone()));
                 json!({
                     "success": true,
                     "errors": null,
                     "authToken": {
-                        "token": format!("fake-user-token-{}", knobs.issued),
+                        "token": token,
                         "ttl": knobs.impersonation_ttl,
                     },
                 })

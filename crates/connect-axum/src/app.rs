@@ -49,6 +49,9 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
     let realm_migration = state.with_jwt::<ProductJwt, _>(
         Router::new().nest(&state.config.data_residency_path, residency::router()),
     );
+    // The same hooks for Forge's migration service, with a Forge Invocation Token.
+    let forge_realm_migration = state
+        .with_forge(Router::new().nest(&state.config.forge_migration_path, residency::router()));
     let mut public = Router::new().merge(lifecycle::descriptor_router());
     if state.config.metrics_on_public_port() {
         public = public.route("/metrics", get(monitoring::endpoint::render));
@@ -66,6 +69,7 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .merge(lifecycle_hooks)
         // HS256 with the QSH of the hook, from Atlassian's migration service.
         .merge(realm_migration)
+        .merge(forge_realm_migration)
         // Forge trigger deliveries, preUninstall and the scheduled trigger: a Forge Invocation
         // Token, verified by the handlers before the body is read.
         .merge(crate::forge::events::router(&state))
@@ -184,7 +188,7 @@ async fn not_found() -> impl IntoResponse {
     Error::NotFound
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
+pub(crate) async fn method_not_allowed() -> impl IntoResponse {
     Error::MethodNotAllowed
 }
 

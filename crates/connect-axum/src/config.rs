@@ -202,6 +202,24 @@ pub struct Config {
     /// FORGE_SCHEDULED_PATH: where the scheduled trigger that refreshes the stored system token is
     /// received (default `/forge/scheduled`).
     pub forge_scheduled_path: String,
+    /// FORGE_MIGRATION_PATH: where Forge's `migration:dataResidency` hooks are served (default
+    /// `/forge/migration`: `…/schedule`, `/start`, `/status`, `/commit`, `/rollback`).
+    pub forge_migration_path: String,
+    /// FORGE_CORS_ORIGINS: comma-separated origins whose browsers may call the Forge routes
+    /// directly (`requestRemote`): `https://host` exactly, or `https://*.suffix` for any
+    /// subdomain. Their preflight is answered without a token; the real request still needs one.
+    /// Empty (default): no CORS.
+    pub forge_cors_origins: Vec<crate::cors::OriginPattern>,
+    /// FORGE_API_BASE_URL: Atlassian's API host, for Forge hosted storage (default
+    /// `https://api.atlassian.com`).
+    pub forge_api_base_url: Url,
+    /// FORGE_GRAPHQL_URL: Atlassian's GraphQL API, for offline user impersonation (default
+    /// `https://api.atlassian.com/graphql`).
+    pub forge_graphql_url: Url,
+    /// FORGE_IMPERSONATION_CONTEXT_ID: the `contextIds` entry of an offline user token request,
+    /// with `{product}`, `{cloudId}`, `{installationId}` (default
+    /// `ari:cloud:{product}::site/{cloudId}`; the form is contested, hence a setting).
+    pub forge_impersonation_context_id: String,
     /// FORGE_EVENT_MAX_ATTEMPTS: how many times the app's handlers run a queued event before it
     /// is given up (default 8).
     pub forge_event_attempts: u32,
@@ -360,6 +378,32 @@ impl Config {
         let forge_pre_uninstall_path =
             path_var(&var, "FORGE_PRE_UNINSTALL_PATH", "/forge/pre-uninstall")?;
         let forge_scheduled_path = path_var(&var, "FORGE_SCHEDULED_PATH", "/forge/scheduled")?;
+        let forge_migration_path = path_var(&var, "FORGE_MIGRATION_PATH", "/forge/migration")?;
+        let forge_cors_origins = var("FORGE_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                crate::cors::OriginPattern::parse(o).map_err(|message| ConfigError {
+                    var: "FORGE_CORS_ORIGINS",
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let forge_api_base_url = url_var(&var, "FORGE_API_BASE_URL", "https://api.atlassian.com")?;
+        let forge_graphql_url = url_var(
+            &var,
+            "FORGE_GRAPHQL_URL",
+            "https://api.atlassian.com/graphql",
+        )?;
+        let forge_impersonation_context_id = var("FORGE_IMPERSONATION_CONTEXT_ID")
+            .unwrap_or_else(|| crate::forge::impersonation::DEFAULT_CONTEXT_ID_TEMPLATE.to_owned());
+        crate::forge::impersonation::check_context_id_template(&forge_impersonation_context_id)
+            .map_err(|message| ConfigError {
+                var: "FORGE_IMPERSONATION_CONTEXT_ID",
+                message,
+            })?;
         let forge_event_attempts: u32 = parse(&var, "FORGE_EVENT_MAX_ATTEMPTS", "8")?;
         if forge_event_attempts == 0 || forge_event_attempts > 100 {
             return Err(ConfigError {
@@ -531,6 +575,11 @@ impl Config {
             forge_events_path,
             forge_pre_uninstall_path,
             forge_scheduled_path,
+            forge_migration_path,
+            forge_cors_origins,
+            forge_api_base_url,
+            forge_graphql_url,
+            forge_impersonation_context_id,
             forge_event_attempts,
             forge_event_poll,
             personal_data_report_url,

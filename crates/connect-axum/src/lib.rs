@@ -56,6 +56,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod data;
 pub mod descriptor;
 pub mod error;

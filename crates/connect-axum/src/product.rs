@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::auth::{ForgeInvocation, jwt, qsh};
+use crate::auth::{ForgeInvocation, ForgeToken, jwt, qsh};
 use crate::store::{Installation, StoredSystemToken};
 
 /// How long an app token is valid (Atlassian's recommendation).
@@ -55,6 +55,10 @@ pub enum ProductError {
     /// or no `apiBaseUrl`.
     #[error("the Forge invocation carried no system token or apiBaseUrl")]
     NoForgeSystemToken,
+    /// The invocation carried no user token: the manifest's endpoint lacks
+    /// `auth.appUserToken`, or no user is in session.
+    #[error("the Forge invocation carried no user token or apiBaseUrl")]
+    NoForgeUserToken,
     /// No system token was ever stored for the tenant (no delivery carried one).
     #[error("no Forge system token is stored for the tenant")]
     NoStoredSystemToken,
@@ -197,6 +201,36 @@ impl ProductClient {
                 auth: CallerAuth::Bearer(token.expose()),
             }),
             _ => Err(ProductError::NoForgeSystemToken),
+        }
+    }
+
+    /// Calls the product as the invoking user, with the user token of this invocation
+    /// (`x-forge-oauth-user`), at its `apiBaseUrl`.
+    ///
+    /// # Errors
+    /// [`ProductError::NoForgeUserToken`] when the invocation has no user token or apiBaseUrl.
+    pub fn as_forge_user<'a>(
+        &'a self,
+        invocation: &'a ForgeInvocation,
+    ) -> Result<Caller<'a>, ProductError> {
+        match (&invocation.user_token, &invocation.api_base_url) {
+            (Some(token), Some(base_url)) => Ok(self.with_forge_token(token, base_url)),
+            _ => Err(ProductError::NoForgeUserToken),
+        }
+    }
+
+    /// Calls the product at `api_base_url` with a Forge token: an offline user token
+    /// ([`AppState::offline_user_token`](crate::state::AppState::offline_user_token)), or any
+    /// other the app holds.
+    pub fn with_forge_token<'a>(
+        &'a self,
+        token: &'a ForgeToken,
+        api_base_url: &'a str,
+    ) -> Caller<'a> {
+        Caller {
+            client: self,
+            base_url: api_base_url,
+            auth: CallerAuth::Bearer(token.expose()),
         }
     }
 

@@ -86,9 +86,24 @@ impl From<sqlx::Error> for MigrationError {
 
 type Answer = Result<Response, MigrationError>;
 
+/// A `migrationId`: text from Connect's migration service, a number (`57500`) from Forge's.
+fn migration_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Text(text) => text,
+        Id::Number(n) => n.to_string(),
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Schedule {
+    #[serde(deserialize_with = "migration_id")]
     migration_id: String,
     location: String,
     #[serde(default)]
@@ -100,6 +115,7 @@ struct Schedule {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MigrationRef {
+    #[serde(deserialize_with = "migration_id")]
     migration_id: String,
 }
 

@@ -8,15 +8,20 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::middleware;
 
+use crate::auth::ForgeToken;
 use crate::auth::forge::IsolatedClouds;
 use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
 use crate::config::Config;
 use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::Descriptor;
+use crate::error::Error;
+use crate::forge::impersonation::{ImpersonationTarget, OfflineUserTokens};
+use crate::forge::storage::ForgeStorage;
 use crate::monitoring;
 use crate::product::ProductClient;
 use crate::slots::{self, Slots};
 use crate::store::TenantStore;
+use crate::store::{ClientKey, StoredSystemToken};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,6 +38,10 @@ pub struct AppState {
     pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
     /// The app's Forge event handlers, run from the durable queue.
     pub forge_events: crate::forge::ForgeEvents,
+    /// Forge hosted storage, for a Forge tenant's system token.
+    pub forge_storage: ForgeStorage,
+    /// Offline user tokens, fetched with a tenant's stored system token.
+    pub forge_users: OfflineUserTokens,
 }
 
 impl AppState {
@@ -83,6 +92,12 @@ impl AppState {
             &config.oauth_auth_server_url,
             config.product_timeout,
         );
+        let forge_storage = ForgeStorage::new(&config.forge_api_base_url, config.product_timeout);
+        let forge_users = OfflineUserTokens::new(
+            &config.forge_graphql_url,
+            &config.forge_impersonation_context_id,
+            config.product_timeout,
+        );
         Self {
             config: Arc::new(config),
             store,
@@ -92,6 +107,8 @@ impl AppState {
             realm_mover: crate::data::default_mover(),
             account_ids: Arc::new([]),
             forge_events: crate::forge::ForgeEvents::default(),
+            forge_storage,
+            forge_users,
         }
     }
 }
@@ -111,10 +128,18 @@ impl AppState {
 
     /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
     pub fn with_forge<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        routes.route_layer(middleware::from_fn_with_state(
+        let routes = routes.route_layer(middleware::from_fn_with_state(
             self.auth.clone(),
             auth::require_forge,
-        ))
+        ));
+        // Outside the token check: a browser's preflight carries no token. The 405 answer is
+        // set first so that the layer covers it (the router sets its own only where none is).
+        match crate::cors::forge_layer(&self.config.forge_cors_origins) {
+            Some(cors) => routes
+                .method_not_allowed_fallback(crate::app::method_not_allowed)
+                .layer(cors),
+            None => routes,
+        }
     }
 
     /// Public `routes` (no authentication), each request within the anonymous slots.
@@ -123,6 +148,62 @@ impl AppState {
             self.auth.slots().clone(),
             slots::anonymous,
         ))
+    }
+}
+
+impl AppState {
+    /// The tenant's stored system token, if it is still usable: for product calls as the app, Forge
+    /// storage and offline impersonation outside any request.
+    ///
+    /// # Errors
+    /// `system_token_unavailable` (503) when none is stored or it has expired.
+    pub async fn system_token(&self, key: &ClientKey) -> Result<StoredSystemToken, Error> {
+        let stored = self.store.system_token(key).await?;
+        self.product.as_stored_forge_app(stored.as_ref())?;
+        Ok(stored.expect("checked above"))
+    }
+
+    /// An offline token of the user `account_id` on the Forge tenant `key` (Forge's
+    /// `offlineUserAuthToken`, with the tenant's stored system token), kept until shortly before
+    /// it expires and fetched once at a time per user; call the product with it through
+    /// [`ProductClient::with_forge_token`].
+    ///
+    /// # Errors
+    /// `system_token_unavailable` when no usable system token is stored; `not_forge_tenant`
+    /// (400) when the tenant has no installation id, cloud id or product; the refusals of
+    /// [`OfflineUserTokens::token`].
+    pub async fn offline_user_token(
+        &self,
+        key: &ClientKey,
+        account_id: &str,
+    ) -> Result<(ForgeToken, String), Error> {
+        let system = self.system_token(key).await?;
+        let record = self
+            .store
+            .find_tenant(key.as_str())
+            .await?
+            .ok_or(Error::NotFound)?;
+        let installation = &record.installation;
+        let (Some(installation_id), Some(cloud_id), Some(product)) = (
+            installation.installation_id.as_deref(),
+            installation.cloud_id.as_deref(),
+            installation.product_type.as_deref(),
+        ) else {
+            return Err(Error::bad_request(
+                "not_forge_tenant",
+                "the tenant has no Forge installation to impersonate a user on",
+            ));
+        };
+        let target = ImpersonationTarget {
+            installation_id,
+            cloud_id,
+            product,
+        };
+        let token = self
+            .forge_users
+            .token(&system.token, &target, account_id)
+            .await?;
+        Ok((token, system.api_base_url))
     }
 }
 

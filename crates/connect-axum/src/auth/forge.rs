@@ -28,6 +28,9 @@ pub const FIT_ISSUER: &str = "forge/invocation-token";
 /// The header that carries the app's system token, when the manifest asks for one.
 pub const SYSTEM_TOKEN_HEADER: &str = "x-forge-oauth-system";
 
+/// The header that carries the invoking user's token, when the manifest asks for one.
+pub const USER_TOKEN_HEADER: &str = "x-forge-oauth-user";
+
 /// The prefix of a Forge app's ARI, the `aud` of its invocation tokens.
 pub const APP_ARI_PREFIX: &str = "ari:cloud:ecosystem::app/";
 
@@ -317,6 +320,9 @@ pub struct ForgeInvocation {
     pub principal: Option<String>,
     /// The app's system token (`x-forge-oauth-system`), when the manifest asks for it.
     pub system_token: Option<ForgeToken>,
+    /// The invoking user's token (`x-forge-oauth-user`), when the manifest asks for it and a
+    /// user is in session; never on events, scheduled triggers or preUninstall.
+    pub user_token: Option<ForgeToken>,
     /// Every claim of the invocation token, typed.
     pub claims: Arc<InvocationClaims>,
 }
@@ -606,11 +612,7 @@ impl Authenticator {
                 }
             },
         };
-        let system_token = headers
-            .get(SYSTEM_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| !t.is_empty())
-            .map(|t| ForgeToken(t.to_owned()));
+        let system_token = header_token(headers, SYSTEM_TOKEN_HEADER);
         Ok(VerifiedFit {
             claims: Arc::new(claims),
             lifecycle,
@@ -686,6 +688,7 @@ impl Authenticator {
                 .remember(&record.installation.client_key, token, &fit.claims)
                 .await;
         }
+        let user_token = header_token(headers, USER_TOKEN_HEADER);
         let claims = fit.claims;
         let kind = if claims.is_user_view() {
             TokenKind::ForgeUser
@@ -697,6 +700,7 @@ impl Authenticator {
             api_base_url: claims.app.api_base_url.clone(),
             principal: claims.principal.clone(),
             system_token: fit.system_token,
+            user_token,
             claims: claims.clone(),
         };
         Ok((
@@ -720,6 +724,15 @@ pub fn refused(e: Error) -> Error {
         Error::Unauthorized { reason, message } => Error::Forbidden { reason, message },
         e => e,
     }
+}
+
+/// A token Forge sent in the header `name`, if any.
+fn header_token(headers: &HeaderMap, name: &str) -> Option<ForgeToken> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .map(|t| ForgeToken(t.to_owned()))
 }
 
 /// The token of `Authorization: Bearer …`.

@@ -1,11 +1,16 @@
 //! The probe app: the library with a descriptor and one route of each authentication, which
 //! answers who the request was verified as; started by the testing kit.
 
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
+use connect_axum::app::AppState;
 use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
 use connect_axum::config::Config;
+use connect_axum::error::{JsonBody, PathParams, Result};
+use connect_axum::forge::storage::SetOptions;
 use connect_axum::server::{Builder, ConnectApp};
 pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
 pub use connect_axum_testing::{AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant};
@@ -44,6 +49,68 @@ async fn context(tenant: Tenant, invocation: ForgeInvocation) -> Json<Value> {
     }))
 }
 
+/// The product's `myself` as the invoking user, with the invocation's user token.
+async fn as_user(invocation: ForgeInvocation, State(app): State<AppState>) -> Result<Json<Value>> {
+    Ok(Json(
+        app.product
+            .as_forge_user(&invocation)?
+            .get("/rest/api/3/myself")
+            .await?,
+    ))
+}
+
+/// The product's `myself` as `account`, with an offline user token.
+async fn offline(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(account): PathParams<String>,
+) -> Result<Json<Value>> {
+    let (token, api_base_url) = app
+        .offline_user_token(tenant.client_key(), &account)
+        .await?;
+    Ok(Json(
+        app.product
+            .with_forge_token(&token, &api_base_url)
+            .get("/rest/api/3/myself")
+            .await?,
+    ))
+}
+
+/// A value of the installation's Forge storage, read with the stored system token.
+async fn storage_get(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<Value>> {
+    let token = app.system_token(tenant.client_key()).await?;
+    let value: Option<Value> = app
+        .forge_storage
+        .for_installation(&token.token)
+        .get(&key)
+        .await?;
+    Ok(Json(json!({ "value": value })))
+}
+
+/// Sets a value of the installation's Forge storage.
+async fn storage_put(
+    tenant: Tenant,
+    State(app): State<AppState>,
+    PathParams(key): PathParams<String>,
+    JsonBody(value): JsonBody<Value>,
+) -> Result<StatusCode> {
+    let token = app.system_token(tenant.client_key()).await?;
+    app.forge_storage
+        .for_installation(&token.token)
+        .set(&key, &value, SetOptions::default())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The invocation as `Debug` shows it.
+async fn debug_invocation(invocation: ForgeInvocation) -> String {
+    format!("{invocation:?}")
+}
+
 /// The probe as a server: `GET /api/probe` behind [`ContextJwt`], `GET /api/probe/product`
 /// behind [`ProductJwt`], `GET /forge/probe` behind a Forge Invocation Token.
 pub fn app(config: Config) -> Builder {
@@ -59,7 +126,11 @@ pub fn app(config: Config) -> Builder {
         .forge_routes(
             Router::new()
                 .route("/forge/probe", get(whoami))
-                .route("/forge/context", get(context)),
+                .route("/forge/context", get(context))
+                .route("/forge/as-user", get(as_user))
+                .route("/forge/offline/{account}", get(offline))
+                .route("/forge/storage/{key}", get(storage_get).put(storage_put))
+                .route("/forge/debug", get(debug_invocation)),
         )
         .forge_routes(
             Router::new()
