@@ -230,9 +230,7 @@ async fn a_redelivered_event_runs_its_handler_once(app: TestApp, forge: FakeForg
         .deliver(EVENTS, &forge.trigger(&site).sign(), None, &deleted)
         .await;
     assert_eq!(first.json()["duplicate"], false);
-    let mut retry = deleted.clone();
-    retry["payload"]["retryContext"] =
-        json!({ "retryCount": 1, "retryReason": "TIMEOUT_ERROR", "retryData": null });
+    let retry = kit::redelivered(&deleted, 1, "TIMEOUT_ERROR");
     let again = app
         .deliver(EVENTS, &forge.trigger(&site).sign(), None, &retry)
         .await;
@@ -427,6 +425,17 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
 async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: FakeForge) {
     let site = forge.site("acme");
     let tenant = install(&app, &forge, &site).await;
+    // A site that changed its URL keeps its tenant; the URL follows.
+    for url in [
+        "https://old-name.atlassian.net",
+        "https://new-name.atlassian.net",
+    ] {
+        let fit = forge.trigger(&site).site_url(url).sign();
+        let response = app.deliver(EVENTS, &fit, None, &installed()).await;
+        assert_eq!(response.json()["tenant"], tenant.as_str());
+        let stored = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+        assert_eq!(stored.installation.base_url, url);
+    }
     let upgraded = json!({ "payload": { "eventType": "avi:forge:upgraded:app",
         "upgraderAccountId": "557058:admin",
         "permissions": { "scopes": ["read:jira-work", "storage:app"] } } });
@@ -468,7 +477,8 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_o
     assert!(!sealed[0].as_deref().unwrap().contains(first.token.expose()));
 
     // The scheduled trigger refreshes it.
-    let later = kit::system_token(now() + 4 * 3600 - 60);
+    let later_exp = now() + 4 * 3600 - 60;
+    let later = kit::system_token(later_exp);
     let refreshed = app
         .deliver(
             SCHEDULED,
@@ -480,7 +490,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_o
     assert_eq!(refreshed.status, StatusCode::OK);
     let stored = app.store.system_token(&key).await.unwrap().unwrap();
     assert_eq!(stored.token.expose(), later);
-    assert_eq!(stored.expires_at.timestamp(), now() + 4 * 3600 - 60);
+    assert_eq!(stored.expires_at.timestamp(), later_exp);
     assert_eq!(
         stored.api_base_url,
         format!("https://api.atlassian.com/ex/jira/{}", site.cloud_id)
@@ -687,7 +697,49 @@ async fn forge_residency_hooks_move_the_data_on_the_same_state_machine(
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
+async fn a_forge_tenant_past_its_retention_is_purged_with_everything_it_had(
+    app: TestApp,
+    forge: FakeForge,
+) {
+    let (gone, kept) = (forge.site("gone"), forge.site("kept"));
+    for site in [&gone, &kept] {
+        install(&app, &forge, site).await;
+        let made = app
+            .invoke(
+                "POST",
+                &notes("PROJ-1"),
+                &forge.fit_on(site).sign(),
+                Some(&json!({ "body": "n" })),
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED);
+        let event = json!({ "eventType": "avi:jira:deleted:issue", "issue": { "key": "PROJ-9" } });
+        app.deliver(EVENTS, &forge.trigger(site).sign(), None, &event)
+            .await;
+    }
+    app.deliver(
+        PRE_UNINSTALL,
+        &forge.trigger(&gone).sign(),
+        None,
+        &json!({}),
+    )
+    .await;
+    let purged = connect_axum::retention::purge_due(app.store.as_ref(), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(purged[0].client_key.as_str(), gone.installation_id);
+    for table in ["tenant", "note", "forge_system_token", "forge_event"] {
+        assert_eq!(
+            app.raw(&format!("select client_key from {table}")).await,
+            [Some(kept.installation_id.clone())],
+            "{table}"
+        );
+    }
+}
+
 forge_tests!(
+    a_forge_tenant_past_its_retention_is_purged_with_everything_it_had,
     forge_residency_hooks_move_the_data_on_the_same_state_machine,
     the_sample_lives_on_forge_alone,
     event_fields_are_read_at_the_top_level_or_under_payload_and_never_name_the_tenant,

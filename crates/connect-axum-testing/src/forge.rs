@@ -222,6 +222,21 @@ pub fn system_token(expires_at: i64) -> String {
     format!("{header}.{payload}.{signature}")
 }
 
+/// `body` as Forge redelivers it after a failed delivery: with `payload.retryContext` (at the top
+/// level when the body has no `payload`) giving the retry's number and `reason`
+/// (`INVALID_REMOTE_INVOCATION_ERROR`, `TIMEOUT_ERROR`, `INVALID_FORGE_INVOCATION_TOKEN`).
+pub fn redelivered(body: &Value, retry_count: u32, reason: &str) -> Value {
+    let mut body = body.clone();
+    let context = json!({ "retryData": null, "retryCount": retry_count, "retryReason": reason });
+    match body.get_mut("payload").and_then(Value::as_object_mut) {
+        Some(payload) => {
+            payload.insert("retryContext".to_owned(), context);
+        }
+        None => body["retryContext"] = context,
+    }
+    body
+}
+
 /// An opaque system token (not a JWT): the remote cannot read its expiry.
 pub fn opaque_system_token() -> String {
     format!("opaque-{:032x}", rand08::random::<u128>())
