@@ -1,8 +1,12 @@
 //! The testing kit of connect-axum apps: start the app you built with its own builder function
 //! on a fresh store (a Postgres database of its own, or an SQLite file), install tenants through
 //! signed installs from a fake site, and drive every route through the whole middleware stack.
-//! Beside the site, [`FakeForge`] serves Forge's signing keys and mints invocation tokens for an
-//! app's Forge remote, and [`FakeProduct`] stands in for the product API the app calls back.
+//! Beside the site, [`FakeForge`] serves Forge's signing keys, mints invocation tokens for an
+//! app's Forge remote and makes sites that install it through Forge alone ([`ForgeSite`]:
+//! lifecycle, event, preUninstall and scheduled deliveries with [`TestApp::deliver`], redelivered
+//! with `retryContext` by [`forge::redelivered`]); [`FakeForgeApi`] stands in for Atlassian's
+//! GraphQL impersonation and Forge storage APIs, and [`FakeProduct`] for the product API the app
+//! calls back.
 //!
 //! ```no_run
 //! use axum::http::StatusCode;

@@ -316,7 +316,8 @@ impl Authenticator {
         }
     }
 
-    fn check_rate(&self, key: &ClientKey) -> Result<(), Error> {
+    /// Refuses (429) a request of `key` beyond its `TENANT_RATE_LIMIT`.
+    pub(crate) fn check_rate(&self, key: &ClientKey) -> Result<(), Error> {
         let Some(limiter) = &self.inner.rate_limit else {
             return Ok(());
         };

@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::AuthError;
 use crate::auth::forge::VerifiedFit;
 use crate::error::{Error, Result};
+use crate::slots::Slot;
 use crate::state::AppState;
 use crate::store::{ClientKey, SaveOutcome};
 
@@ -66,12 +67,14 @@ fn delivery_id(installation_id: &str, body: &Value) -> String {
 
 /// Verifies the delivery's token from its headers, and only then reads its body (JSON, within
 /// `MAX_BODY_BYTES`): a client without a valid token holds nothing while it sends.
-async fn verified(app: &AppState, request: Request) -> Result<(VerifiedFit, Value)> {
+/// The delivery holds one of the verified requests' slots (`MAX_CONCURRENT_REQUESTS`) from then on.
+async fn verified(app: &AppState, request: Request) -> Result<(VerifiedFit, Value, Slot)> {
     let fit = app.auth.verify_fit(request.headers()).await?;
+    let slot = app.auth.slots().tenant()?;
     let bytes = axum::body::to_bytes(request.into_body(), app.config.max_body_bytes)
         .await
         .map_err(Error::from_body)?;
-    Ok((fit, parse_body(&bytes)?))
+    Ok((fit, parse_body(&bytes)?, slot))
 }
 
 fn parse_body(bytes: &Bytes) -> Result<Value> {
@@ -151,7 +154,7 @@ fn accepted(key: &ClientKey, duplicate: bool) -> Json<Value> {
 /// `POST FORGE_EVENTS_PATH`: installed and upgraded create, revive or update the tenant at once;
 /// every event is then queued for the app's handlers that want it.
 async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body) = verified(&app, request).await?;
+    let (fit, body, _slot) = verified(&app, request).await?;
     let event_type = event_type(&body)?;
     let (key, kind) = match event_type {
         INSTALLED | UPGRADED => {
@@ -198,6 +201,7 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
             (record.installation.client_key.clone(), "product")
         }
     };
+    app.auth.check_rate(&key)?;
     keep_token(&app, &key, &fit).await;
     let duplicate = queue(&app, &key, &fit, event_type, &body, kind).await?;
     Ok(accepted(&key, duplicate))
@@ -206,7 +210,7 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
 /// `POST FORGE_PRE_UNINSTALL_PATH`: the tenant is marked uninstalled and its retention window
 /// starts, as on the Connect side. A redelivery for a tenant already uninstalled is answered 2xx.
 async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body) = verified(&app, request).await?;
+    let (fit, body, _slot) = verified(&app, request).await?;
     let record = match app.auth.forge_tenant(&fit).await {
         Ok(record) => record,
         Err(Error::Forbidden { reason, .. }) if reason == AuthError::TenantUninstalled.code() => {
@@ -215,6 +219,7 @@ async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<
         Err(e) => return Err(e),
     };
     let key = record.installation.client_key.clone();
+    app.auth.check_rate(&key)?;
     if app.store.mark_uninstalled(&key, &fit.lifecycle).await? {
         metrics::counter!("lifecycle_events_total", "event" => "forge-pre-uninstall").increment(1);
         tracing::info!(tenant.client_key = %key, "Forge preUninstall: tenant {key} uninstalled");
@@ -229,9 +234,10 @@ async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<
 /// carry one: 400 `missing_system_token` says the manifest's endpoint lacks
 /// `auth.appSystemToken`), then queues the delivery for the app's handlers.
 async fn scheduled(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body) = verified(&app, request).await?;
+    let (fit, body, _slot) = verified(&app, request).await?;
     let record = app.auth.forge_tenant(&fit).await?;
     let key = record.installation.client_key.clone();
+    app.auth.check_rate(&key)?;
     if fit.system_token.is_none() {
         return Err(Error::bad_request(
             "missing_system_token",

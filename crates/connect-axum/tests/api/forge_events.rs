@@ -138,3 +138,38 @@ async fn a_failing_handler_is_retried_then_given_up_on_sqlite() {
     a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_the_last_attempt(false)
         .await
 }
+
+async fn a_delivery_that_is_not_json_or_too_large_is_a_client_error(postgres: bool) {
+    let (app, forge, _) = start(postgres).await;
+    let site = forge.site("acme");
+    let send = |body: Vec<u8>| {
+        let mut request = connect_axum_testing::forge::invocation(
+            "POST",
+            "/forge/events",
+            &forge.trigger(&site).sign(),
+            &[],
+            None,
+        );
+        *request.body_mut() = axum::body::Body::from(body);
+        app.send(request)
+    };
+    send(b"{not json".to_vec())
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    let huge = format!(r#"{{"eventType": "avi:forge:installed:app", "x": "{}"}}"#, "a".repeat(2 << 20));
+    send(huge.into_bytes())
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Neither made a tenant.
+    assert!(app.raw("select client_key from tenant").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_delivery_body_is_a_client_error_on_postgres() {
+    a_delivery_that_is_not_json_or_too_large_is_a_client_error(true).await
+}
+
+#[tokio::test]
+async fn a_bad_delivery_body_is_a_client_error_on_sqlite() {
+    a_delivery_that_is_not_json_or_too_large_is_a_client_error(false).await
+}
