@@ -751,3 +751,62 @@ forge_tests!(
     a_stored_token_calls_the_product_as_the_app_outside_any_request,
     a_connect_on_forge_site_is_one_tenant_through_both_doors,
 );
+
+/// A Connect-on-Forge app (`FORGE_CONNECT_ON_FORGE`): Forge's install event may come before the
+/// Connect install; it is sent back until the Connect install has made the tenant, and only its
+/// last retry makes a Forge-born one.
+async fn a_connect_on_forge_install_event_waits_for_the_connect_install(postgres: bool) {
+    let forge = FakeForge::start(APP_ARI, &[0]).await;
+    let vars = forge.vars();
+    let vars = move |name: &str| match name {
+        "FORGE_CONNECT_ON_FORGE" => Some("true".to_owned()),
+        _ => vars(name),
+    };
+    let app = if postgres {
+        <TestApp as SampleApp>::postgres_with(vars).await
+    } else {
+        <TestApp as SampleApp>::sqlite_with(vars).await
+    };
+    let connect = app.tenant("both");
+    let site = ForgeSite {
+        name: "both".to_owned(),
+        installation_id: connect.installation_id(),
+        cloud_id: connect.cloud_id(),
+        product: "jira".to_owned(),
+    };
+    app.deliver(EVENTS, &forge.trigger(&site).sign(), None, &installed())
+        .await
+        .assert_error(StatusCode::CONFLICT, "connect_install_pending");
+    assert!(app.raw("select client_key from tenant").await.is_empty());
+    let connect = app.install_tenant(connect).await;
+    let retry = kit::redelivered(&installed(), 1, "INVALID_REMOTE_INVOCATION_ERROR");
+    let taken = app
+        .deliver(EVENTS, &forge.trigger(&site).sign(), None, &retry)
+        .await;
+    assert_eq!(taken.status, StatusCode::OK);
+    assert_eq!(taken.json()["tenant"], connect.client_key.as_str());
+    // No Connect install ever comes for this one: the last retry makes its tenant.
+    let alone = forge.site("alone");
+    for count in [1, 3] {
+        let retry = kit::redelivered(&installed(), count, "INVALID_REMOTE_INVOCATION_ERROR");
+        app.deliver(EVENTS, &forge.trigger(&alone).sign(), None, &retry)
+            .await
+            .assert_error(StatusCode::CONFLICT, "connect_install_pending");
+    }
+    let last = kit::redelivered(&installed(), 4, "INVALID_REMOTE_INVOCATION_ERROR");
+    let made = app
+        .deliver(EVENTS, &forge.trigger(&alone).sign(), None, &last)
+        .await;
+    assert_eq!(made.json()["tenant"], alone.installation_id.as_str());
+    assert_eq!(app.raw("select client_key from tenant").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_connect_on_forge_install_event_waits_for_the_connect_install_on_postgres() {
+    a_connect_on_forge_install_event_waits_for_the_connect_install(true).await
+}
+
+#[tokio::test]
+async fn a_connect_on_forge_install_event_waits_for_the_connect_install_on_sqlite() {
+    a_connect_on_forge_install_event_waits_for_the_connect_install(false).await
+}

@@ -223,6 +223,12 @@ pub struct Config {
     /// FORGE_EVENT_MAX_ATTEMPTS: how many times the app's handlers run a queued event before it
     /// is given up (default 8).
     pub forge_event_attempts: u32,
+    /// FORGE_CONNECT_ON_FORGE: the app is Connect on Forge, so every site's Connect install
+    /// (`/installed`, with the installationId) makes its tenant: a Forge install event for an
+    /// installation no tenant has yet is answered 409 `connect_install_pending` (Forge delivers
+    /// it again 60 s later) until its last retry, which makes a Forge-born tenant after all
+    /// (default false: a Forge install event makes the tenant at once).
+    pub forge_connect_on_forge: bool,
     /// FORGE_EVENT_POLL_MS: how often the event worker looks for due events queued by other
     /// replicas or due for a retry (default 1000; events this replica queues run at once).
     pub forge_event_poll: Duration,
@@ -405,6 +411,7 @@ impl Config {
                 message,
             })?;
         let forge_event_attempts: u32 = parse(&var, "FORGE_EVENT_MAX_ATTEMPTS", "8")?;
+        let forge_connect_on_forge: bool = parse(&var, "FORGE_CONNECT_ON_FORGE", "false")?;
         if forge_event_attempts == 0 || forge_event_attempts > 100 {
             return Err(ConfigError {
                 var: "FORGE_EVENT_MAX_ATTEMPTS",
@@ -582,6 +589,7 @@ impl Config {
             forge_impersonation_context_id,
             forge_event_attempts,
             forge_event_poll,
+            forge_connect_on_forge,
             personal_data_report_url,
             personal_data_interval,
             forge_jwks_url,

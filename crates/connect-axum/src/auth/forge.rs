@@ -197,7 +197,13 @@ pub struct IsolatedClouds {
     min_refresh: Duration,
     timeout: Duration,
     keys: moka::sync::Cache<String, ForgeKeys>,
+    /// The label is read before the token is verified: anyone can name new ones, so new key
+    /// sets (each a fetch) are made at most [`NEW_ISOLATED_CLOUDS_PER_MINUTE`] a minute.
+    new_clouds: Arc<governor::DefaultDirectRateLimiter>,
 }
+
+/// How many Isolated Clouds not seen before may have their keys fetched per minute.
+pub const NEW_ISOLATED_CLOUDS_PER_MINUTE: u32 = 6;
 
 impl IsolatedClouds {
     /// `template` holds `{icLabel}` exactly where the label goes, e.g.
@@ -215,6 +221,9 @@ impl IsolatedClouds {
             min_refresh,
             timeout,
             keys: moka::sync::Cache::builder().max_capacity(64).build(),
+            new_clouds: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(NEW_ISOLATED_CLOUDS_PER_MINUTE).expect("not zero"),
+            ))),
         })
     }
 
@@ -222,6 +231,9 @@ impl IsolatedClouds {
     fn of(&self, label: &str) -> Result<ForgeKeys, AuthError> {
         if let Some(keys) = self.keys.get(label) {
             return Ok(keys);
+        }
+        if self.new_clouds.check().is_err() {
+            return Err(AuthError::KeyServerUnavailable);
         }
         let url = url::Url::parse(&self.template.replace(IC_LABEL_PLACEHOLDER, label))
             .map_err(|_| AuthError::InvalidIcLabel)?;
@@ -551,6 +563,7 @@ impl VerifiedFit {
             product: claims.product().map(str::to_owned),
             api_base_url: claims.app.api_base_url.clone(),
             site_url: claims.site_url().map(str::to_owned),
+            create_if_new: true,
         }
     }
 }

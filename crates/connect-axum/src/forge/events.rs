@@ -34,6 +34,9 @@ pub const SCHEDULED: &str = "connect-axum:scheduled";
 
 const MAX_EVENT_TYPE_LEN: usize = 200;
 
+/// The `retryCount` of Forge's last redelivery of a failed event.
+const LAST_RETRY: u64 = 4;
+
 /// The Forge endpoints at the configured paths; mounted by the library when `FORGE_APP_ID` is set.
 pub fn router(app: &AppState) -> Router<AppState> {
     Router::new()
@@ -158,10 +161,24 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
     let event_type = event_type(&body)?;
     let (key, kind) = match event_type {
         INSTALLED | UPGRADED => {
+            let mut installation = fit.installation();
+            // Forge retries a failed delivery at most 4 times: the last one makes the tenant.
+            let last_retry = field(&body, "retryContext")
+                .and_then(|r| r.get("retryCount"))
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n >= LAST_RETRY);
+            installation.create_if_new = !app.config.forge_connect_on_forge || last_retry;
             let saved = app
                 .store
-                .save_forge_installation(&fit.installation(), &fit.lifecycle)
+                .save_forge_installation(&installation, &fit.lifecycle)
                 .await?;
+            if !saved.existing && !installation.create_if_new {
+                return Err(Error::Conflict {
+                    reason: "connect_install_pending",
+                    message: "no Connect install has brought this installation yet; deliver again"
+                        .to_owned(),
+                });
+            }
             match saved.outcome {
                 SaveOutcome::InstallationIdTaken => {
                     return Err(Error::Forbidden {

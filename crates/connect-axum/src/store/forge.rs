@@ -23,6 +23,9 @@ pub struct ForgeInstallation {
     pub api_base_url: Option<String>,
     /// `context.siteUrl`, when the token carries it.
     pub site_url: Option<String>,
+    /// Make a new tenant when no existing one takes the installation; when false, such an
+    /// installation changes nothing ([`ForgeSaved::existing`] is false).
+    pub create_if_new: bool,
 }
 
 /// What became of a Forge install, and the tenant it concerns.
@@ -32,6 +35,9 @@ pub struct ForgeSaved {
     /// The tenant installed or revived (for [`SaveOutcome::InstallationIdTaken`], the one that
     /// was asked for).
     pub client_key: ClientKey,
+    /// Whether an existing tenant took the installation (false: a new one was made, or none
+    /// when [`ForgeInstallation::create_if_new`] was false).
+    pub existing: bool,
 }
 
 /// The app's system token as stored for a tenant.
@@ -124,6 +130,14 @@ impl Registry<'_> {
                 .clone()
                 .unwrap_or_else(|| install.installation_id.clone()),
         );
+        if existing.is_none() && !install.create_if_new {
+            return Ok(ForgeSaved {
+                outcome: SaveOutcome::Stale,
+                client_key,
+                existing: false,
+            });
+        }
+        let found = existing.is_some();
         let saved = match existing {
             Some(_) => {
                 tx.query(
@@ -200,6 +214,7 @@ impl Registry<'_> {
         Ok(ForgeSaved {
             outcome,
             client_key,
+            existing: found,
         })
     }
 

@@ -271,6 +271,38 @@ async fn an_isolated_cloud_label_is_checked_before_any_url_is_built_from_it(post
         String::from_utf8_lossy(&ok.body)
     );
     assert_eq!(isolated.hits(), 1);
+    // Labels are read before the token is verified: new ones fetch at most 6 key sets a minute.
+    for n in 1..=5 {
+        let label = format!("cloud-{n}");
+        let response = app
+            .deliver("/forge/events", &labelled(json!(label)).sign(), None, &body)
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{label}");
+    }
+    assert_eq!(isolated.hits(), 6);
+    app.deliver(
+        "/forge/events",
+        &labelled(json!("cloud-6")).sign(),
+        None,
+        &body,
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "key_server_unavailable");
+    assert_eq!(
+        isolated.hits(),
+        6,
+        "no fetch for the seventh new label within the minute"
+    );
+    // Known ones still verify.
+    let known = app
+        .deliver(
+            "/forge/events",
+            &labelled(json!("cloud-1")).sign(),
+            None,
+            &body,
+        )
+        .await;
+    assert_eq!(known.status, StatusCode::OK);
     // The Isolated Cloud's keys are its own: production's key does not verify there.
     app.deliver(
         "/forge/events",

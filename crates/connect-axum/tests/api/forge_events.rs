@@ -156,7 +156,10 @@ async fn a_delivery_that_is_not_json_or_too_large_is_a_client_error(postgres: bo
     send(b"{not json".to_vec())
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
-    let huge = format!(r#"{{"eventType": "avi:forge:installed:app", "x": "{}"}}"#, "a".repeat(2 << 20));
+    let huge = format!(
+        r#"{{"eventType": "avi:forge:installed:app", "x": "{}"}}"#,
+        "a".repeat(2 << 20)
+    );
     send(huge.into_bytes())
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
