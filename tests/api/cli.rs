@@ -42,6 +42,7 @@ async fn tenants_list_and_show_never_print_the_secret(app: TestApp) {
     assert_eq!(shown["clientKey"], a.client_key);
     assert_eq!(shown["state"], "enabled");
     assert_eq!(shown["oauthClientId"], "oauth-client");
+    assert_eq!(shown["origin"], "connect");
     for output in [&list, &show] {
         let all = format!(
             "{}{}",

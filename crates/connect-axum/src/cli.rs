@@ -303,6 +303,10 @@ struct Described<'t> {
     #[serde(flatten)]
     installation: &'t Installation,
     state: &'static str,
+    /// `connect` or `forge`: the door the tenant came in by.
+    origin: &'static str,
+    api_base_url: Option<&'t str>,
+    app_version: Option<&'t str>,
     installed_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     uninstalled_at: Option<DateTime<Utc>>,
@@ -313,6 +317,12 @@ fn describe(t: &TenantRecord) -> String {
     let described = Described {
         installation: &t.installation,
         state: state(t),
+        origin: match t.origin {
+            crate::store::Origin::Connect => "connect",
+            crate::store::Origin::Forge => "forge",
+        },
+        api_base_url: t.api_base_url.as_deref(),
+        app_version: t.app_version.as_deref(),
         installed_at: t.installed_at,
         updated_at: t.updated_at,
         uninstalled_at: t.uninstalled_at,
