@@ -1,4 +1,6 @@
-//! The CPU cost of authenticating one request: decode the JWT, verify HS256, compute the QSH.
+//! The CPU cost of authenticating one request: decode the JWT, verify HS256, compute the QSH; and
+//! beside it the Forge door's: verify a Forge Invocation Token (RS256, key from the cached JWKS)
+//! and read its claims.
 
 use std::hint::black_box;
 
@@ -58,5 +60,45 @@ fn authenticate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, authenticate);
+fn verify_forge_invocation(c: &mut Criterion) {
+    use connect_axum::auth::ForgeKeys;
+    use connect_axum::auth::forge::{FIT_ISSUER, InvocationClaims};
+    use connect_axum_testing::FakeForge;
+
+    const APP: &str = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-0000000000be";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (fake, key) = runtime.block_on(async {
+        let fake = FakeForge::start(APP, &[0]).await;
+        let url = url::Url::parse(&fake.url).unwrap();
+        let keys = ForgeKeys::new(
+            &url,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5),
+        );
+        let key = keys
+            .get(&connect_axum_testing::forge::kid(0))
+            .await
+            .unwrap();
+        (fake, key)
+    });
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let token = fake
+        .fit_on(&fake.site("acme"))
+        .valid(now, now + 3600)
+        .sign();
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[FIT_ISSUER]);
+    validation.set_audience(&[APP]);
+    c.bench_function("FIT: RS256 verify + typed claims", |b| {
+        b.iter(|| {
+            let claims =
+                jsonwebtoken::decode::<InvocationClaims>(black_box(&token), &key, &validation)
+                    .unwrap()
+                    .claims;
+            black_box(claims.app.installation_id.len())
+        })
+    });
+}
+
+criterion_group!(benches, authenticate, verify_forge_invocation);
 criterion_main!(benches);

@@ -418,10 +418,13 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        // The keys `tenants show` has always printed, which scripts may read.
+        // The keys `tenants show` has always printed, which scripts may read, and the three of
+        // the Forge door.
         assert_eq!(
             keys,
             [
+                "apiBaseUrl",
+                "appVersion",
                 "baseUrl",
                 "clientKey",
                 "cloudId",
@@ -431,6 +434,7 @@ mod tests {
                 "installedAt",
                 "key",
                 "oauthClientId",
+                "origin",
                 "pluginsVersion",
                 "productType",
                 "serverVersion",
