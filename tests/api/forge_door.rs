@@ -132,6 +132,21 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     app.call("GET", "/api/issues/PROJ-1/notes", Some(&forged), None)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unknown_tenant");
+    // Nor can a Connect install claiming its key take it over: refused, the tenant unchanged.
+    let mut claimant = app.tenant("claimant");
+    claimant.client_key = tenant.clone();
+    let takeover = app.hook(&claimant, "installed").await;
+    takeover.assert_error(StatusCode::CONFLICT, "client_key_taken");
+    let kept = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    assert_eq!(kept.origin, connect_axum::store::Origin::Forge);
+    assert_eq!(kept.installation.base_url, stored.installation.base_url);
+    assert_eq!(
+        kept.installation.shared_secret.expose(),
+        stored.installation.shared_secret.expose()
+    );
+    app.signed(&claimant, "GET", "/api/issues/PROJ-1/notes", None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unknown_tenant");
     // Another Forge site sees nothing of it.
     let other = forge.site("other");
     install(&app, &forge, &other).await;

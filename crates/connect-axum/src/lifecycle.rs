@@ -251,6 +251,21 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     };
     match app.store.save_tenant(&tenant, &signed.token).await? {
         SaveOutcome::Saved => {}
+        SaveOutcome::Stale
+            if previous
+                .as_ref()
+                .is_some_and(|t| t.origin == crate::store::Origin::Forge) =>
+        {
+            // A Forge-born tenant is keyed by its installationId: no Connect install takes it.
+            tracing::warn!(
+                tenant.client_key = %key,
+                "refused a Connect install naming the key of a Forge-born tenant"
+            );
+            return Err(Error::Conflict {
+                reason: "client_key_taken",
+                message: "a tenant born of a Forge install holds this key".to_owned(),
+            });
+        }
         SaveOutcome::Stale => {
             // A retry of the very install already applied changes nothing; any other token no
             // newer than the stored one is a replay or an older install, and must not win.
