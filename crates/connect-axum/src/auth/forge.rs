@@ -607,24 +607,16 @@ impl Authenticator {
                 .principal
                 .as_deref()
                 .is_some_and(|p| !super::fits_id_column(p))
-            || claims
-                .jti
-                .as_deref()
-                .is_some_and(|j| j.is_empty() || !super::fits_id_column(j))
         {
             return Err(AuthError::MalformedToken.into());
         }
-        let lifecycle = LifecycleToken {
-            issued_at: claims.iat.unwrap_or(exp),
-            expires_at: exp,
-            id: match &claims.jti {
-                Some(jti) => jti.clone(),
-                None => {
-                    use sha2::Digest as _;
-                    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-                }
-            },
-        };
+        // A FIT without `iat` is ordered by its `exp`.
+        let lifecycle = super::lifecycle_token(
+            Some(claims.iat.unwrap_or(exp)),
+            Some(exp),
+            claims.jti.as_deref(),
+            token,
+        )?;
         let system_token = header_token(headers, SYSTEM_TOKEN_HEADER);
         Ok(VerifiedFit {
             claims: Arc::new(claims),

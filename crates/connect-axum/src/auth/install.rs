@@ -211,7 +211,8 @@ where
             }
             Some(_) => {}
         }
-        let lifecycle = super::lifecycle_token(&claims, token)?;
+        let lifecycle =
+            super::lifecycle_token(claims.iat, claims.exp, claims.jti.as_deref(), token)?;
         // Atlassian signed it: only now may the body be waited for.
         let slot = auth.slots().tenant()?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)

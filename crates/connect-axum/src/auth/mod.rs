@@ -400,7 +400,7 @@ impl Authenticator {
             return Err(AuthError::TenantDisabled.into());
         }
         let lifecycle = M::LIFECYCLE_TOKEN
-            .then(|| lifecycle_token(&claims, token))
+            .then(|| lifecycle_token(claims.iat, claims.exp, claims.jti.as_deref(), token))
             .transpose()?;
         Ok((
             Tenant::new(record, claims.sub, claims.context, kind, chain_start)
@@ -587,21 +587,23 @@ pub(crate) fn usable<T>(found: sqlx::Result<T>) -> Result<T, Error> {
 /// The identity of a verified lifecycle token: `iat` (required), `exp`, and `jti`, or the
 /// SHA-256 of the whole token when it has none.
 pub(crate) fn lifecycle_token(
-    claims: &jwt::Claims,
+    issued_at: Option<i64>,
+    expires_at: Option<i64>,
+    jti: Option<&str>,
     token: &str,
 ) -> Result<LifecycleToken, AuthError> {
     use sha2::Digest as _;
-    let issued_at = claims.iat.ok_or(AuthError::MissingClaim)?;
-    let id = match &claims.jti {
+    let issued_at = issued_at.ok_or(AuthError::MissingClaim)?;
+    let id = match jti {
         Some(jti) if jti.is_empty() || !fits_id_column(jti) => {
             return Err(AuthError::MalformedToken);
         }
-        Some(jti) => jti.clone(),
+        Some(jti) => jti.to_owned(),
         None => hex::encode(sha2::Sha256::digest(token.as_bytes())),
     };
     Ok(LifecycleToken {
         issued_at,
-        expires_at: claims.exp.unwrap_or(issued_at),
+        expires_at: expires_at.unwrap_or(issued_at),
         id,
     })
 }
