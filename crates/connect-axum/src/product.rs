@@ -72,6 +72,23 @@ pub enum ProductError {
 /// A stored system token this close to its expiry is not used.
 pub const SYSTEM_TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
+/// The stored system token, if one is stored and lives longer than [`SYSTEM_TOKEN_MARGIN`].
+///
+/// # Errors
+/// [`ProductError::NoStoredSystemToken`], [`ProductError::SystemTokenExpired`].
+pub fn usable_system_token<T: std::borrow::Borrow<StoredSystemToken>>(
+    token: Option<T>,
+) -> Result<T, ProductError> {
+    let token = token.ok_or(ProductError::NoStoredSystemToken)?;
+    let expires_at = token.borrow().expires_at;
+    if expires_at <= crate::store::now() + SYSTEM_TOKEN_MARGIN {
+        return Err(ProductError::SystemTokenExpired {
+            expired_at: expires_at,
+        });
+    }
+    Ok(token)
+}
+
 impl From<ProductError> for crate::error::Error {
     fn from(e: ProductError) -> Self {
         let (status, reason) = match e {
@@ -247,12 +264,7 @@ impl ProductClient {
         &'a self,
         token: Option<&'a StoredSystemToken>,
     ) -> Result<Caller<'a>, ProductError> {
-        let token = token.ok_or(ProductError::NoStoredSystemToken)?;
-        if token.expires_at <= crate::store::now() + SYSTEM_TOKEN_MARGIN {
-            return Err(ProductError::SystemTokenExpired {
-                expired_at: token.expires_at,
-            });
-        }
+        let token = usable_system_token(token)?;
         Ok(Caller {
             client: self,
             base_url: &token.api_base_url,

@@ -159,8 +159,7 @@ impl AppState {
     /// `system_token_unavailable` (503) when none is stored or it has expired.
     pub async fn system_token(&self, key: &ClientKey) -> Result<StoredSystemToken, Error> {
         let stored = self.store.system_token(key).await?;
-        self.product.as_stored_forge_app(stored.as_ref())?;
-        Ok(stored.expect("checked above"))
+        Ok(crate::product::usable_system_token(stored)?)
     }
 
     /// An offline token of the user `account_id` on the Forge tenant `key` (Forge's
