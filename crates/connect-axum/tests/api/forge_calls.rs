@@ -31,22 +31,12 @@ async fn world(postgres: bool, extra: Vec<(&'static str, String)>) -> World {
         .base_path("/ex/jira/site")
         .start()
         .await;
-    let vars = forge.vars();
-    let (graphql, api_base) = (api.graphql_url(), api.base_url().to_owned());
-    let vars = move |name: &str| match name {
-        "FORGE_GRAPHQL_URL" => Some(graphql.clone()),
-        "FORGE_API_BASE_URL" => Some(api_base.clone()),
-        _ => extra
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| vars(name)),
-    };
-    let app = if postgres {
-        probe().postgres_with(vars).await
-    } else {
-        probe().sqlite_with(vars).await
-    };
+    let mut settings = vec![
+        ("FORGE_GRAPHQL_URL", api.graphql_url()),
+        ("FORGE_API_BASE_URL", api.base_url().to_owned()),
+    ];
+    settings.extend(extra);
+    let app = start_trusting(probe(), postgres, &forge, settings).await;
     let site = forge.site("acme");
     let system = api.system_token(&site.installation_id);
     let fit = forge.trigger(&site).api_base_url(product.base_url()).sign();
@@ -313,23 +303,7 @@ async fn browsers_of_allowed_origins_get_a_preflight_without_a_token(postgres: b
     );
 }
 
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(true).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-        }
-    )+};
-}
-
-both!(
+on_both_backends!(
     the_user_token_calls_the_product_as_that_user_and_is_never_shown,
     offline_user_tokens_come_from_the_stored_system_token_and_are_kept,
     forge_storage_is_reached_with_the_stored_system_token,

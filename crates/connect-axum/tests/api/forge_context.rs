@@ -19,19 +19,7 @@ async fn installed(app: &TestApp, forge: &FakeForge, site: &ForgeSite) {
 }
 
 async fn start(postgres: bool, forge: &FakeForge, extra: Vec<(&'static str, String)>) -> TestApp {
-    let vars = forge.vars();
-    let vars = move |name: &str| {
-        extra
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| vars(name))
-    };
-    if postgres {
-        probe().postgres_with(vars).await
-    } else {
-        probe().sqlite_with(vars).await
-    }
+    start_trusting(probe(), postgres, forge, extra).await
 }
 
 async fn every_claim_reaches_the_handler_typed(postgres: bool) {
@@ -318,23 +306,7 @@ async fn an_isolated_cloud_label_is_checked_before_any_url_is_built_from_it(post
     .assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
 }
 
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(true).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-        }
-    )+};
-}
-
-both!(
+on_both_backends!(
     every_claim_reaches_the_handler_typed,
     the_licence_guard_refuses_unlicensed_calls_with_403,
     staging_tokens_are_verified_with_stagings_keys_only,

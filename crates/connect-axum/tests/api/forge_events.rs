@@ -45,16 +45,8 @@ async fn start(postgres: bool) -> (TestApp, FakeForge, Flaky) {
     let handler = flaky.clone();
     let under_test =
         AppUnderTest::new(move |config| crate::probe::app(config).forge_events(handler.clone()));
-    let vars = forge.vars();
-    let vars = move |name: &str| match name {
-        "FORGE_EVENT_MAX_ATTEMPTS" => Some("3".to_owned()),
-        _ => vars(name),
-    };
-    let app = if postgres {
-        under_test.postgres_with(vars).await
-    } else {
-        under_test.sqlite_with(vars).await
-    };
+    let settings = vec![("FORGE_EVENT_MAX_ATTEMPTS", "3".to_owned())];
+    let app = crate::probe::start_trusting(under_test, postgres, &forge, settings).await;
     (app, forge, flaky)
 }
 
@@ -127,18 +119,6 @@ async fn a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_th
     assert_eq!(pruned, 2);
 }
 
-#[tokio::test]
-async fn a_failing_handler_is_retried_then_given_up_on_postgres() {
-    a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_the_last_attempt(true)
-        .await
-}
-
-#[tokio::test]
-async fn a_failing_handler_is_retried_then_given_up_on_sqlite() {
-    a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_the_last_attempt(false)
-        .await
-}
-
 async fn a_delivery_that_is_not_json_or_too_large_is_a_client_error(postgres: bool) {
     let (app, forge, _) = start(postgres).await;
     let site = forge.site("acme");
@@ -167,12 +147,7 @@ async fn a_delivery_that_is_not_json_or_too_large_is_a_client_error(postgres: bo
     assert!(app.raw("select client_key from tenant").await.is_empty());
 }
 
-#[tokio::test]
-async fn a_bad_delivery_body_is_a_client_error_on_postgres() {
-    a_delivery_that_is_not_json_or_too_large_is_a_client_error(true).await
-}
-
-#[tokio::test]
-async fn a_bad_delivery_body_is_a_client_error_on_sqlite() {
-    a_delivery_that_is_not_json_or_too_large_is_a_client_error(false).await
-}
+crate::probe::on_both_backends!(
+    a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_the_last_attempt,
+    a_delivery_that_is_not_json_or_too_large_is_a_client_error,
+);

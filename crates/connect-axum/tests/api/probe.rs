@@ -160,3 +160,46 @@ macro_rules! on_both_stores {
     };
 }
 pub use on_both_stores;
+
+/// `app` on a fresh Postgres database or SQLite file, trusting `forge`, with `extra` settings over
+/// the test defaults.
+pub async fn start_trusting(
+    app: AppUnderTest,
+    postgres: bool,
+    forge: &connect_axum_testing::FakeForge,
+    extra: Vec<(&'static str, String)>,
+) -> TestApp {
+    let vars = forge.vars();
+    let vars = move |name: &str| {
+        extra
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| vars(name))
+    };
+    if postgres {
+        app.postgres_with(vars).await
+    } else {
+        app.sqlite_with(vars).await
+    }
+}
+
+/// Runs each named test, an `async fn name(postgres: bool)` beside the call, as `name::postgres`
+/// and `name::sqlite`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(true).await
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(false).await
+            }
+        }
+    )+};
+}
+pub use on_both_backends;
