@@ -414,16 +414,7 @@ impl Storage<'_> {
         options: SetOptions,
     ) -> Result<(), StorageError> {
         check_key(key)?;
-        self.call(
-            "set",
-            &SetBody {
-                key,
-                value,
-                options,
-            },
-        )
-        .await
-        .map(drop)
+        self.set_at("set", key, value, options).await
     }
 
     /// Deletes `key`; deleting a key that does not exist succeeds.
@@ -490,16 +481,7 @@ impl Storage<'_> {
         options: SetOptions,
     ) -> Result<(), StorageError> {
         check_key(key)?;
-        self.call(
-            "secret/set",
-            &SetBody {
-                key,
-                value,
-                options,
-            },
-        )
-        .await
-        .map(drop)
+        self.set_at("secret/set", key, value, options).await
     }
 
     /// Deletes the secret `key`; deleting one that does not exist succeeds.
@@ -514,6 +496,21 @@ impl Storage<'_> {
             storage: self,
             name,
         }
+    }
+
+    async fn set_at<T: Serialize + ?Sized>(
+        &self,
+        op: &str,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<(), StorageError> {
+        let body = SetBody {
+            key,
+            value,
+            options,
+        };
+        self.call(op, &body).await.map(drop)
     }
 
     async fn get_at<T: DeserializeOwned>(
