@@ -469,7 +469,7 @@ async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: Fak
     );
 }
 
-async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_one(
+async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_calls_one(
     app: TestApp,
     forge: FakeForge,
 ) {
@@ -510,7 +510,8 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_o
         stored.api_base_url,
         format!("https://api.atlassian.com/ex/jira/{}", site.cloud_id)
     );
-    // A call without a token keeps it; one whose token dies sooner does not replace it.
+    // A call without a token keeps it; an older FIT's token does not replace it, whatever it
+    // claims to live.
     let user = forge.fit_on(&site).sign();
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &user, None)
@@ -518,12 +519,12 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_o
             .status,
         StatusCode::OK
     );
-    let sooner = kit::system_token(now() + 3600);
+    let older = forge.trigger(&site).valid(now() - 20, now() + 5).sign();
     app.deliver(
         SCHEDULED,
-        &forge.trigger(&site).sign(),
-        Some(&sooner),
-        &json!({}),
+        &older,
+        Some(&kit::system_token(now() + 4 * 3600 - 30)),
+        &json!({ "older": true }),
     )
     .await;
     assert_eq!(
@@ -762,7 +763,7 @@ forge_tests!(
     deliveries_with_bad_tokens_or_for_no_tenant_are_refused,
     pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_data,
     an_upgrade_records_the_version_and_permissions,
-    the_system_token_is_stored_sealed_and_replaced_only_by_a_longer_lived_one,
+    the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_calls_one,
     a_stored_token_calls_the_product_as_the_app_outside_any_request,
     a_connect_on_forge_site_is_one_tenant_through_both_doors,
 );

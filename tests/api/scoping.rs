@@ -468,7 +468,12 @@ async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp
     let a = app.install("a").await;
     let theirs = seed(&app, &a, P1, json!(SOMEONE_ELSE)).await;
     let elsewhere = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
-    let app_level = || fit(0, &a, json!({ "principal": null, "context": null }));
+    let app_level = || {
+        connect_axum_testing::forge::Fit::new(super::forge::APP_ARI, &a)
+            .module("core:endpoint", "lifecycle")
+            .claims(json!({ "principal": null, "context": null }))
+            .sign()
+    };
     assert_eq!(
         app.invoke("GET", FORGE_P2, &app_level(), None).await.json()[0]["id"],
         elsewhere

@@ -162,9 +162,10 @@ impl FakeForge {
     }
 
     /// A FIT of the app itself for `site`, as a trigger, scheduled trigger or preUninstall
-    /// delivery carries: module `core:endpoint`, no `context`, no `principal`.
+    /// delivery carries: the `core:endpoint` module `lifecycle`, no `context`, no `principal`.
     pub fn trigger(&self, site: &ForgeSite) -> Fit {
         Fit::for_installation(&self.app_id, &site.installation_id, &site.cloud_id)
+            .module("core:endpoint", "lifecycle")
             .no_context()
             .principal(None)
     }
@@ -275,7 +276,7 @@ pub struct Fit {
 
 impl Fit {
     /// A FIT of the app `app_id` for `tenant`'s installation, signed with key 0 under
-    /// [`kid`]`(0)`: a user's invocation of the `core:endpoint` module `notes-remote` from the
+    /// [`kid`]`(0)`: a user's invocation from the
     /// Jira issue panel `notes-panel` on PROJ-1, in a development environment, living
     /// [`FIT_LIFETIME_SECS`] from now, with a `jti` of its own.
     /// Its `app.installation.contexts` is empty: the site is named only by `apiBaseUrl`.
@@ -301,7 +302,7 @@ impl Fit {
                 "installationId": installation_id,
                 "apiBaseUrl": api_base_url,
                 "environment": { "type": "DEVELOPMENT", "id": "env-1" },
-                "module": { "type": "core:endpoint", "key": "notes-remote" },
+                "module": { "type": "jira:issuePanel", "key": "notes-panel" },
                 "installation": {
                     "id": installation_id,
                     "contexts": [

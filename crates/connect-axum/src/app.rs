@@ -49,9 +49,11 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
     let realm_migration = state.with_jwt::<ProductJwt, _>(
         Router::new().nest(&state.config.data_residency_path, residency::router()),
     );
-    // The same hooks for Forge's migration service, with a Forge Invocation Token.
-    let forge_realm_migration = state
-        .with_forge(Router::new().nest(&state.config.forge_migration_path, residency::router()));
+    // The same hooks for Forge's migration service, with a Forge Invocation Token of the app.
+    let forge_realm_migration = state.with_forge_app(
+        &state.config.forge_module_keys.migration,
+        Router::new().nest(&state.config.forge_migration_path, residency::router()),
+    );
     let mut public = Router::new().merge(lifecycle::descriptor_router());
     if state.config.metrics_on_public_port() {
         public = public.route("/metrics", get(monitoring::endpoint::render));

@@ -205,6 +205,10 @@ pub struct Config {
     /// FORGE_MIGRATION_PATH: where Forge's `migration:dataResidency` hooks are served (default
     /// `/forge/migration`: `…/schedule`, `/start`, `/status`, `/commit`, `/rollback`).
     pub forge_migration_path: String,
+    /// The `app.module.key`s each app-level Forge endpoint takes (FORGE_EVENTS_MODULE_KEYS,
+    /// FORGE_PRE_UNINSTALL_MODULE_KEYS, FORGE_SCHEDULED_MODULE_KEYS, FORGE_MIGRATION_MODULE_KEYS:
+    /// comma-separated; empty, the default, takes any endpoint module's call as the app).
+    pub forge_module_keys: ForgeModuleKeys,
     /// FORGE_CORS_ORIGINS: comma-separated origins whose browsers may call the Forge routes
     /// directly (`requestRemote`): `https://host` exactly, or `https://*.suffix` for any
     /// subdomain. Their preflight is answered without a token; the real request still needs one.
@@ -279,6 +283,17 @@ impl Config {
             app_migrations: Default::default(),
         })
     }
+}
+
+/// The manifest's module keys each app-level Forge endpoint takes calls of, when pinned: Forge
+/// puts the invoked endpoint's key in `app.module.key` (a user cannot choose it, though a UI call
+/// can choose its path). Empty takes any `core:endpoint` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgeModuleKeys {
+    pub events: Vec<String>,
+    pub pre_uninstall: Vec<String>,
+    pub scheduled: Vec<String>,
+    pub migration: Vec<String>,
 }
 
 /// The largest clock skew `JWT_LEEWAY_SECS` may allow: more would keep expired tokens alive.
@@ -385,6 +400,21 @@ impl Config {
             path_var(&var, "FORGE_PRE_UNINSTALL_PATH", "/forge/pre-uninstall")?;
         let forge_scheduled_path = path_var(&var, "FORGE_SCHEDULED_PATH", "/forge/scheduled")?;
         let forge_migration_path = path_var(&var, "FORGE_MIGRATION_PATH", "/forge/migration")?;
+        let module_keys = |name| -> Vec<String> {
+            var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let forge_module_keys = ForgeModuleKeys {
+            events: module_keys("FORGE_EVENTS_MODULE_KEYS"),
+            pre_uninstall: module_keys("FORGE_PRE_UNINSTALL_MODULE_KEYS"),
+            scheduled: module_keys("FORGE_SCHEDULED_MODULE_KEYS"),
+            migration: module_keys("FORGE_MIGRATION_MODULE_KEYS"),
+        };
         let forge_cors_origins = var("FORGE_CORS_ORIGINS")
             .unwrap_or_default()
             .split(',')
@@ -583,6 +613,7 @@ impl Config {
             forge_pre_uninstall_path,
             forge_scheduled_path,
             forge_migration_path,
+            forge_module_keys,
             forge_cors_origins,
             forge_api_base_url,
             forge_graphql_url,

@@ -142,6 +142,23 @@ impl AppState {
         }
     }
 
+    /// `routes` behind a Forge Invocation Token of Forge's own calls as the app, of the module
+    /// keys `module_keys` (any endpoint module when empty): for the routes an app's triggers,
+    /// scheduled triggers or other app-level calls reach. A user's UI call can name any path of
+    /// the remote, so such routes must refuse it (403 `user_invocation`, see
+    /// [`auth::forge::require_app_invocation`]).
+    pub fn with_forge_app<S: Clone + Send + Sync + 'static>(
+        &self,
+        module_keys: &[String],
+        routes: Router<S>,
+    ) -> Router<S> {
+        let keys: std::sync::Arc<[String]> = module_keys.into();
+        self.with_forge(routes.route_layer(middleware::from_fn_with_state(
+            keys,
+            auth::forge::require_app_invocation,
+        )))
+    }
+
     /// Public `routes` (no authentication), each request within the anonymous slots.
     pub fn public<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
         routes.route_layer(middleware::from_fn_with_state(

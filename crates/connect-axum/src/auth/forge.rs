@@ -540,7 +540,64 @@ impl InvocationClaims {
                 .as_ref()
                 .is_some_and(|c| c.get("extension").is_some())
     }
+
+    /// Whether Forge made the call as the app itself (a trigger, lifecycle event, scheduled
+    /// trigger, preUninstall, the migration service): no user and no view, and the invoked module
+    /// is an `endpoint` (a UI call names its UI module's type instead).
+    pub fn is_app_invocation(&self) -> bool {
+        !self.is_user_view() && self.module_type() == Some(APP_MODULE_TYPE)
+    }
+
+    /// `app.module.type`.
+    pub fn module_type(&self) -> Option<&str> {
+        self.app.module.as_ref()?.kind.as_deref()
+    }
+
+    /// `app.module.key`.
+    pub fn module_key(&self) -> Option<&str> {
+        self.app.module.as_ref()?.key.as_deref()
+    }
+
+    /// Refuses (403) a call an app-level endpoint must not take: one from a user's view
+    /// (`user_invocation`) or of another module type (`not_app_invocation`), or, when
+    /// `module_keys` is not empty, of a module key not among them (`unexpected_module`).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] with the reason above.
+    pub fn require_app(&self, module_keys: &[String]) -> Result<(), Error> {
+        let refuse = |reason, message: &str| Error::Forbidden {
+            reason,
+            message: message.to_owned(),
+        };
+        if self.is_user_view() {
+            return Err(refuse(
+                "user_invocation",
+                "this endpoint takes only Forge's calls as the app, not a user's",
+            ));
+        }
+        if self.module_type() != Some(APP_MODULE_TYPE) {
+            return Err(refuse(
+                "not_app_invocation",
+                "this endpoint takes only calls of an endpoint module (core:endpoint)",
+            ));
+        }
+        if !module_keys.is_empty()
+            && !self
+                .module_key()
+                .is_some_and(|key| module_keys.iter().any(|k| k == key))
+        {
+            return Err(refuse(
+                "unexpected_module",
+                "this endpoint does not take calls of the invoked module",
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The `app.module.type` of the calls Forge makes as the app (triggers, lifecycle events,
+/// scheduled triggers, preUninstall, functions' `invokeRemote`).
+pub const APP_MODULE_TYPE: &str = "core:endpoint";
 
 /// A verified Forge Invocation Token.
 #[derive(Debug, Clone)]
@@ -596,12 +653,9 @@ impl Authenticator {
             .map_err(|e| jwt::reason(&e))?
             .claims;
         let exp = claims.exp.ok_or(AuthError::MissingClaim)?;
-        jwt::check_lifetime(
-            exp,
-            claims.iat,
-            jsonwebtoken::get_current_timestamp() as i64,
-            self.inner.limits,
-        )?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        jwt::check_issued(claims.iat, now, self.inner.limits)?;
+        jwt::check_lifetime(exp, claims.iat, now, self.inner.limits)?;
         if !super::is_plausible_client_key(&claims.app.installation_id)
             || claims
                 .principal
@@ -687,7 +741,9 @@ impl Authenticator {
     ) -> Result<(Tenant, ForgeInvocation), Error> {
         let fit = self.verify_fit(headers).await?;
         let record = self.forge_tenant(&fit).await?;
-        if let Some(token) = &fit.system_token {
+        let app = fit.claims.is_app_invocation();
+        // The header is not covered by the FIT: a user's call may carry any value in it.
+        if app && let Some(token) = &fit.system_token {
             self.inner
                 .system_tokens
                 .remember(&record.installation.client_key, token, &fit.claims)
@@ -695,10 +751,10 @@ impl Authenticator {
         }
         let user_token = header_token(headers, USER_TOKEN_HEADER);
         let claims = fit.claims;
-        let kind = if claims.is_user_view() {
-            TokenKind::ForgeUser
-        } else {
+        let kind = if app {
             TokenKind::ForgeApp
+        } else {
+            TokenKind::ForgeUser
         };
         let invocation = ForgeInvocation {
             installation_id: claims.app.installation_id.clone(),
@@ -757,6 +813,22 @@ pub async fn require_forge(
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(invocation);
+    Ok(next.run(request).await)
+}
+
+/// Middleware, inside [`require_forge`], that admits only Forge's calls as the app (see
+/// [`InvocationClaims::require_app`]) of the module keys in its state (any when empty): for an
+/// app's own routes that Forge's triggers call, as the library's lifecycle and migration routes.
+pub async fn require_app_invocation(
+    State(module_keys): State<Arc<[String]>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    let invocation = request
+        .extensions()
+        .get::<ForgeInvocation>()
+        .ok_or(AuthError::MissingToken)?;
+    invocation.claims.require_app(&module_keys)?;
     Ok(next.run(request).await)
 }
 

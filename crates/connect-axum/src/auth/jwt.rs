@@ -134,12 +134,7 @@ pub fn verify(
         .map_err(|e| reason(&e))?
         .claims;
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    if claims
-        .iat
-        .is_some_and(|iat| iat > now.saturating_add(seconds(limits.leeway)))
-    {
-        return Err(AuthError::IssuedInFuture);
-    }
+    check_issued(claims.iat, now, limits)?;
     check_lifetime(
         claims.exp.ok_or(AuthError::MissingClaim)?,
         claims.iat,
@@ -147,6 +142,15 @@ pub fn verify(
         limits,
     )?;
     Ok(claims)
+}
+
+/// Refuses a token whose `iat` is later than `now`, the issuer's clock allowed to run
+/// `limits.leeway` ahead: a token made for later is either forged or from a broken clock.
+pub fn check_issued(iat: Option<i64>, now: i64, limits: TimeLimits) -> Result<(), AuthError> {
+    if iat.is_some_and(|iat| iat > now.saturating_add(seconds(limits.leeway))) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 /// Refuses a token meant to live longer than `limits.max_lifetime`: `exp − iat` when it has an

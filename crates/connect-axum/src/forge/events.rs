@@ -3,7 +3,9 @@
 //! trigger that refreshes the stored system token (`FORGE_SCHEDULED_PATH`).
 //!
 //! Each is authenticated by the Forge Invocation Token alone, and the tenant always comes from
-//! it: an event body naming an installation is never read for one. Each answers within Forge's
+//! it: an event body naming an installation is never read for one. Each takes only Forge's calls
+//! as the app ([`InvocationClaims::require_app`](crate::auth::forge::InvocationClaims::require_app)):
+//! a user's UI call can name any path, so a FIT from a view is refused before the body is read. Each answers within Forge's
 //! 5 s (lifecycle changes are one write; the app's handlers run later from the queue) and is
 //! idempotent under redelivery: a delivery is identified by its body without `retryContext`.
 //! The envelope of a delivery is not fully documented, so every field is looked for at the top
@@ -71,8 +73,13 @@ fn delivery_id(installation_id: &str, body: &Value) -> String {
 /// Verifies the delivery's token from its headers, and only then reads its body (JSON, within
 /// `MAX_BODY_BYTES`): a client without a valid token holds nothing while it sends.
 /// The delivery holds one of the verified requests' slots (`MAX_CONCURRENT_REQUESTS`) from then on.
-async fn verified(app: &AppState, request: Request) -> Result<(VerifiedFit, Value, Slot)> {
+async fn verified(
+    app: &AppState,
+    request: Request,
+    module_keys: &[String],
+) -> Result<(VerifiedFit, Value, Slot)> {
     let fit = app.auth.verify_fit(request.headers()).await?;
+    fit.claims.require_app(module_keys)?;
     let slot = app.auth.slots().tenant()?;
     let bytes = axum::body::to_bytes(request.into_body(), app.config.max_body_bytes)
         .await
@@ -157,7 +164,8 @@ fn accepted(key: &ClientKey, duplicate: bool) -> Json<Value> {
 /// `POST FORGE_EVENTS_PATH`: installed and upgraded create, revive or update the tenant at once;
 /// every event is then queued for the app's handlers that want it.
 async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body, _slot) = verified(&app, request).await?;
+    let keys = &app.config.forge_module_keys.events;
+    let (fit, body, _slot) = verified(&app, request, keys).await?;
     let event_type = event_type(&body)?;
     let (key, kind) = match event_type {
         INSTALLED | UPGRADED => {
@@ -227,7 +235,8 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
 /// `POST FORGE_PRE_UNINSTALL_PATH`: the tenant is marked uninstalled and its retention window
 /// starts, as on the Connect side. A redelivery for a tenant already uninstalled is answered 2xx.
 async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body, _slot) = verified(&app, request).await?;
+    let keys = &app.config.forge_module_keys.pre_uninstall;
+    let (fit, body, _slot) = verified(&app, request, keys).await?;
     let record = match app.auth.forge_tenant(&fit).await {
         Ok(record) => record,
         Err(Error::Forbidden { reason, .. }) if reason == AuthError::TenantUninstalled.code() => {
@@ -251,7 +260,8 @@ async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<
 /// carry one: 400 `missing_system_token` says the manifest's endpoint lacks
 /// `auth.appSystemToken`), then queues the delivery for the app's handlers.
 async fn scheduled(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let (fit, body, _slot) = verified(&app, request).await?;
+    let keys = &app.config.forge_module_keys.scheduled;
+    let (fit, body, _slot) = verified(&app, request, keys).await?;
     let record = app.auth.forge_tenant(&fit).await?;
     let key = record.installation.client_key.clone();
     app.auth.check_rate(&key)?;

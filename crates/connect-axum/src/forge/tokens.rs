@@ -41,8 +41,9 @@ pub fn expires_at(token: &ForgeToken, now: DateTime<Utc>) -> Option<DateTime<Utc
     }
 }
 
-/// Writes each tenant's system token to the store when a call brings one it has not stored yet:
-/// a token comes on many calls in a row, and each is written once per replica.
+/// Writes each tenant's system token to the store when a call of the app (never a user's: the
+/// header is not covered by the FIT) brings one it has not stored yet: a token comes on many
+/// calls in a row, and each is written once per replica. The token of the newest FIT wins.
 #[derive(Clone)]
 pub struct SystemTokens {
     store: Arc<dyn TenantStore>,
@@ -73,9 +74,13 @@ impl SystemTokens {
         let Some(expires_at) = expires_at(token, crate::store::now()) else {
             return;
         };
+        // A FIT without `iat` is ordered by its `exp`, as its lifecycle changes are.
+        let Some(issued_at) = claims.iat.or(claims.exp) else {
+            return;
+        };
         match self
             .store
-            .save_system_token(key, token, api_base_url, expires_at)
+            .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
         {
             Ok(_) => self.written.insert(key.clone(), digest),

@@ -314,9 +314,10 @@ impl TenantStore for CachedStore {
         token: &ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
+        issued_at: i64,
     ) -> sqlx::Result<bool> {
         self.inner
-            .save_system_token(key, token, api_base_url, expires_at)
+            .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
     }
 
@@ -488,8 +489,9 @@ mod tests {
             t: &ForgeToken,
             u: &str,
             e: DateTime<Utc>,
+            i: i64,
         ) -> sqlx::Result<bool> {
-            self.store.save_system_token(k, t, u, e).await
+            self.store.save_system_token(k, t, u, e, i).await
         }
         async fn system_token(&self, k: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
             self.store.system_token(k).await

@@ -241,19 +241,24 @@ impl Registry<'_> {
         token: &ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
+        issued_at: i64,
     ) -> sqlx::Result<bool> {
         let sealed = self
             .keyring
             .seal(&token_aad(key), &SharedSecret::new(token.expose()));
+        // The newest invocation's token wins: Forge rotates tokens, and a longer claimed life
+        // says nothing of which one Forge handed out last.
         let saved = self
             .db
             .query(
                 "insert into forge_system_token (client_key, token, key_id, api_base_url, \
-                 expires_at, updated_at) values ($1, $2, $3, $4, $5, $6) \
+                 expires_at, updated_at, issued_at) values ($1, $2, $3, $4, $5, $6, $7) \
                  on conflict (client_key) do update set token = excluded.token, \
                  key_id = excluded.key_id, api_base_url = excluded.api_base_url, \
-                 expires_at = excluded.expires_at, updated_at = excluded.updated_at \
-                 where forge_system_token.expires_at <= excluded.expires_at",
+                 expires_at = excluded.expires_at, updated_at = excluded.updated_at, \
+                 issued_at = excluded.issued_at \
+                 where forge_system_token.issued_at is null \
+                 or forge_system_token.issued_at <= excluded.issued_at",
             )
             .bind(key.as_str())
             .bind(&sealed.ciphertext)
@@ -261,6 +266,7 @@ impl Registry<'_> {
             .bind(api_base_url)
             .bind(expires_at)
             .bind(now())
+            .bind(issued_at)
             .execute()
             .await?;
         Ok(saved > 0)

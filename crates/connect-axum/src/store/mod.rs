@@ -390,14 +390,15 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Records the permissions (JSON) of the tenant's latest Forge upgrade.
     async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()>;
 
-    /// Stores the app's system token for the tenant, sealed, unless the stored one lives
-    /// longer; true when stored.
+    /// Stores the app's system token for the tenant, sealed, unless the stored one came with a
+    /// later invocation token (`issued_at`, the FIT's `iat`); true when stored.
     async fn save_system_token(
         &self,
         key: &ClientKey,
         token: &crate::auth::ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
+        issued_at: i64,
     ) -> sqlx::Result<bool>;
 
     /// The tenant's stored system token, whether or not it has expired.
@@ -1067,9 +1068,10 @@ impl<B: SqlBackend> TenantStore for B {
         token: &crate::auth::ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
+        issued_at: i64,
     ) -> sqlx::Result<bool> {
         self.registry()
-            .save_system_token(key, token, api_base_url, expires_at)
+            .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
     }
 

@@ -5,6 +5,7 @@ mod probe;
 
 mod example;
 mod forge_api;
+mod forge_app_only;
 mod forge_calls;
 mod forge_context;
 mod forge_events;
