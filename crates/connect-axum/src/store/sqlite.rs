@@ -38,6 +38,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
+        owner_only(options.get_filename()).map_err(sqlx::Error::Io)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size)
             .connect_with(options)
@@ -123,5 +124,58 @@ impl super::SqlBackend for SqliteStore {
 
     async fn close_pool(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Makes the database file (made now if missing) and its `-wal` and `-shm` files readable by
+/// their owner alone: they hold every tenant's data. SQLite gives the files it makes beside the
+/// database the database file's mode.
+fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                done => done?,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("notes.db");
+        // A file left readable by an older version is closed too.
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let url = format!("sqlite://{}", db.display());
+        let store = SqliteStore::connect(&url, 2, Arc::new(Keyring::new(&[7; 32], &[])))
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("notes.db{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+        drop(store);
     }
 }
