@@ -186,85 +186,6 @@ async fn bad_invocation_tokens_are_refused_with_401(app: TestApp, jwks: FakeForg
     let _ = jwks;
 }
 
-async fn a_site_installed_without_an_installation_id_is_found_by_its_cloud_id(
-    app: TestApp,
-    jwks: FakeForge,
-) {
-    let hooks = &app;
-    let install = |tenant: &TestTenant, cloud_id: &str| {
-        let mut payload = tenant.payload("installed");
-        payload.as_object_mut().unwrap().remove("installationId");
-        payload["cloudId"] = cloud_id.into();
-        let token = install_token(tenant, "/installed", json!({}));
-        async move {
-            hooks
-                .call("POST", "/installed", Some(&token), Some(&payload))
-                .await
-                .status
-        }
-    };
-    let a = TestTenant::new("a");
-    assert_eq!(install(&a, "cloud-a").await, StatusCode::NO_CONTENT);
-    app.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" })))
-        .await;
-    let unknown_installation = TestTenant::new("forge-only");
-    let by_context = fit(
-        0,
-        &unknown_installation,
-        json!({ "context": { "cloudId": "cloud-a",
-        "extension": { "type": "jira:issuePanel", "issue": { "key": "PROJ-1", "id": "10000" } } } }),
-    );
-    assert_eq!(
-        app.invoke("GET", NOTES, &by_context, None).await.json()[0]["body"],
-        "a's"
-    );
-    let by_installation = fit(
-        0,
-        &unknown_installation,
-        json!({ "app": {
-        "id": APP_ARI, "installationId": unknown_installation.installation_id(),
-        "installation": { "id": "x", "contexts": [{ "name": "jira", "cloudId": "cloud-a" }] } } }),
-    );
-    assert_eq!(
-        app.invoke("GET", NOTES, &by_installation, None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    // Two products of one site share its cloud id: which tenant is meant is unknown.
-    let (jira, confluence) = (TestTenant::new("jira"), TestTenant::new("confluence"));
-    assert_eq!(install(&jira, "cloud-shared").await, StatusCode::NO_CONTENT);
-    assert_eq!(
-        install(&confluence, "cloud-shared").await,
-        StatusCode::NO_CONTENT
-    );
-    for context in [
-        json!({ "cloudId": "cloud-shared" }),
-        json!({ "cloudId": "cloud-nowhere" }),
-    ] {
-        app.invoke(
-            "GET",
-            NOTES,
-            &fit(0, &unknown_installation, json!({ "context": context })),
-            None,
-        )
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
-    }
-    // Naming two sites at once names none.
-    let two = fit(
-        0,
-        &unknown_installation,
-        json!({ "context": { "cloudId": "cloud-a" }, "app": {
-        "id": APP_ARI, "installationId": unknown_installation.installation_id(),
-        "installation": { "id": "x", "contexts": [{ "cloudId": "cloud-shared" }] } } }),
-    );
-    app.invoke("GET", NOTES, &two, None)
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
-    let _ = jwks;
-}
-
 async fn an_install_naming_another_tenants_installation_id_is_refused_and_takes_nothing(
     app: TestApp,
     jwks: FakeForge,
@@ -334,83 +255,6 @@ async fn an_install_naming_another_tenants_installation_id_is_refused_and_takes_
     assert_eq!(
         app.invoke("GET", NOTES, &as_a(), None).await.status,
         StatusCode::OK
-    );
-    let _ = jwks;
-}
-
-async fn a_cloud_id_resolves_among_the_installed_tenants_of_the_invoked_product(
-    app: TestApp,
-    jwks: FakeForge,
-) {
-    let hooks = &app;
-    let install = |tenant: &TestTenant, product: &str| {
-        let mut payload = tenant.payload("installed");
-        payload.as_object_mut().unwrap().remove("installationId");
-        payload["cloudId"] = "cloud-site".into();
-        payload["productType"] = product.into();
-        let token = install_token(tenant, "/installed", json!({}));
-        async move {
-            hooks
-                .call("POST", "/installed", Some(&token), Some(&payload))
-                .await
-                .status
-        }
-    };
-    let (jira, confluence) = (TestTenant::new("jira"), TestTenant::new("confluence"));
-    assert_eq!(install(&jira, "jira").await, StatusCode::NO_CONTENT);
-    app.signed(
-        &jira,
-        "POST",
-        CONNECT_NOTES,
-        Some(&json!({ "body": "jira's" })),
-    )
-    .await;
-    assert_eq!(
-        install(&confluence, "confluence").await,
-        StatusCode::NO_CONTENT
-    );
-    let forge_only = TestTenant::new("forge-only");
-    let calling = |product: &str| {
-        fit(
-            0,
-            &forge_only,
-            json!({
-        "context": { "cloudId": "cloud-site",
-                     "extension": { "type": "jira:issuePanel", "issue": { "key": "PROJ-1" } } },
-        "app": { "id": APP_ARI, "installationId": forge_only.installation_id(),
-                 "apiBaseUrl": format!("https://api.atlassian.com/ex/{product}/cloud-site") } }),
-        )
-    };
-    let listed = app.invoke("GET", NOTES, &calling("jira"), None).await;
-    assert_eq!(
-        listed.json()[0]["body"],
-        "jira's",
-        "{}",
-        String::from_utf8_lossy(&listed.body)
-    );
-    assert_eq!(
-        app.invoke("GET", NOTES, &calling("confluence"), None)
-            .await
-            .json(),
-        json!([])
-    );
-
-    // A second claim of the site for the same product names no one: refused, never the
-    // wrong tenant; once it is uninstalled the site resolves again.
-    let claimant = TestTenant::new("claimant");
-    assert_eq!(install(&claimant, "jira").await, StatusCode::NO_CONTENT);
-    app.invoke("GET", NOTES, &calling("jira"), None)
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
-    assert_eq!(
-        app.hook(&claimant, "uninstalled").await.status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.invoke("GET", NOTES, &calling("jira"), None)
-            .await
-            .json()[0]["body"],
-        "jira's"
     );
     let _ = jwks;
 }
@@ -572,9 +416,7 @@ async fn the_system_token_calls_the_product_as_the_app_for_that_request_only(
 forge_tests!(
     a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant,
     bad_invocation_tokens_are_refused_with_401,
-    a_site_installed_without_an_installation_id_is_found_by_its_cloud_id,
     an_install_naming_another_tenants_installation_id_is_refused_and_takes_nothing,
-    a_cloud_id_resolves_among_the_installed_tenants_of_the_invoked_product,
     a_reinstall_with_a_new_installation_id_retires_the_old_one,
     an_uninstalled_or_disabled_site_is_refused,
     unknown_keys_refetch_the_jwks_at_most_once_per_interval_and_rotation_is_followed,

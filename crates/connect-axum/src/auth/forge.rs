@@ -681,8 +681,8 @@ impl Authenticator {
 
     /// The installed tenant of a verified invocation: the one holding its installationId, else
     /// the one installed tenant of the invoked product on the site its cloud id names (Jira and
-    /// Confluence of one site share it). A cloud id in a Connect install payload is the
-    /// installer's claim: two claims of one site and product name no one.
+    /// Confluence of one site share it), counting only cloud ids that verified tokens gave (a
+    /// cloud id in a Connect install body is the installer's claim and leads nowhere).
     pub async fn forge_tenant(&self, fit: &VerifiedFit) -> Result<Arc<TenantRecord>, Error> {
         let claims = &fit.claims;
         let record = match super::usable(

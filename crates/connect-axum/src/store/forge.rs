@@ -102,24 +102,36 @@ impl Registry<'_> {
             .await?;
         let existing = match (by_installation, &install.cloud_id) {
             (Some((key,)), _) => Some(key),
-            // A reinstall brings a new installationId for the same site: a Forge-born tenant of
-            // the site and product is found by its cloud id (which only verified tokens wrote),
-            // even uninstalled within its retention; a Connect tenant only while installed, and
-            // only when it is the one of the site and product, as for invocations.
+            // A reinstall brings a new installationId for the same site: a tenant of the site
+            // and product whose cloud id a verified token gave is found by it, a Forge-born one
+            // even uninstalled within its retention, a Connect one only while installed and only
+            // when it is the one of the site and product, as for invocations. A cloud id that
+            // only a Connect install body claimed leads nowhere: a Connect tenant joins a Forge
+            // installation by the installationId of its own install.
             (None, Some(cloud_id)) => {
-                let found: Vec<(String,)> = tx
+                let found: Vec<(String, bool)> = tx
                     .query(
-                        "select client_key from tenant where cloud_id = $1 \
+                        "select client_key, cloud_id_verified from tenant where cloud_id = $1 \
                          and ($2 is null or product_type is null or product_type = $2) \
                          and (origin = 'forge' or uninstalled_at is null) \
-                         order by client_key limit 2",
+                         order by client_key limit 8",
                     )
                     .bind(cloud_id)
                     .bind(&install.product)
                     .fetch_all()
                     .await?;
-                match found.as_slice() {
-                    [(key,)] => Some(key.clone()),
+                let (verified, claimed): (Vec<_>, Vec<_>) =
+                    found.into_iter().partition(|(_, verified)| *verified);
+                for (key, _) in &claimed {
+                    tracing::warn!(
+                        client_key = key.as_str(),
+                        installation_id = install.installation_id.as_str(),
+                        "a Connect install claimed the cloud id of this Forge installation; \
+                         not adopted"
+                    );
+                }
+                match verified.as_slice() {
+                    [(key, _)] => Some(key.clone()),
                     _ => None,
                 }
             }
@@ -142,6 +154,7 @@ impl Registry<'_> {
             Some(_) => {
                 tx.query(
                     "update tenant set installation_id = $2, cloud_id = coalesce($3, cloud_id), \
+                     cloud_id_verified = ($3 is not null or cloud_id_verified), \
                      product_type = coalesce(product_type, $4), \
                      api_base_url = coalesce($5, api_base_url), \
                      app_version = coalesce($6, app_version), \
@@ -178,9 +191,9 @@ impl Registry<'_> {
                     "insert into tenant (client_key, app_key, shared_secret, secret_key_id, \
                      base_url, display_url, product_type, cloud_id, installation_id, \
                      api_base_url, app_version, origin, enabled, installed_at, updated_at, \
-                     lifecycle_iat) \
+                     lifecycle_iat, cloud_id_verified) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'forge', true, $12, \
-                     $12, $13)",
+                     $12, $13, $8 is not null)",
                 )
                 .bind(client_key.as_str())
                 .bind(&install.app_id)

@@ -318,7 +318,8 @@ pub trait TenantStore: Send + Sync + 'static {
         installation_id: &str,
     ) -> sqlx::Result<Option<Arc<TenantRecord>>>;
 
-    /// Installed tenants of the site with this cloud id, of `product` when given (a tenant that
+    /// Installed tenants of the site with this cloud id as a verified invocation token gave it
+    /// (never as a Connect install body claimed it), of `product` when given (a tenant that
     /// stored no product type counts as any); at most two: more than one is ambiguous.
     async fn find_installed_by_cloud_id(
         &self,
@@ -760,7 +761,13 @@ static SAVE_TENANT: LazyLock<String> = LazyLock::new(|| {
     let updates: Vec<String> = INSTALLATION_COLUMNS
         .iter()
         .filter(|&&c| c != "client_key")
-        .map(|c| format!("{c} = excluded.{c}"))
+        .map(|c| match *c {
+            // A cloud id a verified invocation token gave is kept against an install body's claim.
+            "cloud_id" => "cloud_id = case when tenant.cloud_id_verified then tenant.cloud_id \
+                           else excluded.cloud_id end"
+                .to_owned(),
+            c => format!("{c} = excluded.{c}"),
+        })
         .collect();
     format!(
         "insert into tenant ({}, enabled, installed_at, updated_at, uninstalled_at, \
@@ -1208,7 +1215,7 @@ impl Registry<'_> {
         product: Option<&str>,
     ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
         let sql = format!(
-            "{} where cloud_id = $1 and uninstalled_at is null \
+            "{} where cloud_id = $1 and cloud_id_verified and uninstalled_at is null \
              and ($2 is null or product_type is null or product_type = $2) \
              order by client_key limit 2",
             *SELECT_TENANT

@@ -7,6 +7,7 @@ mod example;
 mod forge_api;
 mod forge_app_only;
 mod forge_calls;
+mod forge_cloud_id;
 mod forge_context;
 mod forge_events;
 mod lifecycle;
