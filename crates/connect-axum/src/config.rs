@@ -138,12 +138,24 @@ pub struct Config {
     /// other than `/healthz` and `/readyz`, form bodies read to find their token); more is answered
     /// 503 (default a quarter of MAX_CONCURRENT_REQUESTS, at least 1).
     pub max_anonymous_requests: usize,
+    /// MAX_CONCURRENT_REQUESTS_PER_TENANT: how many of MAX_CONCURRENT_REQUESTS one tenant may hold
+    /// at once; more are answered 429 `tenant_busy` (default an eighth of
+    /// MAX_CONCURRENT_REQUESTS, at least 1).
+    pub max_concurrent_requests_per_tenant: usize,
+    /// BODY_READ_TIMEOUT_SECS: how long a verified request's body may take to arrive once its
+    /// headers have; a slower one is answered 408 `body_timeout` (default 10, 1 to 30).
+    pub body_read_timeout: Duration,
     /// HEADER_READ_TIMEOUT_SECS: how long a connection may take to send a request's headers
     /// before it is closed (default 10, 1 to 30).
     pub header_read_timeout: Duration,
     /// TENANT_RATE_LIMIT: requests per second one tenant may make, with bursts of twice that;
     /// more are answered 429 with `Retry-After` (default 0: no limit).
     pub tenant_rate_limit: u32,
+    /// TENANT_WRITE_RATE_LIMIT: writes (methods other than GET, HEAD, OPTIONS) per second that a
+    /// tenant's users may make with their own tokens (context, session and Forge UI tokens), with
+    /// bursts of twice that; more are answered 429 with `Retry-After` (default 20; 0: no limit).
+    /// The product's own calls are not counted.
+    pub tenant_write_rate_limit: u32,
     /// LOG_FORMAT: `pretty` (default) or `json`.
     pub log_format: LogFormat,
     /// REQUEST_TIMEOUT_SECS: how long a request may take before it is answered 408 (default 30).
@@ -301,6 +313,9 @@ pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
 
 /// The longest `HEADER_READ_TIMEOUT_SECS` may be: a slow client holds its connection that long.
 pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+
+/// The longest `BODY_READ_TIMEOUT_SECS` may be: a slow client holds a tenant slot that long.
+pub const MAX_BODY_READ_TIMEOUT_SECS: u64 = 30;
 /// The bounds of `MAX_TOKEN_LIFETIME_SECS`: the app's own session tokens must pass it, and a
 /// cap of more than a day caps nothing a site sends.
 pub const TOKEN_LIFETIME_RANGE_SECS: std::ops::RangeInclusive<u64> =
@@ -549,6 +564,21 @@ impl Config {
             &(max_concurrent_requests / 4).max(1).to_string(),
         )?
         .get();
+        let max_concurrent_requests_per_tenant = parse::<NonZeroUsize>(
+            &var,
+            "MAX_CONCURRENT_REQUESTS_PER_TENANT",
+            &(max_concurrent_requests / 8).max(1).to_string(),
+        )?
+        .get();
+        let body_read_timeout: u64 = parse(&var, "BODY_READ_TIMEOUT_SECS", "10")?;
+        if !(1..=MAX_BODY_READ_TIMEOUT_SECS).contains(&body_read_timeout) {
+            return Err(ConfigError {
+                var: "BODY_READ_TIMEOUT_SECS",
+                message: format!(
+                    "{body_read_timeout}: from 1 to {MAX_BODY_READ_TIMEOUT_SECS} seconds"
+                ),
+            });
+        }
         let header_read_timeout: u64 = parse(&var, "HEADER_READ_TIMEOUT_SECS", "10")?;
         if !(1..=MAX_HEADER_READ_TIMEOUT_SECS).contains(&header_read_timeout) {
             return Err(ConfigError {
@@ -595,8 +625,11 @@ impl Config {
             log_format: parse(&var, "LOG_FORMAT", "pretty")?,
             max_concurrent_requests,
             max_anonymous_requests,
+            max_concurrent_requests_per_tenant,
+            body_read_timeout: Duration::from_secs(body_read_timeout),
             header_read_timeout: Duration::from_secs(header_read_timeout),
             tenant_rate_limit: parse(&var, "TENANT_RATE_LIMIT", "0")?,
+            tenant_write_rate_limit: parse(&var, "TENANT_WRITE_RATE_LIMIT", "20")?,
             metrics_token: var("METRICS_TOKEN").map(crate::store::SharedSecret::new),
             metrics_port,
             metrics_bind,
@@ -742,6 +775,25 @@ mod tests {
                 .tenant_rate_limit,
             500
         );
+    }
+
+    #[test]
+    fn a_tenant_gets_an_eighth_of_the_slots_its_body_ten_seconds_and_its_users_twenty_writes() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_concurrent_requests_per_tenant, 128);
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.tenant_write_rate_limit, 20);
+        let c = config(&[("MAX_CONCURRENT_REQUESTS", "4")]).unwrap();
+        assert_eq!(c.max_concurrent_requests_per_tenant, 1);
+        let c = config(&[("MAX_CONCURRENT_REQUESTS_PER_TENANT", "9")]).unwrap();
+        assert_eq!(c.max_concurrent_requests_per_tenant, 9);
+        for refused in [
+            ("MAX_CONCURRENT_REQUESTS_PER_TENANT", "0"),
+            ("BODY_READ_TIMEOUT_SECS", "0"),
+            ("BODY_READ_TIMEOUT_SECS", "31"),
+        ] {
+            assert_eq!(config(&[refused]).unwrap_err().var, refused.0);
+        }
     }
 
     #[test]

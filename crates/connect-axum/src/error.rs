@@ -42,6 +42,9 @@ pub enum Error {
     MethodNotAllowed,
     #[error("the request took too long")]
     RequestTimeout,
+    /// The body did not arrive within `BODY_READ_TIMEOUT_SECS` of the request's admission.
+    #[error("the request body took too long to arrive")]
+    BodyTimeout,
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("the request headers are too large")]
@@ -57,6 +60,9 @@ pub enum Error {
     },
     #[error("the server is at its limit of concurrent requests; retry shortly")]
     Overloaded,
+    /// The tenant holds its share of the concurrent requests (`MAX_CONCURRENT_REQUESTS_PER_TENANT`).
+    #[error("this tenant has as many requests in progress as it may; retry shortly")]
+    TenantBusy,
     #[error("too many requests for this tenant; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the store is unavailable")]
@@ -99,11 +105,17 @@ impl Error {
     /// Classifies a failure to read a request body.
     pub fn from_body(e: axum::Error) -> Self {
         let source = e.into_inner();
+        let mut chain =
+            std::iter::successors(Some(&*source as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            });
         if source
             .downcast_ref::<http_body_util::LengthLimitError>()
             .is_some()
         {
             Error::PayloadTooLarge
+        } else if chain.any(|e| e.is::<crate::body::BodyTimedOut>()) {
+            Error::BodyTimeout
         } else {
             Error::bad_request("unreadable_body", "the request body could not be read")
         }
@@ -118,6 +130,7 @@ impl Error {
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -128,6 +141,7 @@ impl Error {
             }
             Error::Upstream { status, reason, .. } => (*status, reason),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::TenantBusy => (StatusCode::TOO_MANY_REQUESTS, "tenant_busy"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -146,7 +160,12 @@ impl IntoResponse for Error {
             Json(json!({ "error": reason, "message": self.to_string() })),
         )
             .into_response();
-        if let Error::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            Error::RateLimited { retry_after } => Some(retry_after),
+            Error::TenantBusy => Some(1),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from(retry_after),

@@ -54,6 +54,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod cors;

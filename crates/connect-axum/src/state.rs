@@ -64,10 +64,13 @@ impl AppState {
             install_keys,
         )
         .with_rate_limit(config.tenant_rate_limit)
+        .with_write_rate_limit(config.tenant_write_rate_limit)
+        .with_body_read_timeout(config.body_read_timeout)
         .with_session_max_lifetime(config.session_max_lifetime)
         .with_slots(Slots::new(
             config.max_concurrent_requests,
             config.max_anonymous_requests,
+            config.max_concurrent_requests_per_tenant,
         ));
         let auth = match &config.forge_app_ari {
             Some(app_ari) => auth.with_forge(ForgeSettings {

@@ -805,15 +805,22 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
 /// installation, and puts the verified [`Tenant`] and the [`ForgeInvocation`] in the request.
 pub async fn require_forge(
     State(auth): State<Authenticator>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Result<Response, Error> {
     let (tenant, invocation) = auth.authenticate_forge(request.headers()).await?;
-    let _slot = auth.admit(&tenant)?;
+    let _slot = auth.admit(&tenant, request.method())?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
+    let (parts, body) = request.into_parts();
+    let (body, deadline) = auth.timed_body(body);
+    let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(invocation);
-    Ok(next.run(request).await)
+    let response = next.run(request).await;
+    if deadline.passed() {
+        return Err(Error::BodyTimeout);
+    }
+    Ok(response)
 }
 
 /// Middleware, inside [`require_forge`], that admits only Forge's calls as the app (see

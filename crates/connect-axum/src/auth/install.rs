@@ -214,10 +214,14 @@ where
         let lifecycle =
             super::lifecycle_token(claims.iat, claims.exp, claims.jti.as_deref(), token)?;
         // Atlassian signed it: only now may the body be waited for.
-        let slot = auth.slots().tenant()?;
+        let slot = auth.slots().signed()?;
+        let (body, deadline) = auth.timed_body(body);
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
-            .map_err(Error::from)?;
+            .map_err(|e| match deadline.passed() {
+                true => Error::BodyTimeout,
+                false => Error::from(e),
+            })?;
         Ok(SignedInstall {
             issuer: claims.iss,
             token: lifecycle,

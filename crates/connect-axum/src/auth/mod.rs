@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, request::Parts};
+use axum::http::{HeaderValue, Method, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -212,12 +212,35 @@ struct Inner {
     max_body_bytes: usize,
     install_keys: InstallKeys,
     rate_limit: Option<TenantRateLimiter>,
+    write_rate_limit: Option<TenantRateLimiter>,
+    body_read_timeout: Duration,
     forge: Option<ForgeSettings>,
     system_tokens: crate::forge::tokens::SystemTokens,
     slots: Slots,
 }
 
 type TenantRateLimiter = governor::DefaultKeyedRateLimiter<ClientKey>;
+
+/// A limiter of `per_second` per tenant, with bursts of twice that; none for 0.
+fn rate_limiter(per_second: u32) -> Option<TenantRateLimiter> {
+    std::num::NonZeroU32::new(per_second).map(|rate| {
+        let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+        governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+    })
+}
+
+/// Refuses (429) a request of `key` beyond what `limiter` allows.
+fn check(limiter: Option<&TenantRateLimiter>, key: &ClientKey) -> Result<(), Error> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        Error::RateLimited {
+            retry_after: wait.as_secs() + 1,
+        }
+    })
+}
 
 impl Authenticator {
     /// Builds an authenticator for the app `app_key` served at `base_url`, accepting tokens
@@ -245,6 +268,8 @@ impl Authenticator {
                 max_body_bytes,
                 install_keys,
                 rate_limit: None,
+                write_rate_limit: None,
+                body_read_timeout: crate::body::DEFAULT_READ_TIMEOUT,
                 forge: None,
                 system_tokens: crate::forge::tokens::SystemTokens::new(store.clone()),
                 slots: Slots::unlimited(),
@@ -254,14 +279,35 @@ impl Authenticator {
 
     /// Limits each tenant to `per_second` requests (bursts of twice that); 0 means no limit.
     pub fn with_rate_limit(self, per_second: u32) -> Self {
-        let rate_limit = std::num::NonZeroU32::new(per_second).map(|rate| {
-            let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
-            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
-        });
         let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
         Self {
             inner: Arc::new(Inner {
-                rate_limit,
+                rate_limit: rate_limiter(per_second),
+                ..inner
+            }),
+        }
+    }
+
+    /// Limits the writes (methods other than GET, HEAD, OPTIONS) that a tenant's users make with
+    /// their own tokens ([`TokenKind::is_user_view`]) to `per_second` (bursts of twice that); 0
+    /// means no limit. The product's own calls are not counted.
+    pub fn with_write_rate_limit(self, per_second: u32) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner {
+                write_rate_limit: rate_limiter(per_second),
+                ..inner
+            }),
+        }
+    }
+
+    /// Gives a verified request's body `timeout` to arrive once its headers have (408
+    /// `body_timeout` after that).
+    pub fn with_body_read_timeout(self, timeout: Duration) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("set while building the authenticator");
+        Self {
+            inner: Arc::new(Inner {
+                body_read_timeout: timeout,
                 ..inner
             }),
         }
@@ -298,11 +344,21 @@ impl Authenticator {
         &self.inner.slots
     }
 
-    /// The checks every verified request passes before it runs: its tenant's rate, then a
-    /// tenant slot, held until the response.
-    fn admit(&self, tenant: &Tenant) -> Result<Slot, Error> {
-        self.check_rate(tenant.client_key())?;
-        self.inner.slots.tenant()
+    /// The checks every verified request passes before it runs: its tenant's rate (and for a
+    /// user's write, its users' write rate), then a tenant slot within the tenant's share, held
+    /// until the response.
+    fn admit(&self, tenant: &Tenant, method: &Method) -> Result<Slot, Error> {
+        let key = tenant.client_key();
+        self.check_rate(key)?;
+        if tenant.token_kind().is_user_view() && !method.is_safe() {
+            check(self.inner.write_rate_limit.as_ref(), key)?;
+        }
+        self.inner.slots.tenant(key.as_str())
+    }
+
+    /// `body`, to be read within the body read timeout from now.
+    pub fn timed_body(&self, body: Body) -> (Body, crate::body::Deadline) {
+        crate::body::with_deadline(body, self.inner.body_read_timeout)
     }
 
     /// Accepts Forge Invocation Tokens for the app `settings.app_ari` on [`require_forge`] routes.
@@ -318,15 +374,7 @@ impl Authenticator {
 
     /// Refuses (429) a request of `key` beyond its `TENANT_RATE_LIMIT`.
     pub(crate) fn check_rate(&self, key: &ClientKey) -> Result<(), Error> {
-        let Some(limiter) = &self.inner.rate_limit else {
-            return Ok(());
-        };
-        limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-            Error::RateLimited {
-                retry_after: wait.as_secs() + 1,
-            }
-        })
+        check(self.inner.rate_limit.as_ref(), key)
     }
 
     /// The QSH of a request as it reached this app.
@@ -421,7 +469,7 @@ impl Authenticator {
             // Verified before a byte of the body is read: a client that sends its headers and
             // stalls is refused at once, and holds nothing while it stalls.
             let (tenant, lifecycle) = self.authenticate::<M>(parts, &token).await?;
-            let slot = self.admit(&tenant)?;
+            let slot = self.admit(&tenant, &parts.method)?;
             let (body, in_form) = form_tokens(parts, body, limit).await?;
             if !in_form.is_empty() {
                 return Err(AuthError::MultipleTokens.into());
@@ -440,7 +488,7 @@ impl Authenticator {
             }
         };
         let (tenant, lifecycle) = self.authenticate::<M>(parts, &token).await?;
-        let slot = self.admit(&tenant)?;
+        let slot = self.admit(&tenant, &parts.method)?;
         Ok((tenant, lifecycle, body, slot))
     }
 
@@ -621,6 +669,7 @@ pub async fn require_jwt<M: AuthMode>(
     next: Next,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
+    let (body, deadline) = auth.timed_body(body);
     let (tenant, lifecycle, body, _slot) = auth.verify_request::<M>(&parts, body).await?;
     tracing::Span::current().record("client_key", tenant.client_key().as_str());
     let mut request = Request::from_parts(parts, body);
@@ -629,6 +678,9 @@ pub async fn require_jwt<M: AuthMode>(
     }
     request.extensions_mut().insert(tenant.clone());
     let mut response = next.run(request).await;
+    if deadline.passed() {
+        return Err(Error::BodyTimeout);
+    }
     if M::ISSUE_SESSION_TOKEN
         && response.status().is_success()
         && let Some(token) = auth.renewed_session_token(&tenant)

@@ -80,8 +80,10 @@ async fn verified(
 ) -> Result<(VerifiedFit, Value, Slot)> {
     let fit = app.auth.verify_fit(request.headers()).await?;
     fit.claims.require_app(module_keys)?;
-    let slot = app.auth.slots().tenant()?;
-    let bytes = axum::body::to_bytes(request.into_body(), app.config.max_body_bytes)
+    // Keyed by installation: the tenant is resolved from the body's event only later.
+    let slot = app.auth.slots().tenant(&fit.claims.app.installation_id)?;
+    let (body, _deadline) = app.auth.timed_body(request.into_body());
+    let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
         .await
         .map_err(Error::from_body)?;
     Ok((fit, parse_body(&bytes)?, slot))

@@ -12,3 +12,4 @@ mod forge_context;
 mod forge_events;
 mod lifecycle;
 mod product;
+mod tenant_limits;

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use connect_axum::app::AppState;
 use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
@@ -37,6 +37,11 @@ async fn whoami(tenant: Tenant) -> Json<Value> {
         "clientKey": tenant.client_key().as_str(),
         "accountId": tenant.account_id(),
     }))
+}
+
+/// Who sent a JSON body, and what it was.
+async fn echo(tenant: Tenant, JsonBody(body): JsonBody<Value>) -> Json<Value> {
+    Json(json!({ "clientKey": tenant.client_key().as_str(), "body": body }))
 }
 
 /// What a Forge invocation told the app: every claim, typed, and the licence the tenant has.
@@ -111,12 +116,17 @@ async fn debug_invocation(invocation: ForgeInvocation) -> String {
     format!("{invocation:?}")
 }
 
-/// The probe as a server: `GET /api/probe` behind [`ContextJwt`], `GET /api/probe/product`
-/// behind [`ProductJwt`], `GET /forge/probe` behind a Forge Invocation Token.
+/// The probe as a server: `GET /api/probe` and `POST /api/probe/echo` behind [`ContextJwt`],
+/// `GET /api/probe/product` behind [`ProductJwt`], `GET /forge/probe` and `POST /forge/echo`
+/// behind a Forge Invocation Token.
 pub fn app(config: Config) -> Builder {
     ConnectApp::builder(config)
         .descriptor(DESCRIPTOR)
-        .routes::<ContextJwt>(Router::new().route("/api/probe", get(whoami)))
+        .routes::<ContextJwt>(
+            Router::new()
+                .route("/api/probe", get(whoami))
+                .route("/api/probe/echo", post(echo)),
+        )
         .routes::<ProductJwt>(Router::new().route("/api/probe/product", get(whoami)))
         .routes::<ProductJwt>(
             Router::new()
@@ -126,6 +136,7 @@ pub fn app(config: Config) -> Builder {
         .forge_routes(
             Router::new()
                 .route("/forge/probe", get(whoami))
+                .route("/forge/echo", post(echo))
                 .route("/forge/context", get(context))
                 .route("/forge/as-user", get(as_user))
                 .route("/forge/offline/{account}", get(offline))
