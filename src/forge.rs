@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use connect_axum::app::AppState;
-use connect_axum::forge::{ForgeEvent, ForgeEventHandler, HandlerError};
+use connect_axum::state::{ForgeEvent, ForgeEventHandler, HandlerError};
 
 use super::IssueKey;
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use connect_axum::config::Config;
-use connect_axum::forge::events::{INSTALLED, UPGRADED};
+use connect_axum::state::forge_events::{INSTALLED, UPGRADED};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 

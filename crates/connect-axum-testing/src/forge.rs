@@ -488,7 +488,7 @@ impl TestApp {
     /// Runs the app's Forge event handlers on every queued event due now, as the server's
     /// worker would; returns how many runs were made.
     pub async fn run_forge_events(&self) -> usize {
-        connect_axum::forge::queue::run_due(&self.state)
+        connect_axum::ops::forge_queue::run_due(&self.state)
             .await
             .expect("the queue is readable")
     }

@@ -74,12 +74,12 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .merge(forge_realm_migration)
         // Forge trigger deliveries, preUninstall and the scheduled trigger: a Forge Invocation
         // Token, verified by the handlers before the body is read.
-        .merge(crate::forge::events::router(&state))
+        .merge(crate::hooks::forge::router(&state))
         // The app's own, each group with its authentication.
         .merge(routes)
-        .fallback(not_found)
+        .fallback(crate::error::not_found)
         .route_layer(middleware::from_fn(monitoring::track))
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.config.max_header_bytes,
@@ -184,14 +184,6 @@ async fn timeout_as_json(response: Response) -> Response {
         return Error::RequestTimeout.into_response();
     }
     response
-}
-
-async fn not_found() -> impl IntoResponse {
-    Error::NotFound
-}
-
-pub(crate) async fn method_not_allowed() -> impl IntoResponse {
-    Error::MethodNotAllowed
 }
 
 /// Completes on SIGTERM or Ctrl-C: the shutdown of a server process.

@@ -180,6 +180,16 @@ impl IntoResponse for Error {
     }
 }
 
+/// The fallback of a router: 404 `not_found` as JSON.
+pub async fn not_found() -> Error {
+    Error::NotFound
+}
+
+/// The fallback of a route without the request's method: 405 `method_not_allowed` as JSON.
+pub async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
 impl From<BytesRejection> for Error {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -224,5 +234,33 @@ pub struct QueryParams<T>(pub T);
 impl From<axum::extract::rejection::QueryRejection> for Error {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
         Error::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_past_its_deadline_is_408_body_timeout() {
+        struct Stalled;
+        impl http_body::Body for Stalled {
+            type Data = axum::body::Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>>
+            {
+                std::task::Poll::Pending
+            }
+        }
+        let (body, _) = crate::body::with_deadline(
+            axum::body::Body::new(Stalled),
+            std::time::Duration::from_millis(20),
+        );
+        let error = axum::body::to_bytes(body, 1024).await.unwrap_err();
+        let response = Error::from_body(error).into_response();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     }
 }

@@ -36,9 +36,9 @@ use crate::auth::AuthMode;
 use crate::config::{Config, KeyFileError};
 use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::{Descriptor, DescriptorError};
-use crate::forge::{ForgeEventHandler, ForgeEvents};
 use crate::monitoring;
 use crate::state::AppState;
+use crate::state::{ForgeEventHandler, ForgeEvents};
 use crate::store::{AppMigrations, StoreError, StoreOptions, TenantStore};
 
 /// Why a server could not be built or started.
@@ -321,7 +321,7 @@ impl ConnectApp {
         );
         crate::personal_data::spawn(self.state.clone());
         if config.forge_app_ari.is_some() {
-            crate::forge::queue::spawn(self.state.clone());
+            crate::ops::forge_queue::spawn(self.state.clone());
         }
         let mut listeners = vec![(listener, self.router)];
         if let Some(metrics) = metrics_listener {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+pub use crate::protocol::ForgeToken;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -298,30 +299,8 @@ impl ForgeSettings {
     }
 }
 
-/// A token Forge hands the remote for calls back to the product; its `Debug` never shows it.
-#[derive(Clone)]
-pub struct ForgeToken(String);
-
-impl ForgeToken {
-    /// Wraps a token Forge handed the app (or an app's test handed it).
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The token itself, for the `Authorization` header of a product call only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ForgeToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 /// What a verified Forge invocation carries besides the tenant. It lives as long as the request;
-/// the system token it brings is also stored for the tenant (see [`crate::forge::tokens`]).
+/// the system token it brings is also stored for the tenant (see [`crate::auth::system_tokens`]).
 #[derive(Debug, Clone)]
 pub struct ForgeInvocation {
     /// `app.installationId`.
@@ -793,7 +772,7 @@ fn header_token(headers: &HeaderMap, name: &str) -> Option<ForgeToken> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty())
-        .map(|t| ForgeToken(t.to_owned()))
+        .map(ForgeToken::new)
 }
 
 /// The token of `Authorization: Bearer …`.

@@ -29,6 +29,7 @@ pub mod forge;
 pub mod install;
 pub mod jwt;
 pub mod qsh;
+pub mod system_tokens;
 mod tenant;
 
 pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, ForgeToken, require_forge};
@@ -215,7 +216,7 @@ struct Inner {
     write_rate_limit: Option<TenantRateLimiter>,
     body_read_timeout: Duration,
     forge: Option<ForgeSettings>,
-    system_tokens: crate::forge::tokens::SystemTokens,
+    system_tokens: crate::auth::system_tokens::SystemTokens,
     slots: Slots,
 }
 
@@ -271,7 +272,7 @@ impl Authenticator {
                 write_rate_limit: None,
                 body_read_timeout: crate::body::DEFAULT_READ_TIMEOUT,
                 forge: None,
-                system_tokens: crate::forge::tokens::SystemTokens::new(store.clone()),
+                system_tokens: crate::auth::system_tokens::SystemTokens::new(store.clone()),
                 slots: Slots::unlimited(),
             }),
         }
@@ -336,7 +337,7 @@ impl Authenticator {
 
     /// The concurrency limits this authenticator admits requests within.
     /// Where the system tokens of verified Forge calls are kept.
-    pub fn system_tokens(&self) -> &crate::forge::tokens::SystemTokens {
+    pub fn system_tokens(&self) -> &crate::auth::system_tokens::SystemTokens {
         &self.inner.system_tokens
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::auth::ForgeToken;
+use crate::protocol::ForgeToken;
 
 /// Where Atlassian serves the GraphQL API.
 pub const DEFAULT_GRAPHQL_URL: &str = "https://api.atlassian.com/graphql";

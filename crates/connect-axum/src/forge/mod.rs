@@ -1,11 +1,6 @@
-//! Forge Remote beyond the invocation token (whose check is in [`crate::auth::forge`]): the
-//! lifecycle and event endpoints, the app's stored system token, offline user impersonation and
-//! Forge hosted storage.
+//! The Forge clients beyond the invocation token (whose check is in [`crate::auth::forge`]):
+//! offline user impersonation and Forge hosted storage. The lifecycle and event endpoints are in
+//! [`crate::hooks::forge`], the handlers' types in [`crate::state::forge_events`].
 
-pub mod events;
 pub mod impersonation;
-pub mod queue;
 pub mod storage;
-pub mod tokens;
-
-pub use queue::{ForgeEvent, ForgeEventHandler, ForgeEvents, HandlerError};

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::auth::ForgeToken;
+use crate::protocol::ForgeToken;
 
 /// Where Atlassian serves Forge hosted storage (and its other platform APIs).
 pub const DEFAULT_API_BASE: &str = "https://api.atlassian.com";

@@ -23,7 +23,7 @@ use super::{
     PoolUsage, Purged, QueuedEvent, RealmMigration, SaveOutcome, StoredSystemToken, TenantRecord,
     TenantStore, TenantTransaction,
 };
-use crate::auth::ForgeToken;
+use crate::protocol::ForgeToken;
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{ClientKey, LifecycleToken, Registry, SaveOutcome, SharedSecret, now, remember_token};
-use crate::auth::ForgeToken;
+use crate::protocol::ForgeToken;
 
 /// A Forge installation as a verified invocation token describes it.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ mod secrets;
 mod sqlite;
 mod transaction;
 
+pub use crate::protocol::SharedSecret;
 pub use cache::CachedStore;
 pub use forge::{EventOutcome, ForgeInstallation, ForgeSaved, QueuedEvent, StoredSystemToken};
 pub use postgres::{APP_ROLE, PgStore};
@@ -59,28 +60,6 @@ impl fmt::Debug for ClientKey {
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// A tenant's sharedSecret; its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SharedSecret(String);
-
-impl SharedSecret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for signing and verifying only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SharedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 
@@ -396,7 +375,7 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn save_system_token(
         &self,
         key: &ClientKey,
-        token: &crate::auth::ForgeToken,
+        token: &crate::protocol::ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,
@@ -1072,7 +1051,7 @@ impl<B: SqlBackend> TenantStore for B {
     async fn save_system_token(
         &self,
         key: &ClientKey,
-        token: &crate::auth::ForgeToken,
+        token: &crate::protocol::ForgeToken,
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,

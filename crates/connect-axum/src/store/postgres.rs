@@ -145,7 +145,7 @@ impl PgStore {
         let conn = self.tenant_pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
             deadpool_postgres::PoolError::Closed => sqlx::Error::PoolClosed,
-            deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+            deadpool_postgres::PoolError::Backend(e) => super::transaction::pg_error(e),
             e => sqlx::Error::Io(std::io::Error::other(e.to_string())),
         })?;
         Ok(TenantTransaction::postgres(PgTransaction::new(
@@ -293,78 +293,6 @@ fn tenant_pool(options: &StoreOptions) -> sqlx::Result<deadpool_postgres::Pool> 
         }))
         .build()
         .map_err(|e| sqlx::Error::Configuration(Box::new(e)))
-}
-
-/// A tokio-postgres error as the sqlx error the rest of the library classifies: what Postgres
-/// answered stays a database error with its SQLSTATE; a lost connection is I/O.
-pub(super) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
-    if let Some(db) = e.as_db_error() {
-        return sqlx::Error::Database(Box::new(PgDbError(db.clone())));
-    }
-    if e.is_closed() {
-        return sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            e,
-        ));
-    }
-    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if io || e.to_string().starts_with("error connecting") {
-        return sqlx::Error::Io(std::io::Error::other(e));
-    }
-    sqlx::Error::Protocol(e.to_string())
-}
-
-/// What Postgres answered, through tokio-postgres.
-#[derive(Debug)]
-struct PgDbError(tokio_postgres::error::DbError);
-
-impl std::fmt::Display for PgDbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for PgDbError {}
-
-impl sqlx::error::DatabaseError for PgDbError {
-    fn message(&self) -> &str {
-        self.0.message()
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(self.0.code().code().into())
-    }
-
-    fn constraint(&self) -> Option<&str> {
-        self.0.constraint()
-    }
-
-    fn table(&self) -> Option<&str> {
-        self.0.table()
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use sqlx::error::ErrorKind;
-        match self.0.code().code() {
-            "23505" => ErrorKind::UniqueViolation,
-            "23503" => ErrorKind::ForeignKeyViolation,
-            "23502" => ErrorKind::NotNullViolation,
-            "23514" => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
-        }
-    }
 }
 
 impl Listening {

@@ -76,7 +76,7 @@ impl PgTransaction {
         self.conn
             .prepare_typed_cached(sql, types)
             .await
-            .map_err(super::postgres::pg_error)
+            .map_err(pg_error)
     }
 
     /// Runs `op` on the connection, after `BEGIN` and the key in the same write when this is the
@@ -100,22 +100,19 @@ impl PgTransaction {
                 // before the statement runs, and if setting it fails the statement runs in an
                 // aborted transaction and fails too.
                 let (begun, result) = tokio::join!(client.batch_execute(&begin), op(client));
-                begun.map_err(super::postgres::pg_error)?;
+                begun.map_err(pg_error)?;
                 result
             }
             None => op(client).await,
         };
-        result.map_err(super::postgres::pg_error)
+        result.map_err(pg_error)
     }
 
     async fn finish(&mut self, end: &str) -> sqlx::Result<()> {
         if !self.open {
             return Ok(());
         }
-        self.conn
-            .batch_execute(end)
-            .await
-            .map_err(super::postgres::pg_error)?;
+        self.conn.batch_execute(end).await.map_err(pg_error)?;
         self.open = false;
         Ok(())
     }
@@ -282,4 +279,76 @@ impl<'t> Statement<'t> {
 
 fn refs<'p>(params: &'p [Box<dyn ToSql + Send + Sync + '_>]) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+}
+
+/// A tokio-postgres error as the sqlx error the rest of the library classifies: what Postgres
+/// answered stays a database error with its SQLSTATE; a lost connection is I/O.
+pub(super) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
+    if let Some(db) = e.as_db_error() {
+        return sqlx::Error::Database(Box::new(PgDbError(db.clone())));
+    }
+    if e.is_closed() {
+        return sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            e,
+        ));
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if io || e.to_string().starts_with("error connecting") {
+        return sqlx::Error::Io(std::io::Error::other(e));
+    }
+    sqlx::Error::Protocol(e.to_string())
+}
+
+/// What Postgres answered, through tokio-postgres.
+#[derive(Debug)]
+struct PgDbError(tokio_postgres::error::DbError);
+
+impl std::fmt::Display for PgDbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for PgDbError {}
+
+impl sqlx::error::DatabaseError for PgDbError {
+    fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.0.code().code().into())
+    }
+
+    fn constraint(&self) -> Option<&str> {
+        self.0.constraint()
+    }
+
+    fn table(&self) -> Option<&str> {
+        self.0.table()
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use sqlx::error::ErrorKind;
+        match self.0.code().code() {
+            "23505" => ErrorKind::UniqueViolation,
+            "23503" => ErrorKind::ForeignKeyViolation,
+            "23502" => ErrorKind::NotNullViolation,
+            "23514" => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use connect_axum::app::AppState;
-use connect_axum::forge::{ForgeEvent, ForgeEventHandler, HandlerError};
+use connect_axum::state::{ForgeEvent, ForgeEventHandler, HandlerError};
 use connect_axum_testing::{AppUnderTest, FakeForge};
 use serde_json::json;
 

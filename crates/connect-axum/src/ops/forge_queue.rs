@@ -2,20 +2,13 @@
 //! is answered as soon as it is stored (Forge waits 5 s), and the server's worker runs the
 //! handlers from the store, retrying with backoff, on whichever replica takes it first.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::state::AppState;
-use crate::store::{self, ClientKey, EventOutcome, QueuedEvent};
-
-/// An error of an event handler: the event is run again later, up to
-/// `FORGE_EVENT_MAX_ATTEMPTS` times.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+use crate::state::forge_events::ForgeEvent;
+use crate::store::{self, EventOutcome, QueuedEvent};
 
 /// How long a taken event is held before another run may take it (a replica that died mid-run).
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -33,62 +26,6 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10 * 60);
 pub const DONE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
 const BATCH: u32 = 16;
-
-/// A Forge event as the app's handlers receive it.
-#[derive(Debug, Clone)]
-pub struct ForgeEvent {
-    /// The tenant, from the verified invocation token of the delivery (never from its body).
-    pub client_key: ClientKey,
-    /// `eventType` (`avi:jira:created:issue`, [`INSTALLED`](super::events::INSTALLED), …), or
-    /// [`SCHEDULED`](super::events::SCHEDULED) / [`PRE_UNINSTALL`](super::events::PRE_UNINSTALL)
-    /// for those deliveries.
-    pub event_type: String,
-    /// The event: the delivery's `payload` object when it has one, else the whole body.
-    pub payload: Value,
-    /// This run's number, from 1.
-    pub attempt: u32,
-    pub received_at: DateTime<Utc>,
-}
-
-/// What an app does with Forge events. Runs on the server's worker, outside any request: reach
-/// the product with the tenant's stored system token
-/// ([`TenantStore::system_token`](crate::store::TenantStore::system_token)).
-#[async_trait]
-pub trait ForgeEventHandler: Send + Sync + 'static {
-    /// Whether this handler wants events of `event_type` (default: all).
-    fn handles(&self, _event_type: &str) -> bool {
-        true
-    }
-
-    /// Handles one event; an error runs it again later. Deliveries may repeat (Forge retries,
-    /// scheduled triggers may fire twice), so a handler must be idempotent.
-    async fn handle(&self, app: &AppState, event: &ForgeEvent) -> Result<(), HandlerError>;
-}
-
-/// The app's handlers and the bell that wakes the worker when this replica queues an event.
-#[derive(Clone, Default)]
-pub struct ForgeEvents {
-    handlers: Arc<[Arc<dyn ForgeEventHandler>]>,
-    queued: Arc<Notify>,
-}
-
-impl ForgeEvents {
-    pub fn new(handlers: Vec<Arc<dyn ForgeEventHandler>>) -> Self {
-        Self {
-            handlers: handlers.into(),
-            queued: Arc::default(),
-        }
-    }
-
-    /// Whether any handler wants events of `event_type`: the others are not queued.
-    pub fn wanted(&self, event_type: &str) -> bool {
-        self.handlers.iter().any(|h| h.handles(event_type))
-    }
-
-    pub(crate) fn ring(&self) {
-        self.queued.notify_one();
-    }
-}
 
 /// The wait before run `attempt + 1` of an event whose run `attempt` failed.
 pub fn retry_wait(attempt: u32) -> Duration {
@@ -159,7 +96,7 @@ async fn run_one(app: &AppState, event: &QueuedEvent) -> EventOutcome {
         received_at: event.received_at,
     };
     let mut failure = None;
-    for handler in app.forge_events.handlers.iter() {
+    for handler in app.forge_events.handlers().iter() {
         if !handler.handles(&event.event_type) {
             continue;
         }
@@ -200,7 +137,7 @@ pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
         let mut last_prune = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                () = app.forge_events.queued.notified() => {}
+                () = app.forge_events.queued() => {}
                 () = tokio::time::sleep(poll) => {}
             }
             if let Err(e) = run_due(&app).await {

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::ForgeToken;
-use crate::auth::forge::InvocationClaims;
+use super::forge::InvocationClaims;
+use crate::protocol::ForgeToken;
 use crate::store::{ClientKey, TenantStore};
 
 /// The lifetime assumed for a token whose `exp` cannot be read: Forge documents at least two

@@ -23,16 +23,8 @@ use crate::auth::forge::VerifiedFit;
 use crate::error::{Error, Result};
 use crate::slots::Slot;
 use crate::state::AppState;
+use crate::state::forge_events::{INSTALLED, PRE_UNINSTALL, SCHEDULED, UPGRADED};
 use crate::store::{ClientKey, SaveOutcome};
-
-/// The lifecycle event of an install (and of a reinstall).
-pub const INSTALLED: &str = "avi:forge:installed:app";
-/// The lifecycle event of a major version upgrade.
-pub const UPGRADED: &str = "avi:forge:upgraded:app";
-/// The event type handlers see for a preUninstall delivery.
-pub const PRE_UNINSTALL: &str = "connect-axum:pre-uninstall";
-/// The event type handlers see for a scheduled trigger delivery.
-pub const SCHEDULED: &str = "connect-axum:scheduled";
 
 const MAX_EVENT_TYPE_LEN: usize = 200;
 

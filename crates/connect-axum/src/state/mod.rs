@@ -8,7 +8,6 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::middleware;
 
-use crate::auth::ForgeToken;
 use crate::auth::forge::IsolatedClouds;
 use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
 use crate::config::Config;
@@ -19,9 +18,14 @@ use crate::forge::impersonation::{ImpersonationTarget, OfflineUserTokens};
 use crate::forge::storage::ForgeStorage;
 use crate::monitoring;
 use crate::product::ProductClient;
+use crate::protocol::ForgeToken;
 use crate::slots::{self, Slots};
 use crate::store::TenantStore;
 use crate::store::{ClientKey, StoredSystemToken};
+
+pub mod forge_events;
+
+pub use forge_events::{ForgeEvent, ForgeEventHandler, ForgeEvents, HandlerError};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,7 +41,7 @@ pub struct AppState {
     /// Where the app keeps Atlassian account ids, for personal data reporting.
     pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
     /// The app's Forge event handlers, run from the durable queue.
-    pub forge_events: crate::forge::ForgeEvents,
+    pub forge_events: forge_events::ForgeEvents,
     /// Forge hosted storage, for a Forge tenant's system token.
     pub forge_storage: ForgeStorage,
     /// Offline user tokens, fetched with a tenant's stored system token.
@@ -109,7 +113,7 @@ impl AppState {
             product,
             realm_mover: crate::data::default_mover(),
             account_ids: Arc::new([]),
-            forge_events: crate::forge::ForgeEvents::default(),
+            forge_events: forge_events::ForgeEvents::default(),
             forge_storage,
             forge_users,
         }
@@ -139,7 +143,7 @@ impl AppState {
         // set first so that the layer covers it (the router sets its own only where none is).
         match crate::cors::forge_layer(&self.config.forge_cors_origins) {
             Some(cors) => routes
-                .method_not_allowed_fallback(crate::app::method_not_allowed)
+                .method_not_allowed_fallback(crate::error::method_not_allowed)
                 .layer(cors),
             None => routes,
         }
