@@ -7,7 +7,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use connect_axum::auth::jwt;
+use connect_axum::protocol::jwt;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use libfuzzer_sys::fuzz_target;

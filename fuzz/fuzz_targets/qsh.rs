@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use connect_axum::auth::qsh::canonical_request;
+use connect_axum::protocol::qsh::canonical_request;
 use libfuzzer_sys::fuzz_target;
 
 /// Lines of the input: method, path, query (none when the line is missing), base path, and a

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use connect_axum::auth::qsh;
+use connect_axum::protocol::qsh;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

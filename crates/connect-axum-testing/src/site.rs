@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use connect_axum::auth::qsh;
+use connect_axum::protocol::qsh;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};

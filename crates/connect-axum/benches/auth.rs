@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use connect_axum::auth::{jwt, qsh};
+use connect_axum::protocol::{jwt, qsh};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::json;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::{jwt, qsh};
 use crate::config::Config;
+use crate::protocol::{jwt, qsh};
 use crate::server::Builder;
 use chrono::{DateTime, Utc};
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::auth::{ForgeInvocation, ForgeToken, jwt, qsh};
+use crate::protocol::{ForgeToken, jwt, qsh};
 use crate::store::{Installation, StoredSystemToken};
 
 /// How long an app token is valid (Atlassian's recommendation).
@@ -199,40 +199,6 @@ impl ProductClient {
             client: self,
             base_url,
             auth: CallerAuth::App(tenant),
-        }
-    }
-
-    /// Calls the product as the Forge app, with the system token of this invocation, at its
-    /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`).
-    ///
-    /// # Errors
-    /// [`ProductError::NoForgeSystemToken`] when the invocation has no system token or apiBaseUrl.
-    pub fn as_forge_app<'a>(
-        &'a self,
-        invocation: &'a ForgeInvocation,
-    ) -> Result<Caller<'a>, ProductError> {
-        match (&invocation.system_token, &invocation.api_base_url) {
-            (Some(token), Some(base_url)) => Ok(Caller {
-                client: self,
-                base_url,
-                auth: CallerAuth::Bearer(token.expose()),
-            }),
-            _ => Err(ProductError::NoForgeSystemToken),
-        }
-    }
-
-    /// Calls the product as the invoking user, with the user token of this invocation
-    /// (`x-forge-oauth-user`), at its `apiBaseUrl`.
-    ///
-    /// # Errors
-    /// [`ProductError::NoForgeUserToken`] when the invocation has no user token or apiBaseUrl.
-    pub fn as_forge_user<'a>(
-        &'a self,
-        invocation: &'a ForgeInvocation,
-    ) -> Result<Caller<'a>, ProductError> {
-        match (&invocation.user_token, &invocation.api_base_url) {
-            (Some(token), Some(base_url)) => Ok(self.with_forge_token(token, base_url)),
-            _ => Err(ProductError::NoForgeUserToken),
         }
     }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::product::{Caller, ProductClient, ProductError};
 pub use crate::protocol::ForgeToken;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
@@ -316,6 +317,39 @@ pub struct ForgeInvocation {
     pub user_token: Option<ForgeToken>,
     /// Every claim of the invocation token, typed.
     pub claims: Arc<InvocationClaims>,
+}
+
+/// Product calls with an invocation's own tokens.
+impl ProductClient {
+    /// Calls the product as the Forge app, with the system token of this invocation, at its
+    /// `apiBaseUrl` (`https://api.atlassian.com/ex/jira/<cloudId>`).
+    ///
+    /// # Errors
+    /// [`ProductError::NoForgeSystemToken`] when the invocation has no system token or apiBaseUrl.
+    pub fn as_forge_app<'a>(
+        &'a self,
+        invocation: &'a ForgeInvocation,
+    ) -> Result<Caller<'a>, ProductError> {
+        match (&invocation.system_token, &invocation.api_base_url) {
+            (Some(token), Some(base_url)) => Ok(self.with_forge_token(token, base_url)),
+            _ => Err(ProductError::NoForgeSystemToken),
+        }
+    }
+
+    /// Calls the product as the invoking user, with the user token of this invocation
+    /// (`x-forge-oauth-user`), at its `apiBaseUrl`.
+    ///
+    /// # Errors
+    /// [`ProductError::NoForgeUserToken`] when the invocation has no user token or apiBaseUrl.
+    pub fn as_forge_user<'a>(
+        &'a self,
+        invocation: &'a ForgeInvocation,
+    ) -> Result<Caller<'a>, ProductError> {
+        match (&invocation.user_token, &invocation.api_base_url) {
+            (Some(token), Some(base_url)) => Ok(self.with_forge_token(token, base_url)),
+            _ => Err(ProductError::NoForgeUserToken),
+        }
+    }
 }
 
 /// The claims of a verified Forge Invocation Token (PROTOCOL.md F1). Unknown fields are ignored;

@@ -26,9 +26,8 @@ use crate::slots::{Slot, Slots};
 use crate::store::{ClientKey, LifecycleToken, Origin, TenantStore};
 
 pub mod forge;
+pub use crate::protocol::{jwt, qsh};
 pub mod install;
-pub mod jwt;
-pub mod qsh;
 pub mod system_tokens;
 mod tenant;
 
@@ -108,6 +107,30 @@ pub enum AuthError {
     SecretUnavailable,
     #[error("the session began too long ago; get a fresh token from the product")]
     SessionExpired,
+}
+
+impl From<crate::protocol::jwt::TokenError> for AuthError {
+    fn from(e: crate::protocol::jwt::TokenError) -> Self {
+        use crate::protocol::jwt::TokenError;
+        match e {
+            TokenError::Malformed => AuthError::MalformedToken,
+            TokenError::UnsupportedAlgorithm => AuthError::UnsupportedAlgorithm,
+            TokenError::MissingClaim => AuthError::MissingClaim,
+            TokenError::BadSignature => AuthError::BadSignature,
+            TokenError::Expired => AuthError::Expired,
+            TokenError::NotYetValid => AuthError::NotYetValid,
+            TokenError::IssuedInFuture => AuthError::IssuedInFuture,
+            TokenError::LifetimeTooLong => AuthError::LifetimeTooLong,
+            TokenError::InvalidIssuer => AuthError::InvalidIssuer,
+            TokenError::InvalidAudience => AuthError::InvalidAudience,
+        }
+    }
+}
+
+impl From<crate::protocol::jwt::TokenError> for Error {
+    fn from(e: crate::protocol::jwt::TokenError) -> Self {
+        AuthError::from(e).into()
+    }
 }
 
 impl AuthError {

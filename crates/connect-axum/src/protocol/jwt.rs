@@ -8,7 +8,30 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::AuthError;
+/// Why a token did not decode or verify; the doors map each to their own reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the JWT could not be decoded")]
+    Malformed,
+    #[error("the JWT's algorithm is not accepted here")]
+    UnsupportedAlgorithm,
+    #[error("the JWT lacks a required claim")]
+    MissingClaim,
+    #[error("the JWT's signature does not verify")]
+    BadSignature,
+    #[error("the JWT has expired")]
+    Expired,
+    #[error("the JWT is not valid yet")]
+    NotYetValid,
+    #[error("the JWT was issued in the future")]
+    IssuedInFuture,
+    #[error("the JWT lives longer than this app accepts (MAX_TOKEN_LIFETIME_SECS)")]
+    LifetimeTooLong,
+    #[error("the JWT's issuer is not the one expected")]
+    InvalidIssuer,
+    #[error("the JWT's audience is not the one expected")]
+    InvalidAudience,
+}
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -73,33 +96,33 @@ pub struct Claims {
 }
 
 /// Reads header and claims without verifying anything.
-pub fn peek(token: &str) -> Result<(PeekedHeader, PeekedClaims), AuthError> {
+pub fn peek(token: &str) -> Result<(PeekedHeader, PeekedClaims), TokenError> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(AuthError::MalformedToken);
+        return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::MalformedToken);
+        return Err(TokenError::Malformed);
     };
     Ok((decode_part(header)?, decode_part(payload)?))
 }
 
 /// The unverified payload of `token` as `T`: only to choose how to verify it.
-pub fn peek_payload<T: DeserializeOwned>(token: &str) -> Result<T, AuthError> {
+pub fn peek_payload<T: DeserializeOwned>(token: &str) -> Result<T, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(AuthError::MalformedToken);
+        return Err(TokenError::Malformed);
     }
-    let payload = token.split('.').nth(1).ok_or(AuthError::MalformedToken)?;
+    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
     decode_part(payload)
 }
 
-fn decode_part<T: DeserializeOwned>(part: &str) -> Result<T, AuthError> {
+fn decode_part<T: DeserializeOwned>(part: &str) -> Result<T, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
-        .map_err(|_| AuthError::MalformedToken)?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
 /// The time rules every verified token meets.
@@ -122,7 +145,7 @@ pub fn verify(
     key: &DecodingKey,
     alg: Algorithm,
     limits: TimeLimits,
-) -> Result<Claims, AuthError> {
+) -> Result<Claims, TokenError> {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
     validation.leeway = limits.leeway;
@@ -136,7 +159,7 @@ pub fn verify(
     let now = jsonwebtoken::get_current_timestamp() as i64;
     check_issued(claims.iat, now, limits)?;
     check_lifetime(
-        claims.exp.ok_or(AuthError::MissingClaim)?,
+        claims.exp.ok_or(TokenError::MissingClaim)?,
         claims.iat,
         now,
         limits,
@@ -146,9 +169,9 @@ pub fn verify(
 
 /// Refuses a token whose `iat` is later than `now`, the issuer's clock allowed to run
 /// `limits.leeway` ahead: a token made for later is either forged or from a broken clock.
-pub fn check_issued(iat: Option<i64>, now: i64, limits: TimeLimits) -> Result<(), AuthError> {
+pub fn check_issued(iat: Option<i64>, now: i64, limits: TimeLimits) -> Result<(), TokenError> {
     if iat.is_some_and(|iat| iat > now.saturating_add(seconds(limits.leeway))) {
-        return Err(AuthError::IssuedInFuture);
+        return Err(TokenError::IssuedInFuture);
     }
     Ok(())
 }
@@ -162,10 +185,10 @@ pub fn check_lifetime(
     iat: Option<i64>,
     now: i64,
     limits: TimeLimits,
-) -> Result<(), AuthError> {
+) -> Result<(), TokenError> {
     let start = iat.unwrap_or_else(|| now.saturating_add(seconds(limits.leeway)));
     if exp.saturating_sub(start) > seconds(limits.max_lifetime) {
-        return Err(AuthError::LifetimeTooLong);
+        return Err(TokenError::LifetimeTooLong);
     }
     Ok(())
 }
@@ -175,18 +198,18 @@ fn seconds(s: u64) -> i64 {
 }
 
 /// The reason code of a token the JWT library refused.
-pub(super) fn reason(e: &jsonwebtoken::errors::Error) -> AuthError {
+pub fn reason(e: &jsonwebtoken::errors::Error) -> TokenError {
     match e.kind() {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
-        ErrorKind::InvalidAudience => AuthError::InvalidAudience,
-        ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::InvalidIssuer,
+        ErrorKind::InvalidAudience => TokenError::InvalidAudience,
+        ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            AuthError::UnsupportedAlgorithm
+            TokenError::UnsupportedAlgorithm
         }
-        _ => AuthError::MalformedToken,
+        _ => TokenError::Malformed,
     }
 }
 
@@ -203,7 +226,7 @@ pub fn sign_hs256(claims: &impl Serialize, secret: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::qsh;
+    use crate::protocol::qsh;
 
     #[derive(Deserialize)]
     struct Vectors {
@@ -306,11 +329,11 @@ mod tests {
     fn peek_refuses_oversized_and_malformed_tokens() {
         assert!(matches!(
             peek(&"a".repeat(MAX_TOKEN_LEN + 1)),
-            Err(AuthError::MalformedToken)
+            Err(TokenError::Malformed)
         ));
-        assert!(matches!(peek("garbage"), Err(AuthError::MalformedToken)));
-        assert!(matches!(peek("a.b.c.d"), Err(AuthError::MalformedToken)));
-        assert!(matches!(peek("!!.??.xx"), Err(AuthError::MalformedToken)));
+        assert!(matches!(peek("garbage"), Err(TokenError::Malformed)));
+        assert!(matches!(peek("a.b.c.d"), Err(TokenError::Malformed)));
+        assert!(matches!(peek("!!.??.xx"), Err(TokenError::Malformed)));
     }
 
     #[test]
@@ -350,7 +373,7 @@ mod tests {
         );
         assert!(matches!(
             verify(&later, &key, Algorithm::HS256, limits(30)),
-            Err(AuthError::IssuedInFuture)
+            Err(TokenError::IssuedInFuture)
         ));
     }
 
@@ -366,7 +389,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             err,
-            AuthError::MissingClaim | AuthError::MalformedToken
+            TokenError::MissingClaim | TokenError::Malformed
         ));
     }
 
@@ -400,7 +423,7 @@ mod tests {
             assert!(
                 matches!(
                     verify(&token(claims.clone()), &key, Algorithm::HS256, limits(30)),
-                    Err(AuthError::LifetimeTooLong)
+                    Err(TokenError::LifetimeTooLong)
                 ),
                 "{claims}"
             );
