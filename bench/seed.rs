@@ -120,7 +120,7 @@ async fn main() {
         let (status, notes) = list_notes(&http, &args.app, 0).await;
         assert_eq!(status, 200, "GET {NOTES} answered {status}: {notes}");
         assert_eq!(
-            notes.as_array().map(Vec::len),
+            notes["notes"].as_array().map(Vec::len),
             Some(10),
             "expected 10 notes: {notes}"
         );

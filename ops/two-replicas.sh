@@ -69,7 +69,7 @@ nginx -c "$work/nginx.conf"
 
 notes() { # URL TOKEN -> "STATUS ROWS"
   curl -s -o "$work/body.json" -w '%{http_code}\n' -H "Authorization: JWT $2" "$1/api/issues/PROJ-1/notes" \
-    | { read -r status; echo "$status $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d) if isinstance(d, list) else d.get("error"))' "$work/body.json")"; }
+    | { read -r status; echo "$status $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d["notes"]) if "notes" in d else d.get("error"))' "$work/body.json")"; }
 }
 
 echo "installing 4 tenants and their notes through the proxy"

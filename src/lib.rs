@@ -9,13 +9,15 @@
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Form, Json, Router, middleware};
-use serde::Deserialize;
+use axum::{Extension, Form, Json, Router, middleware};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 
 use connect_axum::app::AppState;
 use connect_axum::auth::{self, ContextJwt, Owner, ProductJwt, Tenant};
 use connect_axum::config::Config;
-use connect_axum::error::{Error, JsonBody, PathParams, Result};
+use connect_axum::error::{Error, JsonBody, PathParams, QueryParams, Result};
 use connect_axum::server::{Builder, ConnectApp};
 use connect_axum::store::AppMigrations;
 
@@ -27,13 +29,54 @@ pub mod store;
 pub use realm::{NoteAuthors, StoredLocation};
 mod webhooks;
 
-use store::{NewNote, Note, NoteDeletion};
+use store::{NewNote, Note, NoteCreation, NoteDeletion};
+
+pub use store::NoteCaps;
 
 /// The sample's descriptor, served with `baseUrl` = `BASE_URL`.
 pub const DESCRIPTOR: &str = include_str!("../atlassian-connect.json");
 
 /// The longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 10_000;
+
+/// Notes in one page of `GET …/notes` unless `limit` says otherwise.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The most notes one page may hold.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+impl Default for NoteCaps {
+    /// 1 000 notes on one issue, 100 000 in all.
+    fn default() -> Self {
+        Self {
+            per_issue: 1_000,
+            per_tenant: 100_000,
+        }
+    }
+}
+
+impl NoteCaps {
+    /// `NOTES_PER_ISSUE_LIMIT` and `NOTES_PER_TENANT_LIMIT`, each a positive integer, the
+    /// [`Default`] where unset.
+    ///
+    /// # Errors
+    /// The variable whose value is not a positive integer.
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let read = |name: &str, default: u64| match std::env::var(name) {
+            Err(_) => Ok(default),
+            Ok(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name}: {v:?} is not a positive integer")),
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            per_issue: read("NOTES_PER_ISSUE_LIMIT", defaults.per_issue)?,
+            per_tenant: read("NOTES_PER_TENANT_LIMIT", defaults.per_tenant)?,
+        })
+    }
+}
 
 /// The sample's own migrations, beside the library's.
 pub fn migrations() -> AppMigrations {
@@ -45,19 +88,24 @@ pub fn migrations() -> AppMigrations {
 
 /// The sample app as a server: its descriptor, its migrations, where it keeps account ids and
 /// how it moves a tenant's data between realms, and every route of it, each group behind the
-/// authentication it needs.
+/// authentication it needs; with the [`NoteCaps`] defaults.
 pub fn app(config: Config) -> Builder {
+    app_with(config, NoteCaps::default())
+}
+
+/// [`app`] with `caps` on what one tenant may store.
+pub fn app_with(config: Config, caps: NoteCaps) -> Builder {
     ConnectApp::builder(config)
         .descriptor(DESCRIPTOR)
         .migrations(migrations())
         .account_ids(realm::NoteAuthors)
         .realm_mover(realm::StoredLocation)
         // A product JWT bound to the request, or the iframe's context / session token.
-        .routes::<ContextJwt>(router())
+        .routes::<ContextJwt>(router().layer(Extension(caps)))
         // A product JWT bound to the request: the issue panel page and webhooks.
         .routes::<ProductJwt>(product_router())
         // A Forge Invocation Token (RS256, Forge's JWKS) of a mapped installation.
-        .forge_routes(forge_router())
+        .forge_routes(forge_router().layer(Extension(caps)))
         // Forge product events, run from the durable queue.
         .forge_events(forge::IssueDeleted)
         // No authentication: the panel's icon.
@@ -157,23 +205,87 @@ impl<S: Send + Sync> FromRequest<S> for CreateNote {
     }
 }
 
-/// Lists the tenant's notes on an issue, oldest first.
+/// The query of `GET …/notes`: a page size and where the page starts.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// A page of notes: `next` is the cursor of the following page, `null` on the last.
+#[derive(Debug, Serialize)]
+pub struct NotesPage {
+    pub notes: Vec<Note>,
+    pub next: Option<String>,
+}
+
+/// The cursor of the page after the note `id`: opaque to clients, base64url of the id.
+fn cursor_after(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(id.to_string())
+}
+
+fn parse_page(query: &PageQuery) -> Result<(i64, u32)> {
+    let limit = match &query.limit {
+        None => DEFAULT_PAGE_SIZE,
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}"),
+                )
+            })?,
+    };
+    let after = match &query.cursor {
+        None => 0,
+        Some(cursor) => URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|id| id.parse::<i64>().ok())
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                Error::bad_request("invalid_cursor", "the cursor is not one this API gave")
+            })?,
+    };
+    Ok((after, limit))
+}
+
+/// Lists a page of the tenant's notes on an issue, oldest first (`?limit=`, `?cursor=`).
 async fn list_notes(
     tenant: Tenant,
     State(app): State<AppState>,
     PathParams(issue_key): PathParams<String>,
-) -> Result<Json<Vec<Note>>> {
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Json<NotesPage>> {
     let issue_key = IssueKey::parse(&issue_key)?;
+    let (after, limit) = parse_page(&query)?;
     tenant.require_issue(issue_key.as_str())?;
-    Ok(Json(
-        store::list_notes(app.store.as_ref(), tenant.client_key(), issue_key.as_str()).await?,
-    ))
+    let page = store::list_notes(
+        app.store.as_ref(),
+        tenant.client_key(),
+        issue_key.as_str(),
+        after,
+        limit,
+    )
+    .await?;
+    let next = match (page.more, page.notes.last()) {
+        (true, Some(last)) => Some(cursor_after(last.id)),
+        _ => None,
+    };
+    Ok(Json(NotesPage {
+        notes: page.notes,
+        next,
+    }))
 }
 
 /// Adds a note by the requesting user.
 async fn create_note(
     tenant: Tenant,
     State(app): State<AppState>,
+    caps: Option<Extension<NoteCaps>>,
     PathParams(issue_key): PathParams<String>,
     input: CreateNote,
 ) -> Result<(StatusCode, Json<Note>)> {
@@ -192,8 +304,18 @@ async fn create_note(
         body: input.body,
         author: tenant.account_id().map(str::to_owned),
     };
-    let note = store::create_note(app.store.as_ref(), tenant.client_key(), note).await?;
-    Ok((StatusCode::CREATED, Json(note)))
+    let caps = caps.map_or_else(NoteCaps::default, |Extension(caps)| caps);
+    match store::create_note(app.store.as_ref(), tenant.client_key(), note, caps).await? {
+        NoteCreation::Created(note) => Ok((StatusCode::CREATED, Json(note))),
+        NoteCreation::IssueFull => Err(Error::Conflict {
+            reason: "issue_note_limit",
+            message: format!("this issue holds {} notes, the most it may", caps.per_issue),
+        }),
+        NoteCreation::TenantFull => Err(Error::Conflict {
+            reason: "tenant_note_limit",
+            message: format!("this site holds {} notes, the most it may", caps.per_tenant),
+        }),
+    }
 }
 
 /// Deletes one of the tenant's notes; another tenant's note is as absent as a missing one. A

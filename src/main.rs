@@ -8,5 +8,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    connect_axum::cli::main(issue_notes::app).await
+    let caps = match issue_notes::NoteCaps::from_env() {
+        Ok(caps) => caps,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return std::process::ExitCode::from(connect_axum::cli::EXIT_USAGE);
+        }
+    };
+    connect_axum::cli::main(move |config| issue_notes::app_with(config, caps)).await
 }

@@ -205,6 +205,19 @@ const SCRIPT: &str = r#"
     return response.status === 204 ? null : response.json();
   }
 
+  // The list comes in pages (the server caps an issue's notes, so there are few of them).
+  async function listAll() {
+    const notes = [];
+    let cursor = null;
+    do {
+      const query = '?limit=100' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
+      const page = await call('GET', api + query);
+      notes.push(...page.notes);
+      cursor = page.next;
+    } while (cursor);
+    return notes;
+  }
+
   function render(notes) {
     list.replaceChildren(...notes.map((note) => {
       const item = document.createElement('li');
@@ -235,7 +248,7 @@ const SCRIPT: &str = r#"
   async function act(change) {
     try {
       await change();
-      render(await call('GET', api));
+      render(await listAll());
     } catch (error) {
       status.textContent = 'Something went wrong: ' + error.message;
       root.dataset.state = 'error';

@@ -24,6 +24,31 @@ pub struct NewNote {
     pub author: Option<String>,
 }
 
+/// A page of a tenant's notes on one issue, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotesPage {
+    pub notes: Vec<Note>,
+    /// Whether notes follow the last of this page.
+    pub more: bool,
+}
+
+/// How many notes one tenant may keep: on one issue, and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteCaps {
+    pub per_issue: u64,
+    pub per_tenant: u64,
+}
+
+/// What adding a note did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoteCreation {
+    Created(Note),
+    /// The issue holds [`NoteCaps::per_issue`] notes; nothing was written.
+    IssueFull,
+    /// The tenant holds [`NoteCaps::per_tenant`] notes; nothing was written.
+    TenantFull,
+}
+
 /// What deleting a note did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoteDeletion {
@@ -35,53 +60,95 @@ pub enum NoteDeletion {
     OtherAuthor,
 }
 
-/// The tenant's notes on one issue, oldest first.
+/// Up to `limit` of the tenant's notes on one issue whose id is above `after`, oldest first: a
+/// keyset page, as fast for the last page as for the first.
 pub async fn list_notes(
     store: &dyn TenantStore,
     key: &ClientKey,
     issue_key: &str,
-) -> sqlx::Result<Vec<Note>> {
+    after: i64,
+    limit: u32,
+) -> sqlx::Result<NotesPage> {
     let mut tx = store.tenant_transaction(key).await?;
     // Read-only: dropped rather than committed, so the read is one round trip (the ROLLBACK is
-    // sent without waiting for its answer).
-    tx.query(
-        "select id, issue_key, body, author, created_at from note \
-         where client_key = $1 and issue_key = $2 order by id",
-    )
-    .bind(key.as_str())
-    .bind(issue_key)
-    .fetch_all()
-    .await
+    // sent without waiting for its answer). One more than the page tells whether more follow.
+    let mut notes: Vec<Note> = tx
+        .query(
+            "select id, issue_key, body, author, created_at from note \
+             where client_key = $1 and issue_key = $2 and id > $3 order by id limit $4",
+        )
+        .bind(key.as_str())
+        .bind(issue_key)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all()
+        .await?;
+    let more = notes.len() > limit as usize;
+    notes.truncate(limit as usize);
+    Ok(NotesPage { notes, more })
 }
 
-/// Adds a note for the tenant.
+/// Adds a note for the tenant, numbered after the tenant's last one, unless the issue or the
+/// tenant holds as many notes as `caps` allow.
+///
+/// The tenant's row of `note_sequence` is taken first: it numbers the note and, held to the end
+/// of the transaction, makes the tenant's inserts wait for each other, so the counts that follow
+/// cannot be passed by a concurrent insert.
 pub async fn create_note(
     store: &dyn TenantStore,
     key: &ClientKey,
     note: NewNote,
-) -> sqlx::Result<Note> {
+    caps: NoteCaps,
+) -> sqlx::Result<NoteCreation> {
     let created_at = store::now();
     let mut tx = store.tenant_transaction(key).await?;
     let (id,): (i64,) = tx
         .query(
-            "insert into note (client_key, issue_key, body, author, created_at) \
-             values ($1, $2, $3, $4, $5) returning id",
+            "insert into note_sequence (client_key, last_id) \
+             values ($1, (select coalesce(max(id), 0) + 1 from note where client_key = $1)) \
+             on conflict (client_key) do update set last_id = note_sequence.last_id + 1 \
+             returning last_id",
         )
         .bind(key.as_str())
-        .bind(&note.issue_key)
-        .bind(&note.body)
-        .bind(&note.author)
-        .bind(created_at)
         .fetch_one()
         .await?;
+    let (on_issue,): (i64,) = tx
+        .query("select count(*) from note where client_key = $1 and issue_key = $2")
+        .bind(key.as_str())
+        .bind(&note.issue_key)
+        .fetch_one()
+        .await?;
+    if on_issue as u64 >= caps.per_issue {
+        return Ok(NoteCreation::IssueFull);
+    }
+    let (in_all,): (i64,) = tx
+        .query("select count(*) from note where client_key = $1")
+        .bind(key.as_str())
+        .fetch_one()
+        .await?;
+    if in_all as u64 >= caps.per_tenant {
+        return Ok(NoteCreation::TenantFull);
+    }
+    tx.query(
+        "insert into note (client_key, id, issue_key, body, author, created_at) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(key.as_str())
+    .bind(id)
+    .bind(&note.issue_key)
+    .bind(&note.body)
+    .bind(&note.author)
+    .bind(created_at)
+    .execute()
+    .await?;
     tx.commit().await?;
-    Ok(Note {
+    Ok(NoteCreation::Created(Note {
         id,
         issue_key: note.issue_key,
         body: note.body,
         author: note.author,
         created_at,
-    })
+    }))
 }
 
 /// Deletes one of the tenant's notes; with `author`, only if that account wrote it (the

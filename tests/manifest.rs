@@ -127,7 +127,8 @@ fn rust_str_const<'a>(source: &'a str, name: &str) -> &'a str {
 /// A route template with every placeholder (`{issue_key}`, `${…}`) as `{}`.
 fn normalized(path: &str) -> String {
     let mut out = String::new();
-    let mut rest = path;
+    // A query (`?limit=…`) is not part of the route.
+    let mut rest = path.split('?').next().unwrap_or(path);
     while let Some(open) = rest.find('{') {
         let close = rest[open..].find('}').map(|c| open + c).unwrap();
         out.push_str(rest[..open].trim_end_matches('$'));

@@ -253,7 +253,8 @@ async fn a_note_added_in_the_panel_is_listed_there_and_not_in_another_sites_pane
     let stored = app
         .signed(&a, "GET", "/api/issues/PROJ-1/notes", None)
         .await
-        .json();
+        .json()["notes"]
+        .clone();
     assert_eq!(stored[0]["body"], text);
 
     open_panel(&client, jira, app_addr, &b).await;

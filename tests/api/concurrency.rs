@@ -197,8 +197,7 @@ impl Site {
             return;
         }
         self.assert_status(&response, StatusCode::OK, "lists notes");
-        let listed: Listed = response
-            .json()
+        let listed: Listed = response.json()["notes"]
             .as_array()
             .unwrap()
             .iter()
@@ -371,9 +370,12 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
                 app.store.as_ref(),
                 &record.installation.client_key,
                 issue,
+                0,
+                100_000,
             )
             .await
             .unwrap()
+            .notes
             .into_iter()
             .map(|n| (n.id, n.issue_key, n.body))
             .collect();

@@ -71,7 +71,7 @@ async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp
         "{}",
         String::from_utf8_lossy(&listed.body)
     );
-    assert_eq!(listed.json()[0]["body"], "from Connect");
+    assert_eq!(listed.json()["notes"][0]["body"], "from Connect");
 
     let created = app
         .invoke(
@@ -83,7 +83,7 @@ async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(created.json()["author"], "557058:forge-user");
-    let both = app.signed(&a, "GET", CONNECT_NOTES, None).await.json();
+    let both = app.signed(&a, "GET", CONNECT_NOTES, None).await.json()["notes"].clone();
     assert_eq!(both.as_array().unwrap().len(), 2);
     assert_eq!(both[1]["body"], "from Forge");
 
@@ -91,7 +91,7 @@ async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp
     assert_eq!(
         app.invoke("GET", NOTES, &fit(0, &b, json!({})), None)
             .await
-            .json(),
+            .json()["notes"],
         json!([])
     );
     assert_eq!(jwks.hits(), 1, "the keys are fetched once and kept");
@@ -226,7 +226,7 @@ async fn an_install_naming_another_tenants_installation_id_is_refused_and_takes_
         app.signed(&a, "GET", CONNECT_NOTES, None).await.json()
     );
     assert_eq!(
-        app.invoke("GET", NOTES, &as_a(), None).await.json()[0]["body"],
+        app.invoke("GET", NOTES, &as_a(), None).await.json()["notes"][0]["body"],
         "a's"
     );
     assert_eq!(
@@ -234,9 +234,7 @@ async fn an_install_naming_another_tenants_installation_id_is_refused_and_takes_
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        app.invoke("GET", NOTES, &as_a(), None)
-            .await
-            .json()
+        app.invoke("GET", NOTES, &as_a(), None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -539,7 +537,7 @@ async fn an_installation_id_moved_through_one_replica_is_followed_by_the_other()
     two.signed(&a, "POST", CONNECT_NOTES, Some(&json!({ "body": "a's" })))
         .await;
     assert_eq!(
-        two.invoke("GET", NOTES, &as_moved(), None).await.json()[0]["body"],
+        two.invoke("GET", NOTES, &as_moved(), None).await.json()["notes"][0]["body"],
         "a's"
     );
 
@@ -558,7 +556,7 @@ async fn an_installation_id_moved_through_one_replica_is_followed_by_the_other()
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         let listed = two.invoke("GET", NOTES, &as_moved(), None).await;
-        if listed.status == StatusCode::OK && listed.json() == json!([]) {
+        if listed.status == StatusCode::OK && listed.json()["notes"] == json!([]) {
             break;
         }
         assert!(

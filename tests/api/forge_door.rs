@@ -76,7 +76,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &user, None)
             .await
-            .json(),
+            .json()["notes"],
         json!([])
     );
     let created = app
@@ -92,7 +92,8 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     let listed = app
         .invoke("GET", &notes("PROJ-1"), &user, None)
         .await
-        .json();
+        .json()["notes"]
+        .clone();
     assert_eq!(listed[0]["body"], "on Forge alone");
     assert_eq!(listed[0]["author"], "557058:forge-user");
     let gone = app
@@ -102,7 +103,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &user, None)
             .await
-            .json(),
+            .json()["notes"],
         json!([])
     );
 
@@ -162,7 +163,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &forge.fit_on(&other).sign(), None)
             .await
-            .json(),
+            .json()["notes"],
         json!([])
     );
 }
@@ -255,7 +256,7 @@ async fn a_redelivered_event_runs_its_handler_once(app: TestApp, forge: FakeForg
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &user, None)
             .await
-            .json()
+            .json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -270,13 +271,13 @@ async fn a_redelivered_event_runs_its_handler_once(app: TestApp, forge: FakeForg
     assert_eq!(
         app.invoke("GET", &notes("PROJ-1"), &user, None)
             .await
-            .json(),
+            .json()["notes"],
         json!([])
     );
     assert_eq!(
         app.invoke("GET", &notes("PROJ-2"), &other_issue, None)
             .await
-            .json()
+            .json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -434,7 +435,7 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
     let listed = app
         .invoke("GET", &notes("PROJ-1"), &forge.fit_on(&back).sign(), None)
         .await;
-    assert_eq!(listed.json()[0]["body"], "kept");
+    assert_eq!(listed.json()["notes"][0]["body"], "kept");
 }
 
 async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: FakeForge) {
@@ -636,7 +637,7 @@ async fn a_connect_on_forge_site_is_one_tenant_through_both_doors(app: TestApp, 
     let listed = app
         .invoke("GET", &notes("PROJ-1"), &forge.fit_on(&site).sign(), None)
         .await;
-    assert_eq!(listed.json()[0]["body"], "via Connect");
+    assert_eq!(listed.json()["notes"][0]["body"], "via Connect");
     // Its Connect JWTs still work after the Forge install.
     assert_eq!(
         app.signed(&connect, "GET", "/api/issues/PROJ-1/notes", None)

@@ -254,3 +254,23 @@ pub async fn until_recovered(app: &TestApp, tenant: &TestTenant) {
         StatusCode::OK
     );
 }
+
+/// Every note of `tenant` on the notes list `path`, following the pages (product JWTs).
+pub async fn all_notes(app: &TestApp, tenant: &TestTenant, path: &str) -> Vec<Value> {
+    let mut notes = Vec::new();
+    let mut target = format!("{path}?limit=100");
+    loop {
+        let page = app.signed(tenant, "GET", &target, None).await.json();
+        notes.extend(
+            page["notes"]
+                .as_array()
+                .expect("a page of notes")
+                .iter()
+                .cloned(),
+        );
+        match page["next"].as_str() {
+            Some(next) => target = format!("{path}?limit=100&cursor={next}"),
+            None => return notes,
+        }
+    }
+}

@@ -29,7 +29,7 @@ async fn notes_are_created_and_listed_oldest_first(app: TestApp) {
         Some(&json!({ "body": "elsewhere" })),
     )
     .await;
-    let listed = app.signed(&a, "GET", NOTES, None).await.json();
+    let listed = app.signed(&a, "GET", NOTES, None).await.json()["notes"].clone();
     let bodies: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -69,7 +69,7 @@ async fn bodies_round_trip_exactly(app: TestApp) {
         assert_eq!(created.status, StatusCode::CREATED, "{body:?}");
         assert_eq!(created.json()["body"], body);
     }
-    let listed = app.signed(&a, "GET", NOTES, None).await.json();
+    let listed = app.signed(&a, "GET", NOTES, None).await.json()["notes"].clone();
     assert_eq!(listed[1]["body"], "🦀🎉 emoji");
     assert_eq!(listed.as_array().unwrap().len(), 5);
 }
@@ -89,9 +89,7 @@ async fn note_length_is_counted_in_characters(app: TestApp) {
             .assert_error(StatusCode::BAD_REQUEST, "invalid_note");
     }
     assert_eq!(
-        app.signed(&a, "GET", NOTES, None)
-            .await
-            .json()
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -173,12 +171,25 @@ async fn notes_are_deleted_by_id_and_missing_ones_are_not_found(app: TestApp) {
     app.signed(&a, "DELETE", &format!("{NOTES}/not-a-number"), None)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_note_id");
-    assert_eq!(app.signed(&a, "GET", NOTES, None).await.json(), json!([]));
+    assert_eq!(
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"],
+        json!([])
+    );
 }
 
 async fn tenants_see_and_delete_only_their_own_notes(app: TestApp) {
     let a = app.install("a").await;
     let b = app.install("b").await;
+    // Ids are numbered per tenant: a's note on PROJ-1 is its third, b's its first.
+    for body in ["a's first", "a's second"] {
+        app.signed(
+            &a,
+            "POST",
+            "/api/issues/PROJ-2/notes",
+            Some(&json!({ "body": body })),
+        )
+        .await;
+    }
     let a_note = app
         .signed(&a, "POST", NOTES, Some(&json!({ "body": "a's note" })))
         .await
@@ -188,17 +199,18 @@ async fn tenants_see_and_delete_only_their_own_notes(app: TestApp) {
         .await
         .json();
 
-    let a_list = app.signed(&a, "GET", NOTES, None).await.json();
-    let b_list = app.signed(&b, "GET", NOTES, None).await.json();
+    let a_list = app.signed(&a, "GET", NOTES, None).await.json()["notes"].clone();
+    let b_list = app.signed(&b, "GET", NOTES, None).await.json()["notes"].clone();
     assert_eq!(a_list, json!([a_note.clone()]));
     assert_eq!(b_list, json!([b_note.clone()]));
 
     let a_id = a_note["id"].as_i64().unwrap();
+    assert_eq!((a_id, b_note["id"].as_i64().unwrap()), (3, 1));
     app.signed(&b, "DELETE", &format!("{NOTES}/{a_id}"), None)
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(
-        app.signed(&a, "GET", NOTES, None).await.json(),
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"],
         json!([a_note])
     );
 
@@ -210,7 +222,7 @@ async fn tenants_see_and_delete_only_their_own_notes(app: TestApp) {
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "tenant_uninstalled");
     assert_eq!(
-        app.signed(&b, "GET", NOTES, None).await.json(),
+        app.signed(&b, "GET", NOTES, None).await.json()["notes"],
         json!([b_note])
     );
 }
@@ -222,7 +234,7 @@ async fn a_reinstall_keeps_the_tenants_notes(app: TestApp) {
     app.hook(&a, "uninstalled").await;
     app.hook(&a, "installed").await;
     assert_eq!(
-        app.signed(&a, "GET", NOTES, None).await.json()[0]["body"],
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"][0]["body"],
         "kept"
     );
 }
@@ -268,20 +280,21 @@ async fn issue_deleted_webhook_removes_only_that_tenants_notes_on_that_issue(app
         .signed(&a, "POST", WEBHOOK, Some(&issue_deleted("PROJ-1")))
         .await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.signed(&a, "GET", NOTES, None).await.json(), json!([]));
+    assert_eq!(
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"],
+        json!([])
+    );
     assert_eq!(
         app.signed(&a, "GET", "/api/issues/PROJ-2/notes", None)
             .await
-            .json()
+            .json()["notes"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        app.signed(&b, "GET", NOTES, None)
-            .await
-            .json()
+        app.signed(&b, "GET", NOTES, None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -331,9 +344,7 @@ async fn issue_deleted_webhook_with_a_bad_token_deletes_nothing(app: TestApp) {
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "context_token_not_allowed");
     assert_eq!(
-        app.signed(&a, "GET", NOTES, None)
-            .await
-            .json()
+        app.signed(&a, "GET", NOTES, None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),

@@ -108,11 +108,8 @@ async fn note_by(app: &TestApp, tenant: &TestTenant, author: &str) {
 }
 
 async fn authors(app: &TestApp, tenant: &TestTenant) -> Vec<Option<String>> {
-    app.signed(tenant, "GET", NOTES, None)
+    all_notes(app, tenant, NOTES)
         .await
-        .json()
-        .as_array()
-        .unwrap()
         .iter()
         .map(|n| n["author"].as_str().map(str::to_owned))
         .collect()

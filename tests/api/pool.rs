@@ -262,7 +262,7 @@ async fn install_and_write_a_note(server: &ServerProcess, tenant: &TestTenant) {
     let token = tenant.token("GET", NOTES);
     let (status, notes) = send(server, "GET", NOTES, &token, &Value::Null).await;
     assert_eq!(status, 200);
-    assert_eq!(notes[0]["body"], "hi", "{notes}");
+    assert_eq!(notes["notes"][0]["body"], "hi", "{notes}");
 }
 
 #[tokio::test]

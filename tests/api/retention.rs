@@ -64,9 +64,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
     assert_eq!(stored_notes(&app, &gone).await, 0);
     assert_eq!(stored_notes(&app, &stays).await, 2);
     assert_eq!(
-        app.signed(&stays, "GET", NOTES, None)
-            .await
-            .json()
+        app.signed(&stays, "GET", NOTES, None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),
@@ -79,7 +77,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
     // Installing again after the purge starts afresh.
     app.install_tenant(gone.clone()).await;
     assert_eq!(
-        app.signed(&gone, "GET", NOTES, None).await.json(),
+        app.signed(&gone, "GET", NOTES, None).await.json()["notes"],
         json!([])
     );
 }
@@ -97,9 +95,7 @@ async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
         .unwrap();
     assert!(purged.is_empty(), "{purged:?}");
     assert_eq!(
-        app.signed(&tenant, "GET", NOTES, None)
-            .await
-            .json()
+        app.signed(&tenant, "GET", NOTES, None).await.json()["notes"]
             .as_array()
             .unwrap()
             .len(),

@@ -87,7 +87,7 @@ async fn seed(app: &TestApp, tenant: &TestTenant, target: &str, sub: Value) -> i
 
 /// The ids of the tenant's notes on `target`, as the site sees them.
 async fn ids(app: &TestApp, tenant: &TestTenant, target: &str) -> Vec<i64> {
-    let listed = app.signed(tenant, "GET", target, None).await.json();
+    let listed = app.signed(tenant, "GET", target, None).await.json()["notes"].clone();
     listed
         .as_array()
         .unwrap()
@@ -135,7 +135,7 @@ async fn a_panels_session_token_reaches_its_issue_and_no_other(app: TestApp) {
     assert_eq!(created.status, StatusCode::CREATED);
     let id = created.json()["id"].as_i64().unwrap();
     let listed = app.call("GET", P1, Some(&session), None).await;
-    assert_eq!(listed.json()[0]["id"], id);
+    assert_eq!(listed.json()["notes"][0]["id"], id);
     assert_eq!(
         app.call("DELETE", &format!("{P1}/{id}"), Some(&session), None)
             .await
@@ -242,7 +242,7 @@ async fn a_product_jwt_reaches_every_issue_and_note_and_gets_no_session_token(ap
     let on_p2 = seed(&app, &a, P2, json!(SOMEONE_ELSE)).await;
     for (target, id) in [(P1, on_p1), (P2, on_p2)] {
         let listed = app.signed(&a, "GET", target, None).await;
-        assert_eq!(listed.json()[0]["id"], id);
+        assert_eq!(listed.json()["notes"][0]["id"], id);
         assert!(
             !listed.headers.contains_key("x-acpt"),
             "a product JWT is never made a session"
@@ -475,7 +475,7 @@ async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp
             .sign()
     };
     assert_eq!(
-        app.invoke("GET", FORGE_P2, &app_level(), None).await.json()[0]["id"],
+        app.invoke("GET", FORGE_P2, &app_level(), None).await.json()["notes"][0]["id"],
         elsewhere
     );
     assert_eq!(

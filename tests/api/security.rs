@@ -82,10 +82,7 @@ async fn an_unscoped_query_through_the_request_path_reaches_no_other_tenants_row
     let refused = result["foreignInsert"].as_str().unwrap_or_default();
     assert!(refused.contains("row-level security"), "{result}");
 
-    let b_notes: Vec<Value> = app
-        .signed(&b, "GET", NOTES, None)
-        .await
-        .json()
+    let b_notes: Vec<Value> = app.signed(&b, "GET", NOTES, None).await.json()["notes"]
         .as_array()
         .unwrap()
         .clone();

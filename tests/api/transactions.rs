@@ -25,8 +25,9 @@ async fn key_of(app: &TestApp, name: &str) -> ClientKey {
 async fn insert(store: &dyn TenantStore, key: &ClientKey, body: &str, author: Option<&str>) {
     let mut tx = store.tenant_transaction(key).await.unwrap();
     tx.query(
-        "insert into note (client_key, issue_key, body, author, created_at) \
-         values ($1, 'PROJ-1', $2, $3, $4)",
+        "insert into note (client_key, id, issue_key, body, author, created_at) \
+         values ($1, (select coalesce(max(id), 0) + 1 from note where client_key = $1), \
+         'PROJ-1', $2, $3, $4)",
     )
     .bind(key.as_str())
     .bind(body)
@@ -133,7 +134,7 @@ async fn a_tenant_transaction_dropped_without_commit_keeps_none_of_its_writes(ap
     {
         let mut tx = store.tenant_transaction(&key).await.unwrap();
         tx.query(
-            "insert into note (client_key, issue_key, body, created_at) values ($1, 'PROJ-1', 'x', $2)",
+            "insert into note (client_key, id, issue_key, body, created_at) values ($1, 1, 'PROJ-1', 'x', $2)",
         )
         .bind(key.as_str())
         .bind(connect_axum::store::now())
@@ -172,7 +173,7 @@ async fn on_one_connection_the_next_transaction_commits_nothing_a_dropped_one_wr
     for _ in 0..3 {
         let mut tx = store.tenant_transaction(&acme).await.unwrap();
         tx.query(
-            "insert into note (client_key, issue_key, body, created_at) values ($1, 'PROJ-1', 'dropped', $2)",
+            "insert into note (client_key, id, issue_key, body, created_at) values ($1, 1000, 'PROJ-1', 'dropped', $2)",
         )
         .bind(acme.as_str())
         .bind(connect_axum::store::now())

@@ -20,6 +20,10 @@ import { invokeRemote, view } from '@forge/bridge';
 const MAX_NOTE_CHARS = 10000;
 
 const notesPath = (issueKey) => `/forge/api/issues/${encodeURIComponent(issueKey)}/notes`;
+// A page of the list: up to 100 notes after `cursor` (the `next` of the page before, if any).
+const notesPagePath = (issueKey, cursor) =>
+  `/forge/api/issues/${encodeURIComponent(issueKey)}/notes?limit=100` +
+  (cursor ? `&cursor=${encodeURIComponent(cursor)}` : '');
 const notePath = (issueKey, id) =>
   `/forge/api/issues/${encodeURIComponent(issueKey)}/notes/${encodeURIComponent(id)}`;
 
@@ -52,7 +56,15 @@ function NotesPanel() {
 
   const loadNotes = useCallback(async (key) => {
     try {
-      setNotes(await callServer('GET', notesPath(key)));
+      // The list comes in pages; the server caps an issue's notes, so there are few.
+      const all = [];
+      let cursor = null;
+      do {
+        const page = await callServer('GET', notesPagePath(key, cursor));
+        all.push(...page.notes);
+        cursor = page.next;
+      } while (cursor);
+      setNotes(all);
       setError(null);
     } catch (e) {
       setError(describe(e));
