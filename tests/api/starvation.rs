@@ -5,27 +5,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use connect_axum::app;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
-
-/// Serves `app`'s router with the real `serve` on a loopback port.
-async fn serve(app: &TestApp) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve(
-        vec![(listener, app.router.clone())],
-        app.state.config.header_read_timeout,
-        std::future::pending(),
-    ));
-    addr
-}
 
 /// Opens a connection and sends the head of a form POST to the notes API, announcing 1000 bytes of
 /// body, then `body` and no more.
@@ -84,7 +71,7 @@ async fn slow_anonymous_form_posts_leave_health_checks_and_verified_tenants_serv
     })
     .await;
     let tenant = app.install("busy").await;
-    let addr = serve(&app).await;
+    let addr = app.serve_tcp().await;
 
     // More stalled form posts without a token than the server has slots of either kind.
     let mut stalls = JoinSet::new();
@@ -157,7 +144,7 @@ async fn slow_anonymous_form_posts_leave_health_checks_and_verified_tenants_serv
 async fn a_form_post_with_a_bad_header_token_is_refused_without_waiting_for_its_body() {
     let app = TestApp::sqlite().await;
     let tenant = app.install("a").await;
-    let addr = serve(&app).await;
+    let addr = app.serve_tcp().await;
     let forged = hs256(
         &json!({ "iss": tenant.client_key, "exp": now() + 60, "qsh": qsh_of("POST", NOTES) }),
         "not-the-shared-secret",

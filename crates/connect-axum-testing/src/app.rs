@@ -233,6 +233,21 @@ impl TestResponse {
 }
 
 impl TestApp {
+    /// Serves the app's router with the library's own `serve` (header-read timeout included) on
+    /// a loopback port, until the test ends: for tests that need a real TCP client.
+    pub async fn serve_tcp(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(connect_axum::app::serve(
+            vec![(listener, self.router.clone())],
+            self.state.config.header_read_timeout,
+            std::future::pending(),
+        ));
+        addr
+    }
+
     /// A second app (a replica, with its own store, tenant cache and key server) on this app's
     /// database, configured by `vars`; this app must outlive it.
     pub async fn replica_with(&self, vars: impl Fn(&str) -> Option<String>) -> TestApp {

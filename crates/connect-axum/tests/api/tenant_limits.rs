@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use connect_axum::app;
 use connect_axum_testing::FakeForge;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::probe::{TestApp, TestTenant};
@@ -25,18 +24,6 @@ async fn start(postgres: bool, settings: &[(&'static str, &str)]) -> (TestApp, F
     let settings = settings.iter().map(|(k, v)| (*k, v.to_string())).collect();
     let app = crate::probe::start_trusting(under_test, postgres, &forge, settings).await;
     (app, forge)
-}
-
-/// Serves `app`'s router with the real `serve` on a loopback port.
-async fn serve(app: &TestApp) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve(
-        vec![(listener, app.router.clone())],
-        app.state.config.header_read_timeout,
-        std::future::pending(),
-    ));
-    addr
 }
 
 /// A JSON POST to `path` with `authorization` that announces 1000 bytes of body and sends six.
@@ -124,7 +111,7 @@ async fn one_tenants_slow_bodies_hold_only_its_share_and_end_at_the_body_deadlin
     )
     .await;
     let (attacker, other) = (app.install("attacker").await, app.install("other").await);
-    let addr = serve(&app).await;
+    let addr = app.serve_tcp().await;
     let started = Instant::now();
 
     // Any user of the attacker's site has a context token: more slow bodies than its share.
