@@ -24,7 +24,6 @@ use tracing::Span;
 
 use crate::auth::{LifecycleJwt, ProductJwt};
 use crate::error::Error;
-use crate::lifecycle;
 use crate::monitoring;
 use crate::residency;
 
@@ -45,7 +44,7 @@ pub fn router(state: AppState) -> Router {
 /// [`router`]'s result afterwards would have no request id, trace span, limits, timeout, load
 /// shedding or metrics.
 pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
-    let lifecycle_hooks = state.with_jwt::<LifecycleJwt, _>(lifecycle::hooks_router());
+    let lifecycle_hooks = state.with_jwt::<LifecycleJwt, _>(crate::hooks::connect::hooks_router());
     let realm_migration = state.with_jwt::<ProductJwt, _>(
         Router::new().nest(&state.config.data_residency_path, residency::router()),
     );
@@ -54,7 +53,7 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         &state.config.forge_module_keys.migration,
         Router::new().nest(&state.config.forge_migration_path, residency::router()),
     );
-    let mut public = Router::new().merge(lifecycle::descriptor_router());
+    let mut public = Router::new().merge(crate::hooks::connect::descriptor_router());
     if state.config.metrics_on_public_port() {
         public = public.route("/metrics", get(monitoring::endpoint::render));
     }
@@ -66,7 +65,7 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         // No authentication; within the anonymous slots.
         .merge(public)
         // RS256 signed install, verified by the handlers' `SignedInstall` extractor.
-        .merge(lifecycle::signed_install_router())
+        .merge(crate::hooks::connect::signed_install_router())
         // HS256 with the QSH of the hook; never a context token.
         .merge(lifecycle_hooks)
         // HS256 with the QSH of the hook, from Atlassian's migration service.

@@ -63,7 +63,8 @@ pub mod descriptor;
 pub mod error;
 pub mod forge;
 pub mod hooks;
-pub mod lifecycle;
+/// The Connect lifecycle hooks and the descriptor route, by their earlier path.
+pub use hooks::connect as lifecycle;
 pub mod monitoring;
 pub mod ops;
 mod outbound;

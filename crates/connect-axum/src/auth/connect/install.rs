@@ -11,7 +11,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
-use super::{AuthError, Authenticator, jwt};
+use crate::auth::{AuthError, Authenticator, jwt};
 use crate::error::Error;
 use crate::slots::Slot;
 use crate::store::LifecycleToken;
@@ -188,7 +188,8 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Authenticator::from_ref(state);
         let (parts, body) = request.into_parts();
-        let token = super::credentials(&parts.headers, "JWT")?.ok_or(AuthError::MissingToken)?;
+        let token =
+            crate::auth::credentials(&parts.headers, "JWT")?.ok_or(AuthError::MissingToken)?;
         let (peeked, _) = jwt::peek(token)?;
         if peeked.alg != "RS256" {
             return Err(AuthError::UnsupportedAlgorithm.into());
@@ -212,7 +213,7 @@ where
             Some(_) => {}
         }
         let lifecycle =
-            super::lifecycle_token(claims.iat, claims.exp, claims.jti.as_deref(), token)?;
+            crate::auth::lifecycle_token(claims.iat, claims.exp, claims.jti.as_deref(), token)?;
         // Atlassian signed it: only now may the body be waited for.
         let slot = auth.slots().signed()?;
         let (body, deadline) = auth.timed_body(body);

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
-use super::forge::InvocationClaims;
+use super::InvocationClaims;
 use crate::protocol::ForgeToken;
 use crate::store::{ClientKey, TenantStore};
 
