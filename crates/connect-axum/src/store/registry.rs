@@ -1,0 +1,587 @@
+//! The registry's SQL, written once for both backends: tenants, their lifecycle tokens, realm
+//! migrations, personal-data bookkeeping, secrets at rest.
+
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    ClientKey, Db, Installation, Keyring, LIFECYCLE_TOKEN_MEMORY_SECS, LifecycleToken, OpenError,
+    Origin, PoolUsage, Purged, RealmMigration, RegistryTx, SaveOutcome, SharedSecret, TenantRecord,
+    now, query,
+};
+
+/// The columns of an [`Installation`], in the order [`bind_installation`] binds them.
+pub(super) const INSTALLATION_COLUMNS: [&str; 13] = [
+    "client_key",
+    "app_key",
+    "shared_secret",
+    "base_url",
+    "display_url",
+    "product_type",
+    "description",
+    "server_version",
+    "plugins_version",
+    "oauth_client_id",
+    "service_entitlement_number",
+    "cloud_id",
+    "installation_id",
+];
+
+/// Binds an installation's [`INSTALLATION_COLUMNS`], its secret as `sealed`.
+pub(super) fn bind_installation<'t>(
+    statement: query::Statement<'t>,
+    t: &'t Installation,
+    sealed: &'t str,
+) -> query::Statement<'t> {
+    statement
+        .bind(t.client_key.as_str())
+        .bind(&t.app_key)
+        .bind(sealed)
+        .bind(&t.base_url)
+        .bind(&t.display_url)
+        .bind(&t.product_type)
+        .bind(&t.description)
+        .bind(&t.server_version)
+        .bind(&t.plugins_version)
+        .bind(&t.oauth_client_id)
+        .bind(&t.service_entitlement_number)
+        .bind(&t.cloud_id)
+        .bind(&t.installation_id)
+}
+
+/// The columns of a tenant, as [`TenantRow`] reads them.
+pub(super) static SELECT_TENANT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "select {}, enabled, installed_at, updated_at, uninstalled_at, secret_key_id, origin, \
+         api_base_url, app_version from tenant",
+        INSTALLATION_COLUMNS.join(", ")
+    )
+});
+
+/// The upsert of an install: [`INSTALLATION_COLUMNS`] (`$1` to `$n`), then `installed_at` and
+/// `updated_at` (`$n+1`, `$n+2`), `secret_key_id` (`$n+3`) and `lifecycle_iat` (`$n+4`). A tenant
+/// installed again keeps its `installed_at`; a token older than the last one applied changes
+/// nothing.
+pub(super) static SAVE_TENANT: LazyLock<String> = LazyLock::new(|| {
+    let n = INSTALLATION_COLUMNS.len();
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = INSTALLATION_COLUMNS
+        .iter()
+        .filter(|&&c| c != "client_key")
+        .map(|c| match *c {
+            // A cloud id a verified invocation token gave is kept against an install body's claim.
+            "cloud_id" => "cloud_id = case when tenant.cloud_id_verified then tenant.cloud_id \
+                           else excluded.cloud_id end"
+                .to_owned(),
+            c => format!("{c} = excluded.{c}"),
+        })
+        .collect();
+    format!(
+        "insert into tenant ({}, enabled, installed_at, updated_at, uninstalled_at, \
+         secret_key_id, lifecycle_iat) \
+         values ({}, true, ${}, ${}, null, ${}, ${}) \
+         on conflict (client_key) do update set {}, \
+         enabled = true, updated_at = excluded.updated_at, uninstalled_at = null, \
+         secret_key_id = excluded.secret_key_id, lifecycle_iat = excluded.lifecycle_iat \
+         where tenant.origin = 'connect' \
+         and (tenant.lifecycle_iat is null or tenant.lifecycle_iat <= excluded.lifecycle_iat)",
+        INSTALLATION_COLUMNS.join(", "),
+        placeholders.join(", "),
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        updates.join(", "),
+    )
+});
+
+/// A `tenant` row of either backend, its secret still sealed.
+#[derive(sqlx::FromRow)]
+pub(super) struct TenantRow {
+    client_key: String,
+    app_key: String,
+    shared_secret: String,
+    base_url: String,
+    display_url: Option<String>,
+    product_type: Option<String>,
+    description: Option<String>,
+    server_version: Option<String>,
+    plugins_version: Option<String>,
+    oauth_client_id: Option<String>,
+    service_entitlement_number: Option<String>,
+    cloud_id: Option<String>,
+    installation_id: Option<String>,
+    enabled: bool,
+    installed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    uninstalled_at: Option<DateTime<Utc>>,
+    secret_key_id: Option<String>,
+    origin: String,
+    api_base_url: Option<String>,
+    app_version: Option<String>,
+}
+
+impl TenantRow {
+    /// The tenant, its sealed secret opened.
+    pub(super) fn open(self, keyring: &Keyring) -> sqlx::Result<Arc<TenantRecord>> {
+        let shared_secret = open_secret(
+            keyring,
+            &self.client_key,
+            self.secret_key_id.as_deref(),
+            &self.shared_secret,
+        )?;
+        let installation = Installation {
+            client_key: ClientKey::new(self.client_key),
+            app_key: self.app_key,
+            shared_secret,
+            base_url: self.base_url,
+            display_url: self.display_url,
+            product_type: self.product_type,
+            description: self.description,
+            server_version: self.server_version,
+            plugins_version: self.plugins_version,
+            oauth_client_id: self.oauth_client_id,
+            service_entitlement_number: self.service_entitlement_number,
+            cloud_id: self.cloud_id,
+            installation_id: self.installation_id,
+        };
+        Ok(Arc::new(TenantRecord {
+            installation,
+            origin: Origin::parse(&self.origin),
+            api_base_url: self.api_base_url,
+            app_version: self.app_version,
+            enabled: self.enabled,
+            installed_at: self.installed_at,
+            updated_at: self.updated_at,
+            uninstalled_at: self.uninstalled_at,
+        }))
+    }
+}
+
+/// A `realm_migration` row, its state still text.
+#[derive(sqlx::FromRow)]
+pub(super) struct RealmMigrationRow {
+    migration_id: String,
+    location: String,
+    previous_location: Option<String>,
+    state: String,
+    error_code: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+}
+
+impl TryFrom<RealmMigrationRow> for RealmMigration {
+    type Error = sqlx::Error;
+
+    fn try_from(row: RealmMigrationRow) -> sqlx::Result<Self> {
+        Ok(RealmMigration {
+            migration_id: row.migration_id,
+            location: row.location,
+            previous_location: row.previous_location,
+            state: row
+                .state
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            error_code: row.error_code,
+            start_time: row.start_time,
+            end_time: row.end_time,
+        })
+    }
+}
+
+/// A tenant whose stored sharedSecret does not open: sealed with a key not configured, corrupt,
+/// or plain text that is not allowed. Store reads fail with it as an [`sqlx::Error::Decode`].
+#[derive(Debug, thiserror::Error)]
+#[error("the sharedSecret of tenant {client_key:?}: {source}")]
+pub struct UnreadableSecret {
+    pub client_key: String,
+    #[source]
+    pub source: OpenError,
+}
+
+impl UnreadableSecret {
+    /// The unreadable secret a store error is about, if that is what it is.
+    pub fn of(e: &sqlx::Error) -> Option<&Self> {
+        match e {
+            sqlx::Error::Decode(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stored secret; one that does not open is an [`UnreadableSecret`] naming the tenant,
+/// never the secret.
+pub(crate) fn open_secret(
+    keyring: &Keyring,
+    client_key: &str,
+    key_id: Option<&str>,
+    stored: &str,
+) -> sqlx::Result<SharedSecret> {
+    keyring.open(client_key, key_id, stored).map_err(|source| {
+        sqlx::Error::Decode(Box::new(UnreadableSecret {
+            client_key: client_key.to_owned(),
+            source,
+        }))
+    })
+}
+
+/// How many connections `pool` holds.
+pub(super) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
+    PoolUsage {
+        open: pool.size(),
+        idle: pool.num_idle() as u32,
+        max: pool.options().get_max_connections(),
+    }
+}
+
+/// The registry of one store: the SQL both backends share, written once in the dialect common to
+/// Postgres and SQLite.
+///
+/// Statements on tenant data run in the backend's tenant transaction, which on Postgres puts
+/// row-level security in force for that one tenant.
+#[derive(Clone, Copy)]
+pub(super) struct Registry<'s> {
+    pub(super) db: Db<'s>,
+    pub(super) keyring: &'s Keyring,
+}
+
+impl Registry<'_> {
+    pub(super) async fn ping(self) -> sqlx::Result<()> {
+        self.db.query("select 1").execute().await.map(|_| ())
+    }
+
+    pub(super) async fn save_tenant(
+        self,
+        t: &Installation,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<SaveOutcome> {
+        let now = now();
+        let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
+        let mut tx = self.db.begin().await?;
+        let saved = bind_installation(tx.query(&SAVE_TENANT), t, &sealed.ciphertext)
+            .bind(now)
+            .bind(now)
+            .bind(&sealed.key_id)
+            .bind(token.issued_at)
+            .execute()
+            .await;
+        let saved = match saved {
+            // The only unique index the upsert can break: another installed tenant's
+            // installationId.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(SaveOutcome::InstallationIdTaken);
+            }
+            saved => saved?,
+        };
+        if saved == 0 || !remember_token(&mut tx, &t.client_key, token).await? {
+            return Ok(SaveOutcome::Stale);
+        }
+        tx.commit().await?;
+        Ok(SaveOutcome::Saved)
+    }
+
+    pub(super) async fn find_tenant(
+        self,
+        client_key: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        let sql = format!("{} where client_key = $1", *SELECT_TENANT);
+        self.db
+            .query(&sql)
+            .bind(client_key)
+            .fetch_optional::<TenantRow>()
+            .await?
+            .map(|row| row.open(self.keyring))
+            .transpose()
+    }
+
+    pub(super) async fn find_tenant_by_installation_id(
+        self,
+        installation_id: &str,
+    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        let sql = format!(
+            "{} where installation_id = $1 and uninstalled_at is null",
+            *SELECT_TENANT
+        );
+        self.db
+            .query(&sql)
+            .bind(installation_id)
+            .fetch_optional::<TenantRow>()
+            .await?
+            .map(|row| row.open(self.keyring))
+            .transpose()
+    }
+
+    pub(super) async fn client_keys(self) -> sqlx::Result<Vec<String>> {
+        let keys: Vec<(String,)> = self
+            .db
+            .query("select client_key from tenant")
+            .fetch_all()
+            .await?;
+        Ok(keys.into_iter().map(|(key,)| key).collect())
+    }
+
+    pub(super) async fn find_installed_by_cloud_id(
+        self,
+        cloud_id: &str,
+        product: Option<&str>,
+    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        let sql = format!(
+            "{} where cloud_id = $1 and cloud_id_verified and uninstalled_at is null \
+             and ($2 is null or product_type is null or product_type = $2) \
+             order by client_key limit 2",
+            *SELECT_TENANT
+        );
+        self.db
+            .query(&sql)
+            .bind(cloud_id)
+            .bind(product)
+            .fetch_all::<TenantRow>()
+            .await?
+            .into_iter()
+            .map(|row| row.open(self.keyring))
+            .collect()
+    }
+
+    pub(super) async fn list_tenants(self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        let sql = format!("{} order by client_key", *SELECT_TENANT);
+        self.db
+            .query(&sql)
+            .fetch_all::<TenantRow>()
+            .await?
+            .into_iter()
+            .map(|row| row.open(self.keyring))
+            .collect()
+    }
+
+    pub(super) async fn mark_uninstalled(
+        self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let now = now();
+        let mut tx = self.db.begin().await?;
+        let done = tx
+            .query(
+                "update tenant set uninstalled_at = coalesce(uninstalled_at, $2), updated_at = $3, \
+                 lifecycle_iat = $4 where client_key = $1 \
+                 and (lifecycle_iat is null or lifecycle_iat <= $4)",
+            )
+            .bind(key.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(token.issued_at)
+            .execute()
+            .await?;
+        if done == 0 || !remember_token(&mut tx, key, token).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn reencrypt_secrets(self) -> sqlx::Result<u64> {
+        let rows: Vec<(String, String, Option<String>)> = self
+            .db
+            .query(
+                "select client_key, shared_secret, secret_key_id from tenant \
+                 where (secret_key_id is null and $2) or secret_key_id <> $1 order by client_key",
+            )
+            .bind(self.keyring.current_id())
+            .bind(self.keyring.allows_plaintext())
+            .fetch_all()
+            .await?;
+        let mut sealed_again = 0;
+        for (client_key, stored, key_id) in rows {
+            let secret = open_secret(self.keyring, &client_key, key_id.as_deref(), &stored)?;
+            let sealed = self.keyring.seal(&client_key, &secret);
+            // Only if no install replaced the secret since it was read.
+            sealed_again += self
+                .db
+                .query(
+                    "update tenant set shared_secret = $1, secret_key_id = $2 \
+                     where client_key = $3 and shared_secret = $4",
+                )
+                .bind(&sealed.ciphertext)
+                .bind(&sealed.key_id)
+                .bind(&client_key)
+                .bind(&stored)
+                .execute()
+                .await?;
+        }
+        Ok(sealed_again)
+    }
+
+    pub(super) async fn purge_uninstalled(
+        self,
+        before: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<Purged>> {
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .db
+            .query(
+                "select client_key, uninstalled_at from tenant \
+                 where uninstalled_at is not null and uninstalled_at < $1 order by client_key",
+            )
+            .bind(before)
+            .fetch_all()
+            .await?;
+        self.db
+            .query("delete from lifecycle_token where expires_at < $1")
+            .bind(now().timestamp())
+            .execute()
+            .await?;
+        let mut purged = Vec::with_capacity(due.len());
+        for (client_key, uninstalled_at) in due {
+            let key = ClientKey::new(client_key);
+            let mut tx = self.db.begin_tenant(&key).await?;
+            // A reinstall since the tenant was listed cancels its purge.
+            let gone = tx
+                .query(
+                    "delete from tenant where client_key = $1 and uninstalled_at is not null \
+                     and uninstalled_at < $2",
+                )
+                .bind(key.as_str())
+                .bind(before)
+                .execute()
+                .await?;
+            if gone == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            tx.commit().await?;
+            purged.push(Purged {
+                client_key: key,
+                uninstalled_at,
+            });
+        }
+        Ok(purged)
+    }
+
+    pub(super) async fn set_enabled(
+        self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let done = tx
+            .query(
+                "update tenant set enabled = $2, updated_at = $3, lifecycle_iat = $4 \
+                 where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $4)",
+            )
+            .bind(key.as_str())
+            .bind(enabled)
+            .bind(now())
+            .bind(token.issued_at)
+            .execute()
+            .await?;
+        if done == 0 || !remember_token(&mut tx, key, token).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn realm_migration(
+        self,
+        key: &ClientKey,
+    ) -> sqlx::Result<Option<RealmMigration>> {
+        self.db
+            .query(
+                "select migration_id, location, previous_location, state, error_code, \
+                 start_time, end_time from realm_migration where client_key = $1",
+            )
+            .bind(key.as_str())
+            .fetch_optional::<RealmMigrationRow>()
+            .await?
+            .map(RealmMigration::try_from)
+            .transpose()
+    }
+
+    pub(super) async fn save_realm_migration(
+        self,
+        key: &ClientKey,
+        m: &RealmMigration,
+    ) -> sqlx::Result<()> {
+        self.db
+            .query(
+                "insert into realm_migration (client_key, migration_id, location, \
+                 previous_location, state, error_code, start_time, end_time, updated_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (client_key) do update set \
+                 migration_id = excluded.migration_id, location = excluded.location, \
+                 previous_location = excluded.previous_location, state = excluded.state, \
+                 error_code = excluded.error_code, start_time = excluded.start_time, \
+                 end_time = excluded.end_time, updated_at = excluded.updated_at",
+            )
+            .bind(key.as_str())
+            .bind(&m.migration_id)
+            .bind(&m.location)
+            .bind(&m.previous_location)
+            .bind(m.state.as_str())
+            .bind(&m.error_code)
+            .bind(&m.start_time)
+            .bind(&m.end_time)
+            .bind(now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn personal_data_due(
+        self,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<ClientKey>> {
+        let keys: Vec<(String,)> = self
+            .db
+            .query(
+                "select t.client_key from tenant t \
+                 left join personal_data_report r on r.client_key = t.client_key \
+                 where t.uninstalled_at is null and t.origin = 'connect' and (r.next_due_at is null or r.next_due_at <= $1) \
+                 order by t.client_key",
+            )
+            .bind(now)
+            .fetch_all()
+            .await?;
+        Ok(keys.into_iter().map(|(key,)| ClientKey::new(key)).collect())
+    }
+
+    pub(super) async fn set_personal_data_due(
+        self,
+        key: &ClientKey,
+        reported_at: Option<DateTime<Utc>>,
+        next_due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        self.db
+            .query(
+                "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
+                 values ($1, $2, $3) on conflict (client_key) do update set \
+                 last_reported_at = coalesce(excluded.last_reported_at, personal_data_report.last_reported_at), \
+                 next_due_at = excluded.next_due_at",
+            )
+            .bind(key.as_str())
+            .bind(reported_at)
+            .bind(next_due_at)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// Records that `token` was applied to the tenant; false if it had been already.
+pub(super) async fn remember_token(
+    tx: &mut RegistryTx,
+    key: &ClientKey,
+    token: &LifecycleToken,
+) -> sqlx::Result<bool> {
+    let fresh = tx
+        .query(
+            "insert into lifecycle_token (client_key, token_id, expires_at) \
+             values ($1, $2, $3) on conflict do nothing",
+        )
+        .bind(key.as_str())
+        .bind(&token.id)
+        .bind(token.expires_at.saturating_add(LIFECYCLE_TOKEN_MEMORY_SECS))
+        .execute()
+        .await?;
+    Ok(fresh > 0)
+}
