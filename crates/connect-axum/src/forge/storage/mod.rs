@@ -24,10 +24,15 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use url::Url;
 
 use crate::protocol::ForgeToken;
+
+mod options;
+mod query;
+
+pub use options::{Entry, KeyPolicy, Page, SetOptions, Ttl};
+pub use query::{Condition, EntityQuery, Filter, Filters, Sort};
 
 /// Where Atlassian serves Forge hosted storage (and its other platform APIs).
 pub const DEFAULT_API_BASE: &str = "https://api.atlassian.com";
@@ -122,204 +127,6 @@ impl From<StorageError> for crate::error::Error {
             reason,
             message: e.to_string(),
         }
-    }
-}
-
-/// How long a stored value lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "unit", content = "value", rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Ttl {
-    Seconds(u32),
-    Minutes(u32),
-    Hours(u32),
-    Days(u32),
-}
-
-/// What a `set` does when the key exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum KeyPolicy {
-    /// Replaces the value (Forge's default).
-    Override,
-    /// Refuses the write; Forge answers an error ([`StorageError::Api`]).
-    FailIfExists,
-}
-
-/// The options of a `set`; the default keeps the value until deleted and overrides.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetOptions {
-    /// How long the value lives; `None` keeps it until deleted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<Ttl>,
-    /// What happens when the key exists; `None` is Forge's default, [`KeyPolicy::Override`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_policy: Option<KeyPolicy>,
-}
-
-impl SetOptions {
-    /// The value expires after `ttl`.
-    pub fn ttl(mut self, ttl: Ttl) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// The write is refused when the key exists.
-    pub fn if_absent(mut self) -> Self {
-        self.key_policy = Some(KeyPolicy::FailIfExists);
-        self
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ttl.is_none() && self.key_policy.is_none()
-    }
-}
-
-/// A stored key and its value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Entry<T> {
-    pub key: String,
-    pub value: T,
-}
-
-/// One page of a query: its entries, and the cursor of the next page when there is one.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Page<T> {
-    /// The page's entries, in Forge's order.
-    #[serde(rename = "data")]
-    pub entries: Vec<Entry<T>>,
-    /// Where the next page starts; `None` on the last page. Forge says cursors are not stable:
-    /// use one right away, never store it.
-    #[serde(default)]
-    pub cursor: Option<String>,
-}
-
-/// A condition of an entity query's range or filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Condition {
-    BeginsWith,
-    Between,
-    EqualTo,
-    NotEqualTo,
-    GreaterThan,
-    GreaterThanEqualTo,
-    LessThan,
-    LessThanEqualTo,
-    Contains,
-    NotContains,
-    Exists,
-    NotExists,
-}
-
-/// The order of an entity query's results, by the index's range attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Sort {
-    Asc,
-    Desc,
-}
-
-/// A filter on one attribute of an entity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Filter {
-    pub property: String,
-    pub condition: Condition,
-    pub values: Vec<Value>,
-}
-
-impl Filter {
-    /// `property` meets `condition` with `values` (none for `EXISTS`, two for `BETWEEN`).
-    pub fn new(property: &str, condition: Condition, values: Vec<Value>) -> Self {
-        Self {
-            property: property.to_owned(),
-            condition,
-            values,
-        }
-    }
-}
-
-/// Filters an entity query's results must pass: all of them, or any.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Filters {
-    And(Vec<Filter>),
-    Or(Vec<Filter>),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Range {
-    condition: Condition,
-    values: Vec<Value>,
-}
-
-/// A query of a custom entity by one of its manifest indexes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EntityQuery {
-    index_name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    partition: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    range: Option<Range>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    filters: Option<Filters>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sort: Option<Sort>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cursor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<u32>,
-}
-
-impl EntityQuery {
-    /// A query of the index `index_name`, over all its partitions, in Forge's order.
-    pub fn index(index_name: &str) -> Self {
-        Self {
-            index_name: index_name.to_owned(),
-            partition: Vec::new(),
-            range: None,
-            filters: None,
-            sort: None,
-            cursor: None,
-            limit: None,
-        }
-    }
-
-    /// Only the partition with these values of the index's partition attributes.
-    pub fn partition(mut self, values: Vec<Value>) -> Self {
-        self.partition = values;
-        self
-    }
-
-    /// Only entities whose range attribute meets `condition` with `values`.
-    pub fn range(mut self, condition: Condition, values: Vec<Value>) -> Self {
-        self.range = Some(Range { condition, values });
-        self
-    }
-
-    /// Only entities that pass `filters`.
-    pub fn filters(mut self, filters: Filters) -> Self {
-        self.filters = Some(filters);
-        self
-    }
-
-    /// Results in `sort` order of the range attribute.
-    pub fn sort(mut self, sort: Sort) -> Self {
-        self.sort = Some(sort);
-        self
-    }
-
-    /// The page after the one that returned `cursor`.
-    pub fn cursor(mut self, cursor: &str) -> Self {
-        self.cursor = Some(cursor.to_owned());
-        self
-    }
-
-    /// At most `limit` results (`1..=100`).
-    pub fn limit(mut self, limit: u32) -> Self {
-        self.limit = Some(limit);
-        self
     }
 }
 

@@ -1,0 +1,133 @@
+//! Queries of custom entities by index: conditions, filters, sort and paging.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A condition of an entity query's range or filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Condition {
+    BeginsWith,
+    Between,
+    EqualTo,
+    NotEqualTo,
+    GreaterThan,
+    GreaterThanEqualTo,
+    LessThan,
+    LessThanEqualTo,
+    Contains,
+    NotContains,
+    Exists,
+    NotExists,
+}
+
+/// The order of an entity query's results, by the index's range attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Sort {
+    Asc,
+    Desc,
+}
+
+/// A filter on one attribute of an entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Filter {
+    pub property: String,
+    pub condition: Condition,
+    pub values: Vec<Value>,
+}
+
+impl Filter {
+    /// `property` meets `condition` with `values` (none for `EXISTS`, two for `BETWEEN`).
+    pub fn new(property: &str, condition: Condition, values: Vec<Value>) -> Self {
+        Self {
+            property: property.to_owned(),
+            condition,
+            values,
+        }
+    }
+}
+
+/// Filters an entity query's results must pass: all of them, or any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filters {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Range {
+    condition: Condition,
+    values: Vec<Value>,
+}
+
+/// A query of a custom entity by one of its manifest indexes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityQuery {
+    index_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partition: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<Range>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filters: Option<Filters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sort: Option<Sort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) limit: Option<u32>,
+}
+
+impl EntityQuery {
+    /// A query of the index `index_name`, over all its partitions, in Forge's order.
+    pub fn index(index_name: &str) -> Self {
+        Self {
+            index_name: index_name.to_owned(),
+            partition: Vec::new(),
+            range: None,
+            filters: None,
+            sort: None,
+            cursor: None,
+            limit: None,
+        }
+    }
+
+    /// Only the partition with these values of the index's partition attributes.
+    pub fn partition(mut self, values: Vec<Value>) -> Self {
+        self.partition = values;
+        self
+    }
+
+    /// Only entities whose range attribute meets `condition` with `values`.
+    pub fn range(mut self, condition: Condition, values: Vec<Value>) -> Self {
+        self.range = Some(Range { condition, values });
+        self
+    }
+
+    /// Only entities that pass `filters`.
+    pub fn filters(mut self, filters: Filters) -> Self {
+        self.filters = Some(filters);
+        self
+    }
+
+    /// Results in `sort` order of the range attribute.
+    pub fn sort(mut self, sort: Sort) -> Self {
+        self.sort = Some(sort);
+        self
+    }
+
+    /// The page after the one that returned `cursor`.
+    pub fn cursor(mut self, cursor: &str) -> Self {
+        self.cursor = Some(cursor.to_owned());
+        self
+    }
+
+    /// At most `limit` results (`1..=100`).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
