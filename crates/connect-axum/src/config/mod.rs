@@ -10,68 +10,10 @@ use url::Url;
 
 use crate::store::Keyring;
 
-/// Where an install's `baseUrl` may point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPatterns(Vec<String>);
+mod values;
 
-impl HostPatterns {
-    /// Parses a comma-separated list of host names, each optionally `*.`-prefixed.
-    pub fn parse(list: &str) -> Result<Self, String> {
-        let patterns: Vec<String> = list
-            .split(',')
-            .map(|p| p.trim().to_ascii_lowercase())
-            .filter(|p| !p.is_empty())
-            .collect();
-        if patterns.is_empty() {
-            return Err("at least one host pattern is required".to_owned());
-        }
-        for p in &patterns {
-            let host = p.strip_prefix("*.").unwrap_or(p);
-            if host.is_empty()
-                || host.contains('*')
-                || !host.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
-                })
-            {
-                return Err(format!("{p:?} is not a host name or a *.domain pattern"));
-            }
-        }
-        Ok(Self(patterns))
-    }
-
-    /// Whether `host` matches one of the patterns (`*.example.com` matches subdomains only).
-    pub fn matches(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.0.iter().any(|p| match p.strip_prefix("*.") {
-            Some(domain) => host
-                .strip_suffix(domain)
-                .and_then(|rest| rest.strip_suffix('.'))
-                .is_some_and(|label| !label.is_empty()),
-            None => host == *p,
-        })
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (the default).
-    Pretty,
-    /// One JSON object per line (the Docker image's default).
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "pretty" => Ok(LogFormat::Pretty),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("must be json or pretty".to_owned()),
-        }
-    }
-}
+pub use values::{ConfigError, HostPatterns, LogFormat};
+use values::{days, http_url, parse, path_var, url_var};
 
 /// The service's configuration. Tests build it with [`Config::from_vars`].
 #[derive(Debug, Clone)]
@@ -331,14 +273,6 @@ pub const DEFAULT_ALLOWED_BASE_URLS: &str =
 pub struct KeyFileError {
     pub path: PathBuf,
     pub error: std::io::Error,
-}
-
-/// A configuration variable with a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {var}: {message}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub message: String,
 }
 
 impl Config {
@@ -663,81 +597,6 @@ impl Config {
             purge_interval: Duration::from_secs(purge_interval.get()),
         })
     }
-}
-
-/// A route path such as `/forge/events`: a leading `/`, then letters, digits, `-`, `_` and `/`.
-fn path_var(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-) -> Result<String, ConfigError> {
-    let path = var(name).unwrap_or_else(|| default.to_owned());
-    let path = path.trim().trim_end_matches('/').to_owned();
-    if !path.starts_with('/')
-        || path.len() < 2
-        || !path[1..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
-    {
-        return Err(ConfigError {
-            var: name,
-            message: format!("{path:?}: must be a path such as {default}"),
-        });
-    }
-    Ok(path)
-}
-
-fn parse<T: std::str::FromStr>(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let value = var(name).unwrap_or_else(|| default.to_owned());
-    value.trim().parse().map_err(|e: T::Err| ConfigError {
-        var: name,
-        message: format!("{value:?}: {e}"),
-    })
-}
-
-/// A number of days (fractions allowed) from 0 to `max`, as a duration.
-fn days(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-    max: f64,
-) -> Result<Duration, ConfigError> {
-    let days: f64 = parse(var, name, default)?;
-    Duration::try_from_secs_f64(days * 86_400.0)
-        .ok()
-        .filter(|_| days <= max)
-        .ok_or_else(|| ConfigError {
-            var: name,
-            message: format!("{days}: must be a number of days from 0 to {max}"),
-        })
-}
-
-/// The http(s) URL in `name`, or `default`.
-fn url_var(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-) -> Result<Url, ConfigError> {
-    http_url(name, &var(name).unwrap_or_else(|| default.to_owned()))
-}
-
-fn http_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let err = |message: String| ConfigError { var, message };
-    let url = Url::parse(value.trim()).map_err(|e| err(format!("{value:?}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(err(format!("{value:?} must be an absolute http(s) URL")));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(err(format!("{value:?} must not have a query or fragment")));
-    }
-    Ok(url)
 }
 
 #[cfg(test)]
