@@ -256,11 +256,21 @@ async fn seed_directly(database_url: &str, tenants: usize) {
         .await
         .unwrap();
     }
+    // Ids are numbered per tenant (1 to 10), the tenant's counter at the last, as the server's
+    // inserts leave them.
     sqlx::query(
-        "insert into note (client_key, issue_key, body, author, created_at) \
-         select 'bench-tenant-' || i, 'PROJ-1', 'Note ' || n || ' of tenant ' || i || ': the quick brown fox jumps over the lazy dog.', \
+        "insert into note (client_key, id, issue_key, body, author, created_at) \
+         select 'bench-tenant-' || i, n + 1, 'PROJ-1', 'Note ' || n || ' of tenant ' || i || ': the quick brown fox jumps over the lazy dog.', \
                 'bench-user-' || i, now() \
-         from generate_series(0, $1 - 1) as i, generate_series(0, 9) as n",
+         from generate_series(0, $1 - 1) as i, generate_series(0, 9) as n on conflict do nothing",
+    )
+    .bind(tenants as i64)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into note_sequence (client_key, last_id) \
+         select 'bench-tenant-' || i, 10 from generate_series(0, $1 - 1) as i on conflict do nothing",
     )
     .bind(tenants as i64)
     .execute(&pool)

@@ -102,13 +102,15 @@ for side in axum ace; do
     >"$out/check-$side.json"
   python3 - "$side" "$out/check-$side.json" <<'EOF'
 import json, sys
-notes = json.load(open(sys.argv[2]))
+page = json.load(open(sys.argv[2]))
+notes = page["notes"]
+assert page["next"] is None, f"{sys.argv[1]}: a second page: {page['next']}"
 assert len(notes) == 10, f"{sys.argv[1]}: expected 10 notes, got {len(notes)}"
 print(f"check {sys.argv[1]}: GET answers 200 with 10 notes, fields {sorted(notes[0])}")
 EOF
 done
-cmp -s <(python3 -c 'import json,sys; print(sorted(json.load(open(sys.argv[1]))[0]))' "$out/check-axum.json") \
-       <(python3 -c 'import json,sys; print(sorted(json.load(open(sys.argv[1]))[0]))' "$out/check-ace.json") \
+cmp -s <(python3 -c 'import json,sys; print(sorted(json.load(open(sys.argv[1]))["notes"][0]))' "$out/check-axum.json") \
+       <(python3 -c 'import json,sys; print(sorted(json.load(open(sys.argv[1]))["notes"][0]))' "$out/check-ace.json") \
   || { echo "the two servers answer different fields" >&2; exit 1; }
 
 run_wrk() { # side conns threads seconds [extra wrk options]

@@ -208,7 +208,9 @@ impl<S: Send + Sync> FromRequest<S> for CreateNote {
 /// The query of `GET …/notes`: a page size and where the page starts.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
+    /// Notes in the page, 1 to [`MAX_PAGE_SIZE`] ([`DEFAULT_PAGE_SIZE`] without it).
     pub limit: Option<String>,
+    /// The `next` of the page before; without it, the first page.
     pub cursor: Option<String>,
 }
 

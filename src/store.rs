@@ -35,7 +35,9 @@ pub struct NotesPage {
 /// How many notes one tenant may keep: on one issue, and in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoteCaps {
+    /// `NOTES_PER_ISSUE_LIMIT`: notes on one issue.
     pub per_issue: u64,
+    /// `NOTES_PER_TENANT_LIMIT`: notes in all.
     pub per_tenant: u64,
 }
 

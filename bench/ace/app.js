@@ -62,21 +62,46 @@ function badRequest(res, error, message) {
   res.status(400).json({ error, message });
 }
 
+// The Rust app's page: `limit` 1 to 100 (default 50), `cursor` base64url of the last id of the
+// page before.
+function parsePage(query) {
+  let limit = 50;
+  if (query.limit !== undefined) {
+    limit = /^[0-9]+$/.test(query.limit) ? Number(query.limit) : 0;
+    if (limit < 1 || limit > 100) return { error: "invalid_limit", message: "limit must be an integer from 1 to 100" };
+  }
+  let after = "0";
+  if (query.cursor !== undefined) {
+    const id = /^[A-Za-z0-9_-]+$/.test(query.cursor) ? Buffer.from(query.cursor, "base64url").toString() : "";
+    if (!/^[0-9]+$/.test(id) || BigInt(id) < 1n || BigInt(id) > 9223372036854775807n) {
+      return { error: "invalid_cursor", message: "the cursor is not one this API gave" };
+    }
+    after = id;
+  }
+  return { after, limit };
+}
+
 app.get("/api/issues/:issueKey/notes", addon.authenticate(), async (req, res) => {
   const issueKey = req.params.issueKey;
   if (issueKey.length > 255 || !ISSUE_KEY.test(issueKey)) {
     return badRequest(res, "invalid_issue_key", "the issue key must look like PROJ-123");
   }
+  const page = parsePage(req.query);
+  if (page.error) return badRequest(res, page.error, page.message);
   try {
-    // The Rust app's statement, prepared once per connection.
+    // The Rust app's statement, prepared once per connection: one more than the page tells
+    // whether more follow.
     const { rows } = await notes.query({
       name: "list-notes",
       text:
         "select id, issue_key, body, author, created_at from note " +
-        "where client_key = $1 and issue_key = $2 order by id",
-      values: [req.context.clientKey, issueKey]
+        "where client_key = $1 and issue_key = $2 and id > $3 order by id limit $4",
+      values: [req.context.clientKey, issueKey, page.after, page.limit + 1]
     });
-    res.json(rows.map(toJson));
+    const more = rows.length > page.limit;
+    const shown = rows.slice(0, page.limit);
+    const next = more ? Buffer.from(String(shown[shown.length - 1].id)).toString("base64url") : null;
+    res.json({ notes: shown.map(toJson), next });
   } catch (err) {
     addon.logger.error("list notes:", err.message);
     res.status(500).json({ error: "internal" });

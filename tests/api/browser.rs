@@ -364,3 +364,44 @@ async fn the_panel_deletes_only_the_users_own_notes_and_outlives_its_session_wit
     screenshot(&client, "panel-own-notes.png").await;
     client.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_panel_lists_every_note_of_an_issue_across_pages() {
+    if !browser_available() {
+        return;
+    }
+    let jira = serve(fake_jira(ContextToken::default())).await;
+    let app =
+        TestApp::sqlite_with(|name| (name == "ALLOWED_BASE_URLS").then(|| "127.0.0.1".to_owned()))
+            .await;
+    let app_addr = serve(app.router.clone()).await;
+    let mut a = TestTenant::new("a");
+    a.base_url = format!("http://{jira}");
+    let a = app.install_tenant(a).await;
+    // More than the panel's page of 100.
+    for i in 1..=105 {
+        let created = app
+            .signed(
+                &a,
+                "POST",
+                "/api/issues/PROJ-1/notes",
+                Some(&json!({ "body": format!("note {i}") })),
+            )
+            .await;
+        assert_eq!(created.status, axum::http::StatusCode::CREATED);
+    }
+
+    let (_driver, client) = start_driver().await;
+    open_panel(&client, jira, app_addr, &a).await;
+    assert_eq!(status(&client).await, "105 notes");
+    let bodies = client
+        .execute(
+            "return [...document.querySelectorAll('li.note p.body')].map((p) => p.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1..=105).map(|i| format!("note {i}")).collect();
+    assert_eq!(bodies, json!(expected), "each note once, oldest first");
+    client.close().await.unwrap();
+}

@@ -1,10 +1,12 @@
 //! The store contract, checked on both backends.
 
-use connect_axum::store::{LifecycleToken, TenantStore};
+use std::sync::Arc;
+
+use connect_axum::store::{AppMigrations, ClientKey, LifecycleToken, TenantStore};
 use issue_notes::store::{self as notes, NewNote, Note, NoteCaps, NoteCreation, NoteDeletion};
 use sqlx::{Connection as _, Executor as _};
 
-use crate::helpers::TestApp;
+use crate::helpers::{AppUnderTest, TestApp, TestTenant};
 use crate::on_both_stores;
 
 async fn unknown_tenants_are_not_found(app: TestApp) {
@@ -404,6 +406,160 @@ async fn a_database_from_before_the_sample_left_the_library_upgrades_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
     upgrade_from_the_library_that_held_the_samples_tables(&url).await;
+}
+
+/// The sample's migrations up to the last one before note ids were numbered per tenant.
+fn migrations_before_per_tenant_ids() -> AppMigrations {
+    const PER_TENANT_IDS: i64 = 20261210000100;
+    let mut migrations = issue_notes::migrations();
+    migrations.postgres.retain(|m| m.version < PER_TENANT_IDS);
+    migrations.sqlite.retain(|m| m.version < PER_TENANT_IDS);
+    migrations
+}
+
+/// The sample on the schema whose note ids came from one sequence for all tenants.
+fn before_per_tenant_ids() -> AppUnderTest {
+    AppUnderTest::new(|config| {
+        issue_notes::app(config).migrations(migrations_before_per_tenant_ids())
+    })
+}
+
+/// Notes written under one sequence for all tenants keep their ids under per-tenant ids, and
+/// each tenant's next id follows its largest, also when that note has since been deleted.
+async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) {
+    let (a, b) = (old.install("a").await, old.install("b").await);
+    let key = |store: Arc<dyn TenantStore>, tenant: &TestTenant| {
+        let client_key = tenant.client_key.clone();
+        async move {
+            let record = store.find_tenant(&client_key).await.unwrap().unwrap();
+            record.installation.client_key.clone()
+        }
+    };
+    let (a_key, b_key) = (
+        key(old.store.clone(), &a).await,
+        key(old.store.clone(), &b).await,
+    );
+    let mut written = Vec::new();
+    for (tenant, issue) in [(&a_key, "PROJ-1"), (&b_key, "PROJ-1"), (&a_key, "PROJ-2")] {
+        let mut tx = old.store.tenant_transaction(tenant).await.unwrap();
+        let (id,): (i64,) = tx
+            .query(
+                "insert into note (client_key, issue_key, body, created_at) \
+                 values ($1, $2, 'kept', $3) returning id",
+            )
+            .bind(tenant.as_str())
+            .bind(issue)
+            .bind(connect_axum::store::now())
+            .fetch_one()
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        written.push(id);
+    }
+    assert_eq!(written, [1, 2, 3], "one sequence for all tenants");
+
+    let store = connect_axum::store::connect(&crate::helpers::store_options(&old.database_url))
+        .await
+        .expect("the per-tenant ids migrate");
+    let ids = |tenant: &ClientKey, issue: &'static str| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            notes::list_notes(store.as_ref(), &tenant, issue, 0, 100)
+                .await
+                .unwrap()
+                .notes
+                .iter()
+                .map(|n| n.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(&a_key, "PROJ-1").await, [1]);
+    assert_eq!(ids(&a_key, "PROJ-2").await, [3]);
+    assert_eq!(ids(&b_key, "PROJ-1").await, [2]);
+
+    assert_eq!(
+        notes::delete_note(store.as_ref(), &a_key, "PROJ-2", 3, None)
+            .await
+            .unwrap(),
+        NoteDeletion::Deleted
+    );
+    let note = || NewNote {
+        issue_key: "PROJ-1".to_owned(),
+        body: "after".to_owned(),
+        author: None,
+    };
+    assert_eq!(
+        create(store.as_ref(), &a_key, note()).await.id,
+        4,
+        "a's deleted note 3 keeps its id to itself"
+    );
+    assert_eq!(create(store.as_ref(), &b_key, note()).await.id, 3);
+    store.close().await;
+}
+
+/// A login of its own that owns its test databases without being a superuser, as the owner
+/// login of a production database is: row-level security is forced on it.
+struct OwnerLogin {
+    admin_url: String,
+    name: String,
+    /// The server's `postgres` database as this login, to make test databases from.
+    url: String,
+}
+
+impl OwnerLogin {
+    async fn create() -> Self {
+        let admin_url = crate::helpers::admin_url();
+        let name = crate::helpers::unique_name();
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        // The role is the cluster's; the migrations make it only for a login that may.
+        admin
+            .execute(
+                "do $$ begin create role connect_axum_app nologin; \
+                 exception when duplicate_object or unique_violation then null; end $$",
+            )
+            .await
+            .unwrap();
+        for sql in [
+            format!(r#"create role "{name}" login createdb"#),
+            format!(r#"grant connect_axum_app to "{name}""#),
+        ] {
+            admin.execute(sql.as_str()).await.unwrap();
+        }
+        admin.close().await.unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_username(&name).unwrap();
+        Self {
+            admin_url,
+            url: url.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for OwnerLogin {
+    fn drop(&mut self) {
+        crate::helpers::admin_cleanup(
+            &self.admin_url,
+            vec![format!(r#"drop role if exists "{}""#, self.name)],
+        );
+    }
+}
+
+#[tokio::test]
+async fn existing_notes_keep_their_ids_when_ids_become_per_tenant_postgres() {
+    let owner = OwnerLogin::create().await;
+    let old = before_per_tenant_ids()
+        .postgres_tuned(&owner.url, |_| {}, |_| None)
+        .await;
+    existing_notes_keep_their_ids_when_ids_become_per_tenant(old).await;
+}
+
+#[tokio::test]
+async fn existing_notes_keep_their_ids_when_ids_become_per_tenant_sqlite() {
+    existing_notes_keep_their_ids_when_ids_become_per_tenant(
+        before_per_tenant_ids().sqlite().await,
+    )
+    .await;
 }
 
 async fn a_declared_tenant_table_without_a_client_key_stops_the_start(app: TestApp) {

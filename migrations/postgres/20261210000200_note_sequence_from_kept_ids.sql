@@ -1,0 +1,14 @@
+-- Each tenant's note_sequence row starts at its largest note id. 20261210000100 made a tenant's row
+-- only at its next note, from the notes left by then: the ids of notes deleted in between would
+-- have been handed out again (to a client holding a cursor or an id, a different note).
+-- The migrating login owns the tables, and their row-level security is forced on the owner too:
+-- lifted for this copy only, within the migration's transaction.
+alter table note no force row level security;
+alter table note_sequence no force row level security;
+
+insert into note_sequence (client_key, last_id)
+select client_key, max(id) from note group by client_key
+on conflict (client_key) do nothing;
+
+alter table note force row level security;
+alter table note_sequence force row level security;
