@@ -18,10 +18,9 @@
 //! # }
 //! ```
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,19 +31,19 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use entities::{Index, entity_key, entity_query, entity_set};
+pub use kvs::{DEFAULT_QUERY_LIMIT, KEY_EXISTS_CODE};
+use kvs::{Stored, delete, get, query, set};
+
+mod entities;
+mod kvs;
+
 /// The mutation of offline user impersonation as Atlassian documents it; the fake answers no
 /// other query (whitespace aside).
 pub const OFFLINE_USER_AUTH_TOKEN_MUTATION: &str = "mutation forge_remote_offlineUserAuthToken($input: OfflineUserAuthTokenInput!) { offlineUserAuthToken(input: $input) { success errors { message } authToken { token ttl } } }";
 
 /// The `ttl` (seconds) of the user tokens the fake grants unless told otherwise.
 pub const DEFAULT_IMPERSONATION_TTL_SECS: u64 = 3600;
-
-/// The code the fake answers a `set` with `keyPolicy: FAIL_IF_EXISTS` on an existing key (with
-/// 409): Atlassian documents none.
-pub const KEY_EXISTS_CODE: &str = "KEY_ALREADY_EXISTS";
-
-/// The entries of a query page when the query names no `limit`.
-pub const DEFAULT_QUERY_LIMIT: usize = 10;
 
 /// An impersonation request the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,28 +67,11 @@ pub struct StorageCall {
     pub body: Value,
 }
 
-#[derive(Clone)]
-struct Stored {
-    value: Value,
-    expires: Option<Instant>,
-}
-
-impl Stored {
-    fn live(&self) -> bool {
-        self.expires.is_none_or(|at| at > Instant::now())
-    }
-}
-
 #[derive(Default)]
 struct Installation {
     kvs: BTreeMap<String, Stored>,
     secrets: BTreeMap<String, Stored>,
     entities: BTreeMap<(String, String), Stored>,
-}
-
-struct Index {
-    partition: Vec<String>,
-    range: String,
 }
 
 struct Knobs {
@@ -396,13 +378,6 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     response
 }
 
-/// Why the fake refuses an operation: status, code, message.
-type Refusal = (StatusCode, String, String);
-
-fn bad(code: &str, message: impl Into<String>) -> Refusal {
-    (StatusCode::BAD_REQUEST, code.to_owned(), message.into())
-}
-
 async fn storage(
     State(shared): State<Arc<Shared>>,
     Path(op): Path<String>,
@@ -465,346 +440,4 @@ async fn storage(
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err((status, code, message)) => failure(status, &code, &message),
     }
-}
-
-/// `body.key`, checked as Forge checks keys.
-fn key(body: &Value) -> Result<String, Refusal> {
-    let Some(key) = body["key"].as_str() else {
-        return Err(bad("INVALID_KEY", "key is required"));
-    };
-    let chars = key.chars().count();
-    if chars == 0 {
-        return Err(bad("KEY_TOO_SHORT", "the key is empty"));
-    }
-    if chars > 500 {
-        return Err(bad("KEY_TOO_LONG", "the key is over 500 characters"));
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || ":._-#".contains(c) || c.is_whitespace();
-    if !key.chars().all(allowed) || key.chars().all(char::is_whitespace) {
-        return Err(bad("INVALID_KEY", "the key has characters Forge refuses"));
-    }
-    Ok(key.to_owned())
-}
-
-/// `{key, value}` of a live key.
-fn get(store: &BTreeMap<String, Stored>, body: &Value) -> Option<Result<Option<Value>, Refusal>> {
-    let key = match key(body) {
-        Ok(key) => key,
-        Err(refusal) => return Some(Err(refusal)),
-    };
-    let stored = store.get(&key).filter(|s| s.live())?;
-    Some(Ok(Some(json!({ "key": key, "value": stored.value }))))
-}
-
-/// `body.options` as stored: the expiry of its `ttl`, after checking its `keyPolicy`.
-fn stored_value(body: &Value, exists: bool) -> Result<Stored, Refusal> {
-    let Some(value) = body.get("value").filter(|v| !v.is_null()) else {
-        return Err(bad("INVALID_VALUE", "value is required"));
-    };
-    let options = &body["options"];
-    match options["keyPolicy"].as_str() {
-        None | Some("OVERRIDE") => {}
-        Some("FAIL_IF_EXISTS") if exists => {
-            return Err((
-                StatusCode::CONFLICT,
-                KEY_EXISTS_CODE.to_owned(),
-                "the key exists".to_owned(),
-            ));
-        }
-        Some("FAIL_IF_EXISTS") => {}
-        Some(_) => return Err(bad("INVALID_KEY_POLICY", "unknown keyPolicy")),
-    }
-    let expires = match options.get("ttl") {
-        None => None,
-        Some(ttl) => {
-            let unit = match ttl["unit"].as_str() {
-                Some("SECONDS") => 1,
-                Some("MINUTES") => 60,
-                Some("HOURS") => 3600,
-                Some("DAYS") => 86_400,
-                _ => return Err(bad("INVALID_TTL", "unknown ttl unit")),
-            };
-            let Some(n) = ttl["value"].as_u64().filter(|n| *n > 0) else {
-                return Err(bad("INVALID_TTL", "ttl value must be a positive integer"));
-            };
-            Some(Instant::now() + Duration::from_secs(n * unit))
-        }
-    };
-    Ok(Stored {
-        value: value.clone(),
-        expires,
-    })
-}
-
-fn set(store: &mut BTreeMap<String, Stored>, body: &Value) -> Result<Option<Value>, Refusal> {
-    let key = key(body)?;
-    let exists = store.get(&key).is_some_and(Stored::live);
-    let stored = stored_value(body, exists)?;
-    store.insert(key, stored);
-    Ok(None)
-}
-
-fn delete(store: &mut BTreeMap<String, Stored>, body: &Value) -> Result<Option<Value>, Refusal> {
-    store.remove(&key(body)?);
-    Ok(None)
-}
-
-/// The `limit` of a query, 1 to 100.
-fn limit(body: &Value) -> Result<usize, Refusal> {
-    match body.get("limit") {
-        None => Ok(DEFAULT_QUERY_LIMIT),
-        Some(limit) => match limit.as_u64() {
-            Some(n @ 1..=100) => Ok(n as usize),
-            _ => Err(bad(
-                "LIST_QUERY_LIMIT_EXCEEDED",
-                "limit must be between 1 and 100",
-            )),
-        },
-    }
-}
-
-/// A page of keys in order, by `BEGINS_WITH` on the key; the cursor is the last key returned.
-fn query(store: &BTreeMap<String, Stored>, body: &Value) -> Result<Option<Value>, Refusal> {
-    let prefix = match body.get("where") {
-        None => "",
-        Some(Value::Array(conditions)) => match conditions.as_slice() {
-            [c] if c["property"] == "key" && c["condition"] == "BEGINS_WITH" => {
-                match c["values"].as_array().map(Vec::as_slice) {
-                    Some([Value::String(prefix)]) => prefix.as_str(),
-                    _ => return Err(bad("QUERY_WHERE_INVALID", "one prefix is required")),
-                }
-            }
-            _ => return Err(bad("QUERY_WHERE_INVALID", "one BEGINS_WITH on key only")),
-        },
-        Some(_) => return Err(bad("QUERY_WHERE_INVALID", "where must be a list")),
-    };
-    let limit = limit(body)?;
-    let after = match body.get("after") {
-        None => None,
-        Some(cursor) => match cursor.as_str().and_then(|c| c.strip_prefix("after:")) {
-            Some(key) => Some(key.to_owned()),
-            None => return Err(bad("INVALID_CURSOR", "not a cursor of this store")),
-        },
-    };
-    let mut matching = store
-        .iter()
-        .filter(|(k, s)| k.starts_with(prefix) && s.live())
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| k.as_str() > a.as_str()));
-    let page: Vec<_> = matching.by_ref().take(limit).collect();
-    let more = matching.next().is_some();
-    let mut answer = json!({
-        "data": page.iter().map(|(k, s)| json!({ "key": k, "value": s.value })).collect::<Vec<_>>(),
-    });
-    if let (true, Some((last, _))) = (more, page.last()) {
-        answer["cursor"] = format!("after:{last}").into();
-    }
-    Ok(Some(answer))
-}
-
-fn entity_key(body: &Value) -> Result<(String, String), Refusal> {
-    let Some(entity) = body["entityName"].as_str().filter(|e| !e.is_empty()) else {
-        return Err(bad("INVALID_ENTITY_NAME", "entityName is required"));
-    };
-    Ok((entity.to_owned(), key(body)?))
-}
-
-fn entity_set(
-    entities: &mut BTreeMap<(String, String), Stored>,
-    body: &Value,
-) -> Result<Option<Value>, Refusal> {
-    let at = entity_key(body)?;
-    if !body["value"].is_object() {
-        return Err(bad("INVALID_VALUE", "an entity value is an object"));
-    }
-    let exists = entities.get(&at).is_some_and(Stored::live);
-    let stored = stored_value(body, exists)?;
-    entities.insert(at, stored);
-    Ok(None)
-}
-
-/// Orders JSON numbers and strings; anything else is unordered.
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
-        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
-        _ => None,
-    }
-}
-
-/// Whether `actual` (absent: `None`) meets `condition` with `values`.
-fn meets(actual: Option<&Value>, condition: &Value, values: &Value) -> Result<bool, Refusal> {
-    let values = values.as_array().map(Vec::as_slice).unwrap_or_default();
-    let first = || {
-        values
-            .first()
-            .ok_or_else(|| bad("INVALID_CONDITION", "the condition needs a value"))
-    };
-    let ordered = |want: &[Ordering]| -> Result<bool, Refusal> {
-        let v = first()?;
-        Ok(actual
-            .and_then(|a| compare(a, v))
-            .is_some_and(|o| want.contains(&o)))
-    };
-    let contains = |a: &Value, v: &Value| match (a, v) {
-        (Value::String(a), Value::String(v)) => a.contains(v.as_str()),
-        (Value::Array(a), v) => a.contains(v),
-        _ => false,
-    };
-    use Ordering::{Equal, Greater, Less};
-    Ok(match condition.as_str().unwrap_or_default() {
-        "EXISTS" => actual.is_some(),
-        "NOT_EXISTS" => actual.is_none(),
-        "EQUAL_TO" => actual == Some(first()?),
-        "NOT_EQUAL_TO" => actual != Some(first()?),
-        "BEGINS_WITH" => {
-            let v = first()?;
-            matches!((actual, v), (Some(Value::String(a)), Value::String(v)) if a.starts_with(v.as_str()))
-        }
-        "CONTAINS" => {
-            let v = first()?;
-            actual.is_some_and(|a| contains(a, v))
-        }
-        "NOT_CONTAINS" => {
-            let v = first()?;
-            !actual.is_some_and(|a| contains(a, v))
-        }
-        "GREATER_THAN" => ordered(&[Greater])?,
-        "GREATER_THAN_EQUAL_TO" => ordered(&[Greater, Equal])?,
-        "LESS_THAN" => ordered(&[Less])?,
-        "LESS_THAN_EQUAL_TO" => ordered(&[Less, Equal])?,
-        "BETWEEN" => {
-            let [low, high] = values else {
-                return Err(bad("INVALID_CONDITION", "BETWEEN needs two values"));
-            };
-            actual.is_some_and(|a| {
-                compare(a, low).is_some_and(|o| o != Less)
-                    && compare(a, high).is_some_and(|o| o != Greater)
-            })
-        }
-        other => {
-            return Err(bad(
-                "INVALID_CONDITION",
-                format!("unknown condition {other}"),
-            ));
-        }
-    })
-}
-
-/// Entities of a declared index's partition, by its range and filters, sorted by the range
-/// attribute (then key); the cursor is the offset of the next page.
-fn entity_query(
-    entities: &BTreeMap<(String, String), Stored>,
-    indexes: &HashMap<(String, String), Index>,
-    body: &Value,
-) -> Result<Option<Value>, Refusal> {
-    let entity = body["entityName"].as_str().unwrap_or_default().to_owned();
-    let index_name = body["indexName"].as_str().unwrap_or_default().to_owned();
-    let Some(index) = indexes.get(&(entity.clone(), index_name)) else {
-        return Err(bad("INDEX_NOT_DEFINED", "no such index on the entity"));
-    };
-    let partition = body["partition"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if partition.len() != index.partition.len() {
-        return Err(bad(
-            "INVALID_PARTITION",
-            "the partition must give each partition attribute",
-        ));
-    }
-    let limit = limit(body)?;
-    let offset = match body.get("cursor") {
-        None => 0,
-        Some(cursor) => match cursor
-            .as_str()
-            .and_then(|c| c.strip_prefix("offset:"))
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return Err(bad("INVALID_CURSOR", "not a cursor of this store")),
-        },
-    };
-    let filters: Vec<&Value>;
-    let any = match &body.get("filters") {
-        None => {
-            filters = Vec::new();
-            false
-        }
-        Some(f) => match (f["and"].as_array(), f["or"].as_array()) {
-            (Some(and), None) => {
-                filters = and.iter().collect();
-                false
-            }
-            (None, Some(or)) => {
-                filters = or.iter().collect();
-                true
-            }
-            _ => {
-                return Err(bad(
-                    "INVALID_FILTERS",
-                    "filters are {and: […]} or {or: […]}",
-                ));
-            }
-        },
-    };
-    let mut rows = Vec::new();
-    for ((e, key), stored) in entities {
-        if *e != entity || !stored.live() {
-            continue;
-        }
-        let value = &stored.value;
-        if !index
-            .partition
-            .iter()
-            .zip(partition)
-            .all(|(attribute, want)| value.get(attribute) == Some(want))
-        {
-            continue;
-        }
-        if let Some(range) = body.get("range")
-            && !meets(
-                value.get(&index.range),
-                &range["condition"],
-                &range["values"],
-            )?
-        {
-            continue;
-        }
-        if !filters.is_empty() {
-            let mut passed = Vec::new();
-            for f in &filters {
-                let property = f["property"].as_str().unwrap_or_default();
-                passed.push(meets(value.get(property), &f["condition"], &f["values"])?);
-            }
-            let pass = if any {
-                passed.contains(&true)
-            } else {
-                !passed.contains(&false)
-            };
-            if !pass {
-                continue;
-            }
-        }
-        rows.push((key, value));
-    }
-    rows.sort_by(|(ka, a), (kb, b)| {
-        let by_range = match (a.get(&index.range), b.get(&index.range)) {
-            (Some(a), Some(b)) => compare(a, b).unwrap_or(Ordering::Equal),
-            (a, b) => a.is_some().cmp(&b.is_some()),
-        };
-        by_range.then_with(|| ka.cmp(kb))
-    });
-    match body["sort"].as_str() {
-        None | Some("ASC") => {}
-        Some("DESC") => rows.reverse(),
-        Some(_) => return Err(bad("INVALID_SORT", "sort is ASC or DESC")),
-    }
-    let page: Vec<_> = rows.iter().skip(offset).take(limit).collect();
-    let mut answer = json!({
-        "data": page.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
-    });
-    if offset + page.len() < rows.len() {
-        answer["cursor"] = format!("offset:{}", offset + page.len()).into();
-    }
-    Ok(Some(answer))
 }
