@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use connect_axum::personal_data::AccountIdSource;
 use connect_axum::residency::RealmMover;
+use connect_axum::store::StoreError;
 use connect_axum::store::{ClientKey, TenantStore};
 
 /// The notes' authors.
@@ -16,7 +17,7 @@ impl AccountIdSource for NoteAuthors {
         &self,
         store: &dyn TenantStore,
         key: &ClientKey,
-    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         let mut tx = store.tenant_transaction(key).await?;
         tx.query(
             "select author, min(created_at) from note \
@@ -33,7 +34,7 @@ impl AccountIdSource for NoteAuthors {
         store: &dyn TenantStore,
         key: &ClientKey,
         account_id: &str,
-    ) -> sqlx::Result<u64> {
+    ) -> Result<u64, StoreError> {
         let mut tx = store.tenant_transaction(key).await?;
         let changed = tx
             .query("update note set author = null where client_key = $1 and author = $2")
@@ -51,7 +52,10 @@ pub struct StoredLocation;
 
 impl StoredLocation {
     /// Where the tenant's data is (`None`: the realm it was installed in).
-    pub async fn read(store: &dyn TenantStore, key: &ClientKey) -> sqlx::Result<Option<String>> {
+    pub async fn read(
+        store: &dyn TenantStore,
+        key: &ClientKey,
+    ) -> Result<Option<String>, StoreError> {
         let mut tx = store.tenant_transaction(key).await?;
         let row: Option<(String,)> = tx
             .query("select location from data_location where client_key = $1")
@@ -96,6 +100,6 @@ impl RealmMover for StoredLocation {
             .await?;
             tx.commit().await
         };
-        moved.await.map_err(|e: sqlx::Error| e.to_string())
+        moved.await.map_err(|e: StoreError| e.to_string())
     }
 }

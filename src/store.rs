@@ -2,6 +2,7 @@
 //! Postgres, row-level security admits only that tenant's rows).
 
 use chrono::{DateTime, Utc};
+use connect_axum::store::StoreError;
 use connect_axum::store::{self, ClientKey, TenantStore};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +71,7 @@ pub async fn list_notes(
     issue_key: &str,
     after: i64,
     limit: u32,
-) -> sqlx::Result<NotesPage> {
+) -> Result<NotesPage, StoreError> {
     let mut tx = store.tenant_transaction(key).await?;
     // Read-only: dropped rather than committed, so the read is one round trip (the ROLLBACK is
     // sent without waiting for its answer). One more than the page tells whether more follow.
@@ -101,7 +102,7 @@ pub async fn create_note(
     key: &ClientKey,
     note: NewNote,
     caps: NoteCaps,
-) -> sqlx::Result<NoteCreation> {
+) -> Result<NoteCreation, StoreError> {
     let created_at = store::now();
     let mut tx = store.tenant_transaction(key).await?;
     let (id,): (i64,) = tx
@@ -161,7 +162,7 @@ pub async fn delete_note(
     issue_key: &str,
     id: i64,
     author: Option<&str>,
-) -> sqlx::Result<NoteDeletion> {
+) -> Result<NoteDeletion, StoreError> {
     let mut tx = store.tenant_transaction(key).await?;
     let deleted = tx
         .query(
@@ -201,7 +202,7 @@ pub async fn delete_issue_notes(
     store: &dyn TenantStore,
     key: &ClientKey,
     issue_key: &str,
-) -> sqlx::Result<u64> {
+) -> Result<u64, StoreError> {
     let mut tx = store.tenant_transaction(key).await?;
     let deleted = tx
         .query("delete from note where client_key = $1 and issue_key = $2")

@@ -123,7 +123,7 @@ async fn rows_read_into_structs_tuples_and_single_values(app: TestApp) {
         .fetch_all::<i64>()
         .await;
     assert!(
-        matches!(wrong, Err(sqlx::Error::Decode(_))),
+        matches!(wrong, Err(connect_axum::store::StoreError::Decode(_))),
         "text read as a number: {wrong:?}"
     );
 }

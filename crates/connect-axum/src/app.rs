@@ -26,6 +26,7 @@ use crate::auth::{LifecycleJwt, ProductJwt};
 use crate::error::Error;
 use crate::monitoring;
 use crate::residency;
+use crate::store::StoreError;
 
 /// The header that carries a request's id: kept when the client sends one, made otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -154,8 +155,9 @@ pub const READYZ_TIMEOUT: Duration = Duration::from_millis(800);
 async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
     tokio::time::timeout(READYZ_TIMEOUT, app.store.ping())
         .await
-        .map_err(|_| Error::StoreUnavailable(sqlx::Error::PoolTimedOut))?
-        .map_err(Error::StoreUnavailable)?;
+        .map_err(|_| StoreError::timed_out())
+        .and_then(|pinged| pinged)
+        .map_err(|e| Error::StoreUnavailable(Box::new(e)))?;
     Ok(Json(json!({ "status": "ok" })))
 }
 

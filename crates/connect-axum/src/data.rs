@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::store::StoreError;
 use crate::store::{ClientKey, TenantStore};
 
 /// A place where an app keeps Atlassian account ids (authors, assignees, …), registered with
@@ -18,7 +19,7 @@ pub trait AccountIdSource: Send + Sync + 'static {
         &self,
         store: &dyn TenantStore,
         key: &ClientKey,
-    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>>;
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
 
     /// Removes `account_id` from the tenant's data; returns how many rows changed.
     async fn anonymise(
@@ -26,7 +27,7 @@ pub trait AccountIdSource: Send + Sync + 'static {
         store: &dyn TenantStore,
         key: &ClientKey,
         account_id: &str,
-    ) -> sqlx::Result<u64>;
+    ) -> Result<u64, StoreError>;
 }
 
 /// Moves one tenant's data to a realm; the app supplies it with

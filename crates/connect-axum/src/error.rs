@@ -65,32 +65,12 @@ pub enum Error {
     TenantBusy,
     #[error("too many requests for this tenant; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The store cannot be reached now (503; a `store::StoreError` that is unavailable).
     #[error("the store is unavailable")]
-    StoreUnavailable(#[source] sqlx::Error),
+    StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Any other store failure (500).
     #[error("internal error")]
-    Database(#[source] sqlx::Error),
-}
-
-impl From<sqlx::Error> for Error {
-    /// A store that cannot be reached is 503 (the client may retry); any other store error is 500.
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Error::StoreUnavailable(e),
-            sqlx::Error::Database(ref db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
-                // Postgres shutting down (57P01-57P03) or a connection failure (08xxx).
-                Error::StoreUnavailable(e)
-            }
-            _ => Error::Database(e),
-        }
-    }
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -14,6 +14,7 @@ use serde_json::json;
 pub use crate::data::AccountIdSource;
 use crate::product::ProductError;
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::{self, ClientKey};
 
 /// The most accounts one report may carry.
@@ -61,7 +62,7 @@ fn reportable(account_id: &str) -> bool {
 }
 
 /// Reports every tenant that is due now.
-pub async fn report_due(app: &AppState) -> sqlx::Result<Summary> {
+pub async fn report_due(app: &AppState) -> Result<Summary, StoreError> {
     let mut summary = Summary::default();
     for key in app.store.personal_data_due(store::now()).await? {
         match report_tenant(app, &key, &mut summary).await {
@@ -107,7 +108,7 @@ enum ReportError {
     #[error(transparent)]
     Product(#[from] ProductError),
     #[error(transparent)]
-    Store(#[from] sqlx::Error),
+    Store(#[from] StoreError),
     #[error("the tenant is no longer stored")]
     Gone,
 }

@@ -15,7 +15,7 @@ use crate::auth::Tenant;
 pub use crate::data::{NothingToMove, RealmMover};
 use crate::error::{Error, JsonBody};
 use crate::state::AppState;
-use crate::store::{ClientKey, MigrationState, RealmMigration};
+use crate::store::{ClientKey, MigrationState, RealmMigration, StoreError};
 
 /// The migration hooks, relative to `DATA_RESIDENCY_PATH`; to be nested there and layered with
 /// [`ProductJwt`](crate::auth::ProductJwt).
@@ -78,8 +78,8 @@ impl From<Error> for MigrationError {
     }
 }
 
-impl From<sqlx::Error> for MigrationError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<StoreError> for MigrationError {
+    fn from(e: StoreError) -> Self {
         Error::from(e).into()
     }
 }

@@ -5,10 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::StoreError;
 use crate::store::{self, Purged, TenantStore};
 
 /// Purges every tenant uninstalled more than `retention` ago, logging each one.
-pub async fn purge_due(store: &dyn TenantStore, retention: Duration) -> sqlx::Result<Vec<Purged>> {
+pub async fn purge_due(
+    store: &dyn TenantStore,
+    retention: Duration,
+) -> Result<Vec<Purged>, StoreError> {
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let before = store::now()
         .checked_sub_signed(retention)

@@ -21,6 +21,7 @@ use crate::store::{ClientKey, LifecycleToken, TenantStore};
 pub mod connect;
 pub mod forge;
 pub use crate::protocol::{jwt, qsh};
+use crate::store::StoreError;
 mod tenant;
 
 pub use connect::install::{self, InstallKeys, SignedInstall};
@@ -360,7 +361,7 @@ pub async fn require_license(request: Request, next: Next) -> Result<Response, E
     Ok(next.run(request).await)
 }
 
-pub(crate) fn usable<T>(found: sqlx::Result<T>) -> Result<T, Error> {
+pub(crate) fn usable<T>(found: Result<T, StoreError>) -> Result<T, Error> {
     found.map_err(|e| match crate::store::UnreadableSecret::of(&e) {
         Some(unreadable) => {
             tracing::error!(

@@ -13,7 +13,9 @@ use crate::config::HostPatterns;
 pub use crate::descriptor::{Descriptor, DescriptorError};
 use crate::error::{Error, JsonBody, Result};
 use crate::state::AppState;
-use crate::store::{ClientKey, Installation, LifecycleToken, SaveOutcome, SharedSecret};
+use crate::store::{
+    ClientKey, Installation, LifecycleToken, SaveOutcome, SharedSecret, StoreError,
+};
 
 /// `GET /atlassian-connect.json`: public.
 pub fn descriptor_router() -> Router<AppState> {
@@ -246,7 +248,7 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     let key = &tenant.client_key;
     // A verified install replaces a stored secret that no longer opens.
     let previous = match app.store.find_tenant(key.as_str()).await {
-        Err(e) if crate::store::UnreadableSecret::of(&e).is_some() => None,
+        Err(StoreError::UnreadableSecret(_)) => None,
         found => found?,
     };
     match app.store.save_tenant(&tenant, &signed.token).await? {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::state::AppState;
 use crate::state::forge_events::ForgeEvent;
+use crate::store::StoreError;
 use crate::store::{self, EventOutcome, QueuedEvent};
 
 /// How long a taken event is held before another run may take it (a replica that died mid-run).
@@ -37,7 +38,7 @@ pub fn retry_wait(attempt: u32) -> Duration {
 
 /// Runs the handlers of every event due now, until none is left; returns how many runs were made.
 /// The worker calls it; a test may call it to run queued events at once.
-pub async fn run_due(app: &AppState) -> sqlx::Result<usize> {
+pub async fn run_due(app: &AppState) -> Result<usize, StoreError> {
     let mut runs = 0;
     loop {
         let now = store::now();

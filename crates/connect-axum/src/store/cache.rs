@@ -5,7 +5,9 @@
 //!
 //! The cache also knows which client keys exist at all (loaded at start, kept current by the
 //! same changes), so that a token naming an issuer no tenant has costs no query: issuers are
-//! whatever an unauthenticated client writes, and each new one would otherwise be a read.
+//! whatever an unauthenticated client writes, and each new one would otherwise be a read. A few
+//! keys a second that it does not know are still read ([`UNKNOWN_KEY_READS_PER_SEC`]): a tenant
+//! another replica has just installed is found before that replica's change arrives.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -18,6 +20,7 @@ use moka::sync::Cache;
 
 use chrono::{DateTime, Utc};
 
+use super::StoreError;
 use super::{
     ClientKey, EventOutcome, ForgeInstallation, ForgeSaved, Installation, LifecycleToken,
     PoolUsage, Purged, QueuedEvent, RealmMigration, SaveOutcome, StoredSystemToken, TenantRecord,
@@ -27,6 +30,10 @@ use crate::protocol::ForgeToken;
 
 /// Entries live at most this long, a bound on staleness should a change ever go unnoticed.
 const MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// Reads a second, in bursts of as many, of client keys the cache does not know: enough for the
+/// requests that follow installs on another replica, and all a flood of made-up issuers costs.
+pub const UNKNOWN_KEY_READS_PER_SEC: u32 = 10;
 
 /// A [`TenantStore`] that answers tenant lookups from memory.
 #[derive(Clone)]
@@ -39,6 +46,7 @@ pub struct CachedStore {
     /// Counts forgets, so that a lookup racing a change does not cache what it read before it.
     changes: Arc<AtomicU64>,
     known: Arc<KnownKeys>,
+    unknown_reads: Arc<governor::DefaultDirectRateLimiter>,
 }
 
 /// The client keys the store holds, as keyed hashes (8 bytes a tenant). A collision only costs
@@ -92,13 +100,16 @@ impl CachedStore {
                 hashes: RwLock::default(),
                 loaded: false.into(),
             }),
+            unknown_reads: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(UNKNOWN_KEY_READS_PER_SEC).expect("not zero"),
+            ))),
         }
     }
 
     /// Loads the client keys the store holds; until it has, every lookup asks the store.
     /// Keys only ever join the set (a purged one costs a query, nothing more), so loading again
     /// after missed changes cannot lose one.
-    pub async fn load_known_keys(&self) -> sqlx::Result<()> {
+    pub async fn load_known_keys(&self) -> Result<(), StoreError> {
         let keys = self.inner.client_keys().await?;
         {
             let mut hashes = self.known.hashes.write().unwrap_or_else(|e| e.into_inner());
@@ -136,7 +147,7 @@ impl CachedStore {
 
 #[async_trait]
 impl TenantStore for CachedStore {
-    async fn ping(&self) -> sqlx::Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
 
@@ -156,29 +167,34 @@ impl TenantStore for CachedStore {
         &self,
         tenant: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<SaveOutcome> {
+    ) -> Result<SaveOutcome, StoreError> {
         let saved = self.inner.save_tenant(tenant, token).await;
         self.forget(Some(tenant.client_key.as_str()));
         saved
     }
 
-    async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+    async fn client_keys(&self) -> Result<Vec<String>, StoreError> {
         self.inner.client_keys().await
     }
 
-    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         if let Some(tenant) = self.tenants.get(client_key) {
             metrics::counter!("tenant_cache_total", "result" => "hit").increment(1);
             return Ok(Some(tenant));
         }
-        if !self.known.may_exist(client_key) {
+        let known = self.known.may_exist(client_key);
+        if !known && self.unknown_reads.check().is_err() {
             metrics::counter!("tenant_cache_total", "result" => "unknown").increment(1);
             return Ok(None);
         }
-        metrics::counter!("tenant_cache_total", "result" => "miss").increment(1);
+        let result = if known { "miss" } else { "unknown_read" };
+        metrics::counter!("tenant_cache_total", "result" => result).increment(1);
         let before = self.changes.load(Ordering::SeqCst);
         let found = self.inner.find_tenant(client_key).await?;
         if let Some(tenant) = &found {
+            if !known {
+                self.known.add(client_key);
+            }
             self.tenants.insert(client_key.to_owned(), tenant.clone());
             // A change forgotten while the row was read may be newer than the row: drop it
             // again. A forget after this check removes the entry itself.
@@ -192,7 +208,7 @@ impl TenantStore for CachedStore {
     async fn find_tenant_by_installation_id(
         &self,
         installation_id: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         if let Some(key) = self.installations.get(installation_id)
             && let Some(tenant) = self.find_tenant(&key).await?
             && tenant.is_installed()
@@ -218,13 +234,13 @@ impl TenantStore for CachedStore {
         &self,
         cloud_id: &str,
         product: Option<&str>,
-    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    ) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         self.inner
             .find_installed_by_cloud_id(cloud_id, product)
             .await
     }
 
-    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    async fn list_tenants(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         self.inner.list_tenants().await
     }
 
@@ -232,19 +248,19 @@ impl TenantStore for CachedStore {
         &self,
         key: &ClientKey,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let done = self.inner.mark_uninstalled(key, token).await;
         self.forget(Some(key.as_str()));
         done
     }
 
-    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+    async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
         let done = self.inner.reencrypt_secrets().await;
         self.forget(None);
         done
     }
 
-    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> Result<Vec<Purged>, StoreError> {
         let purged = self.inner.purge_uninstalled(before).await;
         for p in purged.iter().flatten() {
             self.forget(Some(p.client_key.as_str()));
@@ -257,21 +273,25 @@ impl TenantStore for CachedStore {
         key: &ClientKey,
         enabled: bool,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let done = self.inner.set_enabled(key, enabled, token).await;
         self.forget(Some(key.as_str()));
         done
     }
 
-    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+    async fn realm_migration(&self, key: &ClientKey) -> Result<Option<RealmMigration>, StoreError> {
         self.inner.realm_migration(key).await
     }
 
-    async fn save_realm_migration(&self, key: &ClientKey, m: &RealmMigration) -> sqlx::Result<()> {
+    async fn save_realm_migration(
+        &self,
+        key: &ClientKey,
+        m: &RealmMigration,
+    ) -> Result<(), StoreError> {
         self.inner.save_realm_migration(key, m).await
     }
 
-    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> Result<Vec<ClientKey>, StoreError> {
         self.inner.personal_data_due(now).await
     }
 
@@ -280,13 +300,13 @@ impl TenantStore for CachedStore {
         key: &ClientKey,
         reported_at: Option<DateTime<Utc>>,
         next_due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.inner
             .set_personal_data_due(key, reported_at, next_due_at)
             .await
     }
 
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+    async fn tenant_transaction(&self, key: &ClientKey) -> Result<TenantTransaction, StoreError> {
         self.inner.tenant_transaction(key).await
     }
 
@@ -294,7 +314,7 @@ impl TenantStore for CachedStore {
         &self,
         installation: &ForgeInstallation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<ForgeSaved> {
+    ) -> Result<ForgeSaved, StoreError> {
         let saved = self
             .inner
             .save_forge_installation(installation, token)
@@ -304,7 +324,11 @@ impl TenantStore for CachedStore {
         Ok(saved)
     }
 
-    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()> {
+    async fn save_forge_permissions(
+        &self,
+        key: &ClientKey,
+        permissions: &str,
+    ) -> Result<(), StoreError> {
         self.inner.save_forge_permissions(key, permissions).await
     }
 
@@ -315,13 +339,13 @@ impl TenantStore for CachedStore {
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.inner
             .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
     }
 
-    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+    async fn system_token(&self, key: &ClientKey) -> Result<Option<StoredSystemToken>, StoreError> {
         self.inner.system_token(key).await
     }
 
@@ -331,7 +355,7 @@ impl TenantStore for CachedStore {
         id: &str,
         event_type: &str,
         body: &str,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.inner
             .enqueue_forge_event(key, id, event_type, body)
             .await
@@ -342,7 +366,7 @@ impl TenantStore for CachedStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-    ) -> sqlx::Result<Vec<QueuedEvent>> {
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         self.inner.claim_forge_events(now, lease_until, limit).await
     }
 
@@ -350,15 +374,15 @@ impl TenantStore for CachedStore {
         &self,
         event: &QueuedEvent,
         outcome: &EventOutcome,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.inner.finish_forge_event(event, outcome).await
     }
 
-    async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+    async fn forge_events_pending(&self) -> Result<u64, StoreError> {
         self.inner.forge_events_pending().await
     }
 
-    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64> {
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.prune_forge_events(done_before).await
     }
 }
@@ -384,7 +408,7 @@ mod tests {
 
     #[async_trait]
     impl TenantStore for SlowReads {
-        async fn ping(&self) -> sqlx::Result<()> {
+        async fn ping(&self) -> Result<(), StoreError> {
             self.store.ping().await
         }
         fn pool_usage(&self) -> PoolUsage {
@@ -400,13 +424,13 @@ mod tests {
             &self,
             t: &Installation,
             token: &LifecycleToken,
-        ) -> sqlx::Result<SaveOutcome> {
+        ) -> Result<SaveOutcome, StoreError> {
             self.store.save_tenant(t, token).await
         }
-        async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+        async fn client_keys(&self) -> Result<Vec<String>, StoreError> {
             self.store.client_keys().await
         }
-        async fn find_tenant(&self, key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        async fn find_tenant(&self, key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             let found = self.store.find_tenant(key).await;
             let hold = std::mem::take(&mut *self.hold.lock().unwrap());
@@ -419,26 +443,33 @@ mod tests {
         async fn find_tenant_by_installation_id(
             &self,
             id: &str,
-        ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+        ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
             self.store.find_tenant_by_installation_id(id).await
         }
         async fn find_installed_by_cloud_id(
             &self,
             id: &str,
             product: Option<&str>,
-        ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        ) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
             self.store.find_installed_by_cloud_id(id, product).await
         }
-        async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+        async fn list_tenants(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
             self.store.list_tenants().await
         }
-        async fn mark_uninstalled(&self, k: &ClientKey, t: &LifecycleToken) -> sqlx::Result<bool> {
+        async fn mark_uninstalled(
+            &self,
+            k: &ClientKey,
+            t: &LifecycleToken,
+        ) -> Result<bool, StoreError> {
             self.store.mark_uninstalled(k, t).await
         }
-        async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+        async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
             self.store.reencrypt_secrets().await
         }
-        async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+        async fn purge_uninstalled(
+            &self,
+            before: DateTime<Utc>,
+        ) -> Result<Vec<Purged>, StoreError> {
             self.store.purge_uninstalled(before).await
         }
         async fn set_enabled(
@@ -446,20 +477,26 @@ mod tests {
             k: &ClientKey,
             enabled: bool,
             t: &LifecycleToken,
-        ) -> sqlx::Result<bool> {
+        ) -> Result<bool, StoreError> {
             self.store.set_enabled(k, enabled, t).await
         }
-        async fn realm_migration(&self, k: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+        async fn realm_migration(
+            &self,
+            k: &ClientKey,
+        ) -> Result<Option<RealmMigration>, StoreError> {
             self.store.realm_migration(k).await
         }
         async fn save_realm_migration(
             &self,
             k: &ClientKey,
             m: &RealmMigration,
-        ) -> sqlx::Result<()> {
+        ) -> Result<(), StoreError> {
             self.store.save_realm_migration(k, m).await
         }
-        async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+        async fn personal_data_due(
+            &self,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<ClientKey>, StoreError> {
             self.store.personal_data_due(now).await
         }
         async fn set_personal_data_due(
@@ -467,20 +504,20 @@ mod tests {
             k: &ClientKey,
             at: Option<DateTime<Utc>>,
             due: DateTime<Utc>,
-        ) -> sqlx::Result<()> {
+        ) -> Result<(), StoreError> {
             self.store.set_personal_data_due(k, at, due).await
         }
-        async fn tenant_transaction(&self, k: &ClientKey) -> sqlx::Result<TenantTransaction> {
+        async fn tenant_transaction(&self, k: &ClientKey) -> Result<TenantTransaction, StoreError> {
             self.store.tenant_transaction(k).await
         }
         async fn save_forge_installation(
             &self,
             i: &ForgeInstallation,
             t: &LifecycleToken,
-        ) -> sqlx::Result<ForgeSaved> {
+        ) -> Result<ForgeSaved, StoreError> {
             self.store.save_forge_installation(i, t).await
         }
-        async fn save_forge_permissions(&self, k: &ClientKey, p: &str) -> sqlx::Result<()> {
+        async fn save_forge_permissions(&self, k: &ClientKey, p: &str) -> Result<(), StoreError> {
             self.store.save_forge_permissions(k, p).await
         }
         async fn save_system_token(
@@ -490,10 +527,13 @@ mod tests {
             u: &str,
             e: DateTime<Utc>,
             i: i64,
-        ) -> sqlx::Result<bool> {
+        ) -> Result<bool, StoreError> {
             self.store.save_system_token(k, t, u, e, i).await
         }
-        async fn system_token(&self, k: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+        async fn system_token(
+            &self,
+            k: &ClientKey,
+        ) -> Result<Option<StoredSystemToken>, StoreError> {
             self.store.system_token(k).await
         }
         async fn enqueue_forge_event(
@@ -502,7 +542,7 @@ mod tests {
             id: &str,
             kind: &str,
             body: &str,
-        ) -> sqlx::Result<bool> {
+        ) -> Result<bool, StoreError> {
             self.store.enqueue_forge_event(k, id, kind, body).await
         }
         async fn claim_forge_events(
@@ -510,16 +550,20 @@ mod tests {
             now: DateTime<Utc>,
             until: DateTime<Utc>,
             limit: u32,
-        ) -> sqlx::Result<Vec<QueuedEvent>> {
+        ) -> Result<Vec<QueuedEvent>, StoreError> {
             self.store.claim_forge_events(now, until, limit).await
         }
-        async fn finish_forge_event(&self, e: &QueuedEvent, o: &EventOutcome) -> sqlx::Result<()> {
+        async fn finish_forge_event(
+            &self,
+            e: &QueuedEvent,
+            o: &EventOutcome,
+        ) -> Result<(), StoreError> {
             self.store.finish_forge_event(e, o).await
         }
-        async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+        async fn forge_events_pending(&self) -> Result<u64, StoreError> {
             self.store.forge_events_pending().await
         }
-        async fn prune_forge_events(&self, before: DateTime<Utc>) -> sqlx::Result<u64> {
+        async fn prune_forge_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
             self.store.prune_forge_events(before).await
         }
     }
@@ -551,12 +595,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn issuers_no_tenant_has_cost_no_store_read_once_the_keys_are_loaded() {
+    async fn issuers_no_tenant_has_cost_only_the_unknown_key_reads_once_the_keys_are_loaded() {
         let dir = tempfile::tempdir().unwrap();
         let slow = slow_reads(&dir, false).await;
         slow.save_tenant(&install("s"), &token(1)).await.unwrap();
-        let cache = CachedStore::new(slow.clone(), 10);
+        let mut cache = CachedStore::new(slow.clone(), 10);
         cache.load_known_keys().await.unwrap();
+        let started = std::time::Instant::now();
         for i in 0..200 {
             assert!(
                 cache
@@ -566,15 +611,43 @@ mod tests {
                     .is_none()
             );
         }
-        assert_eq!(slow.reads.load(Ordering::SeqCst), 0);
+        // The burst, and what the quota gave back while the lookups ran.
+        let refilled =
+            started.elapsed().as_millis() as u64 * u64::from(UNKNOWN_KEY_READS_PER_SEC) / 1000;
+        let unknown = slow.reads.load(Ordering::SeqCst);
+        assert!(
+            (1..=u64::from(UNKNOWN_KEY_READS_PER_SEC) + refilled + 1).contains(&unknown),
+            "{unknown} reads for 200 unknown issuers"
+        );
         assert!(cache.find_tenant("acme").await.unwrap().is_some());
-        assert_eq!(slow.reads.load(Ordering::SeqCst), 1);
+        assert_eq!(slow.reads.load(Ordering::SeqCst), unknown + 1);
 
         // A key another replica announces is looked up from then on.
+        cache.unknown_reads = Arc::new(governor::RateLimiter::direct(governor::Quota::per_hour(
+            std::num::NonZeroU32::MIN,
+        )));
+        let _ = cache.unknown_reads.check();
         assert!(cache.find_tenant("announced").await.unwrap().is_none());
+        assert_eq!(slow.reads.load(Ordering::SeqCst), unknown + 1);
         cache.forget(Some("announced"));
         assert!(cache.find_tenant("announced").await.unwrap().is_none());
-        assert_eq!(slow.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(slow.reads.load(Ordering::SeqCst), unknown + 2);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_another_replica_just_installed_is_found_before_its_change_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = slow_reads(&dir, false).await;
+        let cache = CachedStore::new(slow.clone(), 10);
+        cache.load_known_keys().await.unwrap();
+        // Saved past this cache, as another replica saves it; no change has reached this one.
+        slow.save_tenant(&install("s"), &token(1)).await.unwrap();
+        assert!(cache.find_tenant("acme").await.unwrap().is_some());
+        assert_eq!(slow.reads.load(Ordering::SeqCst), 1);
+        // Known from then on, and cached.
+        assert!(cache.known.may_exist("acme"));
+        assert!(cache.find_tenant("acme").await.unwrap().is_some());
+        assert_eq!(slow.reads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::StoreError;
 use super::{ClientKey, LifecycleToken, Registry, SaveOutcome, SharedSecret, now, remember_token};
 use crate::protocol::ForgeToken;
 
@@ -88,7 +89,7 @@ impl Registry<'_> {
         self,
         install: &ForgeInstallation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<ForgeSaved> {
+    ) -> Result<ForgeSaved, StoreError> {
         let now = now();
         let mut tx = self.db.begin().await?;
         let by_installation: Option<(String,)> = tx
@@ -213,9 +214,7 @@ impl Registry<'_> {
             }
         };
         let outcome = match saved {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                SaveOutcome::InstallationIdTaken
-            }
+            Err(e) if e.is_unique_violation() => SaveOutcome::InstallationIdTaken,
             Err(e) => return Err(e),
             Ok(0) => SaveOutcome::Stale,
             Ok(_) if !remember_token(&mut tx, &client_key, token).await? => SaveOutcome::Stale,
@@ -235,7 +234,7 @@ impl Registry<'_> {
         self,
         key: &ClientKey,
         permissions: &str,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.db
             .query(
                 "update tenant set forge_permissions = $2, updated_at = $3 where client_key = $1",
@@ -255,7 +254,7 @@ impl Registry<'_> {
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let sealed = self
             .keyring
             .seal(&token_aad(key), &SharedSecret::new(token.expose()));
@@ -288,7 +287,7 @@ impl Registry<'_> {
     pub(super) async fn system_token(
         self,
         key: &ClientKey,
-    ) -> sqlx::Result<Option<StoredSystemToken>> {
+    ) -> Result<Option<StoredSystemToken>, StoreError> {
         let row: Option<(String, String, String, DateTime<Utc>)> = self
             .db
             .query(
@@ -325,7 +324,7 @@ impl Registry<'_> {
         id: &str,
         event_type: &str,
         body: &str,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let now = now();
         let added = self
             .db
@@ -348,7 +347,7 @@ impl Registry<'_> {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-    ) -> sqlx::Result<Vec<QueuedEvent>> {
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         // On Postgres replicas share the queue: each takes rows no other holds. SQLite has one
         // writer at a time, and the update takes what it selects in the same statement.
         let lock = match self.db {
@@ -388,7 +387,7 @@ impl Registry<'_> {
         self,
         event: &QueuedEvent,
         outcome: &EventOutcome,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         let now = now();
         let (done_at, run_after, error) = match outcome {
             EventOutcome::Done => (Some(now), now, None),
@@ -410,7 +409,7 @@ impl Registry<'_> {
         Ok(())
     }
 
-    pub(super) async fn forge_events_pending(self) -> sqlx::Result<u64> {
+    pub(super) async fn forge_events_pending(self) -> Result<u64, StoreError> {
         let n: Option<(i64,)> = self
             .db
             .query("select count(*) from forge_event where done_at is null")
@@ -419,7 +418,10 @@ impl Registry<'_> {
         Ok(n.map_or(0, |(n,)| n.max(0) as u64))
     }
 
-    pub(super) async fn prune_forge_events(self, done_before: DateTime<Utc>) -> sqlx::Result<u64> {
+    pub(super) async fn prune_forge_events(
+        self,
+        done_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         self.db
             .query("delete from forge_event where done_at is not null and done_at < $1")
             .bind(done_before)

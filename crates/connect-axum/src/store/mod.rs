@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 mod cache;
+mod error;
 mod forge;
 mod migrate;
 mod model;
@@ -22,6 +23,7 @@ mod transaction;
 
 pub use crate::protocol::SharedSecret;
 pub use cache::CachedStore;
+pub use error::{DatabaseError, StoreError};
 pub use forge::{EventOutcome, ForgeInstallation, ForgeSaved, QueuedEvent, StoredSystemToken};
 pub use migrate::{AppMigrations, NotATenantTable};
 pub(crate) use migrate::{combined_migrator, rewritten};
@@ -42,7 +44,7 @@ pub use transaction::{Bind, Row, Statement, TenantTransaction};
 #[async_trait]
 pub trait TenantStore: Send + Sync + 'static {
     /// Checks that the store answers.
-    async fn ping(&self) -> sqlx::Result<()>;
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// How many connections the pool holds.
     fn pool_usage(&self) -> PoolUsage;
@@ -61,20 +63,20 @@ pub trait TenantStore: Send + Sync + 'static {
         &self,
         tenant: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<SaveOutcome>;
+    ) -> Result<SaveOutcome, StoreError>;
 
     /// Finds a tenant by the key a token claims, whatever its state.
-    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>>;
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError>;
 
     /// Every tenant's client key, whatever its state.
-    async fn client_keys(&self) -> sqlx::Result<Vec<String>>;
+    async fn client_keys(&self) -> Result<Vec<String>, StoreError>;
 
     /// Finds the installed tenant whose Connect-on-Forge install stored this `installationId`
     /// (at most one installed tenant holds an id).
     async fn find_tenant_by_installation_id(
         &self,
         installation_id: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>>;
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError>;
 
     /// Installed tenants of the site with this cloud id as a verified invocation token gave it
     /// (never as a Connect install body claimed it), of `product` when given (a tenant that
@@ -83,23 +85,26 @@ pub trait TenantStore: Send + Sync + 'static {
         &self,
         cloud_id: &str,
         product: Option<&str>,
-    ) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
+    ) -> Result<Vec<Arc<TenantRecord>>, StoreError>;
 
     /// Every tenant, by client key.
-    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>>;
+    async fn list_tenants(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError>;
 
     /// Marks a tenant uninstalled, keeping its data for the retention window; false when there is
     /// no such tenant, or `token` is a replay or older than the last one applied.
-    async fn mark_uninstalled(&self, key: &ClientKey, token: &LifecycleToken)
-    -> sqlx::Result<bool>;
+    async fn mark_uninstalled(
+        &self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> Result<bool, StoreError>;
 
     /// Seals every sharedSecret not sealed with the keyring's current key (older keys, or plain
     /// text from before sealing) with it; returns how many were sealed again.
-    async fn reencrypt_secrets(&self) -> sqlx::Result<u64>;
+    async fn reencrypt_secrets(&self) -> Result<u64, StoreError>;
 
     /// Deletes every tenant uninstalled before `before`, with all its data, and forgets the
     /// lifecycle tokens that can no longer be replayed.
-    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>>;
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> Result<Vec<Purged>, StoreError>;
 
     /// Sets a tenant's enabled flag, unless `token` was applied to the tenant before (a replay)
     /// or is older (`iat`) than the last lifecycle token applied; false when nothing changed
@@ -109,10 +114,10 @@ pub trait TenantStore: Send + Sync + 'static {
         key: &ClientKey,
         enabled: bool,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool>;
+    ) -> Result<bool, StoreError>;
 
     /// Installed tenants whose personal data report is due at `now` (never reported, or due).
-    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>>;
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> Result<Vec<ClientKey>, StoreError>;
 
     /// Records a tenant's report (`reported_at`, when one was made) and when the next is due.
     async fn set_personal_data_due(
@@ -120,21 +125,21 @@ pub trait TenantStore: Send + Sync + 'static {
         key: &ClientKey,
         reported_at: Option<DateTime<Utc>>,
         next_due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()>;
+    ) -> Result<(), StoreError>;
 
     /// The tenant's realm migration, if one was ever scheduled.
-    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>>;
+    async fn realm_migration(&self, key: &ClientKey) -> Result<Option<RealmMigration>, StoreError>;
 
     /// Records the tenant's realm migration (replacing an earlier one).
     async fn save_realm_migration(
         &self,
         key: &ClientKey,
         migration: &RealmMigration,
-    ) -> sqlx::Result<()>;
+    ) -> Result<(), StoreError>;
 
     /// A transaction on `key`'s rows, for an app's own tables: one SQL text for both backends,
     /// and on Postgres row-level security admits only `key`'s rows in it.
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction>;
+    async fn tenant_transaction(&self, key: &ClientKey) -> Result<TenantTransaction, StoreError>;
 
     /// Installs or revives the tenant of a verified Forge installation: the one holding its
     /// `installationId`, else the one site and product its cloud id names (a reinstall that
@@ -144,10 +149,14 @@ pub trait TenantStore: Send + Sync + 'static {
         &self,
         installation: &ForgeInstallation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<ForgeSaved>;
+    ) -> Result<ForgeSaved, StoreError>;
 
     /// Records the permissions (JSON) of the tenant's latest Forge upgrade.
-    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()>;
+    async fn save_forge_permissions(
+        &self,
+        key: &ClientKey,
+        permissions: &str,
+    ) -> Result<(), StoreError>;
 
     /// Stores the app's system token for the tenant, sealed, unless the stored one came with a
     /// later invocation token (`issued_at`, the FIT's `iat`); true when stored.
@@ -158,10 +167,10 @@ pub trait TenantStore: Send + Sync + 'static {
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,
-    ) -> sqlx::Result<bool>;
+    ) -> Result<bool, StoreError>;
 
     /// The tenant's stored system token, whether or not it has expired.
-    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>>;
+    async fn system_token(&self, key: &ClientKey) -> Result<Option<StoredSystemToken>, StoreError>;
 
     /// Queues a trigger delivery for the app's handlers; false when it is queued already (a
     /// redelivery).
@@ -171,7 +180,7 @@ pub trait TenantStore: Send + Sync + 'static {
         id: &str,
         event_type: &str,
         body: &str,
-    ) -> sqlx::Result<bool>;
+    ) -> Result<bool, StoreError>;
 
     /// Takes up to `limit` queued events due at `now`, each held until `lease_until` (taken
     /// again then if its run never finishes).
@@ -180,27 +189,27 @@ pub trait TenantStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-    ) -> sqlx::Result<Vec<QueuedEvent>>;
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
 
     /// Records what a run of a taken event came to.
     async fn finish_forge_event(
         &self,
         event: &QueuedEvent,
         outcome: &EventOutcome,
-    ) -> sqlx::Result<()>;
+    ) -> Result<(), StoreError>;
 
     /// How many queued events are not done.
-    async fn forge_events_pending(&self) -> sqlx::Result<u64>;
+    async fn forge_events_pending(&self) -> Result<u64, StoreError>;
 
     /// Forgets events done before `done_before`; a redelivery after that runs again.
-    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64>;
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// A store's backend, for SQL that only one backend speaks (for SQL both speak,
 /// [`TenantStore::tenant_transaction`]):
 ///
 /// ```no_run
-/// # async fn f(store: &dyn connect_axum::store::TenantStore, key: &connect_axum::store::ClientKey) -> sqlx::Result<()> {
+/// # async fn f(store: &dyn connect_axum::store::TenantStore, key: &connect_axum::store::ClientKey) -> Result<(), connect_axum::store::StoreError> {
 /// use connect_axum::store::Database;
 /// let select = "select url from bookmark where client_key = $1 order by id";
 /// let urls: Vec<String> = match store.database() {
@@ -281,17 +290,6 @@ pub struct StoreOptions {
     pub app_migrations: AppMigrations,
 }
 
-/// Why the store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// `DATABASE_URL` names no backend.
-    #[error("{0}")]
-    Url(String),
-    /// The database refused, or a migration failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
 /// Runs the store's migrations, as the migration login on Postgres, and nothing else.
 pub async fn migrate(options: &StoreOptions) -> Result<(), StoreError> {
     let backend: Backend = options.database_url.parse().map_err(StoreError::Url)?;
@@ -343,12 +341,12 @@ trait SqlBackend: Send + Sync + 'static {
     fn tenant_transaction(
         &self,
         key: &ClientKey,
-    ) -> impl std::future::Future<Output = sqlx::Result<TenantTransaction>> + Send;
+    ) -> impl std::future::Future<Output = Result<TenantTransaction, StoreError>> + Send;
 }
 
 #[async_trait]
 impl<B: SqlBackend> TenantStore for B {
-    async fn ping(&self) -> sqlx::Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.registry().ping().await
     }
 
@@ -368,22 +366,22 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         tenant: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<SaveOutcome> {
+    ) -> Result<SaveOutcome, StoreError> {
         self.registry().save_tenant(tenant, token).await
     }
 
-    async fn find_tenant(&self, client_key: &str) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         self.registry().find_tenant(client_key).await
     }
 
-    async fn client_keys(&self) -> sqlx::Result<Vec<String>> {
+    async fn client_keys(&self) -> Result<Vec<String>, StoreError> {
         self.registry().client_keys().await
     }
 
     async fn find_tenant_by_installation_id(
         &self,
         installation_id: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         self.registry()
             .find_tenant_by_installation_id(installation_id)
             .await
@@ -393,13 +391,13 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         cloud_id: &str,
         product: Option<&str>,
-    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    ) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         self.registry()
             .find_installed_by_cloud_id(cloud_id, product)
             .await
     }
 
-    async fn list_tenants(&self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    async fn list_tenants(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         self.registry().list_tenants().await
     }
 
@@ -407,15 +405,15 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         key: &ClientKey,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.registry().mark_uninstalled(key, token).await
     }
 
-    async fn reencrypt_secrets(&self) -> sqlx::Result<u64> {
+    async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
         self.registry().reencrypt_secrets().await
     }
 
-    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> sqlx::Result<Vec<Purged>> {
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> Result<Vec<Purged>, StoreError> {
         self.registry().purge_uninstalled(before).await
     }
 
@@ -424,11 +422,11 @@ impl<B: SqlBackend> TenantStore for B {
         key: &ClientKey,
         enabled: bool,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.registry().set_enabled(key, enabled, token).await
     }
 
-    async fn personal_data_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<ClientKey>> {
+    async fn personal_data_due(&self, now: DateTime<Utc>) -> Result<Vec<ClientKey>, StoreError> {
         self.registry().personal_data_due(now).await
     }
 
@@ -437,13 +435,13 @@ impl<B: SqlBackend> TenantStore for B {
         key: &ClientKey,
         reported_at: Option<DateTime<Utc>>,
         next_due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.registry()
             .set_personal_data_due(key, reported_at, next_due_at)
             .await
     }
 
-    async fn realm_migration(&self, key: &ClientKey) -> sqlx::Result<Option<RealmMigration>> {
+    async fn realm_migration(&self, key: &ClientKey) -> Result<Option<RealmMigration>, StoreError> {
         self.registry().realm_migration(key).await
     }
 
@@ -451,11 +449,11 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         key: &ClientKey,
         migration: &RealmMigration,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.registry().save_realm_migration(key, migration).await
     }
 
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+    async fn tenant_transaction(&self, key: &ClientKey) -> Result<TenantTransaction, StoreError> {
         SqlBackend::tenant_transaction(self, key).await
     }
 
@@ -463,13 +461,17 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         installation: &ForgeInstallation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<ForgeSaved> {
+    ) -> Result<ForgeSaved, StoreError> {
         self.registry()
             .save_forge_installation(installation, token)
             .await
     }
 
-    async fn save_forge_permissions(&self, key: &ClientKey, permissions: &str) -> sqlx::Result<()> {
+    async fn save_forge_permissions(
+        &self,
+        key: &ClientKey,
+        permissions: &str,
+    ) -> Result<(), StoreError> {
         self.registry()
             .save_forge_permissions(key, permissions)
             .await
@@ -482,13 +484,13 @@ impl<B: SqlBackend> TenantStore for B {
         api_base_url: &str,
         expires_at: DateTime<Utc>,
         issued_at: i64,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.registry()
             .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
     }
 
-    async fn system_token(&self, key: &ClientKey) -> sqlx::Result<Option<StoredSystemToken>> {
+    async fn system_token(&self, key: &ClientKey) -> Result<Option<StoredSystemToken>, StoreError> {
         self.registry().system_token(key).await
     }
 
@@ -498,7 +500,7 @@ impl<B: SqlBackend> TenantStore for B {
         id: &str,
         event_type: &str,
         body: &str,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         self.registry()
             .enqueue_forge_event(key, id, event_type, body)
             .await
@@ -509,7 +511,7 @@ impl<B: SqlBackend> TenantStore for B {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-    ) -> sqlx::Result<Vec<QueuedEvent>> {
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         self.registry()
             .claim_forge_events(now, lease_until, limit)
             .await
@@ -519,15 +521,15 @@ impl<B: SqlBackend> TenantStore for B {
         &self,
         event: &QueuedEvent,
         outcome: &EventOutcome,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.registry().finish_forge_event(event, outcome).await
     }
 
-    async fn forge_events_pending(&self) -> sqlx::Result<u64> {
+    async fn forge_events_pending(&self) -> Result<u64, StoreError> {
         self.registry().forge_events_pending().await
     }
 
-    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> sqlx::Result<u64> {
+    async fn prune_forge_events(&self, done_before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.registry().prune_forge_events(done_before).await
     }
 }

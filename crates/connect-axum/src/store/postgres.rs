@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::task::AbortHandle;
 
+use super::StoreError;
 use super::transaction::{PgTransaction, TenantTransaction};
 use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry, StoreOptions};
 
@@ -42,7 +43,7 @@ struct Listening {
 impl PgStore {
     /// Runs the migrations as the login of `options.migration_url` (the tables' owner), or of
     /// `options.database_url` when there is none.
-    pub async fn migrate(options: &StoreOptions) -> sqlx::Result<()> {
+    pub async fn migrate(options: &StoreOptions) -> Result<(), StoreError> {
         let url = options
             .migration_url
             .as_deref()
@@ -84,19 +85,17 @@ impl PgStore {
                 .execute(&mut owner)
                 .await
                 .map_err(|e| match e {
-                    sqlx::Error::Database(_) => {
-                        sqlx::Error::Configuration(Box::new(super::NotATenantTable(table.clone())))
-                    }
-                    e => e,
+                    sqlx::Error::Database(_) => super::NotATenantTable(table.clone()).into(),
+                    e => StoreError::from(e),
                 })?;
         }
-        owner.close().await
+        Ok(owner.close().await?)
     }
 
     /// Runs the migrations (see [`migrate`](Self::migrate)), then opens a pool of
     /// `options.pool_size` connections as the login of `options.database_url`, each working as
     /// [`APP_ROLE`]; secrets are sealed with `options.keyring`.
-    pub async fn connect(options: &StoreOptions) -> sqlx::Result<Self> {
+    pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
         Self::migrate(options).await?;
         let connect_options = PgConnectOptions::from_str(&options.database_url)?;
         let pool = PgPoolOptions::new()
@@ -133,7 +132,7 @@ impl PgStore {
     pub async fn begin_tenant(
         &self,
         key: &ClientKey,
-    ) -> sqlx::Result<Transaction<'static, Postgres>> {
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.begin_in_task(Some(enter_tenant(key))).await
     }
 
@@ -141,13 +140,8 @@ impl PgStore {
     pub(super) async fn tenant_transaction(
         &self,
         key: &ClientKey,
-    ) -> sqlx::Result<TenantTransaction> {
-        let conn = self.tenant_pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-            deadpool_postgres::PoolError::Closed => sqlx::Error::PoolClosed,
-            deadpool_postgres::PoolError::Backend(e) => super::transaction::pg_error(e),
-            e => sqlx::Error::Io(std::io::Error::other(e.to_string())),
-        })?;
+    ) -> Result<TenantTransaction, StoreError> {
+        let conn = self.tenant_pool.get().await?;
         Ok(TenantTransaction::postgres(PgTransaction::new(
             conn,
             enter_tenant(key),
@@ -155,7 +149,7 @@ impl PgStore {
     }
 
     /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+    pub(super) async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.begin_in_task(None).await
     }
 
@@ -170,7 +164,7 @@ impl PgStore {
     async fn begin_in_task(
         &self,
         statement: Option<String>,
-    ) -> sqlx::Result<Transaction<'static, Postgres>> {
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
         let pool = self.pool.clone();
         let begun = tokio::spawn(async move {
             match statement {
@@ -179,10 +173,10 @@ impl PgStore {
             }
         });
         match begun.await {
-            Ok(transaction) => transaction,
+            Ok(transaction) => Ok(transaction?),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels the task.
-            Err(_) => Err(sqlx::Error::PoolClosed),
+            Err(_) => Err(sqlx::Error::PoolClosed.into()),
         }
     }
 
@@ -194,7 +188,7 @@ impl PgStore {
     pub async fn listen_for_changes(
         &self,
         on_change: impl Fn(Option<&str>) + Send + 'static,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(self.acquire_timeout)
@@ -265,11 +259,11 @@ fn enter_tenant(key: &ClientKey) -> String {
 
 /// The tenant transactions' pool: `options.pool_size` connections of the serving login, each
 /// working as [`APP_ROLE`], opened when needed.
-fn tenant_pool(options: &StoreOptions) -> sqlx::Result<deadpool_postgres::Pool> {
+fn tenant_pool(options: &StoreOptions) -> Result<deadpool_postgres::Pool, StoreError> {
     let mut config: tokio_postgres::Config = options
         .database_url
         .parse()
-        .map_err(|e: tokio_postgres::Error| sqlx::Error::Configuration(Box::new(e)))?;
+        .map_err(|e: tokio_postgres::Error| StoreError::Url(format!("DATABASE_URL: {e}")))?;
     config.connect_timeout(options.acquire_timeout);
     let manager = deadpool_postgres::Manager::from_config(
         config,
@@ -292,7 +286,7 @@ fn tenant_pool(options: &StoreOptions) -> sqlx::Result<deadpool_postgres::Pool> 
             })
         }))
         .build()
-        .map_err(|e| sqlx::Error::Configuration(Box::new(e)))
+        .map_err(|e| StoreError::Other(Box::new(e)))
 }
 
 impl Listening {
@@ -320,7 +314,7 @@ impl super::SqlBackend for PgStore {
         }
     }
 
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<TenantTransaction> {
+    async fn tenant_transaction(&self, key: &ClientKey) -> Result<TenantTransaction, StoreError> {
         PgStore::tenant_transaction(self, key).await
     }
 

@@ -10,6 +10,7 @@ use sqlx::{
     Transaction, Type,
 };
 
+use super::StoreError;
 use super::{ClientKey, PgStore, SqliteStore};
 
 /// A value either backend can bind.
@@ -50,7 +51,7 @@ impl<'s> Db<'s> {
     }
 
     /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(self) -> sqlx::Result<RegistryTx> {
+    pub(super) async fn begin(self) -> Result<RegistryTx, StoreError> {
         Ok(match self {
             Db::Postgres(pg) => RegistryTx(Tx::Postgres(pg.begin().await?)),
             Db::Sqlite(db) => RegistryTx(Tx::Sqlite(db.begin().await?)),
@@ -58,7 +59,7 @@ impl<'s> Db<'s> {
     }
 
     /// The backend's `begin_tenant`, for SQL both backends speak.
-    pub(super) async fn begin_tenant(self, key: &ClientKey) -> sqlx::Result<RegistryTx> {
+    pub(super) async fn begin_tenant(self, key: &ClientKey) -> Result<RegistryTx, StoreError> {
         Ok(match self {
             Db::Postgres(pg) => RegistryTx(Tx::Postgres(pg.begin_tenant(key).await?)),
             Db::Sqlite(db) => RegistryTx(Tx::Sqlite(db.begin_tenant(key).await?)),
@@ -85,18 +86,18 @@ impl RegistryTx {
     }
 
     /// Makes the transaction's writes durable.
-    pub(super) async fn commit(self) -> sqlx::Result<()> {
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
         match self.0 {
-            Tx::Postgres(tx) => tx.commit().await,
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => Ok(tx.commit().await?),
+            Tx::Sqlite(tx) => Ok(tx.commit().await?),
         }
     }
 
     /// Undoes the transaction's writes now (dropping it does the same, later).
-    pub(super) async fn rollback(self) -> sqlx::Result<()> {
+    pub(super) async fn rollback(self) -> Result<(), StoreError> {
         match self.0 {
-            Tx::Postgres(tx) => tx.rollback().await,
-            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => Ok(tx.rollback().await?),
+            Tx::Sqlite(tx) => Ok(tx.rollback().await?),
         }
     }
 }
@@ -132,7 +133,7 @@ impl<'t> Statement<'t> {
     }
 
     /// Runs the statement; returns how many rows it changed.
-    pub(super) async fn execute(self) -> sqlx::Result<u64> {
+    pub(super) async fn execute(self) -> Result<u64, StoreError> {
         Ok(match self.0 {
             Stmt::Postgres(On::Transaction(conn), query) => {
                 query.execute(conn).await?.rows_affected()
@@ -146,40 +147,40 @@ impl<'t> Statement<'t> {
     }
 
     /// Every row the statement returns.
-    pub(super) async fn fetch_all<R: Row>(self) -> sqlx::Result<Vec<R>> {
+    pub(super) async fn fetch_all<R: Row>(self) -> Result<Vec<R>, StoreError> {
         match self.0 {
             Stmt::Postgres(on, query) => {
                 let rows = query.try_map(|row: PgRow| R::from_row(&row));
                 match on {
-                    On::Transaction(conn) => rows.fetch_all(conn).await,
-                    On::Pool(pool) => rows.fetch_all(pool).await,
+                    On::Transaction(conn) => Ok(rows.fetch_all(conn).await?),
+                    On::Pool(pool) => Ok(rows.fetch_all(pool).await?),
                 }
             }
             Stmt::Sqlite(on, query) => {
                 let rows = query.try_map(|row: SqliteRow| R::from_row(&row));
                 match on {
-                    On::Transaction(conn) => rows.fetch_all(conn).await,
-                    On::Pool(pool) => rows.fetch_all(pool).await,
+                    On::Transaction(conn) => Ok(rows.fetch_all(conn).await?),
+                    On::Pool(pool) => Ok(rows.fetch_all(pool).await?),
                 }
             }
         }
     }
 
     /// The first row the statement returns, if any.
-    pub(super) async fn fetch_optional<R: Row>(self) -> sqlx::Result<Option<R>> {
+    pub(super) async fn fetch_optional<R: Row>(self) -> Result<Option<R>, StoreError> {
         match self.0 {
             Stmt::Postgres(on, query) => {
                 let rows = query.try_map(|row: PgRow| R::from_row(&row));
                 match on {
-                    On::Transaction(conn) => rows.fetch_optional(conn).await,
-                    On::Pool(pool) => rows.fetch_optional(pool).await,
+                    On::Transaction(conn) => Ok(rows.fetch_optional(conn).await?),
+                    On::Pool(pool) => Ok(rows.fetch_optional(pool).await?),
                 }
             }
             Stmt::Sqlite(on, query) => {
                 let rows = query.try_map(|row: SqliteRow| R::from_row(&row));
                 match on {
-                    On::Transaction(conn) => rows.fetch_optional(conn).await,
-                    On::Pool(pool) => rows.fetch_optional(pool).await,
+                    On::Transaction(conn) => Ok(rows.fetch_optional(conn).await?),
+                    On::Pool(pool) => Ok(rows.fetch_optional(pool).await?),
                 }
             }
         }

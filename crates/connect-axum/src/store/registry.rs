@@ -5,6 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 
+use super::StoreError;
 use super::{
     ClientKey, Db, Installation, Keyring, LIFECYCLE_TOKEN_MEMORY_SECS, LifecycleToken, OpenError,
     Origin, PoolUsage, Purged, RealmMigration, RegistryTx, SaveOutcome, SharedSecret, TenantRecord,
@@ -124,7 +125,7 @@ pub(super) struct TenantRow {
 
 impl TenantRow {
     /// The tenant, its sealed secret opened.
-    pub(super) fn open(self, keyring: &Keyring) -> sqlx::Result<Arc<TenantRecord>> {
+    pub(super) fn open(self, keyring: &Keyring) -> Result<Arc<TenantRecord>, StoreError> {
         let shared_secret = open_secret(
             keyring,
             &self.client_key,
@@ -172,9 +173,9 @@ pub(super) struct RealmMigrationRow {
 }
 
 impl TryFrom<RealmMigrationRow> for RealmMigration {
-    type Error = sqlx::Error;
+    type Error = StoreError;
 
-    fn try_from(row: RealmMigrationRow) -> sqlx::Result<Self> {
+    fn try_from(row: RealmMigrationRow) -> Result<Self, StoreError> {
         Ok(RealmMigration {
             migration_id: row.migration_id,
             location: row.location,
@@ -182,7 +183,7 @@ impl TryFrom<RealmMigrationRow> for RealmMigration {
             state: row
                 .state
                 .parse()
-                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                .map_err(|e: String| StoreError::Decode(e.into()))?,
             error_code: row.error_code,
             start_time: row.start_time,
             end_time: row.end_time,
@@ -191,7 +192,8 @@ impl TryFrom<RealmMigrationRow> for RealmMigration {
 }
 
 /// A tenant whose stored sharedSecret does not open: sealed with a key not configured, corrupt,
-/// or plain text that is not allowed. Store reads fail with it as an [`sqlx::Error::Decode`].
+/// or plain text that is not allowed. Store reads fail with it as
+/// [`StoreError::UnreadableSecret`].
 #[derive(Debug, thiserror::Error)]
 #[error("the sharedSecret of tenant {client_key:?}: {source}")]
 pub struct UnreadableSecret {
@@ -202,9 +204,9 @@ pub struct UnreadableSecret {
 
 impl UnreadableSecret {
     /// The unreadable secret a store error is about, if that is what it is.
-    pub fn of(e: &sqlx::Error) -> Option<&Self> {
+    pub fn of(e: &StoreError) -> Option<&Self> {
         match e {
-            sqlx::Error::Decode(e) => e.downcast_ref(),
+            StoreError::UnreadableSecret(e) => Some(e),
             _ => None,
         }
     }
@@ -217,12 +219,12 @@ pub(crate) fn open_secret(
     client_key: &str,
     key_id: Option<&str>,
     stored: &str,
-) -> sqlx::Result<SharedSecret> {
+) -> Result<SharedSecret, StoreError> {
     keyring.open(client_key, key_id, stored).map_err(|source| {
-        sqlx::Error::Decode(Box::new(UnreadableSecret {
+        StoreError::UnreadableSecret(UnreadableSecret {
             client_key: client_key.to_owned(),
             source,
-        }))
+        })
     })
 }
 
@@ -247,7 +249,7 @@ pub(super) struct Registry<'s> {
 }
 
 impl Registry<'_> {
-    pub(super) async fn ping(self) -> sqlx::Result<()> {
+    pub(super) async fn ping(self) -> Result<(), StoreError> {
         self.db.query("select 1").execute().await.map(|_| ())
     }
 
@@ -255,7 +257,7 @@ impl Registry<'_> {
         self,
         t: &Installation,
         token: &LifecycleToken,
-    ) -> sqlx::Result<SaveOutcome> {
+    ) -> Result<SaveOutcome, StoreError> {
         let now = now();
         let sealed = self.keyring.seal(t.client_key.as_str(), &t.shared_secret);
         let mut tx = self.db.begin().await?;
@@ -269,7 +271,7 @@ impl Registry<'_> {
         let saved = match saved {
             // The only unique index the upsert can break: another installed tenant's
             // installationId.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(e) if e.is_unique_violation() => {
                 return Ok(SaveOutcome::InstallationIdTaken);
             }
             saved => saved?,
@@ -284,7 +286,7 @@ impl Registry<'_> {
     pub(super) async fn find_tenant(
         self,
         client_key: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         let sql = format!("{} where client_key = $1", *SELECT_TENANT);
         self.db
             .query(&sql)
@@ -298,7 +300,7 @@ impl Registry<'_> {
     pub(super) async fn find_tenant_by_installation_id(
         self,
         installation_id: &str,
-    ) -> sqlx::Result<Option<Arc<TenantRecord>>> {
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         let sql = format!(
             "{} where installation_id = $1 and uninstalled_at is null",
             *SELECT_TENANT
@@ -312,7 +314,7 @@ impl Registry<'_> {
             .transpose()
     }
 
-    pub(super) async fn client_keys(self) -> sqlx::Result<Vec<String>> {
+    pub(super) async fn client_keys(self) -> Result<Vec<String>, StoreError> {
         let keys: Vec<(String,)> = self
             .db
             .query("select client_key from tenant")
@@ -325,7 +327,7 @@ impl Registry<'_> {
         self,
         cloud_id: &str,
         product: Option<&str>,
-    ) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    ) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         let sql = format!(
             "{} where cloud_id = $1 and cloud_id_verified and uninstalled_at is null \
              and ($2 is null or product_type is null or product_type = $2) \
@@ -343,7 +345,7 @@ impl Registry<'_> {
             .collect()
     }
 
-    pub(super) async fn list_tenants(self) -> sqlx::Result<Vec<Arc<TenantRecord>>> {
+    pub(super) async fn list_tenants(self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         let sql = format!("{} order by client_key", *SELECT_TENANT);
         self.db
             .query(&sql)
@@ -358,7 +360,7 @@ impl Registry<'_> {
         self,
         key: &ClientKey,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let now = now();
         let mut tx = self.db.begin().await?;
         let done = tx
@@ -380,7 +382,7 @@ impl Registry<'_> {
         Ok(true)
     }
 
-    pub(super) async fn reencrypt_secrets(self) -> sqlx::Result<u64> {
+    pub(super) async fn reencrypt_secrets(self) -> Result<u64, StoreError> {
         let rows: Vec<(String, String, Option<String>)> = self
             .db
             .query(
@@ -415,7 +417,7 @@ impl Registry<'_> {
     pub(super) async fn purge_uninstalled(
         self,
         before: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<Purged>> {
+    ) -> Result<Vec<Purged>, StoreError> {
         let due: Vec<(String, DateTime<Utc>)> = self
             .db
             .query(
@@ -462,7 +464,7 @@ impl Registry<'_> {
         key: &ClientKey,
         enabled: bool,
         token: &LifecycleToken,
-    ) -> sqlx::Result<bool> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
         let done = tx
             .query(
@@ -485,7 +487,7 @@ impl Registry<'_> {
     pub(super) async fn realm_migration(
         self,
         key: &ClientKey,
-    ) -> sqlx::Result<Option<RealmMigration>> {
+    ) -> Result<Option<RealmMigration>, StoreError> {
         self.db
             .query(
                 "select migration_id, location, previous_location, state, error_code, \
@@ -502,7 +504,7 @@ impl Registry<'_> {
         self,
         key: &ClientKey,
         m: &RealmMigration,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.db
             .query(
                 "insert into realm_migration (client_key, migration_id, location, \
@@ -530,7 +532,7 @@ impl Registry<'_> {
     pub(super) async fn personal_data_due(
         self,
         now: DateTime<Utc>,
-    ) -> sqlx::Result<Vec<ClientKey>> {
+    ) -> Result<Vec<ClientKey>, StoreError> {
         let keys: Vec<(String,)> = self
             .db
             .query(
@@ -550,7 +552,7 @@ impl Registry<'_> {
         key: &ClientKey,
         reported_at: Option<DateTime<Utc>>,
         next_due_at: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
+    ) -> Result<(), StoreError> {
         self.db
             .query(
                 "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
@@ -572,7 +574,7 @@ pub(super) async fn remember_token(
     tx: &mut RegistryTx,
     key: &ClientKey,
     token: &LifecycleToken,
-) -> sqlx::Result<bool> {
+) -> Result<bool, StoreError> {
     let fresh = tx
         .query(
             "insert into lifecycle_token (client_key, token_id, expires_at) \

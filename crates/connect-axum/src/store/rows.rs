@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::StoreError;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess,
@@ -105,13 +106,15 @@ impl Cells for SqliteRow {
 }
 
 /// Reads a Postgres row into `R`.
-pub(super) fn from_postgres<R: DeserializeOwned>(row: &tokio_postgres::Row) -> sqlx::Result<R> {
-    R::deserialize(RowDeserializer { row }).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+pub(super) fn from_postgres<R: DeserializeOwned>(
+    row: &tokio_postgres::Row,
+) -> Result<R, StoreError> {
+    R::deserialize(RowDeserializer { row }).map_err(|e| StoreError::Decode(Box::new(e)))
 }
 
 /// Reads a SQLite row into `R`.
-pub(super) fn from_sqlite<R: DeserializeOwned>(row: &SqliteRow) -> sqlx::Result<R> {
-    R::deserialize(RowDeserializer { row }).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+pub(super) fn from_sqlite<R: DeserializeOwned>(row: &SqliteRow) -> Result<R, StoreError> {
+    R::deserialize(RowDeserializer { row }).map_err(|e| StoreError::Decode(Box::new(e)))
 }
 
 /// Why a row did not read into the asked type.

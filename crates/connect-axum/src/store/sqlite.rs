@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+use super::StoreError;
 use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry};
 
 /// A [`TenantStore`](super::TenantStore) in an SQLite file.
@@ -19,7 +20,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
     /// migrations; secrets are sealed with `keyring`.
-    pub async fn connect(url: &str, pool_size: u32, keyring: Arc<Keyring>) -> sqlx::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        pool_size: u32,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, StoreError> {
         Self::connect_with_migrations(url, pool_size, keyring, &super::AppMigrations::default())
             .await
     }
@@ -31,7 +36,7 @@ impl SqliteStore {
         pool_size: u32,
         keyring: Arc<Keyring>,
         app: &super::AppMigrations,
-    ) -> sqlx::Result<Self> {
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
@@ -73,9 +78,7 @@ impl SqliteStore {
             .fetch_one(&pool)
             .await?;
             if !keyed {
-                return Err(sqlx::Error::Configuration(Box::new(
-                    super::NotATenantTable(table.clone()),
-                )));
+                return Err(super::NotATenantTable(table.clone()).into());
             }
         }
         Ok(Self { pool, keyring })
@@ -86,13 +89,13 @@ impl SqliteStore {
     pub async fn begin_tenant(
         &self,
         _key: &ClientKey,
-    ) -> sqlx::Result<Transaction<'static, Sqlite>> {
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.begin().await
     }
 
     /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        self.pool.begin().await
+    pub(super) async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
 
     pub(super) fn pool(&self) -> &SqlitePool {
@@ -116,7 +119,10 @@ impl super::SqlBackend for SqliteStore {
         Database::Sqlite(self.clone())
     }
 
-    async fn tenant_transaction(&self, key: &ClientKey) -> sqlx::Result<super::TenantTransaction> {
+    async fn tenant_transaction(
+        &self,
+        key: &ClientKey,
+    ) -> Result<super::TenantTransaction, StoreError> {
         Ok(super::TenantTransaction::sqlite(
             self.begin_tenant(key).await?,
         ))

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Encode, Postgres, Sqlite, Transaction, Type};
 use tokio_postgres::types::ToSql;
 
+use super::StoreError;
 use super::rows;
 
 /// A value either backend can bind: text, integers, booleans, floats, bytes, timestamps, their
@@ -72,11 +73,11 @@ impl PgTransaction {
         &mut self,
         sql: &str,
         types: &[tokio_postgres::types::Type],
-    ) -> sqlx::Result<tokio_postgres::Statement> {
+    ) -> Result<tokio_postgres::Statement, StoreError> {
         self.conn
             .prepare_typed_cached(sql, types)
             .await
-            .map_err(pg_error)
+            .map_err(StoreError::from)
     }
 
     /// Runs `op` on the connection, after `BEGIN` and the key in the same write when this is the
@@ -84,7 +85,7 @@ impl PgTransaction {
     async fn run<'c, T, F>(
         &'c mut self,
         op: impl FnOnce(&'c tokio_postgres::Client) -> F,
-    ) -> sqlx::Result<T>
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
     {
@@ -100,19 +101,22 @@ impl PgTransaction {
                 // before the statement runs, and if setting it fails the statement runs in an
                 // aborted transaction and fails too.
                 let (begun, result) = tokio::join!(client.batch_execute(&begin), op(client));
-                begun.map_err(pg_error)?;
+                begun.map_err(StoreError::from)?;
                 result
             }
             None => op(client).await,
         };
-        result.map_err(pg_error)
+        result.map_err(StoreError::from)
     }
 
-    async fn finish(&mut self, end: &str) -> sqlx::Result<()> {
+    async fn finish(&mut self, end: &str) -> Result<(), StoreError> {
         if !self.open {
             return Ok(());
         }
-        self.conn.batch_execute(end).await.map_err(pg_error)?;
+        self.conn
+            .batch_execute(end)
+            .await
+            .map_err(StoreError::from)?;
         self.open = false;
         Ok(())
     }
@@ -154,18 +158,18 @@ impl TenantTransaction {
     }
 
     /// Makes the transaction's writes durable.
-    pub async fn commit(self) -> sqlx::Result<()> {
+    pub async fn commit(self) -> Result<(), StoreError> {
         match self.0 {
             Tx::Postgres(mut tx) => tx.finish("commit").await,
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(tx) => Ok(tx.commit().await?),
         }
     }
 
     /// Undoes the transaction's writes now (dropping it does the same, without waiting).
-    pub async fn rollback(self) -> sqlx::Result<()> {
+    pub async fn rollback(self) -> Result<(), StoreError> {
         match self.0 {
             Tx::Postgres(mut tx) => tx.finish("rollback").await,
-            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Sqlite(tx) => Ok(tx.rollback().await?),
         }
     }
 }
@@ -219,7 +223,7 @@ impl<'t> Statement<'t> {
     }
 
     /// Runs the statement; returns how many rows it changed.
-    pub async fn execute(self) -> sqlx::Result<u64> {
+    pub async fn execute(self) -> Result<u64, StoreError> {
         match self.0 {
             Stmt::Postgres {
                 tx,
@@ -237,7 +241,7 @@ impl<'t> Statement<'t> {
     }
 
     /// Every row the statement returns.
-    pub async fn fetch_all<R: Row>(self) -> sqlx::Result<Vec<R>> {
+    pub async fn fetch_all<R: Row>(self) -> Result<Vec<R>, StoreError> {
         match self.0 {
             Stmt::Postgres {
                 tx,
@@ -259,13 +263,13 @@ impl<'t> Statement<'t> {
         }
     }
 
-    /// The one row the statement returns ([`sqlx::Error::RowNotFound`] when there is none).
-    pub async fn fetch_one<R: Row>(self) -> sqlx::Result<R> {
-        self.fetch_optional().await?.ok_or(sqlx::Error::RowNotFound)
+    /// The one row the statement returns ([`StoreError::RowNotFound`] when there is none).
+    pub async fn fetch_one<R: Row>(self) -> Result<R, StoreError> {
+        self.fetch_optional().await?.ok_or(StoreError::RowNotFound)
     }
 
     /// The first row the statement returns, if any.
-    pub async fn fetch_optional<R: Row>(self) -> sqlx::Result<Option<R>> {
+    pub async fn fetch_optional<R: Row>(self) -> Result<Option<R>, StoreError> {
         match self.0 {
             Stmt::Postgres { .. } => Ok(self.fetch_all().await?.into_iter().next()),
             Stmt::Sqlite(conn, query) => query
@@ -279,76 +283,4 @@ impl<'t> Statement<'t> {
 
 fn refs<'p>(params: &'p [Box<dyn ToSql + Send + Sync + '_>]) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
-}
-
-/// A tokio-postgres error as the sqlx error the rest of the library classifies: what Postgres
-/// answered stays a database error with its SQLSTATE; a lost connection is I/O.
-pub(super) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
-    if let Some(db) = e.as_db_error() {
-        return sqlx::Error::Database(Box::new(PgDbError(db.clone())));
-    }
-    if e.is_closed() {
-        return sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            e,
-        ));
-    }
-    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if io || e.to_string().starts_with("error connecting") {
-        return sqlx::Error::Io(std::io::Error::other(e));
-    }
-    sqlx::Error::Protocol(e.to_string())
-}
-
-/// What Postgres answered, through tokio-postgres.
-#[derive(Debug)]
-struct PgDbError(tokio_postgres::error::DbError);
-
-impl std::fmt::Display for PgDbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for PgDbError {}
-
-impl sqlx::error::DatabaseError for PgDbError {
-    fn message(&self) -> &str {
-        self.0.message()
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(self.0.code().code().into())
-    }
-
-    fn constraint(&self) -> Option<&str> {
-        self.0.constraint()
-    }
-
-    fn table(&self) -> Option<&str> {
-        self.0.table()
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use sqlx::error::ErrorKind;
-        match self.0.code().code() {
-            "23505" => ErrorKind::UniqueViolation,
-            "23503" => ErrorKind::ForeignKeyViolation,
-            "23502" => ErrorKind::NotNullViolation,
-            "23514" => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
-        }
-    }
 }
