@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's "Build your own app", built exactly as written as a crate outside the workspace
-# (connect-axum taken by path) and run on both stores by the testing kit's own-app check.
+# The guide's "Build your own app" (docs/guide/build-an-app.md), built exactly as written as a
+# crate outside the workspace (connect-axum taken by path) and run on both stores by the testing
+# kit's own-app check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,5 +19,5 @@ build_app() {
     cargo build --quiet --manifest-path "$crate/Cargo.toml"
 }
 
-build_app README.md "your own app" bookmarks
+build_app docs/guide/build-an-app.md "your own app" bookmarks
 cargo run --quiet -p connect-axum-testing --example own-app -- "$root/target/debug/bookmarks"
