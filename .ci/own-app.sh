@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The guide's "Build your own app" (docs/guide/build-an-app.md), built exactly as written as a
-# crate outside the workspace (connect-axum taken by path) and run on both stores by the testing
-# kit's own-app check.
+# The apps the pages show, each built exactly as written as a crate outside the workspace
+# (connect-axum taken by path): the README's small app, which then checks its configuration and
+# store, and the guide's "Build your own app" (docs/guide/build-an-app.md), run on both stores by
+# the testing kit's own-app check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,6 +19,10 @@ build_app() {
   CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_TARGET_DIR="$root/target" \
     cargo build --quiet --manifest-path "$crate/Cargo.toml"
 }
+
+build_app README.md "a small app" hello-issues
+DATABASE_URL="sqlite://$work/hello-issues.db" SECRETS_KEY_FILE="$work/hello-issues.key" \
+  "$root/target/debug/hello-issues" check
 
 build_app docs/guide/build-an-app.md "your own app" bookmarks
 cargo run --quiet -p connect-axum-testing --example own-app -- "$root/target/debug/bookmarks"
