@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# The README's "Build your own app", built exactly as written as a crate outside the workspace
-# (connect-axum taken by path) and run on both stores by the testing kit's own-app check.
+# The apps the pages show, each built exactly as written as a crate outside the workspace
+# (connect-axum taken by path): the README's small app, which then checks its configuration and
+# store, and the guide's "Build your own app" (docs/guide/build-an-app.md), run on both stores by
+# the testing kit's own-app check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 work=$(mktemp -d /tmp/connect-axum-own-app.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-python3 .ci/readme_app.py README.md "$work" "$root/crates/connect-axum"
-# The workspace's lock file and target directory: the same versions, and what the workspace built
-# with the same features is reused.
-cp Cargo.lock "$work/"
-CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_TARGET_DIR="$root/target" \
-  cargo build --quiet --manifest-path "$work/Cargo.toml"
+
+# Builds the app the page ($1) shows in the section whose heading names $2, as the package $3.
+build_app() {
+  local crate="$work/$3"
+  python3 .ci/markdown_app.py "$1" "$2" "$3" "$crate" "$root/crates/connect-axum"
+  # The workspace's lock file and target directory: the same versions, and what the workspace
+  # built with the same features is reused.
+  cp Cargo.lock "$crate/"
+  CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_TARGET_DIR="$root/target" \
+    cargo build --quiet --manifest-path "$crate/Cargo.toml"
+}
+
+build_app README.md "a small app" hello-issues
+DATABASE_URL="sqlite://$work/hello-issues.db" SECRETS_KEY_FILE="$work/hello-issues.key" \
+  "$root/target/debug/hello-issues" check
+
+build_app docs/guide/build-an-app.md "your own app" bookmarks
 cargo run --quiet -p connect-axum-testing --example own-app -- "$root/target/debug/bookmarks"

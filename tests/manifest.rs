@@ -546,12 +546,13 @@ fn the_connect_on_forge_variant_has_the_same_forge_modules_on_its_connect_remote
 }
 
 #[test]
-fn the_readme_shows_the_manifest_as_it_is() {
+fn the_forge_remote_guide_shows_the_manifest_as_it_is() {
     let manifest = std::fs::read_to_string(repo_file(Path::new("forge/manifest.yml"))).unwrap();
-    let readme = std::fs::read_to_string(repo_file(Path::new("README.md"))).unwrap();
+    let guide = repo_file(Path::new("docs/guide/forge-remote.md"));
+    let guide = std::fs::read_to_string(guide).unwrap();
     let block = format!("```yaml\n{}```", manifest);
     assert!(
-        readme.contains(&block),
-        "README.md's ```yaml block differs from forge/manifest.yml"
+        guide.contains(&block),
+        "docs/guide/forge-remote.md's ```yaml block differs from forge/manifest.yml"
     );
 }

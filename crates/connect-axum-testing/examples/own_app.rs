@@ -1,6 +1,7 @@
-//! The check of the README's "Build your own app": runs the app's binary (the first argument) on
-//! an SQLite file and on a fresh Postgres database, installs two sites through signed installs,
-//! and checks tenant isolation, request ids, the JSON 401, the metrics and a restart.
+//! The check of the guide's "Build your own app" (docs/guide/build-an-app.md): runs the app's
+//! binary (the first argument) on an SQLite file and on a fresh Postgres database, installs two
+//! sites through signed installs, and checks tenant isolation, request ids, the JSON 401, the
+//! metrics and a restart.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};

@@ -22,7 +22,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// What to do; configuration always comes from the environment (see README).
+/// What to do; configuration always comes from the environment (see the repository's
+/// docs/operations/configuration.md).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
