@@ -1,0 +1,39 @@
+//! Why an outbound call failed, whichever client made it; each client's error converts from it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+/// Why an outbound call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// No answer within the transport's timeout.
+    #[error("no answer in time")]
+    Timeout,
+    /// The server could not be reached, or the request not built.
+    #[error("could not be reached: {0}")]
+    Unreachable(String),
+    /// The answer's body was not what was expected.
+    #[error("the answer could not be decoded: {0}")]
+    Decode(String),
+    /// A non-2xx answer other than a 429, with the start of its body (as much as the
+    /// client's [`Policy::error_body`](super::Policy::error_body)).
+    #[error("answered {status}")]
+    Status { status: StatusCode, body: Vec<u8> },
+    /// A 429 that the client's policy does not wait out; `retry_after` is its `Retry-After`.
+    #[error("rate limiting; retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        // The message reaches logs and error bodies; the URL and its query stay out of them.
+        if e.is_timeout() {
+            Failure::Timeout
+        } else if e.is_decode() {
+            Failure::Decode(e.without_url().to_string())
+        } else {
+            Failure::Unreachable(e.without_url().to_string())
+        }
+    }
+}
