@@ -350,9 +350,7 @@ impl ProductClient {
         ];
         let response = self
             .transport
-            .send(&Policy::ONCE, |http| {
-                std::future::ready(Ok::<_, Failure>(http.post(&token_url).form(&form)))
-            })
+            .send(&Policy::ONCE, |http| http.post(&token_url).form(&form))
             .await
             .map_err(|e| match e {
                 Failure::Status { status, .. } => ProductError::Grant { status },
@@ -434,7 +432,7 @@ impl Caller<'_> {
         let (client, body) = (self.client, body.as_ref());
         client
             .transport
-            .send(&CALLS, |http| {
+            .send_with(&CALLS, |http| {
                 let request = http.request(method.clone(), url.clone());
                 let (method, url, base_path) = (&method, &url, &base_path);
                 async move {

@@ -41,12 +41,23 @@ impl Transport {
     }
 
     /// Sends the request `build` makes and returns a successful (2xx) answer; `build` runs again
-    /// for each retry, so that credentials made per request are fresh.
+    /// for each retry.
     ///
     /// # Errors
-    /// `build`'s own; [`Failure::RateLimited`] for a 429 that `policy` does not wait out;
-    /// [`Failure::Status`] for any other non-2xx answer; the failure of the request itself.
-    pub(crate) async fn send<E, F>(
+    /// [`Failure::RateLimited`] for a 429 that `policy` does not wait out; [`Failure::Status`]
+    /// for any other non-2xx answer; the failure of the request itself.
+    pub(crate) async fn send(
+        &self,
+        policy: &Policy,
+        mut build: impl FnMut(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        self.send_with(policy, |http| std::future::ready(Ok(build(http))))
+            .await
+    }
+
+    /// [`send`](Self::send) of a request that `build` makes asynchronously, or fails to make with
+    /// an error of its own: credentials made per request are made again for each retry.
+    pub(crate) async fn send_with<E, F>(
         &self,
         policy: &Policy,
         mut build: impl FnMut(&reqwest::Client) -> F,

@@ -357,14 +357,12 @@ impl Storage<'_> {
         let url = format!("{}/{op}", self.client.endpoint);
         let authorization = format!("Bearer {}", self.token.expose());
         let request = |http: &reqwest::Client| {
-            let request = http
-                .post(&url)
+            http.post(&url)
                 .header(AUTHORIZATION, &authorization)
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            std::future::ready(Ok(request))
+                .body(body.clone())
         };
-        self.client.transport.send(&CALLS, request).await
+        Ok(self.client.transport.send(&CALLS, request).await?)
     }
 }
 
