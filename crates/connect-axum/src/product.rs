@@ -126,6 +126,7 @@ impl From<Failure> for ProductError {
         match e {
             Failure::Timeout => ProductError::Timeout,
             Failure::Unreachable(e) => ProductError::Transport(e),
+            e @ Failure::TooLarge { .. } => ProductError::Transport(e.to_string()),
             Failure::Decode(e) => ProductError::Decode(e),
             Failure::Status { status, body } => ProductError::Status {
                 status,

@@ -75,6 +75,7 @@ impl From<Failure> for ImpersonationError {
         match e {
             Failure::Timeout => ImpersonationError::Timeout,
             Failure::Unreachable(e) => ImpersonationError::Transport(e),
+            e @ Failure::TooLarge { .. } => ImpersonationError::Transport(e.to_string()),
             Failure::Decode(e) => ImpersonationError::Decode(e),
             Failure::Status { status, .. } => ImpersonationError::Status(status.as_u16()),
             Failure::RateLimited { retry_after } => ImpersonationError::RateLimited { retry_after },

@@ -1,4 +1,4 @@
-//! Reading an answer's body: an error's, bounded, and a success's as JSON.
+//! Reading an answer's body: an error's, cut at a bound; one of a bounded size, whole; JSON.
 
 use serde::de::DeserializeOwned;
 
@@ -16,6 +16,24 @@ pub(super) async fn read_capped(mut response: reqwest::Response, limit: usize) -
     }
     body.truncate(limit);
     body
+}
+
+/// The whole body of `response`, refused once it passes `limit` bytes.
+///
+/// # Errors
+/// [`Failure::TooLarge`], or the failure of the read.
+pub(crate) async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The JSON of a successful answer.

@@ -23,6 +23,9 @@ pub(crate) enum Failure {
     /// A 429 that the client's policy does not wait out; `retry_after` is its `Retry-After`.
     #[error("rate limiting; retry after {retry_after:?}")]
     RateLimited { retry_after: Option<Duration> },
+    /// The answer's body is larger than its reader accepts.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl From<reqwest::Error> for Failure {

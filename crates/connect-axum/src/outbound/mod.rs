@@ -11,14 +11,9 @@ mod body;
 mod failure;
 mod retry;
 
-pub(crate) use body::json;
+pub(crate) use body::{json, read_limited};
 pub(crate) use failure::Failure;
 pub(crate) use retry::Policy;
-
-/// An HTTP client whose every request, connecting included, gives up after `timeout`.
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    Transport::new(timeout).http
-}
 
 /// How the app's requests leave: a value each client holds, so that whoever builds the clients
 /// decides the route.

@@ -109,6 +109,7 @@ impl From<Failure> for StorageError {
         match e {
             Failure::Timeout => StorageError::Timeout,
             Failure::Unreachable(e) => StorageError::Transport(e),
+            e @ Failure::TooLarge { .. } => StorageError::Transport(e.to_string()),
             Failure::Decode(e) => StorageError::Decode(e),
             Failure::Status { status, body } => api_error(status, &body),
             Failure::RateLimited { retry_after } => StorageError::RateLimited { retry_after },
