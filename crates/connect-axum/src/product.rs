@@ -115,27 +115,10 @@ impl From<ProductError> for crate::error::Error {
     }
 }
 
-impl From<reqwest::Error> for ProductError {
-    fn from(e: reqwest::Error) -> Self {
-        Failure::from(e).into()
-    }
-}
-
-impl From<Failure> for ProductError {
-    fn from(e: Failure) -> Self {
-        match e {
-            Failure::Timeout => ProductError::Timeout,
-            Failure::Unreachable(e) => ProductError::Transport(e),
-            e @ Failure::TooLarge { .. } => ProductError::Transport(e.to_string()),
-            Failure::Decode(e) => ProductError::Decode(e),
-            Failure::Status { status, body } => ProductError::Status {
-                status,
-                body: error_text(&body),
-            },
-            Failure::RateLimited { retry_after } => ProductError::RateLimited { retry_after },
-        }
-    }
-}
+outbound::from_failure!(ProductError, |status, body| ProductError::Status {
+    status,
+    body: error_text(&body),
+});
 
 /// The start of an error body as text, at most [`MAX_ERROR_BODY`] bytes of whole characters.
 fn error_text(body: &[u8]) -> String {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::outbound::{self, Failure, Policy, Transport};
+use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
 
 /// Where Atlassian serves the GraphQL API.
@@ -64,24 +64,9 @@ pub enum ImpersonationError {
     InvalidAccountId,
 }
 
-impl From<reqwest::Error> for ImpersonationError {
-    fn from(e: reqwest::Error) -> Self {
-        Failure::from(e).into()
-    }
-}
-
-impl From<Failure> for ImpersonationError {
-    fn from(e: Failure) -> Self {
-        match e {
-            Failure::Timeout => ImpersonationError::Timeout,
-            Failure::Unreachable(e) => ImpersonationError::Transport(e),
-            e @ Failure::TooLarge { .. } => ImpersonationError::Transport(e.to_string()),
-            Failure::Decode(e) => ImpersonationError::Decode(e),
-            Failure::Status { status, .. } => ImpersonationError::Status(status.as_u16()),
-            Failure::RateLimited { retry_after } => ImpersonationError::RateLimited { retry_after },
-        }
-    }
-}
+outbound::from_failure!(ImpersonationError, |status, _| {
+    ImpersonationError::Status(status.as_u16())
+});
 
 impl From<ImpersonationError> for crate::error::Error {
     fn from(e: ImpersonationError) -> Self {

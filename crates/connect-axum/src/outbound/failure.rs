@@ -40,3 +40,36 @@ impl From<reqwest::Error> for Failure {
         }
     }
 }
+
+/// `From<Failure>` and `From<reqwest::Error>` for a client's error whose `Timeout`,
+/// `Transport(String)`, `Decode(String)` and `RateLimited { retry_after }` mean what the
+/// failure's do; the closure-like tail makes its error of a non-2xx answer from the status and
+/// the start of the body.
+macro_rules! from_failure {
+    ($error:ident, |$status:ident, $body:pat_param| $make:expr) => {
+        impl From<$crate::outbound::Failure> for $error {
+            fn from(e: $crate::outbound::Failure) -> Self {
+                use $crate::outbound::Failure;
+                match e {
+                    Failure::Timeout => Self::Timeout,
+                    Failure::Unreachable(e) => Self::Transport(e),
+                    e @ Failure::TooLarge { .. } => Self::Transport(e.to_string()),
+                    Failure::Decode(e) => Self::Decode(e),
+                    Failure::Status {
+                        status: $status,
+                        body: $body,
+                    } => $make,
+                    Failure::RateLimited { retry_after } => Self::RateLimited { retry_after },
+                }
+            }
+        }
+
+        impl From<reqwest::Error> for $error {
+            fn from(e: reqwest::Error) -> Self {
+                $crate::outbound::Failure::from(e).into()
+            }
+        }
+    };
+}
+
+pub(crate) use from_failure;

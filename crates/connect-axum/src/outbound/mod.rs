@@ -12,7 +12,7 @@ mod failure;
 mod retry;
 
 pub(crate) use body::{json, read_limited};
-pub(crate) use failure::Failure;
+pub(crate) use failure::{Failure, from_failure};
 pub(crate) use retry::Policy;
 
 /// How the app's requests leave: a value each client holds, so that whoever builds the clients

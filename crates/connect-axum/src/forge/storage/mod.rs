@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::outbound::{self, Failure, Policy, Transport};
+use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
 
 mod options;
@@ -98,24 +98,7 @@ impl StorageError {
     }
 }
 
-impl From<reqwest::Error> for StorageError {
-    fn from(e: reqwest::Error) -> Self {
-        Failure::from(e).into()
-    }
-}
-
-impl From<Failure> for StorageError {
-    fn from(e: Failure) -> Self {
-        match e {
-            Failure::Timeout => StorageError::Timeout,
-            Failure::Unreachable(e) => StorageError::Transport(e),
-            e @ Failure::TooLarge { .. } => StorageError::Transport(e.to_string()),
-            Failure::Decode(e) => StorageError::Decode(e),
-            Failure::Status { status, body } => api_error(status, &body),
-            Failure::RateLimited { retry_after } => StorageError::RateLimited { retry_after },
-        }
-    }
-}
+outbound::from_failure!(StorageError, |status, body| api_error(status, &body));
 
 impl From<StorageError> for crate::error::Error {
     fn from(e: StorageError) -> Self {
