@@ -185,8 +185,13 @@ impl ProductClient {
     /// A client for the app `app_key`, getting user tokens from `auth_server`, with a `timeout`
     /// on every call.
     pub fn new(app_key: &str, auth_server: &Url, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), app_key, auth_server)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(transport: Transport, app_key: &str, auth_server: &Url) -> Self {
         Self {
-            transport: Transport::new(timeout),
+            transport,
             app_key: app_key.into(),
             auth_server: auth_server.as_str().trim_end_matches('/').into(),
             user_tokens: Cache::builder()

@@ -166,8 +166,17 @@ impl OfflineUserTokens {
     /// with a `timeout` on every call. The template is taken as it is: check a configured one
     /// with [`check_context_id_template`] first.
     pub fn new(graphql_url: &Url, context_id_template: &str, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), graphql_url, context_id_template)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(
+        transport: Transport,
+        graphql_url: &Url,
+        context_id_template: &str,
+    ) -> Self {
         Self {
-            transport: Transport::new(timeout),
+            transport,
             graphql_url: graphql_url.as_str().into(),
             context_id_template: context_id_template.into(),
             tokens: Cache::builder()

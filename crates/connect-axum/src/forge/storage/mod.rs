@@ -132,8 +132,13 @@ impl ForgeStorage {
     /// A client of the storage API under `api_base` (normally [`DEFAULT_API_BASE`]), with a
     /// `timeout` on every call.
     pub fn new(api_base: &Url, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), api_base)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(transport: Transport, api_base: &Url) -> Self {
         Self {
-            transport: Transport::new(timeout),
+            transport,
             endpoint: format!(
                 "{}/forge/storage/kvs/v1",
                 api_base.as_str().trim_end_matches('/')
