@@ -27,8 +27,7 @@ const CALLS: Policy = Policy {
     retries: 1,
     longest_wait: Duration::from_secs(5),
     backoff: None,
-    // Three bytes more finish any character begun within the kept part, so the text kept is the
-    // one a whole read would have given.
+    // Three more bytes finish a character begun within the kept part, as a whole read would.
     error_body: MAX_ERROR_BODY + 3,
 };
 
@@ -331,15 +330,16 @@ impl ProductClient {
             },
             tenant.shared_secret.expose().as_bytes(),
         );
-        let token_url = format!("{}/oauth2/token", self.auth_server);
-        let form = [
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.as_str()),
-            ("scope", scopes.as_str()),
-        ];
         let response = self
             .transport
-            .send(&Policy::ONCE, |http| http.post(&token_url).form(&form))
+            .send(&Policy::ONCE, |http| {
+                http.post(format!("{}/oauth2/token", self.auth_server))
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                        ("assertion", assertion.as_str()),
+                        ("scope", scopes.as_str()),
+                    ])
+            })
             .await
             .map_err(|e| match e {
                 Failure::Status { status, .. } => ProductError::Grant { status },

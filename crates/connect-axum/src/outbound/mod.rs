@@ -64,7 +64,6 @@ impl Transport {
         let mut retries = 0;
         loop {
             let request = build(&self.http).await?.build().map_err(Failure::from)?;
-            let path = request.url().path().to_owned();
             let response = self.execute(request).await?;
             let status = response.status();
             if status.is_success() {
@@ -76,11 +75,8 @@ impl Transport {
                     return Err(Failure::RateLimited { retry_after }.into());
                 };
                 retries += 1;
-                tracing::debug!(
-                    http.path = %path,
-                    retry = retries,
-                    "rate limited; retrying {path} in {wait:?}"
-                );
+                let path = response.url().path();
+                tracing::debug!(retry = retries, "rate limited; retrying {path} in {wait:?}");
                 tokio::time::sleep(wait).await;
                 continue;
             }
