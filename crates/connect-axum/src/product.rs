@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::outbound::{self, Failure, Policy, Transport};
 use crate::protocol::{ForgeToken, jwt, qsh};
 use crate::store::{Installation, StoredSystemToken};
 
@@ -19,10 +20,16 @@ use crate::store::{Installation, StoredSystemToken};
 const APP_TOKEN_TTL_SECS: u64 = 180;
 /// How long a user-grant assertion is valid.
 const ASSERTION_TTL_SECS: u64 = 60;
-/// A 429 whose `Retry-After` is at most this long is waited out and retried once.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 /// The most of an error body kept in [`ProductError::Status`].
 const MAX_ERROR_BODY: usize = 4 * 1024;
+/// A 429 whose `Retry-After` is at most 5 s is waited out and retried once.
+const CALLS: Policy = Policy {
+    retries: 1,
+    longest_wait: Duration::from_secs(5),
+    backoff: None,
+    // Three more bytes finish a character begun within the kept part, as a whole read would.
+    error_body: MAX_ERROR_BODY + 3,
+};
 
 /// Why a call to the product failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -107,22 +114,28 @@ impl From<ProductError> for crate::error::Error {
     }
 }
 
-impl From<reqwest::Error> for ProductError {
-    fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            ProductError::Timeout
-        } else if e.is_decode() {
-            ProductError::Decode(e.without_url().to_string())
-        } else {
-            ProductError::Transport(e.without_url().to_string())
+outbound::from_failure!(ProductError, |status, body| ProductError::Status {
+    status,
+    body: error_text(&body),
+});
+
+/// The start of an error body as text, at most [`MAX_ERROR_BODY`] bytes of whole characters.
+fn error_text(body: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if text.len() > MAX_ERROR_BODY {
+        let mut end = MAX_ERROR_BODY;
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
+        text.truncate(end);
     }
+    text
 }
 
 /// The client for product REST calls; shares connections across calls and tenants.
 #[derive(Clone)]
 pub struct ProductClient {
-    http: reqwest::Client,
+    transport: Transport,
     app_key: Arc<str>,
     auth_server: Arc<str>,
     user_tokens: Cache<UserTokenKey, UserToken>,
@@ -171,8 +184,13 @@ impl ProductClient {
     /// A client for the app `app_key`, getting user tokens from `auth_server`, with a `timeout`
     /// on every call.
     pub fn new(app_key: &str, auth_server: &Url, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), app_key, auth_server)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(transport: Transport, app_key: &str, auth_server: &Url) -> Self {
         Self {
-            http: crate::outbound::http_client(timeout),
+            transport,
             app_key: app_key.into(),
             auth_server: auth_server.as_str().trim_end_matches('/').into(),
             user_tokens: Cache::builder()
@@ -313,20 +331,23 @@ impl ProductClient {
             tenant.shared_secret.expose().as_bytes(),
         );
         let response = self
-            .http
-            .post(format!("{}/oauth2/token", self.auth_server))
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", assertion.as_str()),
-                ("scope", scopes.as_str()),
-            ])
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(ProductError::Grant {
-                status: response.status(),
-            });
-        }
+            .transport
+            .send(&Policy::ONCE, |http| {
+                http.post(format!("{}/oauth2/token", self.auth_server))
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                        ("assertion", assertion.as_str()),
+                        ("scope", scopes.as_str()),
+                    ])
+            })
+            .await
+            .map_err(|e| match e {
+                Failure::Status { status, .. } => ProductError::Grant { status },
+                Failure::RateLimited { .. } => ProductError::Grant {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                },
+                e => e.into(),
+            })?;
         let grant: Grant = response.json().await?;
         Ok(UserToken::new(grant.access_token, grant.expires_in))
     }
@@ -372,7 +393,7 @@ enum CallerAuth<'a> {
 impl Caller<'_> {
     /// `GET path` (with its query), decoding a JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ProductError> {
-        decode(self.send(Method::GET, path, None).await?).await
+        Ok(outbound::json(self.send(Method::GET, path, None).await?).await?)
     }
 
     /// `POST path` with a JSON body, decoding a JSON answer.
@@ -382,7 +403,7 @@ impl Caller<'_> {
         body: &B,
     ) -> Result<T, ProductError> {
         let body = serde_json::to_vec(body).map_err(|e| ProductError::Decode(e.to_string()))?;
-        decode(self.send(Method::POST, path, Some(body)).await?).await
+        Ok(outbound::json(self.send(Method::POST, path, Some(body)).await?).await?)
     }
 
     /// Sends `method path` with an optional JSON body and returns the successful response.
@@ -397,60 +418,33 @@ impl Caller<'_> {
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, ProductError> {
         let (url, base_path) = self.url(path)?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let authorization = match self.auth {
-                CallerAuth::App(tenant) => format!(
-                    "JWT {}",
-                    self.client.app_token(tenant, &method, &url, &base_path)
-                ),
-                CallerAuth::User(tenant, account_id, scopes) => format!(
-                    "Bearer {}",
-                    self.client.user_token(tenant, account_id, scopes).await?
-                ),
-                CallerAuth::Bearer(token) => format!("Bearer {token}"),
-            };
-            let mut request = self
-                .client
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, authorization);
-            if let Some(body) = &body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let response = request.send().await?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
-            }
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                match retry_after {
-                    Some(wait) if attempts == 1 && wait <= MAX_RETRY_WAIT => {
-                        tokio::time::sleep(wait).await;
-                        continue;
+        let (client, body) = (self.client, body.as_ref());
+        client
+            .transport
+            .send_with(&CALLS, |http| {
+                let request = http.request(method.clone(), url.clone());
+                let (method, url, base_path) = (&method, &url, &base_path);
+                async move {
+                    let authorization = match self.auth {
+                        CallerAuth::App(tenant) => {
+                            format!("JWT {}", client.app_token(tenant, method, url, base_path))
+                        }
+                        CallerAuth::User(tenant, account_id, scopes) => format!(
+                            "Bearer {}",
+                            client.user_token(tenant, account_id, scopes).await?
+                        ),
+                        CallerAuth::Bearer(token) => format!("Bearer {token}"),
+                    };
+                    let mut request = request.header(AUTHORIZATION, authorization);
+                    if let Some(body) = body {
+                        request = request
+                            .header(CONTENT_TYPE, "application/json")
+                            .body(body.clone());
                     }
-                    _ => return Err(ProductError::RateLimited { retry_after }),
+                    Ok(request)
                 }
-            }
-            let mut text = response.text().await.unwrap_or_default();
-            if text.len() > MAX_ERROR_BODY {
-                let mut end = MAX_ERROR_BODY;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-            }
-            return Err(ProductError::Status { status, body: text });
-        }
+            })
+            .await
     }
 
     /// The URL of `path` on the tenant's site, and the site's base path (for the QSH).
@@ -466,11 +460,6 @@ impl Caller<'_> {
         }
         Ok((url, base.path().trim_end_matches('/').to_owned()))
     }
-}
-
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ProductError> {
-    let bytes = response.bytes().await?;
-    serde_json::from_slice(&bytes).map_err(|e| ProductError::Decode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
 
 /// Where Atlassian serves the GraphQL API.
@@ -64,17 +64,9 @@ pub enum ImpersonationError {
     InvalidAccountId,
 }
 
-impl From<reqwest::Error> for ImpersonationError {
-    fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            ImpersonationError::Timeout
-        } else if e.is_decode() {
-            ImpersonationError::Decode(e.without_url().to_string())
-        } else {
-            ImpersonationError::Transport(e.without_url().to_string())
-        }
-    }
-}
+outbound::from_failure!(ImpersonationError, |status, _| {
+    ImpersonationError::Status(status.as_u16())
+});
 
 impl From<ImpersonationError> for crate::error::Error {
     fn from(e: ImpersonationError) -> Self {
@@ -162,7 +154,7 @@ impl Expiry<TokenKey, UserToken> for UntilExpiry {
 /// reused while it lives.
 #[derive(Clone)]
 pub struct OfflineUserTokens {
-    http: reqwest::Client,
+    transport: Transport,
     graphql_url: Arc<str>,
     context_id_template: Arc<str>,
     tokens: Cache<TokenKey, UserToken>,
@@ -174,8 +166,17 @@ impl OfflineUserTokens {
     /// with a `timeout` on every call. The template is taken as it is: check a configured one
     /// with [`check_context_id_template`] first.
     pub fn new(graphql_url: &Url, context_id_template: &str, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), graphql_url, context_id_template)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(
+        transport: Transport,
+        graphql_url: &Url,
+        context_id_template: &str,
+    ) -> Self {
         Self {
-            http: crate::outbound::http_client(timeout),
+            transport,
             graphql_url: graphql_url.as_str().into(),
             context_id_template: context_id_template.into(),
             tokens: Cache::builder()
@@ -274,29 +275,16 @@ impl OfflineUserTokens {
                 "userId": account_id,
             }},
         });
+        let authorization = format!("Bearer {}", system_token.expose());
         let response = self
-            .http
-            .post(&*self.graphql_url)
-            .header(AUTHORIZATION, format!("Bearer {}", system_token.expose()))
-            .json(&body)
-            .send()
+            .transport
+            .send(&Policy::ONCE, |http| {
+                http.post(&*self.graphql_url)
+                    .header(AUTHORIZATION, &authorization)
+                    .json(&body)
+            })
             .await?;
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(ImpersonationError::RateLimited { retry_after });
-        }
-        if !status.is_success() {
-            return Err(ImpersonationError::Status(status.as_u16()));
-        }
-        let bytes = response.bytes().await?;
-        let answer: Answer = serde_json::from_slice(&bytes)
-            .map_err(|e| ImpersonationError::Decode(e.to_string()))?;
+        let answer: Answer = outbound::json(response).await?;
         let payload = answer.data.and_then(|d| d.offline_user_auth_token);
         let Some(payload) = payload else {
             let errors = answer.errors.unwrap_or_default();

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::forge::impersonation::{ImpersonationTarget, OfflineUserTokens};
 use crate::forge::storage::ForgeStorage;
 use crate::monitoring;
+use crate::outbound::Transport;
 use crate::product::ProductClient;
 use crate::protocol::ForgeToken;
 use crate::slots::{self, Slots};
@@ -94,16 +95,19 @@ impl AppState {
             }),
             None => auth,
         };
-        let product = ProductClient::new(
+        // Built here, not by each client, so that what starts the server decides how calls leave.
+        let transport = Transport::new(config.product_timeout);
+        let product = ProductClient::with_transport(
+            transport.clone(),
             descriptor.key(),
             &config.oauth_auth_server_url,
-            config.product_timeout,
         );
-        let forge_storage = ForgeStorage::new(&config.forge_api_base_url, config.product_timeout);
-        let forge_users = OfflineUserTokens::new(
+        let forge_storage =
+            ForgeStorage::with_transport(transport.clone(), &config.forge_api_base_url);
+        let forge_users = OfflineUserTokens::with_transport(
+            transport,
             &config.forge_graphql_url,
             &config.forge_impersonation_context_id,
-            config.product_timeout,
         );
         Self {
             config: Arc::new(config),

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{AuthError, Authenticator, jwt};
 use crate::error::Error;
+use crate::outbound::{self, Failure, Policy, Transport};
 use crate::slots::Slot;
 use crate::store::LifecycleToken;
 
@@ -42,7 +43,7 @@ const MAX_REFUSED_KIDS: u64 = 10_000;
 #[derive(Clone)]
 pub struct InstallKeys {
     base: String,
-    http: reqwest::Client,
+    transport: Transport,
     cache: Cache<String, Arc<DecodingKey>>,
     refused: Cache<String, AuthError>,
     fetches: Arc<Semaphore>,
@@ -63,10 +64,9 @@ impl Expiry<String, AuthError> for RefusalTtl {
 impl InstallKeys {
     /// Keys come from `GET {base}/{kid}`; each fetch gives up after `timeout`.
     pub fn new(base: &url::Url, timeout: Duration) -> Self {
-        let http = crate::outbound::http_client(timeout);
         Self {
             base: base.as_str().trim_end_matches('/').to_owned(),
-            http,
+            transport: Transport::new(timeout),
             cache: Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(60 * 60))
@@ -113,29 +113,25 @@ impl InstallKeys {
 
     async fn fetch(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
         let url = format!("{}/{}", self.base, kid);
-        let mut response = self.http.get(&url).send().await.map_err(|e| {
-            tracing::warn!(kid, error = %e, "install key server unreachable");
-            AuthError::KeyServerUnavailable
-        })?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(AuthError::UnknownKeyId);
-        }
-        if !status.is_success() {
-            tracing::warn!(kid, %status, "install key server refused the key request");
-            return Err(AuthError::KeyServerUnavailable);
-        }
-        let mut pem = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let mut response = self
+            .transport
+            .send(&Policy::ONCE, |http| http.get(&url))
             .await
-            .map_err(|_| AuthError::KeyServerUnavailable)?
-        {
-            if pem.len() + chunk.len() > MAX_KEY_BYTES {
-                return Err(AuthError::UnknownKeyId);
-            }
-            pem.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                Failure::Status { status, .. } if status == reqwest::StatusCode::NOT_FOUND => {
+                    AuthError::UnknownKeyId
+                }
+                e => {
+                    tracing::warn!(kid, error = %e, "the install key server gave no key for {kid}");
+                    AuthError::KeyServerUnavailable
+                }
+            })?;
+        let pem = outbound::read_limited(&mut response, MAX_KEY_BYTES)
+            .await
+            .map_err(|e| match e {
+                Failure::TooLarge { .. } => AuthError::UnknownKeyId,
+                _ => AuthError::KeyServerUnavailable,
+            })?;
         DecodingKey::from_rsa_pem(&pem)
             .map(Arc::new)
             .map_err(|_| AuthError::UnknownKeyId)

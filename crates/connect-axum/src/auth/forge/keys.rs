@@ -11,6 +11,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use crate::auth::{AuthError, jwt};
+use crate::outbound::{self, Policy, Transport};
 
 /// A JWKS larger than this is not read.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -26,7 +27,7 @@ pub const JWKS_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 pub struct ForgeKeys {
     url: String,
     min_refresh: Duration,
-    http: reqwest::Client,
+    transport: Transport,
     keys: Arc<RwLock<HashMap<String, Arc<DecodingKey>>>>,
     gate: Arc<tokio::sync::Mutex<FetchGate>>,
 }
@@ -46,11 +47,10 @@ impl ForgeKeys {
     /// [`JWKS_RETRY_BACKOFF`] (doubling) after a failed fetch; each fetch gives up after
     /// `timeout`.
     pub fn new(url: &url::Url, min_refresh: Duration, timeout: Duration) -> Self {
-        let http = crate::outbound::http_client(timeout);
         Self {
             url: url.to_string(),
             min_refresh,
-            http,
+            transport: Transport::new(timeout),
             keys: Arc::default(),
             gate: Arc::new(tokio::sync::Mutex::new(FetchGate {
                 backoff: JWKS_RETRY_BACKOFF.min(min_refresh),
@@ -115,21 +115,13 @@ impl ForgeKeys {
             AuthError::KeyServerUnavailable
         };
         let mut response = self
-            .http
-            .get(&self.url)
-            .send()
+            .transport
+            .send(&Policy::ONCE, |http| http.get(&self.url))
             .await
             .map_err(|e| unavailable(&e))?;
-        if !response.status().is_success() {
-            return Err(unavailable(&response.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(&e))? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(unavailable(&"the JWKS is too large"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = outbound::read_limited(&mut response, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| unavailable(&e))?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(&e))?;
         Ok(set
             .keys

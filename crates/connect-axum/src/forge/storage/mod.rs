@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
 
 mod options;
@@ -43,14 +44,14 @@ pub const MAX_KEY_CHARS: usize = 500;
 /// The most entries one query may ask for.
 pub const MAX_QUERY_LIMIT: u32 = 100;
 
-/// How many times a 429 is waited out before [`StorageError::RateLimited`].
-const MAX_RETRIES: u32 = 3;
-/// The longest single wait on a 429; a longer `Retry-After` is not waited out.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
-/// The first wait on a 429 without `Retry-After`; each further one doubles.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// The most of an error body read.
-const MAX_ERROR_BODY: usize = 4 * 1024;
+/// Three 429s are waited out, each for its `Retry-After` of at most 5 s, or 200 ms doubling
+/// without one; 4 KiB of an error body is read.
+const CALLS: Policy = Policy {
+    retries: 3,
+    longest_wait: Duration::from_secs(5),
+    backoff: Some(Duration::from_millis(200)),
+    error_body: 4 * 1024,
+};
 
 /// Why a storage operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -97,17 +98,7 @@ impl StorageError {
     }
 }
 
-impl From<reqwest::Error> for StorageError {
-    fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            StorageError::Timeout
-        } else if e.is_decode() {
-            StorageError::Decode(e.without_url().to_string())
-        } else {
-            StorageError::Transport(e.without_url().to_string())
-        }
-    }
-}
+outbound::from_failure!(StorageError, |status, body| api_error(status, &body));
 
 impl From<StorageError> for crate::error::Error {
     fn from(e: StorageError) -> Self {
@@ -133,7 +124,7 @@ impl From<StorageError> for crate::error::Error {
 /// The client of Forge hosted storage; shares connections across calls and installations.
 #[derive(Clone)]
 pub struct ForgeStorage {
-    http: reqwest::Client,
+    transport: Transport,
     endpoint: Arc<str>,
 }
 
@@ -141,8 +132,13 @@ impl ForgeStorage {
     /// A client of the storage API under `api_base` (normally [`DEFAULT_API_BASE`]), with a
     /// `timeout` on every call.
     pub fn new(api_base: &Url, timeout: Duration) -> Self {
+        Self::with_transport(Transport::new(timeout), api_base)
+    }
+
+    /// [`new`](Self::new) with calls that leave through `transport`.
+    pub(crate) fn with_transport(transport: Transport, api_base: &Url) -> Self {
         Self {
-            http: crate::outbound::http_client(timeout),
+            transport,
             endpoint: format!(
                 "{}/forge/storage/kvs/v1",
                 api_base.as_str().trim_end_matches('/')
@@ -268,7 +264,7 @@ impl Storage<'_> {
             after,
             limit,
         };
-        decode(self.call("query", &body).await?).await
+        Ok(outbound::json(self.call("query", &body).await?).await?)
     }
 
     /// The secret under `key`, `None` when there is none.
@@ -326,7 +322,7 @@ impl Storage<'_> {
         body: &impl Serialize,
     ) -> Result<Option<T>, StorageError> {
         match self.call(op, body).await {
-            Ok(response) => Ok(Some(decode::<Got<T>>(response).await?.value)),
+            Ok(response) => Ok(Some(outbound::json::<Got<T>>(response).await?.value)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -348,38 +344,14 @@ impl Storage<'_> {
     ) -> Result<reqwest::Response, StorageError> {
         let body = serde_json::to_vec(body).map_err(|e| StorageError::Decode(e.to_string()))?;
         let url = format!("{}/{op}", self.client.endpoint);
-        let mut retries = 0;
-        loop {
-            let response = self
-                .client
-                .http
-                .post(&url)
-                .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+        let authorization = format!("Bearer {}", self.token.expose());
+        let request = |http: &reqwest::Client| {
+            http.post(&url)
+                .header(AUTHORIZATION, &authorization)
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone())
-                .send()
-                .await?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
-            }
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = retry_after(&response);
-                let wait = retry_after.unwrap_or_else(|| backoff(retries));
-                if retries == MAX_RETRIES || wait > MAX_RETRY_WAIT {
-                    return Err(StorageError::RateLimited { retry_after });
-                }
-                retries += 1;
-                tracing::debug!(
-                    storage.op = op,
-                    retry = retries,
-                    "Forge storage is rate limiting; retrying {op} in {wait:?}"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            return Err(api_error(status, response).await);
-        }
+        };
+        Ok(self.client.transport.send(&CALLS, request).await?)
     }
 }
 
@@ -447,7 +419,7 @@ impl Entity<'_> {
             entity_name: self.name,
             query,
         };
-        decode(self.storage.call("entity/query", &body).await?).await
+        Ok(outbound::json(self.storage.call("entity/query", &body).await?).await?)
     }
 }
 
@@ -500,38 +472,14 @@ fn check_limit(limit: u32) -> Result<(), StorageError> {
     }
 }
 
-/// The wait before retry number `retries + 1`: 200 ms doubling, plus up to half again so that
-/// callers limited together do not retry together.
-fn backoff(retries: u32) -> Duration {
-    let base = FIRST_BACKOFF * 2u32.pow(retries);
-    base + base.mul_f64(rand::random::<f64>() / 2.0)
-}
-
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
-/// The error of a non-2xx answer, reading at most [`MAX_ERROR_BODY`] of its body.
-async fn api_error(status: StatusCode, mut response: reqwest::Response) -> StorageError {
+/// The error of a non-2xx answer from (the start of) its body.
+fn api_error(status: StatusCode, body: &[u8]) -> StorageError {
     #[derive(Deserialize)]
     struct ErrorBody {
         code: Option<String>,
         message: Option<String>,
     }
-    let mut body = Vec::new();
-    while body.len() < MAX_ERROR_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body.truncate(MAX_ERROR_BODY);
-    match serde_json::from_slice::<ErrorBody>(&body) {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => StorageError::Api {
             status,
             code: e.code,
@@ -540,14 +488,9 @@ async fn api_error(status: StatusCode, mut response: reqwest::Response) -> Stora
         Err(_) => StorageError::Api {
             status,
             code: None,
-            message: String::from_utf8_lossy(&body).into_owned(),
+            message: String::from_utf8_lossy(body).into_owned(),
         },
     }
-}
-
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, StorageError> {
-    let bytes = response.bytes().await?;
-    serde_json::from_slice(&bytes).map_err(|e| StorageError::Decode(e.to_string()))
 }
 
 #[cfg(test)]
@@ -580,14 +523,5 @@ mod tests {
                 "keyPolicy": "FAIL_IF_EXISTS",
             })
         );
-    }
-
-    #[test]
-    fn backoff_doubles_from_200_ms_and_stays_under_one_and_a_half_times() {
-        for (retries, base) in [(0, 200), (1, 400), (2, 800)] {
-            let wait = backoff(retries);
-            assert!(wait >= Duration::from_millis(base), "{wait:?}");
-            assert!(wait <= Duration::from_millis(base * 3 / 2), "{wait:?}");
-        }
     }
 }
