@@ -28,12 +28,9 @@ impl ForgeEventHandler for IssueDeleted {
         let Ok(issue_key) = IssueKey::parse(key) else {
             return Ok(());
         };
-        let deleted = super::store::delete_issue_notes(
-            app.store.as_ref(),
-            &event.client_key,
-            issue_key.as_str(),
-        )
-        .await?;
+        let deleted =
+            super::store::delete_issue_notes(&app.store, &event.client_key, issue_key.as_str())
+                .await?;
         tracing::info!(
             tenant.client_key = %event.client_key,
             issue_key = issue_key.as_str(),

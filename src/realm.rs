@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use connect_axum::personal_data::AccountIdSource;
 use connect_axum::residency::RealmMover;
 use connect_axum::store::StoreError;
-use connect_axum::store::{ClientKey, TenantStore};
+use connect_axum::store::{ClientKey, Store};
 
 /// The notes' authors.
 pub struct NoteAuthors;
@@ -15,7 +15,7 @@ pub struct NoteAuthors;
 impl AccountIdSource for NoteAuthors {
     async fn account_ids(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         let mut tx = store.tenant_transaction(key).await?;
@@ -31,7 +31,7 @@ impl AccountIdSource for NoteAuthors {
     /// The account's notes keep their text, without an author.
     async fn anonymise(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
         account_id: &str,
     ) -> Result<u64, StoreError> {
@@ -52,10 +52,7 @@ pub struct StoredLocation;
 
 impl StoredLocation {
     /// Where the tenant's data is (`None`: the realm it was installed in).
-    pub async fn read(
-        store: &dyn TenantStore,
-        key: &ClientKey,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn read(store: &Store, key: &ClientKey) -> Result<Option<String>, StoreError> {
         let mut tx = store.tenant_transaction(key).await?;
         let row: Option<(String,)> = tx
             .query("select location from data_location where client_key = $1")
@@ -68,17 +65,13 @@ impl StoredLocation {
 
 #[async_trait]
 impl RealmMover for StoredLocation {
-    async fn location(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-    ) -> Result<Option<String>, String> {
+    async fn location(&self, store: &Store, key: &ClientKey) -> Result<Option<String>, String> {
         Self::read(store, key).await.map_err(|e| e.to_string())
     }
 
     async fn move_to(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
         location: Option<&str>,
     ) -> Result<(), String> {

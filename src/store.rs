@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use connect_axum::store::StoreError;
-use connect_axum::store::{self, ClientKey, TenantStore};
+use connect_axum::store::{self, ClientKey, Store};
 use serde::{Deserialize, Serialize};
 
 /// A note attached to a Jira issue.
@@ -66,7 +66,7 @@ pub enum NoteDeletion {
 /// Up to `limit` of the tenant's notes on one issue whose id is above `after`, oldest first: a
 /// keyset page, as fast for the last page as for the first.
 pub async fn list_notes(
-    store: &dyn TenantStore,
+    store: &Store,
     key: &ClientKey,
     issue_key: &str,
     after: i64,
@@ -98,7 +98,7 @@ pub async fn list_notes(
 /// of the transaction, makes the tenant's inserts wait for each other, so the counts that follow
 /// cannot be passed by a concurrent insert.
 pub async fn create_note(
-    store: &dyn TenantStore,
+    store: &Store,
     key: &ClientKey,
     note: NewNote,
     caps: NoteCaps,
@@ -157,7 +157,7 @@ pub async fn create_note(
 /// Deletes one of the tenant's notes; with `author`, only if that account wrote it (the
 /// condition is part of the delete, so no other request can slip in between).
 pub async fn delete_note(
-    store: &dyn TenantStore,
+    store: &Store,
     key: &ClientKey,
     issue_key: &str,
     id: i64,
@@ -199,7 +199,7 @@ pub async fn delete_note(
 
 /// Deletes all of the tenant's notes on an issue; returns how many there were.
 pub async fn delete_issue_notes(
-    store: &dyn TenantStore,
+    store: &Store,
     key: &ClientKey,
     issue_key: &str,
 ) -> Result<u64, StoreError> {

@@ -29,12 +29,9 @@ pub async fn issue_deleted(
     JsonBody(event): JsonBody<IssueEvent>,
 ) -> Result<StatusCode> {
     let issue_key = IssueKey::parse(&event.issue.key)?;
-    let deleted = super::store::delete_issue_notes(
-        app.store.as_ref(),
-        tenant.client_key(),
-        issue_key.as_str(),
-    )
-    .await?;
+    let deleted =
+        super::store::delete_issue_notes(&app.store, tenant.client_key(), issue_key.as_str())
+            .await?;
     tracing::info!(
         tenant.client_key = %tenant.client_key(),
         issue_key = issue_key.as_str(),

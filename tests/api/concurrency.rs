@@ -349,14 +349,15 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
         sites.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
 
-    assert_eq!(app.store.list_tenants().await.unwrap().len(), count);
+    assert_eq!(app.store.tenants().list().await.unwrap().len(), count);
     for site in &mut sites {
         for issue in ISSUES {
             site.list(issue).await;
         }
         let record = app
             .store
-            .find_tenant(&site.tenant.client_key)
+            .tenants()
+            .find(&site.tenant.client_key)
             .await
             .unwrap()
             .unwrap();
@@ -367,7 +368,7 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
         );
         for issue in ISSUES {
             let stored: Listed = issue_notes::store::list_notes(
-                app.store.as_ref(),
+                &app.store,
                 &record.installation.client_key,
                 issue,
                 0,

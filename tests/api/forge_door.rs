@@ -46,7 +46,8 @@ async fn install(app: &TestApp, forge: &FakeForge, site: &ForgeSite) -> String {
 
 async fn key_of(app: &TestApp, key: &str) -> ClientKey {
     app.store
-        .find_tenant(key)
+        .tenants()
+        .find(key)
         .await
         .unwrap()
         .expect("the tenant is stored")
@@ -62,7 +63,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
         tenant, site.installation_id,
         "a new tenant is keyed by its installationId"
     );
-    let stored = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
     assert_eq!(stored.origin, connect_axum::store::Origin::Forge);
     assert_eq!(
         stored.installation.cloud_id.as_deref(),
@@ -138,7 +139,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     claimant.client_key = tenant.clone();
     let takeover = app.hook(&claimant, "installed").await;
     takeover.assert_error(StatusCode::CONFLICT, "client_key_taken");
-    let kept = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    let kept = app.store.tenants().find(&tenant).await.unwrap().unwrap();
     assert_eq!(kept.origin, connect_axum::store::Origin::Forge);
     assert_eq!(kept.installation.base_url, stored.installation.base_url);
     assert_eq!(
@@ -381,7 +382,7 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
         .await;
     assert_eq!(gone.status, StatusCode::OK);
     assert_eq!(gone.json()["duplicate"], false);
-    let stored = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
     assert!(
         !stored.is_installed(),
         "uninstalled, its data kept for the retention window"
@@ -401,7 +402,8 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
         app.store
-            .find_tenant(&tenant)
+            .tenants()
+            .find(&tenant)
             .await
             .unwrap()
             .unwrap()
@@ -416,7 +418,8 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
     );
     assert!(
         !app.store
-            .find_tenant(&tenant)
+            .tenants()
+            .find(&tenant)
             .await
             .unwrap()
             .unwrap()
@@ -426,7 +429,7 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
     // `forge install` again: a new installationId for the same site finds the same tenant.
     let back = site.reinstalled();
     assert_eq!(install(&app, &forge, &back).await, tenant);
-    let revived = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    let revived = app.store.tenants().find(&tenant).await.unwrap().unwrap();
     assert!(revived.is_installed());
     assert_eq!(
         revived.installation.installation_id.as_deref(),
@@ -449,7 +452,7 @@ async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: Fak
         let fit = forge.trigger(&site).site_url(url).sign();
         let response = app.deliver(EVENTS, &fit, None, &installed()).await;
         assert_eq!(response.json()["tenant"], tenant.as_str());
-        let stored = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+        let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
         assert_eq!(stored.installation.base_url, url);
     }
     let upgraded = json!({ "payload": { "eventType": "avi:forge:upgraded:app",
@@ -460,7 +463,7 @@ async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: Fak
         app.deliver(EVENTS, &fit, None, &upgraded).await.status,
         StatusCode::OK
     );
-    let stored = app.store.find_tenant(&tenant).await.unwrap().unwrap();
+    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
     assert_eq!(stored.app_version.as_deref(), Some("2.0.0"));
     assert_eq!(
         app.raw("select forge_permissions from tenant").await,
@@ -479,6 +482,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     let key = key_of(&app, &tenant).await;
     let first = app
         .store
+        .forge()
         .system_token(&key)
         .await
         .unwrap()
@@ -504,7 +508,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
         )
         .await;
     assert_eq!(refreshed.status, StatusCode::OK);
-    let stored = app.store.system_token(&key).await.unwrap().unwrap();
+    let stored = app.store.forge().system_token(&key).await.unwrap().unwrap();
     assert_eq!(stored.token.expose(), later);
     assert_eq!(stored.expires_at.timestamp(), later_exp);
     assert_eq!(
@@ -530,6 +534,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     .await;
     assert_eq!(
         app.store
+            .forge()
             .system_token(&key)
             .await
             .unwrap()
@@ -553,7 +558,14 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
         &json!({}),
     )
     .await;
-    assert!(app.store.system_token(&other_key).await.unwrap().is_none());
+    assert!(
+        app.store
+            .forge()
+            .system_token(&other_key)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let opaque = kit::opaque_system_token();
     app.deliver(
         SCHEDULED,
@@ -562,7 +574,13 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
         &json!({}),
     )
     .await;
-    let kept = app.store.system_token(&other_key).await.unwrap().unwrap();
+    let kept = app
+        .store
+        .forge()
+        .system_token(&other_key)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kept.token.expose(), opaque);
     assert!((kept.expires_at.timestamp() - (now() + 3600)).abs() <= 5);
 }
@@ -582,7 +600,7 @@ async fn a_stored_token_calls_the_product_as_the_app_outside_any_request(
     let installed = app.deliver(EVENTS, &fit, Some(&token), &installed()).await;
     let key = key_of(&app, installed.json()["tenant"].as_str().unwrap()).await;
 
-    let stored = app.store.system_token(&key).await.unwrap();
+    let stored = app.store.forge().system_token(&key).await.unwrap();
     let me: Value = app
         .state
         .product
@@ -597,7 +615,7 @@ async fn a_stored_token_calls_the_product_as_the_app_outside_any_request(
     // Past its expiry: a typed error, and no call.
     app.raw("update forge_system_token set expires_at = '2020-01-01T00:00:00+00:00'")
         .await;
-    let expired = app.store.system_token(&key).await.unwrap();
+    let expired = app.store.forge().system_token(&key).await.unwrap();
     assert!(matches!(
         app.state.product.as_stored_forge_app(expired.as_ref()),
         Err(ProductError::SystemTokenExpired { .. })
@@ -620,7 +638,8 @@ async fn a_connect_on_forge_site_is_one_tenant_through_both_doors(app: TestApp, 
     assert_eq!(install(&app, &forge, &site).await, connect.client_key);
     let stored = app
         .store
-        .find_tenant(&connect.client_key)
+        .tenants()
+        .find(&connect.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -681,7 +700,7 @@ async fn forge_residency_hooks_move_the_data_on_the_same_state_machine(
         json!({ "status": "ready-to-commit", "location": "EU" })
     );
     assert_eq!(
-        issue_notes::StoredLocation::read(app.store.as_ref(), &key)
+        issue_notes::StoredLocation::read(&app.store, &key)
             .await
             .unwrap()
             .as_deref(),
@@ -741,7 +760,7 @@ async fn a_forge_tenant_past_its_retention_is_purged_with_everything_it_had(
         &json!({}),
     )
     .await;
-    let purged = connect_axum::retention::purge_due(app.store.as_ref(), std::time::Duration::ZERO)
+    let purged = connect_axum::retention::purge_due(&app.store, std::time::Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use connect_axum::personal_data;
-use connect_axum::store::TenantStore;
+use connect_axum::store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -221,19 +221,29 @@ async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
     assert_eq!((summary.tenants, summary.deferred), (0, 1));
     assert_eq!(authors(&app, &a).await, [Some("closed-1".to_owned())]);
     // Deferred by the Retry-After (120 s): not due now, due in three minutes.
-    let store: &dyn TenantStore = app.store.as_ref();
+    let store: &Store = &app.store;
     assert!(
         store
+            .bookkeeping()
             .personal_data_due(connect_axum::store::now())
             .await
             .unwrap()
             .is_empty()
     );
     let soon = connect_axum::store::now() + chrono::Duration::seconds(180);
-    assert_eq!(store.personal_data_due(soon).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .bookkeeping()
+            .personal_data_due(soon)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     reports.lock().unwrap().rate_limited = false;
     let key = store
-        .find_tenant(&a.client_key)
+        .tenants()
+        .find(&a.client_key)
         .await
         .unwrap()
         .unwrap()
@@ -241,6 +251,7 @@ async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
         .client_key
         .clone();
     store
+        .bookkeeping()
         .set_personal_data_due(&key, None, connect_axum::store::now())
         .await
         .unwrap();

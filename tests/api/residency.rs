@@ -35,11 +35,12 @@ async fn status(app: &TestApp, tenant: &TestTenant, id: &str) -> TestResponse {
 async fn location(app: &TestApp, tenant: &TestTenant) -> Option<String> {
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
-    issue_notes::StoredLocation::read(app.store.as_ref(), &record.installation.client_key)
+    issue_notes::StoredLocation::read(&app.store, &record.installation.client_key)
         .await
         .unwrap()
 }

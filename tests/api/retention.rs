@@ -47,7 +47,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
         StatusCode::NO_CONTENT
     );
 
-    let within = retention::purge_due(app.store.as_ref(), DAY).await.unwrap();
+    let within = retention::purge_due(&app.store, DAY).await.unwrap();
     assert!(within.is_empty(), "{within:?}");
     assert_eq!(
         stored_notes(&app, &gone).await,
@@ -55,7 +55,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
         "data is kept within the window"
     );
 
-    let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO)
+    let purged = retention::purge_due(&app.store, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
@@ -90,7 +90,7 @@ async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
         StatusCode::NO_CONTENT
     );
     app.install_tenant(tenant.clone()).await;
-    let purged = retention::purge_due(app.store.as_ref(), Duration::ZERO)
+    let purged = retention::purge_due(&app.store, Duration::ZERO)
         .await
         .unwrap();
     assert!(purged.is_empty(), "{purged:?}");
@@ -108,7 +108,8 @@ async fn a_repeated_uninstall_does_not_restart_the_window(app: TestApp) {
     app.hook(&tenant, "uninstalled").await;
     let first = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap()
@@ -116,7 +117,8 @@ async fn a_repeated_uninstall_does_not_restart_the_window(app: TestApp) {
     app.hook(&tenant, "uninstalled").await;
     let second = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap()

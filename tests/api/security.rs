@@ -210,7 +210,7 @@ async fn a_plain_text_secret_is_refused_unless_the_legacy_setting_lets_it_be_sea
     app.signed(&planted, "GET", NOTES, None)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "secret_unavailable");
-    assert_eq!(app.store.reencrypt_secrets().await.unwrap(), 0);
+    assert_eq!(app.store.tenants().reencrypt_secrets().await.unwrap(), 0);
     assert_eq!(
         stored_secret(&app, &planted).await,
         (planted.secret.clone(), None)
@@ -275,7 +275,8 @@ async fn a_replayed_install_token_cannot_replace_a_newer_install(app: TestApp) {
     }
     let record = app
         .store
-        .find_tenant(&first.client_key)
+        .tenants()
+        .find(&first.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -316,7 +317,8 @@ async fn a_replayed_install_token_with_another_body_is_refused(app: TestApp) {
         .assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -431,7 +433,8 @@ async fn a_site_moves_to_a_new_base_url_only_through_a_verified_signed_install(a
     .assert_error(StatusCode::UNAUTHORIZED, "unsupported_algorithm");
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -448,7 +451,8 @@ async fn a_site_moves_to_a_new_base_url_only_through_a_verified_signed_install(a
     assert_eq!(response.status, StatusCode::NO_CONTENT);
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();

@@ -1,8 +1,6 @@
 //! The store contract, checked on both backends.
 
-use std::sync::Arc;
-
-use connect_axum::store::{AppMigrations, ClientKey, LifecycleToken, TenantStore};
+use connect_axum::store::{AppMigrations, ClientKey, LifecycleToken, Store};
 use issue_notes::store::{self as notes, NewNote, Note, NoteCaps, NoteCreation, NoteDeletion};
 use sqlx::{Connection as _, Executor as _};
 
@@ -10,14 +8,15 @@ use crate::helpers::{AppUnderTest, TestApp, TestTenant};
 use crate::on_both_stores;
 
 async fn unknown_tenants_are_not_found(app: TestApp) {
-    assert!(app.store.find_tenant("nobody").await.unwrap().is_none());
+    assert!(app.store.tenants().find("nobody").await.unwrap().is_none());
 }
 
 async fn tenant_state_changes_are_persisted(app: TestApp) {
     let tenant = app.install("acme").await;
-    let store: &dyn TenantStore = app.store.as_ref();
+    let store: &Store = &app.store;
     let record = store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -27,22 +26,34 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
         expires_at: crate::helpers::now() + 60,
         id: "disable".to_owned(),
     };
-    assert!(store.set_enabled(&key, false, &disable).await.unwrap());
+    assert!(
+        store
+            .tenants()
+            .set_enabled(&key, false, &disable)
+            .await
+            .unwrap()
+    );
     assert!(
         !store
-            .find_tenant(key.as_str())
+            .tenants()
+            .find(key.as_str())
             .await
             .unwrap()
             .unwrap()
             .enabled
     );
     assert!(
-        !store.set_enabled(&key, true, &disable).await.unwrap(),
+        !store
+            .tenants()
+            .set_enabled(&key, true, &disable)
+            .await
+            .unwrap(),
         "a replay is applied"
     );
     assert!(
         !store
-            .find_tenant(key.as_str())
+            .tenants()
+            .find(key.as_str())
             .await
             .unwrap()
             .unwrap()
@@ -53,8 +64,14 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
         expires_at: crate::helpers::now() + 60,
         id: "later".to_owned(),
     };
-    assert!(store.mark_uninstalled(&key, &later).await.unwrap());
-    let after = store.find_tenant(key.as_str()).await.unwrap().unwrap();
+    assert!(
+        store
+            .tenants()
+            .mark_uninstalled(&key, &later)
+            .await
+            .unwrap()
+    );
+    let after = store.tenants().find(key.as_str()).await.unwrap().unwrap();
     assert!(after.uninstalled_at.is_some());
     assert!(after.updated_at >= record.updated_at);
     assert_eq!(after.installed_at, record.installed_at);
@@ -62,11 +79,7 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
 }
 
 /// Adds a note within the default caps.
-async fn create(
-    store: &dyn TenantStore,
-    key: &connect_axum::store::ClientKey,
-    note: NewNote,
-) -> Note {
+async fn create(store: &Store, key: &connect_axum::store::ClientKey, note: NewNote) -> Note {
     match notes::create_note(store, key, note, NoteCaps::default())
         .await
         .unwrap()
@@ -77,11 +90,7 @@ async fn create(
 }
 
 /// All of a tenant's notes on an issue.
-async fn all(
-    store: &dyn TenantStore,
-    key: &connect_axum::store::ClientKey,
-    issue: &str,
-) -> Vec<Note> {
+async fn all(store: &Store, key: &connect_axum::store::ClientKey, issue: &str) -> Vec<Note> {
     notes::list_notes(store, key, issue, 0, 100_000)
         .await
         .unwrap()
@@ -90,9 +99,9 @@ async fn all(
 
 async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestApp) {
     let (a, b) = (app.install("a").await, app.install("b").await);
-    let store: &dyn TenantStore = app.store.as_ref();
-    let a = store.find_tenant(&a.client_key).await.unwrap().unwrap();
-    let b = store.find_tenant(&b.client_key).await.unwrap().unwrap();
+    let store: &Store = &app.store;
+    let a = store.tenants().find(&a.client_key).await.unwrap().unwrap();
+    let b = store.tenants().find(&b.client_key).await.unwrap().unwrap();
     let (a, b) = (&a.installation.client_key, &b.installation.client_key);
     let note = |author: Option<&str>| NewNote {
         issue_key: "PROJ-1".to_owned(),
@@ -196,7 +205,8 @@ async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app
     let again = connect_axum::store::connect(&options).await.unwrap();
     assert!(
         again
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .unwrap()
             .is_some()
@@ -246,7 +256,7 @@ on_both_stores!(
 /// Adds a bookmark for `key` and lists what `key`'s transaction sees with `select`, through the
 /// store's backend as an app's handler would.
 async fn bookmark_and_list(
-    store: &dyn TenantStore,
+    store: &Store,
     key: &connect_axum::store::ClientKey,
     url: &str,
     select: &str,
@@ -302,7 +312,8 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
         let store = store.clone();
         async move {
             store
-                .find_tenant(&client_key)
+                .tenants()
+                .find(&client_key)
                 .await
                 .unwrap()
                 .unwrap()
@@ -314,11 +325,11 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
     let (a_key, b_key) = (key(a.client_key).await, key(b.client_key).await);
     let select = "select url from bookmark";
     assert_eq!(
-        bookmark_and_list(store.as_ref(), &a_key, "https://a.example", select).await,
+        bookmark_and_list(&store, &a_key, "https://a.example", select).await,
         ["https://a.example"]
     );
     assert_eq!(
-        bookmark_and_list(store.as_ref(), &b_key, "https://b.example", select).await,
+        bookmark_and_list(&store, &b_key, "https://b.example", select).await,
         ["https://b.example"]
     );
     store.close().await;
@@ -428,10 +439,10 @@ fn before_per_tenant_ids() -> AppUnderTest {
 /// each tenant's next id follows its largest, also when that note has since been deleted.
 async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) {
     let (a, b) = (old.install("a").await, old.install("b").await);
-    let key = |store: Arc<dyn TenantStore>, tenant: &TestTenant| {
+    let key = |store: Store, tenant: &TestTenant| {
         let client_key = tenant.client_key.clone();
         async move {
-            let record = store.find_tenant(&client_key).await.unwrap().unwrap();
+            let record = store.tenants().find(&client_key).await.unwrap().unwrap();
             record.installation.client_key.clone()
         }
     };
@@ -464,7 +475,7 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
     let ids = |tenant: &ClientKey, issue: &'static str| {
         let (store, tenant) = (store.clone(), tenant.clone());
         async move {
-            notes::list_notes(store.as_ref(), &tenant, issue, 0, 100)
+            notes::list_notes(&store, &tenant, issue, 0, 100)
                 .await
                 .unwrap()
                 .notes
@@ -478,7 +489,7 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
     assert_eq!(ids(&b_key, "PROJ-1").await, [2]);
 
     assert_eq!(
-        notes::delete_note(store.as_ref(), &a_key, "PROJ-2", 3, None)
+        notes::delete_note(&store, &a_key, "PROJ-2", 3, None)
             .await
             .unwrap(),
         NoteDeletion::Deleted
@@ -489,11 +500,11 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
         author: None,
     };
     assert_eq!(
-        create(store.as_ref(), &a_key, note()).await.id,
+        create(&store, &a_key, note()).await.id,
         4,
         "a's deleted note 3 keeps its id to itself"
     );
-    assert_eq!(create(store.as_ref(), &b_key, note()).await.id, 3);
+    assert_eq!(create(&store, &b_key, note()).await.id, 3);
     store.close().await;
 }
 

@@ -3,7 +3,7 @@
 //! cancelled transaction hands on clean.
 
 use chrono::{DateTime, Utc};
-use connect_axum::store::{ClientKey, TenantStore};
+use connect_axum::store::{ClientKey, Store};
 use serde::Deserialize;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
@@ -13,7 +13,8 @@ use crate::on_both_stores;
 async fn key_of(app: &TestApp, name: &str) -> ClientKey {
     let tenant = app.install(name).await;
     app.store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap()
@@ -22,7 +23,7 @@ async fn key_of(app: &TestApp, name: &str) -> ClientKey {
         .clone()
 }
 
-async fn insert(store: &dyn TenantStore, key: &ClientKey, body: &str, author: Option<&str>) {
+async fn insert(store: &Store, key: &ClientKey, body: &str, author: Option<&str>) {
     let mut tx = store.tenant_transaction(key).await.unwrap();
     tx.query(
         "insert into note (client_key, id, issue_key, body, author, created_at) \
@@ -39,7 +40,7 @@ async fn insert(store: &dyn TenantStore, key: &ClientKey, body: &str, author: Op
     tx.commit().await.unwrap();
 }
 
-async fn count(store: &dyn TenantStore, key: &ClientKey) -> i64 {
+async fn count(store: &Store, key: &ClientKey) -> i64 {
     let mut tx = store.tenant_transaction(key).await.unwrap();
     tx.query("select count(*) from note where client_key = $1")
         .bind(key.as_str())
@@ -59,7 +60,7 @@ struct Read {
 
 async fn rows_read_into_structs_tuples_and_single_values(app: TestApp) {
     let key = key_of(&app, "acme").await;
-    let store = app.store.as_ref();
+    let store = &app.store;
     let before = connect_axum::store::now();
     insert(store, &key, "signed", Some("account-1")).await;
     insert(store, &key, "anonymous", None).await;
@@ -130,7 +131,7 @@ async fn rows_read_into_structs_tuples_and_single_values(app: TestApp) {
 
 async fn a_tenant_transaction_dropped_without_commit_keeps_none_of_its_writes(app: TestApp) {
     let key = key_of(&app, "acme").await;
-    let store = app.store.as_ref();
+    let store = &app.store;
     {
         let mut tx = store.tenant_transaction(&key).await.unwrap();
         tx.query(
@@ -169,7 +170,7 @@ async fn idle_in_transaction(app: &TestApp) -> String {
 async fn on_one_connection_the_next_transaction_commits_nothing_a_dropped_one_wrote() {
     let app = TestApp::postgres_tuned(&admin_url(), |o| o.pool_size = 1, |_| None).await;
     let (acme, other) = (key_of(&app, "acme").await, key_of(&app, "other").await);
-    let store = app.store.as_ref();
+    let store = &app.store;
     for _ in 0..3 {
         let mut tx = store.tenant_transaction(&acme).await.unwrap();
         tx.query(

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use connect_axum::app::AppState;
 use connect_axum::config::Config;
 use connect_axum::server::{Builder, ConnectApp};
-use connect_axum::store::{self, StoreOptions, TenantStore};
+use connect_axum::store::{self, Store, StoreOptions};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -30,7 +30,7 @@ type Built = Pin<Box<dyn Future<Output = ConnectApp>>>;
 trait Factory: Send + Sync {
     fn store_options(&self, config: Config) -> StoreOptions;
     fn app_key(&self, config: Config) -> String;
-    fn build(&self, config: Config, store: Arc<dyn TenantStore>) -> Built;
+    fn build(&self, config: Config, store: Store) -> Built;
 }
 
 struct Make<F>(F);
@@ -54,7 +54,7 @@ where
             .to_owned()
     }
 
-    fn build(&self, config: Config, store: Arc<dyn TenantStore>) -> Built {
+    fn build(&self, config: Config, store: Store) -> Built {
         let builder = (self.0)(config).store(store);
         Box::pin(async move { builder.build().await.expect("the app builds") })
     }
@@ -138,7 +138,7 @@ impl AppUnderTest {
     async fn build(
         &self,
         database_url: String,
-        store: Arc<dyn TenantStore>,
+        store: Store,
         db: TestDb,
         keys: KeyServer,
         config: Config,
@@ -183,7 +183,7 @@ pub struct TestApp {
     pub database_url: String,
     pub router: Router,
     pub state: AppState,
-    pub store: Arc<dyn TenantStore>,
+    pub store: Store,
     /// The install-key server the app fetches signed-install keys from.
     pub keys: KeyServer,
     /// The site whose tenants install the app.
@@ -390,7 +390,8 @@ impl TestApp {
     /// Whether the store holds a tenant with this key.
     pub async fn stored(&self, tenant: &TestTenant) -> bool {
         self.store
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .expect("the store answers")
             .is_some()

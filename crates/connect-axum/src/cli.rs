@@ -168,7 +168,7 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
-            match store.reencrypt_secrets().await {
+            match store.tenants().reencrypt_secrets().await {
                 Ok(n) => {
                     println!("sealed {n} sharedSecrets again with the current key");
                     ExitCode::SUCCESS
@@ -204,7 +204,7 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
             match command {
-                TenantsCommand::List => match store.list_tenants().await {
+                TenantsCommand::List => match store.tenants().list().await {
                     Ok(tenants) => {
                         for t in tenants {
                             let i = &t.installation;
@@ -221,17 +221,19 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
                     }
                     Err(e) => failure(&format!("could not list tenants: {e}")),
                 },
-                TenantsCommand::Show { client_key } => match store.find_tenant(&client_key).await {
-                    Ok(Some(t)) => {
-                        println!("{}", describe(&t));
-                        ExitCode::SUCCESS
+                TenantsCommand::Show { client_key } => {
+                    match store.tenants().find(&client_key).await {
+                        Ok(Some(t)) => {
+                            println!("{}", describe(&t));
+                            ExitCode::SUCCESS
+                        }
+                        Ok(None) => {
+                            eprintln!("no tenant {client_key:?}");
+                            ExitCode::from(EXIT_NO_TENANT)
+                        }
+                        Err(e) => failure(&format!("could not read the tenant: {e}")),
                     }
-                    Ok(None) => {
-                        eprintln!("no tenant {client_key:?}");
-                        ExitCode::from(EXIT_NO_TENANT)
-                    }
-                    Err(e) => failure(&format!("could not read the tenant: {e}")),
-                },
+                }
             }
         }
         Command::Token {
@@ -245,7 +247,7 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
                 Ok(store) => store,
                 Err(e) => return failure(&format!("could not open the store: {e:#}")),
             };
-            match store.find_tenant(&client_key).await {
+            match store.tenants().find(&client_key).await {
                 Ok(Some(t)) => {
                     println!(
                         "{}",
@@ -265,7 +267,7 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
 
 async fn open_store<S: Clone + Send + Sync + 'static>(
     app: &Builder<S>,
-) -> Result<std::sync::Arc<dyn store::TenantStore>, crate::server::ServerError> {
+) -> Result<store::Store, crate::server::ServerError> {
     Ok(store::connect(&app.store_options()?).await?)
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::store::StoreError;
-use crate::store::{ClientKey, TenantStore};
+use crate::store::{ClientKey, Store};
 
 /// A place where an app keeps Atlassian account ids (authors, assignees, …), registered with
 /// [`Builder::account_ids`](crate::server::Builder::account_ids): its ids are reported for each
@@ -17,14 +17,14 @@ pub trait AccountIdSource: Send + Sync + 'static {
     /// The account ids the tenant's data holds, each with the time its oldest data was stored.
     async fn account_ids(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
 
     /// Removes `account_id` from the tenant's data; returns how many rows changed.
     async fn anonymise(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
         account_id: &str,
     ) -> Result<u64, StoreError>;
@@ -35,16 +35,12 @@ pub trait AccountIdSource: Send + Sync + 'static {
 #[async_trait]
 pub trait RealmMover: Send + Sync + 'static {
     /// Where the tenant's data is now (`None`: the realm it was installed in).
-    async fn location(
-        &self,
-        store: &dyn TenantStore,
-        key: &ClientKey,
-    ) -> Result<Option<String>, String>;
+    async fn location(&self, store: &Store, key: &ClientKey) -> Result<Option<String>, String>;
 
     /// Moves the tenant's data to `location` (`None`: back to where it was installed).
     async fn move_to(
         &self,
-        store: &dyn TenantStore,
+        store: &Store,
         key: &ClientKey,
         location: Option<&str>,
     ) -> Result<(), String>;
@@ -56,17 +52,13 @@ pub struct NothingToMove;
 
 #[async_trait]
 impl RealmMover for NothingToMove {
-    async fn location(
-        &self,
-        _store: &dyn TenantStore,
-        _key: &ClientKey,
-    ) -> Result<Option<String>, String> {
+    async fn location(&self, _store: &Store, _key: &ClientKey) -> Result<Option<String>, String> {
         Ok(None)
     }
 
     async fn move_to(
         &self,
-        _store: &dyn TenantStore,
+        _store: &Store,
         _key: &ClientKey,
         _location: Option<&str>,
     ) -> Result<(), String> {

@@ -35,7 +35,7 @@
 //! Every route, the library's or the app's, is under one middleware stack (request ids, trace
 //! spans, limits, timeout, load shedding, metrics). A request walks: [`app::serve`] → the stack →
 //! the group's authentication ([`auth::require_jwt`], [`auth::require_forge`]) → the handler with
-//! its [`auth::Tenant`] → [`store::TenantStore::tenant_transaction`] (row-level security on
+//! its [`auth::Tenant`] → [`store::Store::tenant_transaction`] (row-level security on
 //! Postgres).
 //!
 //! - [`server`], [`cli`]: composing an app, and its command line.

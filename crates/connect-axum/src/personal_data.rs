@@ -64,12 +64,18 @@ fn reportable(account_id: &str) -> bool {
 /// Reports every tenant that is due now.
 pub async fn report_due(app: &AppState) -> Result<Summary, StoreError> {
     let mut summary = Summary::default();
-    for key in app.store.personal_data_due(store::now()).await? {
+    for key in app
+        .store
+        .bookkeeping()
+        .personal_data_due(store::now())
+        .await?
+    {
         match report_tenant(app, &key, &mut summary).await {
             Ok(()) => {
                 summary.tenants += 1;
                 let now = store::now();
                 app.store
+                    .bookkeeping()
                     .set_personal_data_due(
                         &key,
                         Some(now),
@@ -91,6 +97,7 @@ pub async fn report_due(app: &AppState) -> Result<Summary, StoreError> {
                     "personal data report of {key} deferred by {wait:?}"
                 );
                 app.store
+                    .bookkeeping()
                     .set_personal_data_due(&key, None, later(store::now(), wait))
                     .await?;
             }
@@ -120,12 +127,13 @@ async fn report_tenant(
 ) -> Result<(), ReportError> {
     let tenant = app
         .store
-        .find_tenant(key.as_str())
+        .tenants()
+        .find(key.as_str())
         .await?
         .ok_or(ReportError::Gone)?;
     let mut oldest: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     for source in app.account_ids.iter() {
-        for (id, stored_at) in source.account_ids(app.store.as_ref(), key).await? {
+        for (id, stored_at) in source.account_ids(&app.store, key).await? {
             if reportable(&id) {
                 let at = oldest.entry(id).or_insert(stored_at);
                 *at = (*at).min(stored_at);
@@ -166,7 +174,7 @@ async fn report_tenant(
                     let mut rows = 0;
                     for source in app.account_ids.iter() {
                         rows += source
-                            .anonymise(app.store.as_ref(), key, &account.account_id)
+                            .anonymise(&app.store, key, &account.account_id)
                             .await?;
                     }
                     summary.closed += 1;

@@ -141,6 +141,7 @@ async fn current(
 ) -> Result<RealmMigration, MigrationError> {
     check_id(id)?;
     app.store
+        .bookkeeping()
         .realm_migration(tenant.client_key())
         .await?
         .filter(|m| m.migration_id == id)
@@ -175,7 +176,7 @@ async fn schedule(
     let key = tenant.client_key();
     // A migration that has moved data (or may have) holds where the data was: scheduling over
     // it would lose the way back. It must be committed or rolled back first.
-    if let Some(running) = app.store.realm_migration(key).await?
+    if let Some(running) = app.store.bookkeeping().realm_migration(key).await?
         && running.state.is_open()
     {
         if running.migration_id == input.migration_id {
@@ -200,7 +201,10 @@ async fn schedule(
         start_time: input.start_time,
         end_time: input.end_time,
     };
-    app.store.save_realm_migration(key, &migration).await?;
+    app.store
+        .bookkeeping()
+        .save_realm_migration(key, &migration)
+        .await?;
     tracing::info!(tenant.client_key = %key, migration_id = %migration.migration_id, location = %migration.location, "realm migration scheduled");
     Ok(status_of(&migration))
 }
@@ -218,14 +222,17 @@ async fn start(
         )));
     }
     let key = tenant.client_key();
-    let store = app.store.as_ref();
+    let store = &app.store;
     migration.previous_location = app
         .realm_mover
         .location(store, key)
         .await
         .map_err(|e| failed(key, &e))?;
     migration.state = MigrationState::InProgress;
-    app.store.save_realm_migration(key, &migration).await?;
+    app.store
+        .bookkeeping()
+        .save_realm_migration(key, &migration)
+        .await?;
     match app
         .realm_mover
         .move_to(store, key, Some(&migration.location))
@@ -238,7 +245,10 @@ async fn start(
             migration.error_code = Some("E9999".to_owned());
         }
     }
-    app.store.save_realm_migration(key, &migration).await?;
+    app.store
+        .bookkeeping()
+        .save_realm_migration(key, &migration)
+        .await?;
     Ok(status_of(&migration))
 }
 
@@ -278,6 +288,7 @@ async fn commit(
     }
     migration.state = MigrationState::Committed;
     app.store
+        .bookkeeping()
         .save_realm_migration(tenant.client_key(), &migration)
         .await?;
     tracing::info!(tenant.client_key = %tenant.client_key(), migration_id = %migration.migration_id, "realm migration committed");
@@ -301,16 +312,15 @@ async fn rollback(
         MigrationState::Scheduled => {}
         MigrationState::InProgress | MigrationState::ReadyToCommit | MigrationState::Failed => app
             .realm_mover
-            .move_to(
-                app.store.as_ref(),
-                key,
-                migration.previous_location.as_deref(),
-            )
+            .move_to(&app.store, key, migration.previous_location.as_deref())
             .await
             .map_err(|e| failed(key, &e))?,
     }
     migration.state = MigrationState::RolledBack;
-    app.store.save_realm_migration(key, &migration).await?;
+    app.store
+        .bookkeeping()
+        .save_realm_migration(key, &migration)
+        .await?;
     tracing::info!(tenant.client_key = %key, migration_id = %migration.migration_id, "realm migration rolled back");
     Ok(status_of(&migration))
 }

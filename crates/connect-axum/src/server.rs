@@ -39,7 +39,7 @@ use crate::descriptor::{Descriptor, DescriptorError};
 use crate::monitoring;
 use crate::state::AppState;
 use crate::state::{ForgeEventHandler, ForgeEvents};
-use crate::store::{AppMigrations, StoreError, StoreOptions, TenantStore};
+use crate::store::{AppMigrations, Store, StoreError, StoreOptions};
 
 /// Why a server could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ pub struct Builder<S = AppState> {
     descriptor: Option<String>,
     migrations: AppMigrations,
     routes: Vec<Routes<S>>,
-    store: Option<Arc<dyn TenantStore>>,
+    store: Option<Store>,
     realm_mover: Option<Arc<dyn RealmMover>>,
     account_ids: Vec<Arc<dyn AccountIdSource>>,
     forge_handlers: Vec<Arc<dyn ForgeEventHandler>>,
@@ -165,7 +165,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
 
     /// Serves over `store` instead of opening the configured one (tests, or a store shared with
     /// something else); the app's migrations are then the caller's to have run.
-    pub fn store(mut self, store: Arc<dyn TenantStore>) -> Self {
+    pub fn store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
     }
@@ -198,11 +198,11 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     ///
     /// # Errors
     /// No descriptor was given, or it is invalid.
-    pub fn state_over(&self, store: Arc<dyn TenantStore>) -> Result<AppState, DescriptorError> {
+    pub fn state_over(&self, store: Store) -> Result<AppState, DescriptorError> {
         Ok(self.state_with(store, self.rendered_descriptor()?))
     }
 
-    fn state_with(&self, store: Arc<dyn TenantStore>, descriptor: Descriptor) -> AppState {
+    fn state_with(&self, store: Store, descriptor: Descriptor) -> AppState {
         let mut state = AppState::with_descriptor(self.config.clone(), store, descriptor);
         if let Some(mover) = &self.realm_mover {
             state.realm_mover = mover.clone();
@@ -224,7 +224,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
             Some(store) => store,
             None => {
                 let store = crate::store::connect(&self.store_options()?).await?;
-                match store.reencrypt_secrets().await {
+                match store.tenants().reencrypt_secrets().await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!("sealed {n} sharedSecrets with the current secrets key")

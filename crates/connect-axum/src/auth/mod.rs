@@ -16,7 +16,7 @@ use axum::response::Response;
 
 use crate::error::Error;
 use crate::slots::{Slot, Slots};
-use crate::store::{ClientKey, LifecycleToken, TenantStore};
+use crate::store::{ClientKey, LifecycleToken, Store};
 
 pub mod connect;
 pub mod forge;
@@ -175,7 +175,7 @@ pub struct Authenticator {
 }
 
 struct Inner {
-    store: Arc<dyn TenantStore>,
+    store: Store,
     app_key: String,
     base_url: String,
     base_path: String,
@@ -218,7 +218,7 @@ impl Authenticator {
     /// Builds an authenticator for the app `app_key` served at `base_url`, accepting tokens
     /// that live at most `max_token_lifetime`.
     pub fn new(
-        store: Arc<dyn TenantStore>,
+        store: Store,
         app_key: String,
         base_url: &url::Url,
         leeway: Duration,

@@ -247,11 +247,11 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
     let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
     let key = &tenant.client_key;
     // A verified install replaces a stored secret that no longer opens.
-    let previous = match app.store.find_tenant(key.as_str()).await {
+    let previous = match app.store.tenants().find(key.as_str()).await {
         Err(StoreError::UnreadableSecret(_)) => None,
         found => found?,
     };
-    match app.store.save_tenant(&tenant, &signed.token).await? {
+    match app.store.tenants().save(&tenant, &signed.token).await? {
         SaveOutcome::Saved => {}
         SaveOutcome::Stale
             if previous
@@ -271,7 +271,7 @@ async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result
         SaveOutcome::Stale => {
             // A retry of the very install already applied changes nothing; any other token no
             // newer than the stored one is a replay or an older install, and must not win.
-            let current = crate::auth::usable(app.store.find_tenant(key.as_str()).await)?;
+            let current = crate::auth::usable(app.store.tenants().find(key.as_str()).await)?;
             if current.is_some_and(|t| t.is_installed() && same_install(&t.installation, &tenant)) {
                 return Ok(StatusCode::NO_CONTENT);
             }
@@ -335,9 +335,14 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
     signed.check_issuer(&payload.client_key)?;
     payload.check(app.descriptor.key(), "uninstalled")?;
     let key = ClientKey::new(payload.client_key);
-    if !app.store.mark_uninstalled(&key, &signed.token).await? {
+    if !app
+        .store
+        .tenants()
+        .mark_uninstalled(&key, &signed.token)
+        .await?
+    {
         // Unknown, or uninstalled already: nothing to do. Installed by a newer token: refused.
-        if crate::auth::usable(app.store.find_tenant(key.as_str()).await)?
+        if crate::auth::usable(app.store.tenants().find(key.as_str()).await)?
             .is_some_and(|t| t.is_installed())
         {
             tracing::warn!(tenant.client_key = %key, "refused a replayed or older uninstall of {key}");
@@ -392,8 +397,13 @@ async fn switch(
     }
     payload.check(app.descriptor.key(), event)?;
     let key = tenant.client_key();
-    if !app.store.set_enabled(key, enabled, &token).await? {
-        let current = app.store.find_tenant(key.as_str()).await?;
+    if !app
+        .store
+        .tenants()
+        .set_enabled(key, enabled, &token)
+        .await?
+    {
+        let current = app.store.tenants().find(key.as_str()).await?;
         if current.is_some_and(|t| t.enabled == enabled) {
             tracing::info!(tenant.client_key = %key, "{event} of {key}: already {event}");
             return Ok(StatusCode::NO_CONTENT);

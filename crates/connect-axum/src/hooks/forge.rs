@@ -128,7 +128,8 @@ async fn queue(
     let fresh = if app.forge_events.wanted(event_type) {
         let fresh = app
             .store
-            .enqueue_forge_event(key, &id, event_type, &body.to_string())
+            .events()
+            .enqueue(key, &id, event_type, &body.to_string())
             .await?;
         if fresh {
             app.forge_events.ring();
@@ -172,6 +173,7 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
             installation.create_if_new = !app.config.forge_connect_on_forge || last_retry;
             let saved = app
                 .store
+                .tenants()
                 .save_forge_installation(&installation, &fit.lifecycle)
                 .await?;
             if !saved.existing && !installation.create_if_new {
@@ -210,7 +212,8 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
                 && let Some(permissions) = field(&body, "permissions")
             {
                 app.store
-                    .save_forge_permissions(&saved.client_key, &permissions.to_string())
+                    .forge()
+                    .save_permissions(&saved.client_key, &permissions.to_string())
                     .await?;
             }
             (saved.client_key, "lifecycle")
@@ -240,7 +243,12 @@ async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<
     };
     let key = record.installation.client_key.clone();
     app.auth.check_rate(&key)?;
-    if app.store.mark_uninstalled(&key, &fit.lifecycle).await? {
+    if app
+        .store
+        .tenants()
+        .mark_uninstalled(&key, &fit.lifecycle)
+        .await?
+    {
         metrics::counter!("lifecycle_events_total", "event" => "forge-pre-uninstall").increment(1);
         tracing::info!(tenant.client_key = %key, "Forge preUninstall: tenant {key} uninstalled");
     }

@@ -42,10 +42,7 @@ pub async fn run_due(app: &AppState) -> Result<usize, StoreError> {
     let mut runs = 0;
     loop {
         let now = store::now();
-        let batch = app
-            .store
-            .claim_forge_events(now, now + LEASE, BATCH)
-            .await?;
+        let batch = app.store.events().claim(now, now + LEASE, BATCH).await?;
         if batch.is_empty() {
             break;
         }
@@ -74,10 +71,10 @@ pub async fn run_due(app: &AppState) -> Result<usize, StoreError> {
                     "gave up a Forge event: {error}"
                 );
             }
-            app.store.finish_forge_event(&event, &outcome).await?;
+            app.store.events().finish(&event, &outcome).await?;
         }
     }
-    if let Ok(pending) = app.store.forge_events_pending().await {
+    if let Ok(pending) = app.store.events().pending().await {
         metrics::gauge!("forge_events_pending").set(pending as f64);
     }
     Ok(runs)
@@ -147,7 +144,7 @@ pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
             if last_prune.elapsed() > Duration::from_secs(600) {
                 last_prune = tokio::time::Instant::now();
                 let before = store::now() - DONE_MEMORY;
-                if let Err(e) = app.store.prune_forge_events(before).await {
+                if let Err(e) = app.store.events().prune(before).await {
                     tracing::warn!(error = %e, "could not forget finished Forge events");
                 }
             }

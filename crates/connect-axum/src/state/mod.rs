@@ -21,7 +21,7 @@ use crate::outbound::Transport;
 use crate::product::ProductClient;
 use crate::protocol::ForgeToken;
 use crate::slots::{self, Slots};
-use crate::store::TenantStore;
+use crate::store::Store;
 use crate::store::{ClientKey, StoredSystemToken};
 
 pub mod forge_events;
@@ -32,7 +32,7 @@ pub use forge_events::{ForgeEvent, ForgeEventHandler, ForgeEvents, HandlerError}
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<dyn TenantStore>,
+    pub store: Store,
     pub auth: Authenticator,
     pub descriptor: Arc<Descriptor>,
     pub product: ProductClient,
@@ -52,11 +52,7 @@ pub struct AppState {
 impl AppState {
     /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
     /// app key tokens are checked against and product calls are signed with).
-    pub fn with_descriptor(
-        config: Config,
-        store: Arc<dyn TenantStore>,
-        descriptor: Descriptor,
-    ) -> Self {
+    pub fn with_descriptor(config: Config, store: Store, descriptor: Descriptor) -> Self {
         monitoring::handle();
         let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
         let auth = Authenticator::new(
@@ -186,7 +182,7 @@ impl AppState {
     /// # Errors
     /// `system_token_unavailable` (503) when none is stored or it has expired.
     pub async fn system_token(&self, key: &ClientKey) -> Result<StoredSystemToken, Error> {
-        let stored = self.store.system_token(key).await?;
+        let stored = self.store.forge().system_token(key).await?;
         Ok(crate::product::usable_system_token(stored)?)
     }
 
@@ -207,7 +203,8 @@ impl AppState {
         let system = self.system_token(key).await?;
         let record = self
             .store
-            .find_tenant(key.as_str())
+            .tenants()
+            .find(key.as_str())
             .await?
             .ok_or(Error::NotFound)?;
         let installation = &record.installation;

@@ -1,10 +1,11 @@
-//! The registry's Forge side: tenants born of a Forge installation, the app's stored system
-//! token, and the queue of trigger deliveries for the app's event handlers.
+//! The registry's Forge side: tenants born of a Forge installation, the permissions of their
+//! latest upgrade, and the app's stored system token.
 
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use super::{ClientKey, LifecycleToken, Registry, SaveOutcome, SharedSecret, now, remember_token};
+use super::lifecycle::commit_applied;
+use super::{ClientKey, Database, Keyring, LifecycleToken, SaveOutcome, SharedSecret, now};
 use crate::protocol::ForgeToken;
 
 /// A Forge installation as a verified invocation token describes it.
@@ -50,111 +51,84 @@ pub struct StoredSystemToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A trigger delivery taken from the queue for the app's handlers.
-#[derive(Debug, Clone)]
-pub struct QueuedEvent {
-    pub client_key: ClientKey,
-    /// The delivery's id: the hash of its body without `retryContext`.
-    pub id: String,
-    pub event_type: String,
-    /// The delivery's body as received.
-    pub body: String,
-    /// How many times it was taken, this time included.
-    pub attempts: u32,
-    pub received_at: DateTime<Utc>,
-}
-
-/// What a handler run made of a queued event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventOutcome {
-    Done,
-    /// Failed; taken again at `at`.
-    Retry {
-        at: DateTime<Utc>,
-        error: String,
-    },
-    /// Failed for the last time; kept, marked done, with its error.
-    GaveUp {
-        error: String,
-    },
-}
-
 /// The AAD a system token is sealed with: never interchangeable with the tenant's sharedSecret.
 fn token_aad(key: &ClientKey) -> String {
     format!("{}#forge-system-token", key.as_str())
 }
 
-impl Registry<'_> {
-    pub(super) async fn save_forge_installation(
-        self,
-        install: &ForgeInstallation,
-        token: &LifecycleToken,
-    ) -> Result<ForgeSaved, StoreError> {
-        let now = now();
-        let mut tx = self.db.begin().await?;
-        let by_installation: Option<(String,)> = tx
-            .query(
-                "select client_key from tenant where installation_id = $1 \
+/// Installs or revives the tenant of a verified Forge installation; see
+/// [`Tenants::save_forge_installation`](super::Tenants::save_forge_installation).
+pub(super) async fn save_installation(
+    db: &Database,
+    keyring: &Keyring,
+    install: &ForgeInstallation,
+    token: &LifecycleToken,
+) -> Result<ForgeSaved, StoreError> {
+    let now = now();
+    let mut tx = db.begin().await?;
+    let by_installation: Option<(String,)> = tx
+        .query(
+            "select client_key from tenant where installation_id = $1 \
                  order by case when uninstalled_at is null then 0 else 1 end, updated_at desc \
                  limit 1",
-            )
-            .bind(&install.installation_id)
-            .fetch_optional()
-            .await?;
-        let existing = match (by_installation, &install.cloud_id) {
-            (Some((key,)), _) => Some(key),
-            // A reinstall brings a new installationId for the same site: a tenant of the site
-            // and product whose cloud id a verified token gave is found by it, a Forge-born one
-            // even uninstalled within its retention, a Connect one only while installed and only
-            // when it is the one of the site and product, as for invocations. A cloud id that
-            // only a Connect install body claimed leads nowhere: a Connect tenant joins a Forge
-            // installation by the installationId of its own install.
-            (None, Some(cloud_id)) => {
-                let found: Vec<(String, bool)> = tx
-                    .query(
-                        "select client_key, cloud_id_verified from tenant where cloud_id = $1 \
+        )
+        .bind(&install.installation_id)
+        .fetch_optional()
+        .await?;
+    let existing = match (by_installation, &install.cloud_id) {
+        (Some((key,)), _) => Some(key),
+        // A reinstall brings a new installationId for the same site: a tenant of the site
+        // and product whose cloud id a verified token gave is found by it, a Forge-born one
+        // even uninstalled within its retention, a Connect one only while installed and only
+        // when it is the one of the site and product, as for invocations. A cloud id that
+        // only a Connect install body claimed leads nowhere: a Connect tenant joins a Forge
+        // installation by the installationId of its own install.
+        (None, Some(cloud_id)) => {
+            let found: Vec<(String, bool)> = tx
+                .query(
+                    "select client_key, cloud_id_verified from tenant where cloud_id = $1 \
                          and ($2 is null or product_type is null or product_type = $2) \
                          and (origin = 'forge' or uninstalled_at is null) \
                          order by client_key limit 8",
-                    )
-                    .bind(cloud_id)
-                    .bind(&install.product)
-                    .fetch_all()
-                    .await?;
-                let (verified, claimed): (Vec<_>, Vec<_>) =
-                    found.into_iter().partition(|(_, verified)| *verified);
-                for (key, _) in &claimed {
-                    tracing::warn!(
-                        client_key = key.as_str(),
-                        installation_id = install.installation_id.as_str(),
-                        "a Connect install claimed the cloud id of this Forge installation; \
+                )
+                .bind(cloud_id)
+                .bind(&install.product)
+                .fetch_all()
+                .await?;
+            let (verified, claimed): (Vec<_>, Vec<_>) =
+                found.into_iter().partition(|(_, verified)| *verified);
+            for (key, _) in &claimed {
+                tracing::warn!(
+                    client_key = key.as_str(),
+                    installation_id = install.installation_id.as_str(),
+                    "a Connect install claimed the cloud id of this Forge installation; \
                          not adopted"
-                    );
-                }
-                match verified.as_slice() {
-                    [(key, _)] => Some(key.clone()),
-                    _ => None,
-                }
+                );
             }
-            (None, None) => None,
-        };
-        let client_key = ClientKey::new(
-            existing
-                .clone()
-                .unwrap_or_else(|| install.installation_id.clone()),
-        );
-        if existing.is_none() && !install.create_if_new {
-            return Ok(ForgeSaved {
-                outcome: SaveOutcome::Stale,
-                client_key,
-                existing: false,
-            });
+            match verified.as_slice() {
+                [(key, _)] => Some(key.clone()),
+                _ => None,
+            }
         }
-        let found = existing.is_some();
-        let saved = match existing {
-            Some(_) => {
-                tx.query(
-                    "update tenant set installation_id = $2, cloud_id = coalesce($3, cloud_id), \
+        (None, None) => None,
+    };
+    let client_key = ClientKey::new(
+        existing
+            .clone()
+            .unwrap_or_else(|| install.installation_id.clone()),
+    );
+    if existing.is_none() && !install.create_if_new {
+        return Ok(ForgeSaved {
+            outcome: SaveOutcome::Stale,
+            client_key,
+            existing: false,
+        });
+    }
+    let found = existing.is_some();
+    let saved = match existing {
+        Some(_) => {
+            tx.query(
+                "update tenant set installation_id = $2, cloud_id = coalesce($3, cloud_id), \
                      cloud_id_verified = ($3 is not null or cloud_id_verified), \
                      product_type = coalesce(product_type, $4), \
                      api_base_url = coalesce($5, api_base_url), \
@@ -165,77 +139,87 @@ impl Registry<'_> {
                          else display_url end, \
                      enabled = true, uninstalled_at = null, updated_at = $8, lifecycle_iat = $9 \
                      where client_key = $1 and (lifecycle_iat is null or lifecycle_iat <= $9)",
-                )
-                .bind(client_key.as_str())
-                .bind(&install.installation_id)
-                .bind(&install.cloud_id)
-                .bind(&install.product)
-                .bind(&install.api_base_url)
-                .bind(&install.app_version)
-                .bind(&install.site_url)
-                .bind(now)
-                .bind(token.issued_at)
-                .execute()
-                .await
-            }
-            None => {
-                // Never used: a Forge-born tenant is refused for Connect JWTs. Random all the
-                // same, so that nothing could sign with a guessable one.
-                let secret = SharedSecret::new(hex::encode(rand::random::<[u8; 32]>()));
-                let sealed = self.keyring.seal(client_key.as_str(), &secret);
-                let base_url = install
-                    .site_url
-                    .as_deref()
-                    .or(install.api_base_url.as_deref())
-                    .unwrap_or_default();
-                tx.query(
-                    "insert into tenant (client_key, app_key, shared_secret, secret_key_id, \
+            )
+            .bind(client_key.as_str())
+            .bind(&install.installation_id)
+            .bind(&install.cloud_id)
+            .bind(&install.product)
+            .bind(&install.api_base_url)
+            .bind(&install.app_version)
+            .bind(&install.site_url)
+            .bind(now)
+            .bind(token.issued_at)
+            .execute()
+            .await
+        }
+        None => {
+            // Never used: a Forge-born tenant is refused for Connect JWTs. Random all the
+            // same, so that nothing could sign with a guessable one.
+            let secret = SharedSecret::new(hex::encode(rand::random::<[u8; 32]>()));
+            let sealed = keyring.seal(client_key.as_str(), &secret);
+            let base_url = install
+                .site_url
+                .as_deref()
+                .or(install.api_base_url.as_deref())
+                .unwrap_or_default();
+            tx.query(
+                "insert into tenant (client_key, app_key, shared_secret, secret_key_id, \
                      base_url, display_url, product_type, cloud_id, installation_id, \
                      api_base_url, app_version, origin, enabled, installed_at, updated_at, \
                      lifecycle_iat, cloud_id_verified) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'forge', true, $12, \
                      $12, $13, $8 is not null)",
-                )
-                .bind(client_key.as_str())
-                .bind(&install.app_id)
-                .bind(&sealed.ciphertext)
-                .bind(&sealed.key_id)
-                .bind(base_url)
-                .bind(&install.site_url)
-                .bind(&install.product)
-                .bind(&install.cloud_id)
-                .bind(&install.installation_id)
-                .bind(&install.api_base_url)
-                .bind(&install.app_version)
-                .bind(now)
-                .bind(token.issued_at)
-                .execute()
-                .await
-            }
-        };
-        let outcome = match saved {
-            Err(e) if e.is_unique_violation() => SaveOutcome::InstallationIdTaken,
-            Err(e) => return Err(e),
-            Ok(0) => SaveOutcome::Stale,
-            Ok(_) if !remember_token(&mut tx, &client_key, token).await? => SaveOutcome::Stale,
-            Ok(_) => {
-                tx.commit().await?;
-                SaveOutcome::Saved
-            }
-        };
-        Ok(ForgeSaved {
-            outcome,
-            client_key,
-            existing: found,
-        })
-    }
+            )
+            .bind(client_key.as_str())
+            .bind(&install.app_id)
+            .bind(&sealed.ciphertext)
+            .bind(&sealed.key_id)
+            .bind(base_url)
+            .bind(&install.site_url)
+            .bind(&install.product)
+            .bind(&install.cloud_id)
+            .bind(&install.installation_id)
+            .bind(&install.api_base_url)
+            .bind(&install.app_version)
+            .bind(now)
+            .bind(token.issued_at)
+            .execute()
+            .await
+        }
+    };
+    let outcome = match saved {
+        Err(e) if e.is_unique_violation() => SaveOutcome::InstallationIdTaken,
+        Err(e) => return Err(e),
+        Ok(changed) => match commit_applied(tx, changed, &client_key, token).await? {
+            true => SaveOutcome::Saved,
+            false => SaveOutcome::Stale,
+        },
+    };
+    Ok(ForgeSaved {
+        outcome,
+        client_key,
+        existing: found,
+    })
+}
 
-    pub(super) async fn save_forge_permissions(
-        self,
+/// The Forge records of a [`Store`](super::Store), from [`Store::forge`](super::Store::forge):
+/// the permissions of a tenant's latest upgrade and the app's system token.
+#[derive(Clone, Copy)]
+pub struct ForgeRecords<'s> {
+    pub(super) db: &'s Database,
+    pub(super) keyring: &'s Keyring,
+}
+
+impl ForgeRecords<'_> {
+    /// Records the permissions (JSON) of the tenant's latest Forge upgrade.
+    pub async fn save_permissions(
+        &self,
         key: &ClientKey,
         permissions: &str,
     ) -> Result<(), StoreError> {
         self.db
+            .connection()
+            .await?
             .query(
                 "update tenant set forge_permissions = $2, updated_at = $3 where client_key = $1",
             )
@@ -247,8 +231,10 @@ impl Registry<'_> {
         Ok(())
     }
 
-    pub(super) async fn save_system_token(
-        self,
+    /// Stores the app's system token for the tenant, sealed, unless the stored one came with a
+    /// later invocation token (`issued_at`, the FIT's `iat`); true when stored.
+    pub async fn save_system_token(
+        &self,
         key: &ClientKey,
         token: &ForgeToken,
         api_base_url: &str,
@@ -262,6 +248,8 @@ impl Registry<'_> {
         // says nothing of which one Forge handed out last.
         let saved = self
             .db
+            .connection()
+            .await?
             .query(
                 "insert into forge_system_token (client_key, token, key_id, api_base_url, \
                  expires_at, updated_at, issued_at) values ($1, $2, $3, $4, $5, $6, $7) \
@@ -284,12 +272,15 @@ impl Registry<'_> {
         Ok(saved > 0)
     }
 
-    pub(super) async fn system_token(
-        self,
+    /// The tenant's stored system token, whether or not it has expired.
+    pub async fn system_token(
+        &self,
         key: &ClientKey,
     ) -> Result<Option<StoredSystemToken>, StoreError> {
         let row: Option<(String, String, String, DateTime<Utc>)> = self
             .db
+            .connection()
+            .await?
             .query(
                 "select token, key_id, api_base_url, expires_at from forge_system_token \
                  where client_key = $1",
@@ -316,116 +307,5 @@ impl Registry<'_> {
                 Ok(None)
             }
         }
-    }
-
-    pub(super) async fn enqueue_forge_event(
-        self,
-        key: &ClientKey,
-        id: &str,
-        event_type: &str,
-        body: &str,
-    ) -> Result<bool, StoreError> {
-        let now = now();
-        let added = self
-            .db
-            .query(
-                "insert into forge_event (client_key, id, event_type, body, run_after, \
-                 received_at) values ($1, $2, $3, $4, $5, $5) on conflict do nothing",
-            )
-            .bind(key.as_str())
-            .bind(id)
-            .bind(event_type)
-            .bind(body)
-            .bind(now)
-            .execute()
-            .await?;
-        Ok(added > 0)
-    }
-
-    pub(super) async fn claim_forge_events(
-        self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
-        // On Postgres replicas share the queue: each takes rows no other holds. SQLite has one
-        // writer at a time, and the update takes what it selects in the same statement.
-        let lock = match self.db {
-            super::Db::Postgres(_) => " for update skip locked",
-            super::Db::Sqlite(_) => "",
-        };
-        let sql = format!(
-            "update forge_event set attempts = attempts + 1, run_after = $2 \
-             where (client_key, id) in (select client_key, id from forge_event \
-             where done_at is null and run_after <= $1 order by run_after limit $3{lock}) \
-             returning client_key, id, event_type, body, attempts, received_at"
-        );
-        let rows: Vec<(String, String, String, String, i32, DateTime<Utc>)> = self
-            .db
-            .query(&sql)
-            .bind(now)
-            .bind(lease_until)
-            .bind(i64::from(limit))
-            .fetch_all()
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(client_key, id, event_type, body, attempts, received_at)| QueuedEvent {
-                    client_key: ClientKey::new(client_key),
-                    id,
-                    event_type,
-                    body,
-                    attempts: attempts.max(0) as u32,
-                    received_at,
-                },
-            )
-            .collect())
-    }
-
-    pub(super) async fn finish_forge_event(
-        self,
-        event: &QueuedEvent,
-        outcome: &EventOutcome,
-    ) -> Result<(), StoreError> {
-        let now = now();
-        let (done_at, run_after, error) = match outcome {
-            EventOutcome::Done => (Some(now), now, None),
-            EventOutcome::Retry { at, error } => (None, *at, Some(error.as_str())),
-            EventOutcome::GaveUp { error } => (Some(now), now, Some(error.as_str())),
-        };
-        self.db
-            .query(
-                "update forge_event set done_at = $3, run_after = $4, last_error = $5 \
-                 where client_key = $1 and id = $2",
-            )
-            .bind(event.client_key.as_str())
-            .bind(&event.id)
-            .bind(done_at)
-            .bind(run_after)
-            .bind(error)
-            .execute()
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn forge_events_pending(self) -> Result<u64, StoreError> {
-        let n: Option<(i64,)> = self
-            .db
-            .query("select count(*) from forge_event where done_at is null")
-            .fetch_optional()
-            .await?;
-        Ok(n.map_or(0, |(n,)| n.max(0) as u64))
-    }
-
-    pub(super) async fn prune_forge_events(
-        self,
-        done_before: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        self.db
-            .query("delete from forge_event where done_at is not null and done_at < $1")
-            .bind(done_before)
-            .execute()
-            .await
     }
 }

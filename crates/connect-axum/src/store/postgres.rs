@@ -10,7 +10,7 @@ use tokio::task::AbortHandle;
 
 use super::StoreError;
 use super::transaction::{PgTransaction, TenantTransaction};
-use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry, StoreOptions};
+use super::{ClientKey, PoolUsage, StoreOptions};
 
 /// The channel the `tenant` table's trigger notifies with the changed `client_key`.
 const TENANT_CHANNEL: &str = "connect_axum_tenant";
@@ -18,12 +18,13 @@ const TENANT_CHANNEL: &str = "connect_axum_tenant";
 /// The role every pooled connection works as: it does not bypass row-level security.
 pub const APP_ROLE: &str = "connect_axum_app";
 
-/// A [`TenantStore`](super::TenantStore) on Postgres.
+/// A store's Postgres backend.
 #[derive(Clone)]
 pub struct PgStore {
-    /// The library's own statements (the registry) and [`begin_tenant`](Self::begin_tenant).
+    /// [`begin_tenant`](Self::begin_tenant)'s, for an app's Postgres-only SQL; it connects when
+    /// first used.
     pool: PgPool,
-    /// Tenant transactions ([`TenantStore::tenant_transaction`](super::TenantStore::tenant_transaction)),
+    /// Every statement of the store's own and [`Store::tenant_transaction`](super::Store::tenant_transaction)'s,
     /// on tokio-postgres, which sends a transaction's `BEGIN`, key and first statement in one
     /// write (sqlx waits for each answer before it sends the next statement).
     tenant_pool: deadpool_postgres::Pool,
@@ -31,7 +32,6 @@ pub struct PgStore {
     connect_options: PgConnectOptions,
     acquire_timeout: Duration,
     listener: Arc<Mutex<Option<Listening>>>,
-    keyring: Arc<Keyring>,
 }
 
 /// The change listener: its connection (a pool of one, apart from the requests') and its task.
@@ -109,17 +109,22 @@ impl PgStore {
                     conn.execute(set_role.as_str()).await.map(|_| ())
                 })
             })
-            .connect_with(connect_options.clone())
-            .await?;
-        let tenant_pool = tenant_pool(options)?;
-        Ok(Self {
+            .connect_lazy_with(connect_options.clone());
+        let store = Self {
             pool,
-            tenant_pool,
+            tenant_pool: tenant_pool(options)?,
             connect_options,
             acquire_timeout: options.acquire_timeout,
             listener: Arc::default(),
-            keyring: options.keyring.clone(),
-        })
+        };
+        // The serving login connects and takes its role, or the store does not open.
+        store
+            .connection()
+            .await?
+            .query("select 1")
+            .execute()
+            .await?;
+        Ok(store)
     }
 
     /// A transaction in which row-level security admits only `key`'s rows: `app.client_key` is
@@ -133,7 +138,7 @@ impl PgStore {
         &self,
         key: &ClientKey,
     ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.begin_in_task(Some(enter_tenant(key))).await
+        self.begin_in_task(enter_tenant(key)).await
     }
 
     /// A tenant transaction on the pipelining pool: no round trip until its first statement.
@@ -144,13 +149,43 @@ impl PgStore {
         let conn = self.tenant_pool.get().await?;
         Ok(TenantTransaction::postgres(PgTransaction::new(
             conn,
-            enter_tenant(key),
+            Some(enter_tenant(key)),
+            self.acquire_timeout,
+            None,
         )))
     }
 
-    /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.begin_in_task(None).await
+    /// A transaction outside any tenant (the registry tables), begun with its first statement.
+    pub(super) async fn begin(&self) -> Result<TenantTransaction, StoreError> {
+        let conn = self.tenant_pool.get().await?;
+        Ok(TenantTransaction::postgres(PgTransaction::new(
+            conn,
+            Some("begin".to_owned()),
+            self.acquire_timeout,
+            Some(self.acquire_timeout),
+        )))
+    }
+
+    /// A pooled connection running each statement on its own.
+    pub(super) async fn connection(&self) -> Result<TenantTransaction, StoreError> {
+        let conn = self.tenant_pool.get().await?;
+        Ok(TenantTransaction::postgres(PgTransaction::new(
+            conn,
+            None,
+            self.acquire_timeout,
+            Some(self.acquire_timeout),
+        )))
+    }
+
+    /// The connections of both pools.
+    pub(super) fn pool_usage(&self) -> PoolUsage {
+        let sqlx = PoolUsage::of(&self.pool);
+        let tenants = self.tenant_pool.status();
+        PoolUsage {
+            open: sqlx.open + tenants.size as u32,
+            idle: sqlx.idle + tenants.available as u32,
+            max: sqlx.max + tenants.max_size as u32,
+        }
     }
 
     /// Begins a transaction (with `statement` in place of `BEGIN`) in a task of its own.
@@ -163,15 +198,10 @@ impl PgStore {
     /// connection is used again. This costs a task, not a round trip.
     async fn begin_in_task(
         &self,
-        statement: Option<String>,
+        statement: String,
     ) -> Result<Transaction<'static, Postgres>, StoreError> {
         let pool = self.pool.clone();
-        let begun = tokio::spawn(async move {
-            match statement {
-                Some(statement) => pool.begin_with(statement).await,
-                None => pool.begin().await,
-            }
-        });
+        let begun = tokio::spawn(async move { pool.begin_with(statement).await });
         match begun.await {
             Ok(transaction) => Ok(transaction?),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -227,12 +257,8 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Stops the change listener, then closes the pool once the connections in use are back.
-    async fn close_connections(&self) {
+    pub(super) async fn close_connections(&self) {
         let listening = self
             .listener
             .lock()
@@ -293,36 +319,5 @@ impl Listening {
     async fn stop(self) {
         self.task.abort();
         self.pool.close().await;
-    }
-}
-
-impl super::SqlBackend for PgStore {
-    fn registry(&self) -> Registry<'_> {
-        Registry {
-            db: Db::Postgres(self),
-            keyring: &self.keyring,
-        }
-    }
-
-    fn pool_usage(&self) -> PoolUsage {
-        let registry = super::pool_usage(&self.pool);
-        let tenants = self.tenant_pool.status();
-        PoolUsage {
-            open: registry.open + tenants.size as u32,
-            idle: registry.idle + tenants.available as u32,
-            max: registry.max + tenants.max_size as u32,
-        }
-    }
-
-    async fn tenant_transaction(&self, key: &ClientKey) -> Result<TenantTransaction, StoreError> {
-        PgStore::tenant_transaction(self, key).await
-    }
-
-    fn database(&self) -> Database {
-        Database::Postgres(Box::new(self.clone()))
-    }
-
-    async fn close_pool(&self) {
-        self.close_connections().await;
     }
 }

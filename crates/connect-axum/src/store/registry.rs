@@ -1,15 +1,16 @@
-//! The registry's SQL, written once for both backends: tenants, their lifecycle tokens, realm
-//! migrations, personal-data bookkeeping, secrets at rest.
+//! The tenant registry: the [`Tenants`] trait and its SQL, written once for both backends:
+//! tenants, their lifecycle tokens, their secrets at rest.
 
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use async_trait::async_trait;
+
+use super::lifecycle::commit_applied;
 use super::{
-    ClientKey, Db, Installation, Keyring, LIFECYCLE_TOKEN_MEMORY_SECS, LifecycleToken, OpenError,
-    Origin, PoolUsage, Purged, RealmMigration, RegistryTx, SaveOutcome, SharedSecret, TenantRecord,
-    now, query,
+    ClientKey, Database, ForgeInstallation, ForgeSaved, Installation, Keyring, LifecycleToken,
+    OpenError, Origin, Purged, SaveOutcome, SharedSecret, Statement, StoreError, TenantRecord, now,
 };
 
 /// The columns of an [`Installation`], in the order [`bind_installation`] binds them.
@@ -31,10 +32,10 @@ pub(super) const INSTALLATION_COLUMNS: [&str; 13] = [
 
 /// Binds an installation's [`INSTALLATION_COLUMNS`], its secret as `sealed`.
 pub(super) fn bind_installation<'t>(
-    statement: query::Statement<'t>,
+    statement: Statement<'t>,
     t: &'t Installation,
     sealed: &'t str,
-) -> query::Statement<'t> {
+) -> Statement<'t> {
     statement
         .bind(t.client_key.as_str())
         .bind(&t.app_key)
@@ -98,7 +99,7 @@ pub(super) static SAVE_TENANT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A `tenant` row of either backend, its secret still sealed.
-#[derive(sqlx::FromRow)]
+#[derive(serde::Deserialize)]
 pub(super) struct TenantRow {
     client_key: String,
     app_key: String,
@@ -160,37 +161,6 @@ impl TenantRow {
     }
 }
 
-/// A `realm_migration` row, its state still text.
-#[derive(sqlx::FromRow)]
-pub(super) struct RealmMigrationRow {
-    migration_id: String,
-    location: String,
-    previous_location: Option<String>,
-    state: String,
-    error_code: Option<String>,
-    start_time: Option<String>,
-    end_time: Option<String>,
-}
-
-impl TryFrom<RealmMigrationRow> for RealmMigration {
-    type Error = StoreError;
-
-    fn try_from(row: RealmMigrationRow) -> Result<Self, StoreError> {
-        Ok(RealmMigration {
-            migration_id: row.migration_id,
-            location: row.location,
-            previous_location: row.previous_location,
-            state: row
-                .state
-                .parse()
-                .map_err(|e: String| StoreError::Decode(e.into()))?,
-            error_code: row.error_code,
-            start_time: row.start_time,
-            end_time: row.end_time,
-        })
-    }
-}
-
 /// A tenant whose stored sharedSecret does not open: sealed with a key not configured, corrupt,
 /// or plain text that is not allowed. Store reads fail with it as
 /// [`StoreError::UnreadableSecret`].
@@ -228,33 +198,94 @@ pub(crate) fn open_secret(
     })
 }
 
-/// How many connections `pool` holds.
-pub(super) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
-    PoolUsage {
-        open: pool.size(),
-        idle: pool.num_idle() as u32,
-        max: pool.options().get_max_connections(),
-    }
+/// The tenant registry: installations keyed by `clientKey`, their lifecycle, and their secrets.
+/// [`Store::tenants`](super::Store::tenants) answers lookups from memory in front of the SQL.
+#[async_trait]
+pub trait Tenants: Send + Sync + 'static {
+    /// Finds a tenant by the key a token claims, whatever its state.
+    async fn find(&self, client_key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError>;
+
+    /// Finds the installed tenant whose Forge installation is `installation_id` (at most one
+    /// installed tenant holds an id).
+    async fn find_by_installation_id(
+        &self,
+        installation_id: &str,
+    ) -> Result<Option<Arc<TenantRecord>>, StoreError>;
+
+    /// Installed tenants of the site with this cloud id as a verified invocation token gave it
+    /// (never as a Connect install body claimed it), of `product` when given (a tenant that
+    /// stored no product type counts as any); at most two: more than one is ambiguous.
+    async fn find_installed_by_cloud_id(
+        &self,
+        cloud_id: &str,
+        product: Option<&str>,
+    ) -> Result<Vec<Arc<TenantRecord>>, StoreError>;
+
+    /// Every tenant's client key, whatever its state.
+    async fn client_keys(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every tenant, by client key.
+    async fn list(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError>;
+
+    /// Inserts or replaces a tenant (a reinstall rotates its secret), marking it installed and
+    /// enabled, unless `token` was applied to the tenant before (a replay) or is older (`iat`)
+    /// than the last one applied, or another installed tenant holds its `installationId`.
+    async fn save(
+        &self,
+        tenant: &Installation,
+        token: &LifecycleToken,
+    ) -> Result<SaveOutcome, StoreError>;
+
+    /// Installs or revives the tenant of a verified Forge installation: the one holding its
+    /// `installationId`, else the one site and product its cloud id names (a reinstall that
+    /// brought a new id, or a Connect tenant installed without one), else a new tenant keyed by
+    /// the id. Refused like [`save`](Self::save) for a replayed or older token.
+    async fn save_forge_installation(
+        &self,
+        installation: &ForgeInstallation,
+        token: &LifecycleToken,
+    ) -> Result<ForgeSaved, StoreError>;
+
+    /// Marks a tenant uninstalled, keeping its data for the retention window; false when there is
+    /// no such tenant, or `token` is a replay or older than the last one applied.
+    async fn mark_uninstalled(
+        &self,
+        key: &ClientKey,
+        token: &LifecycleToken,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a tenant's enabled flag, unless `token` was applied to the tenant before (a replay)
+    /// or is older (`iat`) than the last lifecycle token applied; false when nothing changed
+    /// (also when there is no such tenant).
+    async fn set_enabled(
+        &self,
+        key: &ClientKey,
+        enabled: bool,
+        token: &LifecycleToken,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes every tenant uninstalled before `before`, with all its data, and forgets the
+    /// lifecycle tokens that can no longer be replayed.
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> Result<Vec<Purged>, StoreError>;
+
+    /// Seals every sharedSecret not sealed with the keyring's current key (older keys, or plain
+    /// text from before sealing) with it; returns how many were sealed again.
+    async fn reencrypt_secrets(&self) -> Result<u64, StoreError>;
 }
 
-/// The registry of one store: the SQL both backends share, written once in the dialect common to
-/// Postgres and SQLite.
+/// The registry's SQL, written once in the dialect common to Postgres and SQLite.
 ///
 /// Statements on tenant data run in the backend's tenant transaction, which on Postgres puts
 /// row-level security in force for that one tenant.
-#[derive(Clone, Copy)]
-pub(super) struct Registry<'s> {
-    pub(super) db: Db<'s>,
-    pub(super) keyring: &'s Keyring,
+pub(super) struct Registry {
+    pub(super) db: Database,
+    pub(super) keyring: Arc<Keyring>,
 }
 
-impl Registry<'_> {
-    pub(super) async fn ping(self) -> Result<(), StoreError> {
-        self.db.query("select 1").execute().await.map(|_| ())
-    }
-
-    pub(super) async fn save_tenant(
-        self,
+#[async_trait]
+impl Tenants for Registry {
+    async fn save(
+        &self,
         t: &Installation,
         token: &LifecycleToken,
     ) -> Result<SaveOutcome, StoreError> {
@@ -276,29 +307,29 @@ impl Registry<'_> {
             }
             saved => saved?,
         };
-        if saved == 0 || !remember_token(&mut tx, &t.client_key, token).await? {
-            return Ok(SaveOutcome::Stale);
-        }
-        tx.commit().await?;
-        Ok(SaveOutcome::Saved)
+        Ok(
+            match commit_applied(tx, saved, &t.client_key, token).await? {
+                true => SaveOutcome::Saved,
+                false => SaveOutcome::Stale,
+            },
+        )
     }
 
-    pub(super) async fn find_tenant(
-        self,
-        client_key: &str,
-    ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
+    async fn find(&self, client_key: &str) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         let sql = format!("{} where client_key = $1", *SELECT_TENANT);
         self.db
+            .connection()
+            .await?
             .query(&sql)
             .bind(client_key)
             .fetch_optional::<TenantRow>()
             .await?
-            .map(|row| row.open(self.keyring))
+            .map(|row| row.open(&self.keyring))
             .transpose()
     }
 
-    pub(super) async fn find_tenant_by_installation_id(
-        self,
+    async fn find_by_installation_id(
+        &self,
         installation_id: &str,
     ) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         let sql = format!(
@@ -306,25 +337,29 @@ impl Registry<'_> {
             *SELECT_TENANT
         );
         self.db
+            .connection()
+            .await?
             .query(&sql)
             .bind(installation_id)
             .fetch_optional::<TenantRow>()
             .await?
-            .map(|row| row.open(self.keyring))
+            .map(|row| row.open(&self.keyring))
             .transpose()
     }
 
-    pub(super) async fn client_keys(self) -> Result<Vec<String>, StoreError> {
+    async fn client_keys(&self) -> Result<Vec<String>, StoreError> {
         let keys: Vec<(String,)> = self
             .db
+            .connection()
+            .await?
             .query("select client_key from tenant")
             .fetch_all()
             .await?;
         Ok(keys.into_iter().map(|(key,)| key).collect())
     }
 
-    pub(super) async fn find_installed_by_cloud_id(
-        self,
+    async fn find_installed_by_cloud_id(
+        &self,
         cloud_id: &str,
         product: Option<&str>,
     ) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
@@ -335,29 +370,33 @@ impl Registry<'_> {
             *SELECT_TENANT
         );
         self.db
+            .connection()
+            .await?
             .query(&sql)
             .bind(cloud_id)
             .bind(product)
             .fetch_all::<TenantRow>()
             .await?
             .into_iter()
-            .map(|row| row.open(self.keyring))
+            .map(|row| row.open(&self.keyring))
             .collect()
     }
 
-    pub(super) async fn list_tenants(self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
+    async fn list(&self) -> Result<Vec<Arc<TenantRecord>>, StoreError> {
         let sql = format!("{} order by client_key", *SELECT_TENANT);
         self.db
+            .connection()
+            .await?
             .query(&sql)
             .fetch_all::<TenantRow>()
             .await?
             .into_iter()
-            .map(|row| row.open(self.keyring))
+            .map(|row| row.open(&self.keyring))
             .collect()
     }
 
-    pub(super) async fn mark_uninstalled(
-        self,
+    async fn mark_uninstalled(
+        &self,
         key: &ClientKey,
         token: &LifecycleToken,
     ) -> Result<bool, StoreError> {
@@ -375,16 +414,14 @@ impl Registry<'_> {
             .bind(token.issued_at)
             .execute()
             .await?;
-        if done == 0 || !remember_token(&mut tx, key, token).await? {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        commit_applied(tx, done, key, token).await
     }
 
-    pub(super) async fn reencrypt_secrets(self) -> Result<u64, StoreError> {
+    async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
         let rows: Vec<(String, String, Option<String>)> = self
             .db
+            .connection()
+            .await?
             .query(
                 "select client_key, shared_secret, secret_key_id from tenant \
                  where (secret_key_id is null and $2) or secret_key_id <> $1 order by client_key",
@@ -395,11 +432,13 @@ impl Registry<'_> {
             .await?;
         let mut sealed_again = 0;
         for (client_key, stored, key_id) in rows {
-            let secret = open_secret(self.keyring, &client_key, key_id.as_deref(), &stored)?;
+            let secret = open_secret(&self.keyring, &client_key, key_id.as_deref(), &stored)?;
             let sealed = self.keyring.seal(&client_key, &secret);
             // Only if no install replaced the secret since it was read.
             sealed_again += self
                 .db
+                .connection()
+                .await?
                 .query(
                     "update tenant set shared_secret = $1, secret_key_id = $2 \
                      where client_key = $3 and shared_secret = $4",
@@ -414,12 +453,11 @@ impl Registry<'_> {
         Ok(sealed_again)
     }
 
-    pub(super) async fn purge_uninstalled(
-        self,
-        before: DateTime<Utc>,
-    ) -> Result<Vec<Purged>, StoreError> {
+    async fn purge_uninstalled(&self, before: DateTime<Utc>) -> Result<Vec<Purged>, StoreError> {
         let due: Vec<(String, DateTime<Utc>)> = self
             .db
+            .connection()
+            .await?
             .query(
                 "select client_key, uninstalled_at from tenant \
                  where uninstalled_at is not null and uninstalled_at < $1 order by client_key",
@@ -428,6 +466,8 @@ impl Registry<'_> {
             .fetch_all()
             .await?;
         self.db
+            .connection()
+            .await?
             .query("delete from lifecycle_token where expires_at < $1")
             .bind(now().timestamp())
             .execute()
@@ -435,7 +475,7 @@ impl Registry<'_> {
         let mut purged = Vec::with_capacity(due.len());
         for (client_key, uninstalled_at) in due {
             let key = ClientKey::new(client_key);
-            let mut tx = self.db.begin_tenant(&key).await?;
+            let mut tx = self.db.tenant_transaction(&key).await?;
             // A reinstall since the tenant was listed cancels its purge.
             let gone = tx
                 .query(
@@ -459,8 +499,8 @@ impl Registry<'_> {
         Ok(purged)
     }
 
-    pub(super) async fn set_enabled(
-        self,
+    async fn set_enabled(
+        &self,
         key: &ClientKey,
         enabled: bool,
         token: &LifecycleToken,
@@ -477,113 +517,14 @@ impl Registry<'_> {
             .bind(token.issued_at)
             .execute()
             .await?;
-        if done == 0 || !remember_token(&mut tx, key, token).await? {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        commit_applied(tx, done, key, token).await
     }
 
-    pub(super) async fn realm_migration(
-        self,
-        key: &ClientKey,
-    ) -> Result<Option<RealmMigration>, StoreError> {
-        self.db
-            .query(
-                "select migration_id, location, previous_location, state, error_code, \
-                 start_time, end_time from realm_migration where client_key = $1",
-            )
-            .bind(key.as_str())
-            .fetch_optional::<RealmMigrationRow>()
-            .await?
-            .map(RealmMigration::try_from)
-            .transpose()
+    async fn save_forge_installation(
+        &self,
+        installation: &ForgeInstallation,
+        token: &LifecycleToken,
+    ) -> Result<ForgeSaved, StoreError> {
+        super::forge::save_installation(&self.db, &self.keyring, installation, token).await
     }
-
-    pub(super) async fn save_realm_migration(
-        self,
-        key: &ClientKey,
-        m: &RealmMigration,
-    ) -> Result<(), StoreError> {
-        self.db
-            .query(
-                "insert into realm_migration (client_key, migration_id, location, \
-                 previous_location, state, error_code, start_time, end_time, updated_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (client_key) do update set \
-                 migration_id = excluded.migration_id, location = excluded.location, \
-                 previous_location = excluded.previous_location, state = excluded.state, \
-                 error_code = excluded.error_code, start_time = excluded.start_time, \
-                 end_time = excluded.end_time, updated_at = excluded.updated_at",
-            )
-            .bind(key.as_str())
-            .bind(&m.migration_id)
-            .bind(&m.location)
-            .bind(&m.previous_location)
-            .bind(m.state.as_str())
-            .bind(&m.error_code)
-            .bind(&m.start_time)
-            .bind(&m.end_time)
-            .bind(now())
-            .execute()
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn personal_data_due(
-        self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClientKey>, StoreError> {
-        let keys: Vec<(String,)> = self
-            .db
-            .query(
-                "select t.client_key from tenant t \
-                 left join personal_data_report r on r.client_key = t.client_key \
-                 where t.uninstalled_at is null and t.origin = 'connect' and (r.next_due_at is null or r.next_due_at <= $1) \
-                 order by t.client_key",
-            )
-            .bind(now)
-            .fetch_all()
-            .await?;
-        Ok(keys.into_iter().map(|(key,)| ClientKey::new(key)).collect())
-    }
-
-    pub(super) async fn set_personal_data_due(
-        self,
-        key: &ClientKey,
-        reported_at: Option<DateTime<Utc>>,
-        next_due_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.db
-            .query(
-                "insert into personal_data_report (client_key, last_reported_at, next_due_at) \
-                 values ($1, $2, $3) on conflict (client_key) do update set \
-                 last_reported_at = coalesce(excluded.last_reported_at, personal_data_report.last_reported_at), \
-                 next_due_at = excluded.next_due_at",
-            )
-            .bind(key.as_str())
-            .bind(reported_at)
-            .bind(next_due_at)
-            .execute()
-            .await?;
-        Ok(())
-    }
-}
-
-/// Records that `token` was applied to the tenant; false if it had been already.
-pub(super) async fn remember_token(
-    tx: &mut RegistryTx,
-    key: &ClientKey,
-    token: &LifecycleToken,
-) -> Result<bool, StoreError> {
-    let fresh = tx
-        .query(
-            "insert into lifecycle_token (client_key, token_id, expires_at) \
-             values ($1, $2, $3) on conflict do nothing",
-        )
-        .bind(key.as_str())
-        .bind(&token.id)
-        .bind(token.expires_at.saturating_add(LIFECYCLE_TOKEN_MEMORY_SECS))
-        .execute()
-        .await?;
-    Ok(fresh > 0)
 }

@@ -170,7 +170,7 @@ impl Keyring {
 
     /// Opens a secret stored for `client_key`. A row without a key id holds the secret in plain
     /// text, as written before encryption: it opens only when [`allows_plaintext`](Self::allows_plaintext),
-    /// for [`TenantStore::reencrypt_secrets`](super::TenantStore::reencrypt_secrets) to seal it.
+    /// for [`Tenants::reencrypt_secrets`](super::Tenants::reencrypt_secrets) to seal it.
     pub fn open(
         &self,
         client_key: &str,

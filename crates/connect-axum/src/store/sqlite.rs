@@ -1,32 +1,25 @@
 //! The embedded SQLite backend: the zero-setup default, for one replica.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::StoreError;
-use super::{ClientKey, Database, Db, Keyring, PoolUsage, Registry};
+use super::{ClientKey, PoolUsage, TenantTransaction};
 
-/// A [`TenantStore`](super::TenantStore) in an SQLite file.
+/// A store's SQLite backend, in one file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    keyring: Arc<Keyring>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file with a pool of `pool_size` and runs the
-    /// migrations; secrets are sealed with `keyring`.
-    pub async fn connect(
-        url: &str,
-        pool_size: u32,
-        keyring: Arc<Keyring>,
-    ) -> Result<Self, StoreError> {
-        Self::connect_with_migrations(url, pool_size, keyring, &super::AppMigrations::default())
-            .await
+    /// migrations.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        Self::connect_with_migrations(url, pool_size, &super::AppMigrations::default()).await
     }
 
     /// [`connect`](Self::connect), running the app's migrations with the library's and checking
@@ -34,7 +27,6 @@ impl SqliteStore {
     pub async fn connect_with_migrations(
         url: &str,
         pool_size: u32,
-        keyring: Arc<Keyring>,
         app: &super::AppMigrations,
     ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -81,7 +73,7 @@ impl SqliteStore {
                 return Err(super::NotATenantTable(table.clone()).into());
             }
         }
-        Ok(Self { pool, keyring })
+        Ok(Self { pool })
     }
 
     /// A transaction for `key`'s data. SQLite has no row-level security: as everywhere, every
@@ -90,45 +82,26 @@ impl SqliteStore {
         &self,
         _key: &ClientKey,
     ) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.begin().await
-    }
-
-    /// A transaction outside any tenant (the registry tables).
-    pub(super) async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin().await?)
     }
 
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-}
-
-impl super::SqlBackend for SqliteStore {
-    fn registry(&self) -> Registry<'_> {
-        Registry {
-            db: Db::Sqlite(self),
-            keyring: &self.keyring,
-        }
+    /// A transaction outside any tenant, as a store transaction.
+    pub(super) async fn begin(&self) -> Result<TenantTransaction, StoreError> {
+        Ok(TenantTransaction::sqlite(self.pool.begin().await?))
     }
 
-    fn pool_usage(&self) -> PoolUsage {
-        super::pool_usage(&self.pool)
-    }
-
-    fn database(&self) -> Database {
-        Database::Sqlite(self.clone())
-    }
-
-    async fn tenant_transaction(
-        &self,
-        key: &ClientKey,
-    ) -> Result<super::TenantTransaction, StoreError> {
-        Ok(super::TenantTransaction::sqlite(
-            self.begin_tenant(key).await?,
+    /// A pooled connection running each statement on its own.
+    pub(super) async fn connection(&self) -> Result<TenantTransaction, StoreError> {
+        Ok(TenantTransaction::sqlite_connection(
+            self.pool.acquire().await?,
         ))
     }
 
-    async fn close_pool(&self) {
+    pub(super) fn pool_usage(&self) -> PoolUsage {
+        PoolUsage::of(&self.pool)
+    }
+
+    pub(super) async fn close(&self) {
         self.pool.close().await;
     }
 }
@@ -174,9 +147,7 @@ mod tests {
         std::fs::write(&db, b"").unwrap();
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         let url = format!("sqlite://{}", db.display());
-        let store = SqliteStore::connect(&url, 2, Arc::new(Keyring::new(&[7; 32], &[])))
-            .await
-            .unwrap();
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
         for suffix in ["", "-wal", "-shm"] {
             let file = dir.path().join(format!("notes.db{suffix}"));
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;

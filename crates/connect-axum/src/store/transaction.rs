@@ -1,5 +1,7 @@
 //! A tenant's transaction, the one door an app's SQL has to its tables: one SQL text for both
-//! backends (`$1` placeholders, `on conflict`, `returning`), rows read through serde.
+//! backends (`$1` placeholders, `on conflict`, `returning`), rows read through serde. The
+//! registry's own SQL runs on the same statements, in transactions outside any tenant or on a
+//! connection of its own.
 //!
 //! On Postgres the transaction costs no round trip of its own: `BEGIN` and the tenant's key travel
 //! in the same write as its first statement, and a transaction dropped without `COMMIT` sends its
@@ -8,8 +10,10 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Waker};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Encode, Postgres, Sqlite, Transaction, Type};
@@ -40,7 +44,7 @@ pub trait Row: DeserializeOwned + Send {}
 impl<T: DeserializeOwned + Send> Row for T {}
 
 /// A transaction on one tenant's rows, on either backend; see
-/// [`TenantStore::tenant_transaction`](super::TenantStore::tenant_transaction).
+/// [`Store::tenant_transaction`](super::Store::tenant_transaction).
 ///
 /// On Postgres, row-level security admits only that tenant's rows in it; SQLite has none, so every
 /// statement still filters by the key. Dropped without [`commit`](Self::commit), it rolls back.
@@ -49,23 +53,52 @@ pub struct TenantTransaction(Tx);
 enum Tx {
     Postgres(PgTransaction),
     Sqlite(Transaction<'static, Sqlite>),
+    /// Statements each on their own, outside any transaction (the registry's).
+    SqliteConnection(PoolConnection<Sqlite>),
 }
 
-/// A pooled Postgres connection in a tenant's transaction, begun lazily.
+/// A pooled Postgres connection in a transaction begun lazily, or (begun with nothing) running
+/// each statement on its own.
 pub(super) struct PgTransaction {
     conn: deadpool_postgres::Object,
-    /// `BEGIN` and the key, sent with the first statement; `None` once sent.
+    /// `BEGIN` (and the tenant's key), sent with the first statement; `None` once sent.
     begin: Option<String>,
     /// Begun and neither committed nor rolled back.
     open: bool,
+    /// How long preparing a statement and `BEGIN` wait for the database's answer, which a
+    /// database that answers at all gives at once: one that stops answering is a 503 then, not
+    /// a request held until it times out.
+    answer: Duration,
+    /// How long the store's own statements wait for their answer (an app's may take longer).
+    deadline: Option<Duration>,
 }
 
 impl PgTransaction {
-    pub(super) fn new(conn: deadpool_postgres::Object, begin: String) -> Self {
+    pub(super) fn new(
+        conn: deadpool_postgres::Object,
+        begin: Option<String>,
+        answer: Duration,
+        deadline: Option<Duration>,
+    ) -> Self {
         Self {
             conn,
-            begin: Some(begin),
+            begin,
             open: false,
+            answer,
+            deadline,
+        }
+    }
+
+    /// `work`, within the deadline if there is one.
+    async fn answered<T>(
+        deadline: Option<Duration>,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, work)
+                .await
+                .map_err(|_| StoreError::timed_out())?,
+            None => work.await,
         }
     }
 
@@ -74,10 +107,11 @@ impl PgTransaction {
         sql: &str,
         types: &[tokio_postgres::types::Type],
     ) -> Result<tokio_postgres::Statement, StoreError> {
-        self.conn
-            .prepare_typed_cached(sql, types)
-            .await
-            .map_err(StoreError::from)
+        let prepared = self.conn.prepare_typed_cached(sql, types);
+        Self::answered(Some(self.answer), async {
+            prepared.await.map_err(StoreError::from)
+        })
+        .await
     }
 
     /// Runs `op` on the connection, after `BEGIN` and the key in the same write when this is the
@@ -95,28 +129,34 @@ impl PgTransaction {
             self.open = true;
         }
         let client: &'c tokio_postgres::Client = &self.conn;
-        let result = match begin {
-            Some(begin) => {
-                // Polled in this order, the two requests leave in this order: the key is set
-                // before the statement runs, and if setting it fails the statement runs in an
-                // aborted transaction and fails too.
-                let (begun, result) = tokio::join!(client.batch_execute(&begin), op(client));
-                begun.map_err(StoreError::from)?;
-                result
+        let answer = self.answer;
+        let work = async move {
+            match begin {
+                Some(begin) => {
+                    // Polled in this order, the two requests leave in this order: the key is set
+                    // before the statement runs, and if setting it fails the statement runs in an
+                    // aborted transaction and fails too.
+                    let begun = Self::answered(Some(answer), async {
+                        client.batch_execute(&begin).await.map_err(StoreError::from)
+                    });
+                    let ran = async { op(client).await.map_err(StoreError::from) };
+                    tokio::try_join!(begun, ran).map(|((), result)| result)
+                }
+                None => op(client).await.map_err(StoreError::from),
             }
-            None => op(client).await,
         };
-        result.map_err(StoreError::from)
+        Self::answered(self.deadline, work).await
     }
 
     async fn finish(&mut self, end: &str) -> Result<(), StoreError> {
         if !self.open {
             return Ok(());
         }
-        self.conn
-            .batch_execute(end)
-            .await
-            .map_err(StoreError::from)?;
+        let ended = self.conn.batch_execute(end);
+        Self::answered(self.deadline, async {
+            ended.await.map_err(StoreError::from)
+        })
+        .await?;
         self.open = false;
         Ok(())
     }
@@ -144,6 +184,10 @@ impl TenantTransaction {
         TenantTransaction(Tx::Sqlite(tx))
     }
 
+    pub(super) fn sqlite_connection(conn: PoolConnection<Sqlite>) -> Self {
+        TenantTransaction(Tx::SqliteConnection(conn))
+    }
+
     /// A statement in this transaction; bind its parameters in order.
     pub fn query<'t>(&'t mut self, sql: &'t str) -> Statement<'t> {
         Statement(match &mut self.0 {
@@ -154,6 +198,7 @@ impl TenantTransaction {
                 types: Vec::new(),
             },
             Tx::Sqlite(tx) => Stmt::Sqlite(tx, sqlx::query(sql)),
+            Tx::SqliteConnection(conn) => Stmt::Sqlite(conn, sqlx::query(sql)),
         })
     }
 
@@ -162,6 +207,7 @@ impl TenantTransaction {
         match self.0 {
             Tx::Postgres(mut tx) => tx.finish("commit").await,
             Tx::Sqlite(tx) => Ok(tx.commit().await?),
+            Tx::SqliteConnection(_) => Ok(()),
         }
     }
 
@@ -170,6 +216,7 @@ impl TenantTransaction {
         match self.0 {
             Tx::Postgres(mut tx) => tx.finish("rollback").await,
             Tx::Sqlite(tx) => Ok(tx.rollback().await?),
+            Tx::SqliteConnection(_) => Ok(()),
         }
     }
 }

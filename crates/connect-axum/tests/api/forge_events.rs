@@ -108,12 +108,13 @@ async fn a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_th
         );
     }
     // The installed event no handler wants is not queued; nothing is left pending.
-    assert_eq!(app.store.forge_events_pending().await.unwrap(), 0);
+    assert_eq!(app.store.events().pending().await.unwrap(), 0);
     assert_eq!(app.raw("select id from forge_event").await.len(), 2);
     // Forgotten once done long enough ago.
     let pruned = app
         .store
-        .prune_forge_events(connect_axum::store::now())
+        .events()
+        .prune(connect_axum::store::now())
         .await
         .unwrap();
     assert_eq!(pruned, 2);

@@ -54,7 +54,8 @@ async fn valid_signed_install_stores_the_tenant(app: TestApp) {
     let tenant = app.install("acme").await;
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -380,7 +381,8 @@ async fn uninstall_refuses_the_tenants_tokens_and_a_reinstall_restores_them(app:
     );
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -434,7 +436,8 @@ async fn uninstall_is_verified_like_install(app: TestApp) {
     .assert_error(StatusCode::UNAUTHORIZED, "issuer_mismatch");
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();
@@ -449,7 +452,8 @@ async fn disable_and_enable_flip_the_flag(app: TestApp) {
     );
     assert!(
         !app.store
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .unwrap()
             .unwrap()
@@ -461,7 +465,8 @@ async fn disable_and_enable_flip_the_flag(app: TestApp) {
     );
     assert!(
         app.store
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .unwrap()
             .unwrap()
@@ -485,7 +490,8 @@ async fn enable_and_disable_hooks_that_are_replayed_or_older_change_nothing(app:
     };
     let enabled = || async {
         app.store
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .unwrap()
             .unwrap()
@@ -569,7 +575,8 @@ async fn enable_hooks_refuse_context_tokens_and_unsigned_calls(app: TestApp) {
     .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
     assert!(
         app.store
-            .find_tenant(&tenant.client_key)
+            .tenants()
+            .find(&tenant.client_key)
             .await
             .unwrap()
             .unwrap()
@@ -595,7 +602,8 @@ async fn enable_hooks_refuse_unknown_tenants_and_foreign_payloads(app: TestApp) 
     .assert_error(StatusCode::UNAUTHORIZED, "issuer_mismatch");
     assert!(
         app.store
-            .find_tenant(&b.client_key)
+            .tenants()
+            .find(&b.client_key)
             .await
             .unwrap()
             .unwrap()

@@ -56,7 +56,8 @@ async fn app_on(fake: &FakeProduct) -> (TestApp, Installation) {
     let tenant = app.install_tenant(fake.tenant(&app.site, "site")).await;
     let record = app
         .store
-        .find_tenant(&tenant.client_key)
+        .tenants()
+        .find(&tenant.client_key)
         .await
         .unwrap()
         .unwrap();

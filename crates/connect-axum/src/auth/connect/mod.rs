@@ -112,7 +112,7 @@ impl Authenticator {
         if !is_plausible_client_key(&client_key) {
             return Err(AuthError::UnknownTenant.into());
         }
-        let record = usable(self.inner.store.find_tenant(&client_key).await)?
+        let record = usable(self.inner.store.tenants().find(&client_key).await)?
             .filter(|record| record.origin == Origin::Connect)
             .ok_or(AuthError::UnknownTenant)?;
         let key = DecodingKey::from_secret(record.installation.shared_secret.expose().as_bytes());

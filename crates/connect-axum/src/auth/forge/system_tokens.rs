@@ -2,7 +2,6 @@
 //! whose manifest entry asks for it and mints none on demand, so the library stores the latest
 //! one, sealed, with its expiry, for product calls "as the app" outside any request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::InvocationClaims;
 use crate::protocol::ForgeToken;
-use crate::store::{ClientKey, TenantStore};
+use crate::store::{ClientKey, Store};
 
 /// The lifetime assumed for a token whose `exp` cannot be read: Forge documents at least two
 /// hours left on delivery only for calls straight from a trigger.
@@ -46,12 +45,12 @@ pub fn expires_at(token: &ForgeToken, now: DateTime<Utc>) -> Option<DateTime<Utc
 /// calls in a row, and each is written once per replica. The token of the newest FIT wins.
 #[derive(Clone)]
 pub struct SystemTokens {
-    store: Arc<dyn TenantStore>,
+    store: Store,
     written: moka::sync::Cache<ClientKey, [u8; 32]>,
 }
 
 impl SystemTokens {
-    pub fn new(store: Arc<dyn TenantStore>) -> Self {
+    pub fn new(store: Store) -> Self {
         Self {
             store,
             written: moka::sync::Cache::builder()
@@ -80,6 +79,7 @@ impl SystemTokens {
         };
         match self
             .store
+            .forge()
             .save_system_token(key, token, api_base_url, expires_at, issued_at)
             .await
         {

@@ -104,7 +104,8 @@ impl Authenticator {
         let record = match crate::auth::usable(
             self.inner
                 .store
-                .find_tenant_by_installation_id(&claims.app.installation_id)
+                .tenants()
+                .find_by_installation_id(&claims.app.installation_id)
                 .await,
         )
         .map_err(refused)?
@@ -115,6 +116,7 @@ impl Authenticator {
                     let mut found = crate::auth::usable(
                         self.inner
                             .store
+                            .tenants()
                             .find_installed_by_cloud_id(&cloud_id, claims.product())
                             .await,
                     )
@@ -140,7 +142,7 @@ impl Authenticator {
     /// installationId) that has uninstalled is said to be; any other is unmapped.
     async fn unmapped(&self, claims: &InvocationClaims) -> Error {
         let id = &claims.app.installation_id;
-        match self.inner.store.find_tenant(id).await {
+        match self.inner.store.tenants().find(id).await {
             Ok(Some(record))
                 if record.origin == crate::store::Origin::Forge && !record.is_installed() =>
             {
