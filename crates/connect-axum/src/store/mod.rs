@@ -1,7 +1,6 @@
 //! The tenant store: installations keyed by `clientKey` and the tenant-scoped app data, with one
 //! API over two backends (Postgres in production, embedded SQLite by default).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ mod error;
 mod forge;
 mod migrate;
 mod model;
+mod options;
 mod postgres;
 mod query;
 mod registry;
@@ -21,6 +21,7 @@ mod secrets;
 mod sqlite;
 mod transaction;
 
+pub use crate::config::{Backend, DEFAULT_ACQUIRE_TIMEOUT};
 pub use crate::protocol::SharedSecret;
 pub use cache::CachedStore;
 pub use error::{DatabaseError, StoreError};
@@ -244,31 +245,6 @@ pub struct PoolUsage {
     pub idle: u32,
     pub max: u32,
 }
-
-/// Which backend a `DATABASE_URL` selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else {
-            Err("DATABASE_URL must start with postgres://, postgresql:// or sqlite:".to_owned())
-        }
-    }
-}
-
-/// How long a request waits for a pooled Postgres connection by default: a store that cannot
-/// be reached is a 503 within 2 s.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How the store is reached.
 #[derive(Debug, Clone)]
