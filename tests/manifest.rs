@@ -107,9 +107,9 @@ fn repo_file(relative: &Path) -> PathBuf {
 fn library_paths() -> (String, String, String) {
     let config = Config::from_vars(|_| None).unwrap();
     (
-        config.forge_events_path,
-        config.forge_scheduled_path,
-        config.forge_pre_uninstall_path,
+        config.forge.events_path,
+        config.forge.scheduled_path,
+        config.forge.pre_uninstall_path,
     )
 }
 

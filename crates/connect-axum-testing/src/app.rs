@@ -145,7 +145,12 @@ impl AppUnderTest {
     ) -> TestApp {
         let site = Site {
             app_key: self.factory.app_key(config.clone()),
-            app_base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            app_base_url: config
+                .server
+                .base_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
         };
         let server = self.factory.build(config, store.clone()).await;
         TestApp {
@@ -242,7 +247,7 @@ impl TestApp {
         let addr = listener.local_addr().expect("its address");
         tokio::spawn(connect_axum::app::serve(
             vec![(listener, self.router.clone())],
-            self.state.config.header_read_timeout,
+            self.state.config.server.header_read_timeout,
             std::future::pending(),
         ));
         addr

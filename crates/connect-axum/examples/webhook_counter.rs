@@ -75,7 +75,7 @@ async fn list(tenant: Tenant, State(counts): State<Counts>) -> Json<HashMap<Stri
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let _logs = connect_axum::telemetry::init(config.log_format);
+    let _logs = connect_axum::telemetry::init(config.server.log_format);
     let counts = Counts::default();
     ConnectApp::builder(config)
         .routes_with(move |state| feature(state, counts))

@@ -46,13 +46,14 @@ pub fn router(state: AppState) -> Router {
 /// shedding or metrics.
 pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
     let lifecycle_hooks = state.with_jwt::<LifecycleJwt, _>(crate::hooks::connect::hooks_router());
-    let realm_migration = state.with_jwt::<ProductJwt, _>(
-        Router::new().nest(&state.config.data_residency_path, residency::router()),
-    );
+    let realm_migration = state.with_jwt::<ProductJwt, _>(Router::new().nest(
+        &state.config.compliance.data_residency_path,
+        residency::router(),
+    ));
     // The same hooks for Forge's migration service, with a Forge Invocation Token of the app.
     let forge_realm_migration = state.with_forge_app(
-        &state.config.forge_module_keys.migration,
-        Router::new().nest(&state.config.forge_migration_path, residency::router()),
+        &state.config.forge.module_keys.migration,
+        Router::new().nest(&state.config.forge.migration_path, residency::router()),
     );
     let mut public = Router::new().merge(crate::hooks::connect::descriptor_router());
     if state.config.metrics_on_public_port() {
@@ -80,14 +81,14 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .fallback(crate::error::not_found)
         .route_layer(middleware::from_fn(monitoring::track))
         .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(
-            state.config.max_header_bytes,
+            state.config.server.max_header_bytes,
             limit_headers,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout,
+            state.config.server.request_timeout,
         ))
         .layer(middleware::map_response(timeout_as_json))
         .layer(

@@ -133,7 +133,7 @@ pub async fn run<S: Clone + Send + Sync + 'static>(command: Command, app: Builde
     let config = app.config().clone();
     match command {
         Command::Serve => {
-            let _log_writer = crate::telemetry::init(config.log_format);
+            let _log_writer = crate::telemetry::init(config.server.log_format);
             let served = match app.build().await {
                 Ok(server) => server.serve_until(crate::app::shutdown_signal()).await,
                 Err(e) => Err(e),
@@ -285,7 +285,7 @@ fn failure(message: &str) -> ExitCode {
 }
 
 fn backend_name(config: &Config) -> &'static str {
-    match config.database_url.parse::<store::Backend>() {
+    match config.store.database_url.parse::<store::Backend>() {
         Ok(store::Backend::Postgres) => "Postgres",
         _ => "SQLite",
     }
@@ -354,7 +354,7 @@ fn mint(
         "iss": t.installation.client_key.as_str(),
         "iat": now,
         "exp": now + exp,
-        "qsh": qsh::qsh(method, path, query, config.base_url.path()),
+        "qsh": qsh::qsh(method, path, query, config.server.base_url.path()),
     });
     if let Some(sub) = sub {
         claims["sub"] = sub.into();
@@ -366,21 +366,21 @@ async fn check<S: Clone + Send + Sync + 'static>(app: &Builder<S>) -> ExitCode {
     let config = app.config();
     println!(
         "config: ok (base URL {}, listening on {}:{})",
-        config.base_url, config.bind, config.port
+        config.server.base_url, config.server.bind, config.server.port
     );
     match app.rendered_descriptor() {
         Ok(descriptor) => println!("descriptor: ok (key {})", descriptor.key()),
         Err(e) => return failure(&format!("descriptor: FAILED ({e})")),
     }
-    match &config.secrets {
-        Some(keyring) => println!(
+    match &config.store.secrets {
+        Some(keys) => println!(
             "secrets: ok (SECRETS_KEY, key id {}, {} older keys for reading)",
-            keyring.current_id(),
-            keyring.old_key_count()
+            store::Keyring::new(keys.current(), keys.old()).current_id(),
+            keys.old().len()
         ),
         None => println!(
             "secrets: ok (the embedded store's key file {})",
-            config.secrets_key_file.display()
+            config.store.secrets_key_file.display()
         ),
     }
     match open_store(app).await {

@@ -43,7 +43,8 @@ impl Descriptor {
     /// # Errors
     /// When `json` is not a JSON object with a string `key`.
     pub fn from_json(json: &str, config: &crate::config::Config) -> Result<Self, DescriptorError> {
-        Ok(Self::parse(json, &config.base_url)?.with_migration_path(&config.data_residency_path))
+        Ok(Self::parse(json, &config.server.base_url)?
+            .with_migration_path(&config.compliance.data_residency_path))
     }
 
     /// Declares the realm migration hooks at `path` (`lifecycle."dare-migration"`) and how long a

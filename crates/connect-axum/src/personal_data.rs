@@ -79,7 +79,7 @@ pub async fn report_due(app: &AppState) -> Result<Summary, StoreError> {
                     .set_personal_data_due(
                         &key,
                         Some(now),
-                        later(now, app.config.personal_data_interval),
+                        later(now, app.config.compliance.personal_data_interval),
                     )
                     .await?;
             }
@@ -141,7 +141,7 @@ async fn report_tenant(
         }
     }
     let ids: Vec<_> = oldest.into_iter().collect();
-    let url = &app.config.personal_data_report_url;
+    let url = &app.config.compliance.personal_data_report_url;
     let origin = url.origin().ascii_serialization();
     for batch in ids.chunks(BATCH) {
         let accounts: Vec<_> = batch

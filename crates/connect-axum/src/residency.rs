@@ -165,7 +165,12 @@ async fn schedule(
 ) -> Answer {
     check_id(&input.migration_id)?;
     let location = input.location.trim().to_ascii_uppercase();
-    if !app.config.data_residency_realms.contains(&location) {
+    if !app
+        .config
+        .compliance
+        .data_residency_realms
+        .contains(&location)
+    {
         return Err(MigrationError {
             status: StatusCode::BAD_REQUEST,
             code: "E0002",

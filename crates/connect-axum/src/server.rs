@@ -189,7 +189,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// # Errors
     /// The embedded store's key file cannot be read or made.
     pub fn store_options(&self) -> Result<StoreOptions, KeyFileError> {
-        let mut options = self.config.store_options()?;
+        let mut options = StoreOptions::from_config(&self.config.store)?;
         options.app_migrations = self.migrations.clone();
         Ok(options)
     }
@@ -291,16 +291,16 @@ impl ConnectApp {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let config = self.state.config.clone();
-        let listener = TcpListener::bind((config.bind, config.port)).await?;
-        let metrics_listener = match config.metrics_port {
-            Some(port) => Some(TcpListener::bind((config.metrics_bind, port)).await?),
+        let listener = TcpListener::bind((config.server.bind, config.server.port)).await?;
+        let metrics_listener = match config.metrics.port {
+            Some(port) => Some(TcpListener::bind((config.metrics.bind, port)).await?),
             None => None,
         };
         tracing::info!(
             "connect-axum listening on {} (base URL {}, {} store)",
             listener.local_addr()?,
-            config.base_url,
-            if config.database_url.starts_with("sqlite:") {
+            config.server.base_url,
+            if config.store.database_url.starts_with("sqlite:") {
                 "embedded SQLite"
             } else {
                 "Postgres"
@@ -316,18 +316,18 @@ impl ConnectApp {
         }
         crate::retention::spawn(
             self.state.store.clone(),
-            config.uninstall_retention,
-            config.purge_interval,
+            config.compliance.uninstall_retention,
+            config.compliance.purge_interval,
         );
         crate::personal_data::spawn(self.state.clone());
-        if config.forge_app_ari.is_some() {
+        if config.forge.app_ari.is_some() {
             crate::ops::forge_queue::spawn(self.state.clone());
         }
         let mut listeners = vec![(listener, self.router)];
         if let Some(metrics) = metrics_listener {
             listeners.push((metrics, monitoring::endpoint::router(self.state.clone())));
         }
-        app::serve(listeners, config.header_read_timeout, shutdown).await;
+        app::serve(listeners, config.server.header_read_timeout, shutdown).await;
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())

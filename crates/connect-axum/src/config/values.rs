@@ -1,5 +1,5 @@
-//! How a setting reads: the parsers of numbers, days, paths and URLs, and the value types of their
-//! own (host patterns, the log format), each failure naming its variable.
+//! How a setting reads: the parsers of numbers, seconds, days, paths and URLs, and the value types
+//! of their own (host patterns, the log format), each failure naming its variable.
 
 use std::time::Duration;
 
@@ -111,6 +111,23 @@ where
         var: name,
         message: format!("{value:?}: {e}"),
     })
+}
+
+/// A whole number of seconds from 1 to `max`, as a duration.
+pub(super) fn seconds(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    let secs: u64 = parse(var, name, default)?;
+    if !(1..=max).contains(&secs) {
+        return Err(ConfigError {
+            var: name,
+            message: format!("{secs}: from 1 to {max} seconds"),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// A number of days (fractions allowed) from 0 to `max`, as a duration.

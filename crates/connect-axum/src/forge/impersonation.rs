@@ -12,19 +12,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
+pub use crate::config::{DEFAULT_CONTEXT_ID_TEMPLATE, check_context_id_template};
 use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
 
 /// Where Atlassian serves the GraphQL API.
 pub const DEFAULT_GRAPHQL_URL: &str = "https://api.atlassian.com/graphql";
-
-/// The `contextIds` entry sent for an installation, with the placeholders `{product}` (e.g.
-/// `jira`), `{cloudId}` and `{installationId}`.
-///
-/// It is a setting because the form is unconfirmed: the docs say only "the context ARI of the
-/// installation"; Atlassian staff answered `ari:cloud:jira:<cloudId>:workspace/<cloudId>` (CDAC
-/// 94615); Atlassian's Spring Boot bridge sends `ari:cloud:jira::site/<cloudId>`, the default.
-pub const DEFAULT_CONTEXT_ID_TEMPLATE: &str = "ari:cloud:{product}::site/{cloudId}";
 
 /// The longest account id asked for.
 pub const MAX_ACCOUNT_ID_CHARS: usize = 128;
@@ -33,8 +26,6 @@ pub const MAX_ACCOUNT_ID_CHARS: usize = 128;
 const MAX_CACHED_TOKENS: u64 = 10_000;
 
 const MUTATION: &str = "mutation forge_remote_offlineUserAuthToken($input: OfflineUserAuthTokenInput!) { offlineUserAuthToken(input: $input) { success errors { message } authToken { token ttl } } }";
-
-const PLACEHOLDERS: [&str; 3] = ["product", "cloudId", "installationId"];
 
 /// Why no user token was had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,27 +87,6 @@ pub struct ImpersonationTarget<'a> {
     pub cloud_id: &'a str,
     /// The product, as ARIs name it: `jira`, `confluence`.
     pub product: &'a str,
-}
-
-/// Whether `template` has only the placeholders [`DEFAULT_CONTEXT_ID_TEMPLATE`] lists.
-///
-/// # Errors
-/// The first unknown or unclosed placeholder.
-pub fn check_context_id_template(template: &str) -> Result<(), String> {
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let Some(len) = rest[start..].find('}') else {
-            return Err(format!("unclosed placeholder in {template:?}"));
-        };
-        let name = &rest[start + 1..start + len];
-        if !PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{name}}}: the template may use {{product}}, {{cloudId}} and {{installationId}}"
-            ));
-        }
-        rest = &rest[start + len + 1..];
-    }
-    Ok(())
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -353,17 +323,6 @@ mod tests {
         assert_eq!(reuse(3600), Duration::from_secs(3540));
         assert_eq!(reuse(60), Duration::from_secs(30));
         assert_eq!(reuse(0), Duration::ZERO);
-    }
-
-    #[test]
-    fn templates_may_use_only_the_known_placeholders() {
-        assert!(check_context_id_template(DEFAULT_CONTEXT_ID_TEMPLATE).is_ok());
-        assert!(check_context_id_template("ari:cloud:jira:{cloudId}:workspace/{cloudId}").is_ok());
-        assert!(
-            check_context_id_template("ari:cloud:ecosystem::installation/{installationId}").is_ok()
-        );
-        assert!(check_context_id_template("ari:cloud:jira::site/{cloudid}").is_err());
-        assert!(check_context_id_template("ari:cloud:jira::site/{cloudId").is_err());
     }
 
     #[test]

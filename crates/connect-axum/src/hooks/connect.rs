@@ -244,7 +244,8 @@ pub fn site_origin(url: &Url) -> Option<String> {
 async fn installed(State(app): State<AppState>, signed: SignedInstall) -> Result<StatusCode> {
     let payload = LifecyclePayload::parse(&signed.body)?;
     signed.check_issuer(&payload.client_key)?;
-    let tenant = payload.into_tenant(app.descriptor.key(), &app.config.allowed_base_urls)?;
+    let tenant =
+        payload.into_tenant(app.descriptor.key(), &app.config.connect.allowed_base_urls)?;
     let key = &tenant.client_key;
     // A verified install replaces a stored secret that no longer opens.
     let previous = match app.store.tenants().find(key.as_str()).await {
@@ -355,7 +356,7 @@ async fn uninstalled(State(app): State<AppState>, signed: SignedInstall) -> Resu
     tracing::info!(
         tenant.client_key = %key,
         "uninstalled tenant {key}; its data is kept for {} days",
-        app.config.uninstall_retention.as_secs_f64() / 86_400.0
+        app.config.compliance.uninstall_retention.as_secs_f64() / 86_400.0
     );
     Ok(StatusCode::NO_CONTENT)
 }

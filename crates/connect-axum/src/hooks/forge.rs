@@ -34,9 +34,9 @@ const LAST_RETRY: u64 = 4;
 /// The Forge endpoints at the configured paths; mounted by the library when `FORGE_APP_ID` is set.
 pub fn router(app: &AppState) -> Router<AppState> {
     Router::new()
-        .route(&app.config.forge_events_path, post(deliver_event))
-        .route(&app.config.forge_pre_uninstall_path, post(pre_uninstall))
-        .route(&app.config.forge_scheduled_path, post(scheduled))
+        .route(&app.config.forge.events_path, post(deliver_event))
+        .route(&app.config.forge.pre_uninstall_path, post(pre_uninstall))
+        .route(&app.config.forge.scheduled_path, post(scheduled))
 }
 
 /// A field of a delivery, at the top level or under `payload`.
@@ -75,7 +75,7 @@ async fn verified(
     // Keyed by installation: the tenant is resolved from the body's event only later.
     let slot = app.auth.slots().tenant(&fit.claims.app.installation_id)?;
     let (body, _deadline) = app.auth.timed_body(request.into_body());
-    let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
+    let bytes = axum::body::to_bytes(body, app.config.server.max_body_bytes)
         .await
         .map_err(Error::from_body)?;
     Ok((fit, parse_body(&bytes)?, slot))
@@ -159,7 +159,7 @@ fn accepted(key: &ClientKey, duplicate: bool) -> Json<Value> {
 /// `POST FORGE_EVENTS_PATH`: installed and upgraded create, revive or update the tenant at once;
 /// every event is then queued for the app's handlers that want it.
 async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let keys = &app.config.forge_module_keys.events;
+    let keys = &app.config.forge.module_keys.events;
     let (fit, body, _slot) = verified(&app, request, keys).await?;
     let event_type = event_type(&body)?;
     let (key, kind) = match event_type {
@@ -170,7 +170,7 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
                 .and_then(|r| r.get("retryCount"))
                 .and_then(Value::as_u64)
                 .is_some_and(|n| n >= LAST_RETRY);
-            installation.create_if_new = !app.config.forge_connect_on_forge || last_retry;
+            installation.create_if_new = !app.config.forge.connect_on_forge || last_retry;
             let saved = app
                 .store
                 .tenants()
@@ -232,7 +232,7 @@ async fn deliver_event(State(app): State<AppState>, request: Request) -> Result<
 /// `POST FORGE_PRE_UNINSTALL_PATH`: the tenant is marked uninstalled and its retention window
 /// starts, as on the Connect side. A redelivery for a tenant already uninstalled is answered 2xx.
 async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let keys = &app.config.forge_module_keys.pre_uninstall;
+    let keys = &app.config.forge.module_keys.pre_uninstall;
     let (fit, body, _slot) = verified(&app, request, keys).await?;
     let record = match app.auth.forge_tenant(&fit).await {
         Ok(record) => record,
@@ -262,7 +262,7 @@ async fn pre_uninstall(State(app): State<AppState>, request: Request) -> Result<
 /// carry one: 400 `missing_system_token` says the manifest's endpoint lacks
 /// `auth.appSystemToken`), then queues the delivery for the app's handlers.
 async fn scheduled(State(app): State<AppState>, request: Request) -> Result<Json<Value>> {
-    let keys = &app.config.forge_module_keys.scheduled;
+    let keys = &app.config.forge.module_keys.scheduled;
     let (fit, body, _slot) = verified(&app, request, keys).await?;
     let record = app.auth.forge_tenant(&fit).await?;
     let key = record.installation.client_key.clone();

@@ -21,7 +21,7 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
-    if let Some(expected) = &app.config.metrics_token {
+    if let Some(expected) = &app.config.metrics.token {
         let given = crate::auth::credentials(&headers, "Bearer")
             .ok()
             .flatten()

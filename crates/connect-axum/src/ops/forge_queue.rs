@@ -109,7 +109,7 @@ async fn run_one(app: &AppState, event: &QueuedEvent) -> EventOutcome {
     }
     match failure {
         None => EventOutcome::Done,
-        Some(error) if event.attempts >= app.config.forge_event_attempts => {
+        Some(error) if event.attempts >= app.config.forge.event_attempts => {
             EventOutcome::GaveUp { error }
         }
         Some(error) => {
@@ -131,7 +131,7 @@ async fn run_one(app: &AppState, event: &QueuedEvent) -> EventOutcome {
 /// (events other replicas queued, retries), and forgets finished events after [`DONE_MEMORY`].
 pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let poll = app.config.forge_event_poll;
+        let poll = app.config.forge.event_poll;
         let mut last_prune = tokio::time::Instant::now();
         loop {
             tokio::select! {

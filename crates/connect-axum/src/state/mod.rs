@@ -54,56 +54,67 @@ impl AppState {
     /// app key tokens are checked against and product calls are signed with).
     pub fn with_descriptor(config: Config, store: Store, descriptor: Descriptor) -> Self {
         monitoring::handle();
-        let install_keys = InstallKeys::new(&config.install_keys_url, config.install_keys_timeout);
+        let install_keys = InstallKeys::new(
+            &config.connect.install_keys_url,
+            config.connect.install_keys_timeout,
+        );
         let auth = Authenticator::new(
             store.clone(),
             descriptor.key().to_owned(),
-            &config.base_url,
-            config.jwt_leeway,
-            config.max_token_lifetime,
-            config.max_body_bytes,
+            &config.server.base_url,
+            config.connect.jwt_leeway,
+            config.connect.max_token_lifetime,
+            config.server.max_body_bytes,
             install_keys,
         )
-        .with_rate_limit(config.tenant_rate_limit)
-        .with_write_rate_limit(config.tenant_write_rate_limit)
-        .with_body_read_timeout(config.body_read_timeout)
-        .with_session_max_lifetime(config.session_max_lifetime)
+        .with_rate_limit(config.server.tenant_rate_limit)
+        .with_write_rate_limit(config.server.tenant_write_rate_limit)
+        .with_body_read_timeout(config.server.body_read_timeout)
+        .with_session_max_lifetime(config.connect.session_max_lifetime)
         .with_slots(Slots::new(
-            config.max_concurrent_requests,
-            config.max_anonymous_requests,
-            config.max_concurrent_requests_per_tenant,
+            config.server.max_concurrent_requests,
+            config.server.max_anonymous_requests,
+            config.server.max_concurrent_requests_per_tenant,
         ));
-        let auth = match &config.forge_app_ari {
+        let auth = match &config.forge.app_ari {
             Some(app_ari) => auth.with_forge(ForgeSettings {
                 app_ari: app_ari.clone(),
                 keys: ForgeKeys::new(
-                    &config.forge_jwks_url,
-                    config.forge_jwks_refresh,
-                    config.install_keys_timeout,
+                    &config.forge.jwks_url,
+                    config.forge.jwks_refresh,
+                    config.connect.install_keys_timeout,
                 ),
-                staging_keys: config.forge_staging_jwks_url.as_ref().map(|url| {
-                    ForgeKeys::new(url, config.forge_jwks_refresh, config.install_keys_timeout)
+                staging_keys: config.forge.staging_jwks_url.as_ref().map(|url| {
+                    ForgeKeys::new(
+                        url,
+                        config.forge.jwks_refresh,
+                        config.connect.install_keys_timeout,
+                    )
                 }),
-                isolated_clouds: config.forge_ic_jwks_template.as_deref().and_then(|t| {
-                    IsolatedClouds::new(t, config.forge_jwks_refresh, config.install_keys_timeout)
-                        .ok()
+                isolated_clouds: config.forge.ic_jwks_template.as_deref().and_then(|t| {
+                    IsolatedClouds::new(
+                        t,
+                        config.forge.jwks_refresh,
+                        config.connect.install_keys_timeout,
+                    )
+                    .ok()
                 }),
             }),
             None => auth,
         };
         // Built here, not by each client, so that what starts the server decides how calls leave.
-        let transport = Transport::new(config.product_timeout);
+        let transport = Transport::new(config.connect.product_timeout);
         let product = ProductClient::with_transport(
             transport.clone(),
             descriptor.key(),
-            &config.oauth_auth_server_url,
+            &config.connect.oauth_auth_server_url,
         );
         let forge_storage =
-            ForgeStorage::with_transport(transport.clone(), &config.forge_api_base_url);
+            ForgeStorage::with_transport(transport.clone(), &config.forge.api_base_url);
         let forge_users = OfflineUserTokens::with_transport(
             transport,
-            &config.forge_graphql_url,
-            &config.forge_impersonation_context_id,
+            &config.forge.graphql_url,
+            &config.forge.impersonation_context_id,
         );
         Self {
             config: Arc::new(config),
@@ -141,7 +152,7 @@ impl AppState {
         ));
         // Outside the token check: a browser's preflight carries no token. The 405 answer is
         // set first so that the layer covers it (the router sets its own only where none is).
-        match crate::cors::forge_layer(&self.config.forge_cors_origins) {
+        match crate::cors::forge_layer(&self.config.forge.cors_origins) {
             Some(cors) => routes
                 .method_not_allowed_fallback(crate::error::method_not_allowed)
                 .layer(cors),

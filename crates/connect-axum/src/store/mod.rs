@@ -3,7 +3,6 @@
 //! handle; its parts are the tenant registry ([`Tenants`], cached), the Forge records, the event
 //! queue, the bookkeeping, and tenant transactions for an app's own SQL.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ mod handle;
 mod lifecycle;
 mod migrate;
 mod model;
+mod options;
 mod postgres;
 mod queue;
 mod registry;
@@ -26,6 +26,7 @@ mod secrets;
 mod sqlite;
 mod transaction;
 
+pub use crate::config::{Backend, DEFAULT_ACQUIRE_TIMEOUT};
 pub use crate::protocol::SharedSecret;
 pub use bookkeeping::Bookkeeping;
 use cache::TenantCache;
@@ -75,31 +76,6 @@ impl PoolUsage {
         }
     }
 }
-
-/// Which backend a `DATABASE_URL` selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else {
-            Err("DATABASE_URL must start with postgres://, postgresql:// or sqlite:".to_owned())
-        }
-    }
-}
-
-/// How long a request waits for a pooled Postgres connection by default: a store that cannot
-/// be reached is a 503 within 2 s.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How the store is reached.
 #[derive(Debug, Clone)]

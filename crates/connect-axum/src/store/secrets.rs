@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
 use super::SharedSecret;
+use crate::config::SecretsKeys;
 
 const NONCE_LEN: usize = 12;
 
@@ -97,21 +98,15 @@ impl Keyring {
 
     /// Parses `SECRETS_KEY` (base64 of 32 bytes) and `SECRETS_OLD_KEYS` (comma-separated, the same).
     pub fn parse(current: &str, old: &str) -> Result<Self, String> {
-        let current = decode_key(current)?;
-        let old = old
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(decode_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(&current, &old))
+        let keys = SecretsKeys::parse(current, old)?;
+        Ok(Self::new(keys.current(), keys.old()))
     }
 
     /// Reads the key kept in `path`, or makes a new random one there (readable by the owner only).
     /// Returns whether the key was made.
     pub fn load_or_create(path: &Path) -> std::io::Result<(Self, bool)> {
         match std::fs::read_to_string(path) {
-            Ok(text) => decode_key(&text)
+            Ok(text) => SecretsKeys::decode(&text)
                 .map(|key| (Self::new(&key, &[]), false))
                 .map_err(|e| {
                     std::io::Error::new(
@@ -208,14 +203,6 @@ impl Keyring {
             .map(SharedSecret::new)
             .map_err(|_| OpenError::Corrupt)
     }
-}
-
-fn decode_key(text: &str) -> Result<[u8; 32], String> {
-    STANDARD
-        .decode(text.trim())
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| "must be the base64 of exactly 32 bytes".to_owned())
 }
 
 #[cfg(test)]

@@ -9,8 +9,6 @@
 
 pub mod install;
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -24,18 +22,13 @@ use super::{
     AuthError, Authenticator, License, Tenant, TokenKind, credentials, fits_id_column,
     is_plausible_client_key, jwt, lifecycle_token, qsh, usable,
 };
+pub use crate::config::{DEFAULT_SESSION_MAX_LIFETIME, SESSION_TOKEN_TTL};
 use crate::error::Error;
 use crate::slots::Slot;
 use crate::store::{LifecycleToken, Origin};
 
 /// The response header that carries the renewed session token for the iframe's later calls.
 pub const SESSION_TOKEN_HEADER: &str = "x-acpt";
-
-/// How long a session token lives.
-pub const SESSION_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// How long a chain of renewed session tokens lasts by default: a working day.
-pub const DEFAULT_SESSION_MAX_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// What a route accepts; chosen by type where the router layers [`require_jwt`].
 pub trait AuthMode: Send + Sync + 'static {

@@ -11,6 +11,8 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use crate::auth::{AuthError, jwt};
+pub use crate::config::IC_LABEL_PLACEHOLDER;
+use crate::config::check_ic_jwks_template;
 use crate::outbound::{self, Policy, Transport};
 
 /// A JWKS larger than this is not read.
@@ -179,13 +181,7 @@ impl IsolatedClouds {
     /// `template` holds `{icLabel}` exactly where the label goes, e.g.
     /// `https://forge.cdn.{icLabel}.example/.well-known/jwks.json`.
     pub fn new(template: &str, min_refresh: Duration, timeout: Duration) -> Result<Self, String> {
-        if template.matches(IC_LABEL_PLACEHOLDER).count() != 1 {
-            return Err(format!(
-                "{template:?} must hold {IC_LABEL_PLACEHOLDER} once"
-            ));
-        }
-        url::Url::parse(&template.replace(IC_LABEL_PLACEHOLDER, "label"))
-            .map_err(|e| format!("{template:?}: {e}"))?;
+        check_ic_jwks_template(template)?;
         Ok(Self {
             template: template.to_owned(),
             min_refresh,
@@ -212,9 +208,6 @@ impl IsolatedClouds {
         Ok(keys)
     }
 }
-
-/// What an Isolated Cloud URL template holds where the label goes.
-pub const IC_LABEL_PLACEHOLDER: &str = "{icLabel}";
 
 /// Whether `label` is an Isolated Cloud label a URL may be built from: `^[a-z0-9_-]{1,50}$`.
 pub fn is_valid_ic_label(label: &str) -> bool {

@@ -22,6 +22,7 @@ mod keys;
 pub mod system_tokens;
 mod verify;
 
+pub use crate::config::APP_ARI_PREFIX;
 pub use claims::{
     APP_MODULE_TYPE, AppClaims, EnvironmentClaims, ForgeLicense, InstallationClaims,
     InstallationContext, InvocationClaims, ModuleClaims,
@@ -40,9 +41,6 @@ pub const SYSTEM_TOKEN_HEADER: &str = "x-forge-oauth-system";
 
 /// The header that carries the invoking user's token, when the manifest asks for one.
 pub const USER_TOKEN_HEADER: &str = "x-forge-oauth-user";
-
-/// The prefix of a Forge app's ARI, the `aud` of its invocation tokens.
-pub const APP_ARI_PREFIX: &str = "ari:cloud:ecosystem::app/";
 
 /// What a verified Forge invocation carries besides the tenant. It lives as long as the request;
 /// the system token it brings is also stored for the tenant (see [`crate::auth::forge::system_tokens`]).
