@@ -2,10 +2,10 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use connect_axum_testing::on_both_stores;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
@@ -404,6 +404,7 @@ async fn failed_requests_get_no_session_token(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     a_valid_header_token_is_accepted,
     a_valid_query_token_is_accepted,
     a_valid_form_field_token_is_accepted,

@@ -15,20 +15,6 @@ use serde_json::{Value, json};
 /// The descriptor's app key.
 pub const APP_KEY: &str = "connect-axum-issue-notes";
 
-/// Runs each named test, an `async fn name(app: TestApp)` beside the call, on the sample on
-/// both stores (see `connect_axum_testing::on_both_stores!`).
-#[macro_export]
-macro_rules! on_both_stores {
-    (#[multi_thread(vars = $vars:expr)] $($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(
-            app = $crate::helpers::sample(), #[multi_thread(vars = $vars)] $($name),+
-        );
-    };
-    ($($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(app = $crate::helpers::sample(), $($name),+);
-    };
-}
-
 /// The sample, as `main` builds it.
 pub fn sample() -> AppUnderTest {
     AppUnderTest::new(issue_notes::app)

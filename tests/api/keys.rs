@@ -14,6 +14,7 @@ use axum::routing::get;
 use connect_axum::auth::forge::JWKS_RETRY_BACKOFF;
 use connect_axum::auth::install::{KEY_SERVER_DOWN_TTL, MAX_KEY_FETCHES};
 use connect_axum_testing::FakeForge;
+use connect_axum_testing::on_both_stores;
 use futures_util::future::join_all;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -23,7 +24,6 @@ use tower::ServiceExt;
 
 use crate::forge::{APP_ARI, NOTES, fit};
 use crate::helpers::*;
-use crate::on_both_stores;
 
 /// A token expiring in 2126.
 const EXP_2126: i64 = 4_923_000_000;
@@ -150,6 +150,7 @@ async fn installs_naming_one_unknown_kid_cost_one_key_fetch(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     #[multi_thread(vars = no_vars)]
     installs_naming_one_unknown_kid_cost_one_key_fetch
 );
@@ -240,6 +241,7 @@ async fn an_install_whose_display_url_carries_csp_syntax_is_refused(app: TestApp
 }
 
 on_both_stores!(
+    app = sample(),
     a_product_token_that_expires_in_2126_is_refused,
     a_signed_install_that_lives_too_long_is_refused,
     an_install_whose_display_url_is_off_the_allowed_hosts_is_refused_and_stores_nothing,
@@ -273,6 +275,7 @@ async fn a_custom_display_url_on_an_allowed_host_is_named_in_the_pages_csp(app: 
 }
 
 on_both_stores!(
+    app = sample(),
     #[multi_thread(vars = custom_domain_allowed)]
     a_custom_display_url_on_an_allowed_host_is_named_in_the_pages_csp,
 );

@@ -3,24 +3,20 @@
 use std::sync::Arc;
 
 use connect_axum::store::{AppMigrations, ClientKey, LifecycleToken, TenantStore};
+use connect_axum_testing::on_both_stores;
 use issue_notes::store::{self as notes, NewNote, Note, NoteCaps, NoteCreation, NoteDeletion};
 use sqlx::{Connection as _, Executor as _};
 
-use crate::helpers::{AppUnderTest, TestApp, TestTenant};
-use crate::on_both_stores;
+use crate::helpers::{AppUnderTest, TestApp, TestTenant, sample};
 
 async fn unknown_tenants_are_not_found(app: TestApp) {
-    assert!(app.store.find_tenant("nobody").await.unwrap().is_none());
+    assert!(app.find_stored_tenant("nobody").await.is_none());
 }
 
 async fn tenant_state_changes_are_persisted(app: TestApp) {
     let tenant = app.install("acme").await;
     let store: &dyn TenantStore = app.store.as_ref();
-    let record = store
-        .find_tenant(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     let key = record.installation.client_key.clone();
     let disable = LifecycleToken {
         issued_at: crate::helpers::now(),
@@ -28,33 +24,19 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
         id: "disable".to_owned(),
     };
     assert!(store.set_enabled(&key, false, &disable).await.unwrap());
-    assert!(
-        !store
-            .find_tenant(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(!app.stored_tenant(key.as_str()).await.enabled);
     assert!(
         !store.set_enabled(&key, true, &disable).await.unwrap(),
         "a replay is applied"
     );
-    assert!(
-        !store
-            .find_tenant(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(!app.stored_tenant(key.as_str()).await.enabled);
     let later = LifecycleToken {
         issued_at: crate::helpers::now() + 1,
         expires_at: crate::helpers::now() + 60,
         id: "later".to_owned(),
     };
     assert!(store.mark_uninstalled(&key, &later).await.unwrap());
-    let after = store.find_tenant(key.as_str()).await.unwrap().unwrap();
+    let after = app.stored_tenant(key.as_str()).await;
     assert!(after.uninstalled_at.is_some());
     assert!(after.updated_at >= record.updated_at);
     assert_eq!(after.installed_at, record.installed_at);
@@ -91,8 +73,8 @@ async fn all(
 async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestApp) {
     let (a, b) = (app.install("a").await, app.install("b").await);
     let store: &dyn TenantStore = app.store.as_ref();
-    let a = store.find_tenant(&a.client_key).await.unwrap().unwrap();
-    let b = store.find_tenant(&b.client_key).await.unwrap().unwrap();
+    let a = app.stored_tenant(&a.client_key).await;
+    let b = app.stored_tenant(&b.client_key).await;
     let (a, b) = (&a.installation.client_key, &b.installation.client_key);
     let note = |author: Option<&str>| NewNote {
         issue_key: "PROJ-1".to_owned(),
@@ -164,6 +146,7 @@ async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestA
 }
 
 on_both_stores!(
+    app = sample(),
     unknown_tenants_are_not_found,
     tenant_state_changes_are_persisted,
     a_note_is_deleted_by_its_author_only_when_an_author_is_given,
@@ -195,10 +178,8 @@ async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app
     // A restart with the same sets starts; the library's own migrations still ran.
     let again = connect_axum::store::connect(&options).await.unwrap();
     assert!(
-        again
-            .find_tenant(&tenant.client_key)
+        connect_axum_testing::store::find_tenant_in(again.as_ref(), &tenant.client_key)
             .await
-            .unwrap()
             .is_some()
     );
     again.close().await;
@@ -239,6 +220,7 @@ async fn an_app_migration_with_a_library_version_is_refused(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both,
     an_app_migration_with_a_library_version_is_refused,
 );
@@ -301,11 +283,9 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
     let key = |client_key: String| {
         let store = store.clone();
         async move {
-            store
-                .find_tenant(&client_key)
+            connect_axum_testing::store::find_tenant_in(store.as_ref(), &client_key)
                 .await
-                .unwrap()
-                .unwrap()
+                .expect("the tenant is stored")
                 .installation
                 .client_key
                 .clone()
@@ -324,7 +304,10 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
     store.close().await;
 }
 
-on_both_stores!(an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend);
+on_both_stores!(
+    app = sample(),
+    an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend
+);
 
 /// A database that the library's migrations made while the sample's tables were still among them
 /// (with a tenant and a note in it) starts under today's migrations, twice, and keeps its note.
@@ -431,7 +414,9 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
     let key = |store: Arc<dyn TenantStore>, tenant: &TestTenant| {
         let client_key = tenant.client_key.clone();
         async move {
-            let record = store.find_tenant(&client_key).await.unwrap().unwrap();
+            let record = connect_axum_testing::store::find_tenant_in(store.as_ref(), &client_key)
+                .await
+                .expect("the tenant is stored");
             record.installation.client_key.clone()
         }
     };
@@ -584,4 +569,7 @@ async fn a_declared_tenant_table_without_a_client_key_stops_the_start(app: TestA
         .await;
 }
 
-on_both_stores!(a_declared_tenant_table_without_a_client_key_stops_the_start);
+on_both_stores!(
+    app = sample(),
+    a_declared_tenant_table_without_a_client_key_stops_the_start
+);

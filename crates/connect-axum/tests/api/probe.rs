@@ -13,7 +13,9 @@ use connect_axum::error::{JsonBody, PathParams, Result};
 use connect_axum::forge::storage::SetOptions;
 use connect_axum::server::{Builder, ConnectApp};
 pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
-pub use connect_axum_testing::{AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant};
+pub use connect_axum_testing::{
+    AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant, on_both_stores,
+};
 use serde_json::{Value, json};
 
 /// The probe's app key.
@@ -163,15 +165,6 @@ pub fn site() -> Site {
     }
 }
 
-/// Runs each named test on the probe on both stores.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(app = $crate::probe::probe(), $($name),+);
-    };
-}
-pub use on_both_stores;
-
 /// `app` on a fresh Postgres database or SQLite file, trusting `forge`, with `extra` settings over
 /// the test defaults.
 pub async fn start_trusting(
@@ -194,23 +187,3 @@ pub async fn start_trusting(
         app.sqlite_with(vars).await
     }
 }
-
-/// Runs each named test, an `async fn name(postgres: bool)` beside the call, as `name::postgres`
-/// and `name::sqlite`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(true).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-        }
-    )+};
-}
-pub use on_both_backends;
