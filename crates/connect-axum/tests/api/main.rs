@@ -3,6 +3,7 @@
 
 mod probe;
 
+mod auth;
 mod example;
 mod forge_api;
 mod forge_app_only;

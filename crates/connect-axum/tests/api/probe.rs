@@ -1,11 +1,13 @@
 //! The probe app: the library with a descriptor and one route of each authentication, which
 //! answers who the request was verified as; started by the testing kit.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use connect_axum::app::AppState;
 use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
 use connect_axum::config::Config;
@@ -43,7 +45,25 @@ async fn whoami(tenant: Tenant) -> Json<Value> {
 
 /// Who sent a JSON body, and what it was.
 async fn echo(tenant: Tenant, JsonBody(body): JsonBody<Value>) -> Json<Value> {
-    Json(json!({ "clientKey": tenant.client_key().as_str(), "body": body }))
+    Json(json!({
+        "clientKey": tenant.client_key().as_str(),
+        "accountId": tenant.account_id(),
+        "body": body,
+    }))
+}
+
+/// A form post, read once its token verified: who sent it and its `body` field; 201, as a write.
+async fn form(
+    tenant: Tenant,
+    Form(fields): Form<HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "clientKey": tenant.client_key().as_str(),
+            "body": fields.get("body"),
+        })),
+    )
 }
 
 /// What a Forge invocation told the app: every claim, typed, and the licence the tenant has.
@@ -118,7 +138,8 @@ async fn debug_invocation(invocation: ForgeInvocation) -> String {
     format!("{invocation:?}")
 }
 
-/// The probe as a server: `GET /api/probe` and `POST /api/probe/echo` behind [`ContextJwt`],
+/// The probe as a server: `GET /api/probe`, `POST /api/probe/echo` (JSON) and
+/// `POST /api/probe/form` (a form) behind [`ContextJwt`],
 /// `GET /api/probe/product` behind [`ProductJwt`], `GET /forge/probe` and `POST /forge/echo`
 /// behind a Forge Invocation Token.
 pub fn app(config: Config) -> Builder {
@@ -127,7 +148,8 @@ pub fn app(config: Config) -> Builder {
         .routes::<ContextJwt>(
             Router::new()
                 .route("/api/probe", get(whoami))
-                .route("/api/probe/echo", post(echo)),
+                .route("/api/probe/echo", post(echo))
+                .route("/api/probe/form", post(form)),
         )
         .routes::<ProductJwt>(Router::new().route("/api/probe/product", get(whoami)))
         .routes::<ProductJwt>(
