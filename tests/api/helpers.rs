@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use connect_axum::store::{Keyring, StoreOptions};
-pub use connect_axum_testing::site::{
-    KID, KeyServer, hs256, install_key, now, qsh_of, rs256, with_overrides,
-};
+pub use connect_axum_testing::site::{KeyServer, hs256, now, qsh_of, with_overrides};
 pub use connect_axum_testing::store::{admin_cleanup, admin_url, secrets_key, unique_name};
 pub use connect_axum_testing::{AppUnderTest, BASE_URL, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};

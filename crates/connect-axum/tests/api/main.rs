@@ -11,6 +11,7 @@ mod forge_calls;
 mod forge_cloud_id;
 mod forge_context;
 mod forge_events;
+mod keys;
 mod lifecycle;
 mod product;
 mod tenant_limits;
