@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use connect_axum::retention;
 use connect_axum_testing::AppUnderTest;
+use connect_axum_testing::on_both_stores;
 use issue_notes::NoteCaps;
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
@@ -291,21 +292,21 @@ async fn the_note_counter_is_under_the_row_level_security_of_note() {
     );
 }
 
-connect_axum_testing::on_both_stores!(
-    app = crate::helpers::sample(),
+on_both_stores!(
+    app = sample(),
     the_list_comes_in_pages_that_walk_every_note_once_in_order,
     a_limit_or_cursor_that_is_not_ours_is_a_400,
     note_ids_are_numbered_per_tenant,
     a_purged_tenant_takes_its_note_counter_and_numbers_from_1_when_it_returns,
 );
 
-connect_axum_testing::on_both_stores!(
-    app = crate::bounds::capped(),
+on_both_stores!(
+    app = capped(),
     each_cap_refuses_the_note_past_it_with_409_and_writes_nothing,
 );
 
-connect_axum_testing::on_both_stores!(
-    app = crate::bounds::capped(),
+on_both_stores!(
+    app = capped(),
     #[multi_thread(vars = |_: &str| None)]
     concurrent_writes_at_the_cap_never_pass_it,
     concurrent_writes_on_many_issues_never_pass_the_tenant_cap,

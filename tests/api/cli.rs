@@ -3,9 +3,9 @@
 use std::process::{Command, Output};
 
 use axum::http::StatusCode;
+use connect_axum_testing::on_both_stores;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 fn cli(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_connect-axum"))
@@ -134,6 +134,7 @@ async fn check_and_migrate_report_a_healthy_store(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     tenants_list_and_show_never_print_the_secret,
     token_mints_a_jwt_the_server_accepts,
     personal_data_report_runs_on_demand,

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use connect_axum_testing::on_both_stores;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 /// Issue keys repeat across sites, so every tenant writes to the same ones.
 const ISSUES: [&str; 2] = ["PROJ-1", "PROJ-2"];
@@ -354,13 +354,7 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
         for issue in ISSUES {
             site.list(issue).await;
         }
-        let record = app
-            .store
-            .tenants()
-            .find(&site.tenant.client_key)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = app.stored_tenant(&site.tenant.client_key).await;
         assert!(record.is_installed() && record.enabled, "{}", site.name());
         assert_eq!(
             record.installation.shared_secret.expose(),
@@ -397,6 +391,7 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     #[multi_thread(vars = limits)]
     many_tenants_at_once_each_keep_exactly_their_own_notes,
 );

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use connect_axum::auth::forge::{FIT_ISSUER, SYSTEM_TOKEN_HEADER};
 use connect_axum::auth::{self, ForgeInvocation};
 use connect_axum_testing::forge::{self as kit, FakeForge, Fit};
+use connect_axum_testing::on_both_stores;
 use connect_axum_testing::product::FakeProduct;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -29,28 +30,12 @@ pub(crate) fn fit(key: usize, tenant: &TestTenant, extra: Value) -> String {
     Fit::new(APP_ARI, tenant).key(key).claims(extra).sign()
 }
 
-/// Runs each named test, an `async fn name(app: TestApp, jwks: FakeForge)` beside the call, once on
-/// Postgres and once on SQLite, on an app that trusts a fresh fake Forge publishing key 0.
-macro_rules! forge_tests {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                let jwks = connect_axum_testing::FakeForge::start($crate::forge::APP_ARI, &[0]).await;
-                let app = <$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres_with(jwks.vars()).await;
-                super::$name(app, jwks).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                let jwks = connect_axum_testing::FakeForge::start($crate::forge::APP_ARI, &[0]).await;
-                let app = <$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite_with(jwks.vars()).await;
-                super::$name(app, jwks).await
-            }
-        }
-    )+};
+/// A fresh fake Forge publishing key 0, and the settings that make the app trust it: the setup of
+/// the tests that take `(app: TestApp, jwks: FakeForge)`.
+pub(crate) async fn trusting_forge() -> (impl Fn(&str) -> Option<String>, FakeForge) {
+    let jwks = FakeForge::start(APP_ARI, &[0]).await;
+    (jwks.vars(), jwks)
 }
-pub(crate) use forge_tests;
 
 async fn a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant(app: TestApp, jwks: FakeForge) {
     let (a, b) = (app.install("a").await, app.install("b").await);
@@ -411,7 +396,9 @@ async fn the_system_token_calls_the_product_as_the_app_for_that_request_only(
     let _ = jwks;
 }
 
-forge_tests!(
+on_both_stores!(
+    app = sample(),
+    with = crate::forge::trusting_forge,
     a_forge_invocation_and_a_connect_jwt_reach_the_same_tenant,
     bad_invocation_tokens_are_refused_with_401,
     an_install_naming_another_tenants_installation_id_is_refused_and_takes_nothing,

@@ -5,10 +5,11 @@ use axum::http::StatusCode;
 use connect_axum::product::ProductError;
 use connect_axum::store::ClientKey;
 use connect_axum_testing::forge::{self as kit, FakeForge, ForgeSite};
+use connect_axum_testing::on_both_stores;
 use connect_axum_testing::product::FakeProduct;
 use serde_json::{Value, json};
 
-use crate::forge::{APP_ARI, forge_tests};
+use crate::forge::APP_ARI;
 use crate::helpers::*;
 
 const EVENTS: &str = "/forge/events";
@@ -45,15 +46,7 @@ async fn install(app: &TestApp, forge: &FakeForge, site: &ForgeSite) -> String {
 }
 
 async fn key_of(app: &TestApp, key: &str) -> ClientKey {
-    app.store
-        .tenants()
-        .find(key)
-        .await
-        .unwrap()
-        .expect("the tenant is stored")
-        .installation
-        .client_key
-        .clone()
+    app.stored_tenant(key).await.installation.client_key.clone()
 }
 
 async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
@@ -63,7 +56,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
         tenant, site.installation_id,
         "a new tenant is keyed by its installationId"
     );
-    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+    let stored = app.stored_tenant(&tenant).await;
     assert_eq!(stored.origin, connect_axum::store::Origin::Forge);
     assert_eq!(
         stored.installation.cloud_id.as_deref(),
@@ -139,7 +132,7 @@ async fn the_sample_lives_on_forge_alone(app: TestApp, forge: FakeForge) {
     claimant.client_key = tenant.clone();
     let takeover = app.hook(&claimant, "installed").await;
     takeover.assert_error(StatusCode::CONFLICT, "client_key_taken");
-    let kept = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+    let kept = app.stored_tenant(&tenant).await;
     assert_eq!(kept.origin, connect_axum::store::Origin::Forge);
     assert_eq!(kept.installation.base_url, stored.installation.base_url);
     assert_eq!(
@@ -382,7 +375,7 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
         .await;
     assert_eq!(gone.status, StatusCode::OK);
     assert_eq!(gone.json()["duplicate"], false);
-    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+    let stored = app.stored_tenant(&tenant).await;
     assert!(
         !stored.is_installed(),
         "uninstalled, its data kept for the retention window"
@@ -401,13 +394,7 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
         .await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
-        app.store
-            .tenants()
-            .find(&tenant)
-            .await
-            .unwrap()
-            .unwrap()
-            .uninstalled_at,
+        app.stored_tenant(&tenant).await.uninstalled_at,
         stored.uninstalled_at
     );
     // An install older than the uninstall does not revive it.
@@ -416,20 +403,12 @@ async fn pre_uninstall_starts_the_retention_window_and_a_reinstall_keeps_the_dat
         app.deliver(EVENTS, &late, None, &installed()).await.status,
         StatusCode::OK
     );
-    assert!(
-        !app.store
-            .tenants()
-            .find(&tenant)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_installed()
-    );
+    assert!(!app.stored_tenant(&tenant).await.is_installed());
 
     // `forge install` again: a new installationId for the same site finds the same tenant.
     let back = site.reinstalled();
     assert_eq!(install(&app, &forge, &back).await, tenant);
-    let revived = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+    let revived = app.stored_tenant(&tenant).await;
     assert!(revived.is_installed());
     assert_eq!(
         revived.installation.installation_id.as_deref(),
@@ -452,7 +431,7 @@ async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: Fak
         let fit = forge.trigger(&site).site_url(url).sign();
         let response = app.deliver(EVENTS, &fit, None, &installed()).await;
         assert_eq!(response.json()["tenant"], tenant.as_str());
-        let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+        let stored = app.stored_tenant(&tenant).await;
         assert_eq!(stored.installation.base_url, url);
     }
     let upgraded = json!({ "payload": { "eventType": "avi:forge:upgraded:app",
@@ -463,7 +442,7 @@ async fn an_upgrade_records_the_version_and_permissions(app: TestApp, forge: Fak
         app.deliver(EVENTS, &fit, None, &upgraded).await.status,
         StatusCode::OK
     );
-    let stored = app.store.tenants().find(&tenant).await.unwrap().unwrap();
+    let stored = app.stored_tenant(&tenant).await;
     assert_eq!(stored.app_version.as_deref(), Some("2.0.0"));
     assert_eq!(
         app.raw("select forge_permissions from tenant").await,
@@ -636,13 +615,7 @@ async fn a_connect_on_forge_site_is_one_tenant_through_both_doors(app: TestApp, 
         product: "jira".to_owned(),
     };
     assert_eq!(install(&app, &forge, &site).await, connect.client_key);
-    let stored = app
-        .store
-        .tenants()
-        .find(&connect.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.stored_tenant(&connect.client_key).await;
     assert_eq!(stored.origin, connect_axum::store::Origin::Connect);
     let made = app
         .signed(
@@ -774,7 +747,9 @@ async fn a_forge_tenant_past_its_retention_is_purged_with_everything_it_had(
     }
 }
 
-forge_tests!(
+on_both_stores!(
+    app = sample(),
+    with = crate::forge::trusting_forge,
     a_forge_tenant_past_its_retention_is_purged_with_everything_it_had,
     forge_residency_hooks_move_the_data_on_the_same_state_machine,
     the_sample_lives_on_forge_alone,
@@ -837,12 +812,7 @@ async fn a_connect_on_forge_install_event_waits_for_the_connect_install(postgres
     assert_eq!(app.raw("select client_key from tenant").await.len(), 2);
 }
 
-#[tokio::test]
-async fn a_connect_on_forge_install_event_waits_for_the_connect_install_on_postgres() {
-    a_connect_on_forge_install_event_waits_for_the_connect_install(true).await
-}
-
-#[tokio::test]
-async fn a_connect_on_forge_install_event_waits_for_the_connect_install_on_sqlite() {
-    a_connect_on_forge_install_event_waits_for_the_connect_install(false).await
-}
+on_both_stores!(
+    postgres: bool,
+    a_connect_on_forge_install_event_waits_for_the_connect_install
+);

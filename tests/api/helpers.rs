@@ -5,29 +5,13 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use connect_axum::store::{Keyring, StoreOptions};
-pub use connect_axum_testing::site::{
-    KID, KeyServer, hs256, install_key, now, qsh_of, rs256, with_overrides,
-};
+pub use connect_axum_testing::site::{KeyServer, hs256, now, qsh_of, with_overrides};
 pub use connect_axum_testing::store::{admin_cleanup, admin_url, secrets_key, unique_name};
 pub use connect_axum_testing::{AppUnderTest, BASE_URL, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
 /// The descriptor's app key.
 pub const APP_KEY: &str = "connect-axum-issue-notes";
-
-/// Runs each named test, an `async fn name(app: TestApp)` beside the call, on the sample on
-/// both stores (see `connect_axum_testing::on_both_stores!`).
-#[macro_export]
-macro_rules! on_both_stores {
-    (#[multi_thread(vars = $vars:expr)] $($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(
-            app = $crate::helpers::sample(), #[multi_thread(vars = $vars)] $($name),+
-        );
-    };
-    ($($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(app = $crate::helpers::sample(), $($name),+);
-    };
-}
 
 /// The sample, as `main` builds it.
 pub fn sample() -> AppUnderTest {

@@ -1,10 +1,10 @@
 //! The issue-notes API: behaviour, validation, and isolation between tenants.
 
 use axum::http::StatusCode;
+use connect_axum_testing::on_both_stores;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
@@ -240,6 +240,7 @@ async fn a_reinstall_keeps_the_tenants_notes(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     notes_are_created_and_listed_oldest_first,
     notes_without_a_user_have_no_author,
     bodies_round_trip_exactly,
@@ -368,6 +369,7 @@ async fn issue_deleted_webhook_with_a_bad_body_is_a_bad_request(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     issue_deleted_webhook_removes_only_that_tenants_notes_on_that_issue,
     issue_deleted_webhook_with_a_bad_token_deletes_nothing,
     issue_deleted_webhook_with_a_bad_body_is_a_bad_request,

@@ -1,10 +1,10 @@
 //! The issue panel page served into Jira's iframe.
 
 use axum::http::StatusCode;
+use connect_axum_testing::on_both_stores;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 /// The page URL as Jira builds it: the module URL plus Jira's own parameters, signed in `jwt`.
 fn page_url(tenant: &TestTenant, issue_key: &str) -> String {
@@ -98,6 +98,7 @@ async fn the_panel_page_refuses_bad_tokens_and_keys(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     the_panel_page_is_served_with_a_valid_query_token,
     the_pages_session_token_works_on_the_notes_api,
     the_panel_page_refuses_bad_tokens_and_keys,

@@ -11,6 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use connect_axum::personal_data;
 use connect_axum::store::Store;
+use connect_axum_testing::on_both_stores;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -127,26 +128,12 @@ async fn report_server() -> (String, Shared) {
     (url, reports)
 }
 
-/// Runs each named test, an `async fn name(app: TestApp, reports: Shared)` beside the call, once
-/// on Postgres and once on SQLite, on an app that reports to a fresh [`report_server`].
-macro_rules! report_tests {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                let (url, reports) = super::report_server().await;
-                let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::postgres_with(vars).await, reports).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                let (url, reports) = super::report_server().await;
-                let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
-                super::$name(<$crate::helpers::TestApp as $crate::helpers::SampleApp>::sqlite_with(vars).await, reports).await
-            }
-        }
-    )+};
+/// A fresh [`report_server`] and the setting that makes the app report to it: the setup of the
+/// tests that take `(app: TestApp, reports: Shared)`.
+async fn reporting() -> (impl Fn(&str) -> Option<String>, Shared) {
+    let (url, reports) = report_server().await;
+    let vars = move |n: &str| (n == "PERSONAL_DATA_REPORT_URL").then(|| url.clone());
+    (vars, reports)
 }
 
 async fn closed_accounts_are_anonymised_and_nothing_else_is_touched(app: TestApp, reports: Shared) {
@@ -241,12 +228,9 @@ async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
         1
     );
     reports.lock().unwrap().rate_limited = false;
-    let key = store
-        .tenants()
-        .find(&a.client_key)
+    let key = app
+        .stored_tenant(&a.client_key)
         .await
-        .unwrap()
-        .unwrap()
         .installation
         .client_key
         .clone();
@@ -260,7 +244,9 @@ async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
     assert_eq!(authors(&app, &a).await, [None]);
 }
 
-report_tests!(
+on_both_stores!(
+    app = sample(),
+    with = reporting,
     closed_accounts_are_anonymised_and_nothing_else_is_touched,
     a_rate_limited_report_defers_the_tenant_and_changes_nothing,
 );

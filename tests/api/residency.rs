@@ -2,10 +2,10 @@
 //! committed and rolled back, and every out-of-order or foreign call refused with its code.
 
 use axum::http::StatusCode;
+use connect_axum_testing::on_both_stores;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 async fn step(app: &TestApp, tenant: &TestTenant, hook: &str, id: &str) -> TestResponse {
     let target = format!("/migration/{hook}");
@@ -33,13 +33,7 @@ async fn status(app: &TestApp, tenant: &TestTenant, id: &str) -> TestResponse {
 }
 
 async fn location(app: &TestApp, tenant: &TestTenant) -> Option<String> {
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     issue_notes::StoredLocation::read(&app.store, &record.installation.client_key)
         .await
         .unwrap()
@@ -228,6 +222,7 @@ async fn only_the_sites_own_request_bound_jwt_reaches_the_hooks(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     a_migration_ready_to_commit_is_not_overwritten_by_a_new_schedule,
     the_descriptor_declares_the_migration_hooks,
     a_migration_moves_the_data_and_commits,

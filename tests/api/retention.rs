@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use connect_axum::retention;
+use connect_axum_testing::on_both_stores;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
@@ -106,23 +106,9 @@ async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
 async fn a_repeated_uninstall_does_not_restart_the_window(app: TestApp) {
     let tenant = app.install("twice").await;
     app.hook(&tenant, "uninstalled").await;
-    let first = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap()
-        .uninstalled_at;
+    let first = app.stored_tenant(&tenant.client_key).await.uninstalled_at;
     app.hook(&tenant, "uninstalled").await;
-    let second = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap()
-        .uninstalled_at;
+    let second = app.stored_tenant(&tenant.client_key).await.uninstalled_at;
     assert!(first.is_some());
     assert_eq!(first, second);
 }
@@ -156,6 +142,7 @@ async fn the_background_task_purges_by_itself_after_a_short_window(app: TestApp)
 }
 
 on_both_stores!(
+    app = sample(),
     uninstalled_tenants_are_purged_with_their_rows_once_retention_ends,
     a_reinstall_within_the_window_cancels_the_purge,
     a_repeated_uninstall_does_not_restart_the_window,

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use connect_axum_testing::FakeForge;
+use connect_axum_testing::on_both_stores;
 use serde_json::{Value, json};
 
-use crate::forge::{fit, forge_tests};
+use crate::forge::fit;
 use crate::helpers::*;
-use crate::on_both_stores;
 
 const P1: &str = "/api/issues/PROJ-1/notes";
 const P2: &str = "/api/issues/PROJ-2/notes";
@@ -333,6 +333,7 @@ async fn a_session_chain_older_than_the_default_eight_hours_is_refused(app: Test
 }
 
 on_both_stores!(
+    app = sample(),
     a_panels_session_token_reaches_its_issue_and_no_other,
     a_context_token_reaches_only_the_issue_its_context_names,
     a_context_or_session_token_naming_no_issue_is_refused_on_issue_routes,
@@ -388,6 +389,7 @@ async fn a_session_chain_ends_after_session_max_lifetime_secs(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     #[multi_thread(vars = lifetime_600)]
     a_session_chain_ends_after_session_max_lifetime_secs,
 );
@@ -505,7 +507,9 @@ async fn an_app_level_forge_invocation_reaches_every_issue_and_note(app: TestApp
     let _ = jwks;
 }
 
-forge_tests!(
+on_both_stores!(
+    app = sample(),
+    with = crate::forge::trusting_forge,
     a_forge_ui_invocation_reaches_its_issue_and_deletes_only_its_principals_notes,
     an_app_level_forge_invocation_reaches_every_issue_and_note,
 );

@@ -10,12 +10,12 @@ use axum::routing::get;
 use axum::{Json, Router, middleware};
 use connect_axum::auth::{self, ProductJwt, Tenant};
 use connect_axum::store::{Keyring, PgStore};
+use connect_axum_testing::on_both_stores;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tower::ServiceExt;
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 const NOTES: &str = "/api/issues/PROJ-1/notes";
 
@@ -273,13 +273,7 @@ async fn a_replayed_install_token_cannot_replace_a_newer_install(app: TestApp) {
             .await
             .assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
     }
-    let record = app
-        .store
-        .tenants()
-        .find(&first.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&first.client_key).await;
     assert_eq!(record.installation.shared_secret.expose(), "rotated-secret");
     assert_eq!(
         app.signed(&second, "GET", NOTES, None).await.status,
@@ -315,13 +309,7 @@ async fn a_replayed_install_token_with_another_body_is_refused(app: TestApp) {
     app.call("POST", "/installed", Some(&token), Some(&moved))
         .await
         .assert_error(StatusCode::CONFLICT, "stale_lifecycle_token");
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert_eq!(record.installation.shared_secret.expose(), tenant.secret);
     assert_eq!(record.installation.base_url, tenant.base_url);
 }
@@ -431,13 +419,7 @@ async fn a_site_moves_to_a_new_base_url_only_through_a_verified_signed_install(a
     )
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "unsupported_algorithm");
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert_eq!(record.installation.base_url, tenant.base_url);
     // Accepted: the site's own signed install.
     let response = app
@@ -449,17 +431,12 @@ async fn a_site_moves_to_a_new_base_url_only_through_a_verified_signed_install(a
         )
         .await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert_eq!(record.installation.base_url, moved.base_url);
 }
 
 on_both_stores!(
+    app = sample(),
     shared_secrets_are_sealed_at_rest,
     a_rotated_key_reseals_every_secret_and_the_old_key_is_then_not_needed,
     a_plain_text_secret_is_refused_unless_the_legacy_setting_lets_it_be_sealed,

@@ -1,25 +1,20 @@
 //! The store contract, checked on both backends.
 
 use connect_axum::store::{AppMigrations, ClientKey, LifecycleToken, Store};
+use connect_axum_testing::on_both_stores;
 use issue_notes::store::{self as notes, NewNote, Note, NoteCaps, NoteCreation, NoteDeletion};
 use sqlx::{Connection as _, Executor as _};
 
-use crate::helpers::{AppUnderTest, TestApp, TestTenant};
-use crate::on_both_stores;
+use crate::helpers::{AppUnderTest, TestApp, TestTenant, sample};
 
 async fn unknown_tenants_are_not_found(app: TestApp) {
-    assert!(app.store.tenants().find("nobody").await.unwrap().is_none());
+    assert!(app.find_stored_tenant("nobody").await.is_none());
 }
 
 async fn tenant_state_changes_are_persisted(app: TestApp) {
     let tenant = app.install("acme").await;
     let store: &Store = &app.store;
-    let record = store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     let key = record.installation.client_key.clone();
     let disable = LifecycleToken {
         issued_at: crate::helpers::now(),
@@ -33,15 +28,7 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
             .await
             .unwrap()
     );
-    assert!(
-        !store
-            .tenants()
-            .find(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(!app.stored_tenant(key.as_str()).await.enabled);
     assert!(
         !store
             .tenants()
@@ -50,15 +37,7 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
             .unwrap(),
         "a replay is applied"
     );
-    assert!(
-        !store
-            .tenants()
-            .find(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(!app.stored_tenant(key.as_str()).await.enabled);
     let later = LifecycleToken {
         issued_at: crate::helpers::now() + 1,
         expires_at: crate::helpers::now() + 60,
@@ -71,7 +50,7 @@ async fn tenant_state_changes_are_persisted(app: TestApp) {
             .await
             .unwrap()
     );
-    let after = store.tenants().find(key.as_str()).await.unwrap().unwrap();
+    let after = app.stored_tenant(key.as_str()).await;
     assert!(after.uninstalled_at.is_some());
     assert!(after.updated_at >= record.updated_at);
     assert_eq!(after.installed_at, record.installed_at);
@@ -100,8 +79,8 @@ async fn all(store: &Store, key: &connect_axum::store::ClientKey, issue: &str) -
 async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestApp) {
     let (a, b) = (app.install("a").await, app.install("b").await);
     let store: &Store = &app.store;
-    let a = store.tenants().find(&a.client_key).await.unwrap().unwrap();
-    let b = store.tenants().find(&b.client_key).await.unwrap().unwrap();
+    let a = app.stored_tenant(&a.client_key).await;
+    let b = app.stored_tenant(&b.client_key).await;
     let (a, b) = (&a.installation.client_key, &b.installation.client_key);
     let note = |author: Option<&str>| NewNote {
         issue_key: "PROJ-1".to_owned(),
@@ -173,6 +152,7 @@ async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestA
 }
 
 on_both_stores!(
+    app = sample(),
     unknown_tenants_are_not_found,
     tenant_state_changes_are_persisted,
     a_note_is_deleted_by_its_author_only_when_an_author_is_given,
@@ -204,11 +184,8 @@ async fn an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both(app
     // A restart with the same sets starts; the library's own migrations still ran.
     let again = connect_axum::store::connect(&options).await.unwrap();
     assert!(
-        again
-            .tenants()
-            .find(&tenant.client_key)
+        connect_axum_testing::store::find_tenant_in(&again, &tenant.client_key)
             .await
-            .unwrap()
             .is_some()
     );
     again.close().await;
@@ -249,6 +226,7 @@ async fn an_app_migration_with_a_library_version_is_refused(app: TestApp) {
 }
 
 on_both_stores!(
+    app = sample(),
     an_apps_migrations_run_beside_the_librarys_and_a_restart_finds_both,
     an_app_migration_with_a_library_version_is_refused,
 );
@@ -311,12 +289,9 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
     let key = |client_key: String| {
         let store = store.clone();
         async move {
-            store
-                .tenants()
-                .find(&client_key)
+            connect_axum_testing::store::find_tenant_in(&store, &client_key)
                 .await
-                .unwrap()
-                .unwrap()
+                .expect("the tenant is stored")
                 .installation
                 .client_key
                 .clone()
@@ -335,7 +310,10 @@ async fn an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_ba
     store.close().await;
 }
 
-on_both_stores!(an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend);
+on_both_stores!(
+    app = sample(),
+    an_apps_own_table_is_reached_in_the_tenant_transaction_of_the_stores_backend
+);
 
 /// A database that the library's migrations made while the sample's tables were still among them
 /// (with a tenant and a note in it) starts under today's migrations, twice, and keeps its note.
@@ -442,7 +420,9 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
     let key = |store: Store, tenant: &TestTenant| {
         let client_key = tenant.client_key.clone();
         async move {
-            let record = store.tenants().find(&client_key).await.unwrap().unwrap();
+            let record = connect_axum_testing::store::find_tenant_in(&store, &client_key)
+                .await
+                .expect("the tenant is stored");
             record.installation.client_key.clone()
         }
     };
@@ -595,4 +575,7 @@ async fn a_declared_tenant_table_without_a_client_key_stops_the_start(app: TestA
         .await;
 }
 
-on_both_stores!(a_declared_tenant_table_without_a_client_key_stops_the_start);
+on_both_stores!(
+    app = sample(),
+    a_declared_tenant_table_without_a_client_key_stops_the_start
+);

@@ -4,20 +4,16 @@
 
 use chrono::{DateTime, Utc};
 use connect_axum::store::{ClientKey, Store};
+use connect_axum_testing::on_both_stores;
 use serde::Deserialize;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
 use crate::helpers::*;
-use crate::on_both_stores;
 
 async fn key_of(app: &TestApp, name: &str) -> ClientKey {
     let tenant = app.install(name).await;
-    app.store
-        .tenants()
-        .find(&tenant.client_key)
+    app.stored_tenant(&tenant.client_key)
         .await
-        .unwrap()
-        .unwrap()
         .installation
         .client_key
         .clone()
@@ -151,6 +147,7 @@ async fn a_tenant_transaction_dropped_without_commit_keeps_none_of_its_writes(ap
 }
 
 on_both_stores!(
+    app = sample(),
     rows_read_into_structs_tuples_and_single_values,
     a_tenant_transaction_dropped_without_commit_keeps_none_of_its_writes
 );

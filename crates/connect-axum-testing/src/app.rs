@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use connect_axum::app::AppState;
 use connect_axum::config::Config;
 use connect_axum::server::{Builder, ConnectApp};
-use connect_axum::store::{self, Store, StoreOptions};
+use connect_axum::store::{self, Store, StoreOptions, TenantRecord};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -394,11 +394,24 @@ impl TestApp {
 
     /// Whether the store holds a tenant with this key.
     pub async fn stored(&self, tenant: &TestTenant) -> bool {
-        self.store
-            .tenants()
-            .find(&tenant.client_key)
+        self.find_stored_tenant(&tenant.client_key).await.is_some()
+    }
+
+    /// The tenant the app's store holds under `client_key`.
+    ///
+    /// # Panics
+    /// When the store holds none, or does not answer.
+    pub async fn stored_tenant(&self, client_key: &str) -> Arc<TenantRecord> {
+        self.find_stored_tenant(client_key)
             .await
-            .expect("the store answers")
-            .is_some()
+            .unwrap_or_else(|| panic!("no tenant {client_key} is stored"))
+    }
+
+    /// The tenant the app's store holds under `client_key`, if any.
+    ///
+    /// # Panics
+    /// When the store does not answer.
+    pub async fn find_stored_tenant(&self, client_key: &str) -> Option<Arc<TenantRecord>> {
+        crate::store::find_tenant_in(&self.store, client_key).await
     }
 }

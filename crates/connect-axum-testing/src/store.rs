@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use connect_axum::store::Keyring;
+use connect_axum::store::{Keyring, Store, TenantRecord};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The Postgres server tests create their databases on: `TEST_DATABASE_URL`, by default
@@ -37,6 +37,20 @@ pub fn secrets_key() -> &'static str {
 /// The keyring of [`secrets_key`].
 pub fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::parse(secrets_key(), "").expect("a valid key"))
+}
+
+/// The tenant `store` holds under `client_key`, if any: the one lookup of a stored tenant the
+/// kit and its users' tests make (through [`TestApp::stored_tenant`](crate::TestApp::stored_tenant)
+/// and its kin), so that a change of the store's API changes only this.
+///
+/// # Panics
+/// When the store does not answer.
+pub async fn find_tenant_in(store: &Store, client_key: &str) -> Option<Arc<TenantRecord>> {
+    store
+        .tenants()
+        .find(client_key)
+        .await
+        .expect("the store answers")
 }
 
 /// A database made for one test and dropped after it.

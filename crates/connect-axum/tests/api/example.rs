@@ -96,4 +96,7 @@ async fn the_example_counts_each_tenants_webhooks_apart(app: TestApp) {
     );
 }
 
-on_both_stores!(the_example_counts_each_tenants_webhooks_apart);
+on_both_stores!(
+    app = probe(),
+    the_example_counts_each_tenants_webhooks_apart
+);

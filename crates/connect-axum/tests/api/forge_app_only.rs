@@ -219,7 +219,8 @@ async fn a_fit_issued_in_the_future_is_refused(postgres: bool) {
     );
 }
 
-crate::probe::on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     a_users_ui_invocation_reaches_no_app_level_endpoint,
     pinned_module_keys_refuse_calls_of_other_modules,
     only_app_calls_store_the_system_token_and_the_newest_fit_wins,
@@ -250,4 +251,4 @@ async fn a_migration_id_with_control_characters_is_refused(postgres: bool) {
     );
 }
 
-crate::probe::on_both_backends!(a_migration_id_with_control_characters_is_refused);
+crate::probe::on_both_stores!(postgres: bool, a_migration_id_with_control_characters_is_refused);

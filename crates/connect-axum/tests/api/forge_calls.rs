@@ -303,7 +303,8 @@ async fn browsers_of_allowed_origins_get_a_preflight_without_a_token(postgres: b
     );
 }
 
-on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     the_user_token_calls_the_product_as_that_user_and_is_never_shown,
     offline_user_tokens_come_from_the_stored_system_token_and_are_kept,
     forge_storage_is_reached_with_the_stored_system_token,

@@ -242,7 +242,8 @@ async fn a_cloud_id_resolves_among_the_verified_tenants_of_the_invoked_product(p
         .assert_error(StatusCode::FORBIDDEN, "unmapped_installation");
 }
 
-crate::probe::on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     a_claimed_cloud_id_captures_no_forge_installation,
     with_connect_on_forge_a_claimed_cloud_id_waits_like_no_tenant,
     a_connect_tenant_joins_by_its_own_installation_id_and_keeps_the_verified_cloud_id,

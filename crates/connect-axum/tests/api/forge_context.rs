@@ -306,7 +306,8 @@ async fn an_isolated_cloud_label_is_checked_before_any_url_is_built_from_it(post
     .assert_error(StatusCode::UNAUTHORIZED, "unknown_kid");
 }
 
-on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     every_claim_reaches_the_handler_typed,
     the_licence_guard_refuses_unlicensed_calls_with_403,
     staging_tokens_are_verified_with_stagings_keys_only,

@@ -148,7 +148,8 @@ async fn a_delivery_that_is_not_json_or_too_large_is_a_client_error(postgres: bo
     assert!(app.raw("select client_key from tenant").await.is_empty());
 }
 
-crate::probe::on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_the_last_attempt,
     a_delivery_that_is_not_json_or_too_large_is_a_client_error,
 );

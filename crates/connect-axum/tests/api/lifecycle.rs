@@ -52,13 +52,7 @@ async fn unknown_routes_and_methods_get_json_errors(app: TestApp) {
 
 async fn valid_signed_install_stores_the_tenant(app: TestApp) {
     let tenant = app.install("acme").await;
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert_eq!(record.installation.shared_secret.expose(), tenant.secret);
     assert_eq!(record.installation.base_url, tenant.base_url);
     assert_eq!(record.installation.app_key, APP_KEY);
@@ -379,13 +373,7 @@ async fn uninstall_refuses_the_tenants_tokens_and_a_reinstall_restores_them(app:
         app.hook(&tenant, "uninstalled").await.status,
         StatusCode::NO_CONTENT
     );
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert!(
         record.uninstalled_at.is_some(),
         "the tenant is kept, marked uninstalled"
@@ -434,13 +422,7 @@ async fn uninstall_is_verified_like_install(app: TestApp) {
     )
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "issuer_mismatch");
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     assert!(record.uninstalled_at.is_none());
 }
 
@@ -450,28 +432,12 @@ async fn disable_and_enable_flip_the_flag(app: TestApp) {
         app.hook(&tenant, "disabled").await.status,
         StatusCode::NO_CONTENT
     );
-    assert!(
-        !app.store
-            .tenants()
-            .find(&tenant.client_key)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(!app.stored_tenant(&tenant.client_key).await.enabled);
     assert_eq!(
         app.hook(&tenant, "enabled").await.status,
         StatusCode::NO_CONTENT
     );
-    assert!(
-        app.store
-            .tenants()
-            .find(&tenant.client_key)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(app.stored_tenant(&tenant.client_key).await.enabled);
 }
 
 async fn enable_and_disable_hooks_that_are_replayed_or_older_change_nothing(app: TestApp) {
@@ -488,15 +454,7 @@ async fn enable_and_disable_hooks_that_are_replayed_or_older_change_nothing(app:
         let app = &app;
         async move { app.call("POST", &path, Some(&token), Some(&payload)).await }
     };
-    let enabled = || async {
-        app.store
-            .tenants()
-            .find(&tenant.client_key)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    };
+    let enabled = || async { app.stored_tenant(&tenant.client_key).await.enabled };
 
     let disable = token("disabled", t0 + 1);
     assert_eq!(
@@ -573,15 +531,7 @@ async fn enable_hooks_refuse_context_tokens_and_unsigned_calls(app: TestApp) {
     )
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "qsh_mismatch");
-    assert!(
-        app.store
-            .tenants()
-            .find(&tenant.client_key)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(app.stored_tenant(&tenant.client_key).await.enabled);
 }
 
 async fn enable_hooks_refuse_unknown_tenants_and_foreign_payloads(app: TestApp) {
@@ -600,18 +550,11 @@ async fn enable_hooks_refuse_unknown_tenants_and_foreign_payloads(app: TestApp) 
     )
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "issuer_mismatch");
-    assert!(
-        app.store
-            .tenants()
-            .find(&b.client_key)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(app.stored_tenant(&b.client_key).await.enabled);
 }
 
 on_both_stores!(
+    app = probe(),
     descriptor_is_served_with_the_configured_base_url,
     health_and_readiness_answer_without_authentication,
     unknown_routes_and_methods_get_json_errors,
@@ -722,7 +665,7 @@ async fn install_with_unstorable_text_is_a_bad_request(app: TestApp) {
     }
 }
 
-on_both_stores!(install_with_unstorable_text_is_a_bad_request);
+on_both_stores!(app = probe(), install_with_unstorable_text_is_a_bad_request);
 
 async fn every_response_carries_a_request_id_and_a_given_one_is_kept(app: TestApp) {
     let response = app.call("GET", "/healthz", None, None).await;
@@ -740,4 +683,7 @@ async fn every_response_carries_a_request_id_and_a_given_one_is_kept(app: TestAp
     assert_eq!(response.status, StatusCode::NOT_FOUND);
 }
 
-on_both_stores!(every_response_carries_a_request_id_and_a_given_one_is_kept);
+on_both_stores!(
+    app = probe(),
+    every_response_carries_a_request_id_and_a_given_one_is_kept
+);

@@ -3,6 +3,7 @@
 
 mod probe;
 
+mod auth;
 mod example;
 mod forge_api;
 mod forge_app_only;
@@ -10,6 +11,7 @@ mod forge_calls;
 mod forge_cloud_id;
 mod forge_context;
 mod forge_events;
+mod keys;
 mod lifecycle;
 mod product;
 mod tenant_limits;

@@ -1,11 +1,13 @@
 //! The probe app: the library with a descriptor and one route of each authentication, which
 //! answers who the request was verified as; started by the testing kit.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use connect_axum::app::AppState;
 use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
 use connect_axum::config::Config;
@@ -13,7 +15,9 @@ use connect_axum::error::{JsonBody, PathParams, Result};
 use connect_axum::forge::storage::SetOptions;
 use connect_axum::server::{Builder, ConnectApp};
 pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
-pub use connect_axum_testing::{AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant};
+pub use connect_axum_testing::{
+    AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant, on_both_stores,
+};
 use serde_json::{Value, json};
 
 /// The probe's app key.
@@ -41,7 +45,25 @@ async fn whoami(tenant: Tenant) -> Json<Value> {
 
 /// Who sent a JSON body, and what it was.
 async fn echo(tenant: Tenant, JsonBody(body): JsonBody<Value>) -> Json<Value> {
-    Json(json!({ "clientKey": tenant.client_key().as_str(), "body": body }))
+    Json(json!({
+        "clientKey": tenant.client_key().as_str(),
+        "accountId": tenant.account_id(),
+        "body": body,
+    }))
+}
+
+/// A form post, read once its token verified: who sent it and its `body` field; 201, as a write.
+async fn form(
+    tenant: Tenant,
+    Form(fields): Form<HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "clientKey": tenant.client_key().as_str(),
+            "body": fields.get("body"),
+        })),
+    )
 }
 
 /// What a Forge invocation told the app: every claim, typed, and the licence the tenant has.
@@ -116,7 +138,8 @@ async fn debug_invocation(invocation: ForgeInvocation) -> String {
     format!("{invocation:?}")
 }
 
-/// The probe as a server: `GET /api/probe` and `POST /api/probe/echo` behind [`ContextJwt`],
+/// The probe as a server: `GET /api/probe`, `POST /api/probe/echo` (JSON) and
+/// `POST /api/probe/form` (a form) behind [`ContextJwt`],
 /// `GET /api/probe/product` behind [`ProductJwt`], `GET /forge/probe` and `POST /forge/echo`
 /// behind a Forge Invocation Token.
 pub fn app(config: Config) -> Builder {
@@ -125,7 +148,8 @@ pub fn app(config: Config) -> Builder {
         .routes::<ContextJwt>(
             Router::new()
                 .route("/api/probe", get(whoami))
-                .route("/api/probe/echo", post(echo)),
+                .route("/api/probe/echo", post(echo))
+                .route("/api/probe/form", post(form)),
         )
         .routes::<ProductJwt>(Router::new().route("/api/probe/product", get(whoami)))
         .routes::<ProductJwt>(
@@ -163,15 +187,6 @@ pub fn site() -> Site {
     }
 }
 
-/// Runs each named test on the probe on both stores.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),+ $(,)?) => {
-        connect_axum_testing::on_both_stores!(app = $crate::probe::probe(), $($name),+);
-    };
-}
-pub use on_both_stores;
-
 /// `app` on a fresh Postgres database or SQLite file, trusting `forge`, with `extra` settings over
 /// the test defaults.
 pub async fn start_trusting(
@@ -194,23 +209,3 @@ pub async fn start_trusting(
         app.sqlite_with(vars).await
     }
 }
-
-/// Runs each named test, an `async fn name(postgres: bool)` beside the call, as `name::postgres`
-/// and `name::sqlite`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(true).await
-            }
-
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-        }
-    )+};
-}
-pub use on_both_backends;

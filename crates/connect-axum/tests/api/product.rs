@@ -54,13 +54,7 @@ async fn app_on(fake: &FakeProduct) -> (TestApp, Installation) {
         })
         .await;
     let tenant = app.install_tenant(fake.tenant(&app.site, "site")).await;
-    let record = app
-        .store
-        .tenants()
-        .find(&tenant.client_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.stored_tenant(&tenant.client_key).await;
     (app, record.installation.clone())
 }
 

@@ -205,7 +205,8 @@ async fn a_sites_users_writes_are_rate_limited_and_its_reads_and_the_products_ca
     }
 }
 
-crate::probe::on_both_backends!(
+crate::probe::on_both_stores!(
+    postgres: bool,
     one_tenants_slow_bodies_hold_only_its_share_and_end_at_the_body_deadline,
     a_sites_users_writes_are_rate_limited_and_its_reads_and_the_products_calls_are_not,
 );
