@@ -29,7 +29,7 @@ impl ForgeEventHandler for IssueDeleted {
             return Ok(());
         };
         let deleted =
-            super::store::delete_issue_notes(&app.store, &event.client_key, issue_key.as_str())
+            super::store::delete_issue_notes(app.store(), &event.client_key, issue_key.as_str())
                 .await?;
         tracing::info!(
             tenant.client_key = %event.client_key,

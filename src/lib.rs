@@ -266,7 +266,7 @@ async fn list_notes(
     let (after, limit) = parse_page(&query)?;
     tenant.require_issue(issue_key.as_str())?;
     let page = store::list_notes(
-        &app.store,
+        app.store(),
         tenant.client_key(),
         issue_key.as_str(),
         after,
@@ -307,7 +307,7 @@ async fn create_note(
         author: tenant.account_id().map(str::to_owned),
     };
     let caps = caps.map_or_else(NoteCaps::default, |Extension(caps)| caps);
-    match store::create_note(&app.store, tenant.client_key(), note, caps).await? {
+    match store::create_note(app.store(), tenant.client_key(), note, caps).await? {
         NoteCreation::Created(note) => Ok((StatusCode::CREATED, Json(note))),
         NoteCreation::IssueFull => Err(Error::Conflict {
             reason: "issue_note_limit",
@@ -338,7 +338,7 @@ async fn delete_note(
         Owner::Nobody => return Err(not_note_author()),
     };
     match store::delete_note(
-        &app.store,
+        app.store(),
         tenant.client_key(),
         issue_key.as_str(),
         id,

@@ -35,11 +35,11 @@ pub async fn issue_notes(
     let product = product_origins(&installation.base_url, installation.display_url.as_deref());
     let api = format!(
         "{}/api/issues/{}/notes",
-        app.config.server.base_url.path().trim_end_matches('/'),
+        app.config().server.base_url.path().trim_end_matches('/'),
         issue_key.as_str()
     );
     let token = app
-        .auth
+        .auth()
         .session_token_for_issue(&tenant, issue_key.as_str())?;
     let html = render(&Page {
         issue_key: issue_key.as_str(),

@@ -30,7 +30,7 @@ pub async fn issue_deleted(
 ) -> Result<StatusCode> {
     let issue_key = IssueKey::parse(&event.issue.key)?;
     let deleted =
-        super::store::delete_issue_notes(&app.store, tenant.client_key(), issue_key.as_str())
+        super::store::delete_issue_notes(app.store(), tenant.client_key(), issue_key.as_str())
             .await?;
     tracing::info!(
         tenant.client_key = %tenant.client_key(),

@@ -230,7 +230,7 @@ async fn a_purged_tenant_takes_its_note_counter_and_numbers_from_1_when_it_retur
         }
     }
     app.hook(&gone, "uninstalled").await;
-    let purged = retention::purge_due(&app.store, Duration::ZERO)
+    let purged = retention::purge_due(app.store(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);

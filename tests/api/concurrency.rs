@@ -349,7 +349,7 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
         sites.push(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
 
-    assert_eq!(app.store.tenants().list().await.unwrap().len(), count);
+    assert_eq!(app.store().tenants().list().await.unwrap().len(), count);
     for site in &mut sites {
         for issue in ISSUES {
             site.list(issue).await;
@@ -362,7 +362,7 @@ async fn many_tenants_at_once_each_keep_exactly_their_own_notes(app: TestApp) {
         );
         for issue in ISSUES {
             let stored: Listed = issue_notes::store::list_notes(
-                &app.store,
+                app.store(),
                 &record.installation.client_key,
                 issue,
                 0,

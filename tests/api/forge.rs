@@ -343,7 +343,7 @@ async fn the_system_token_calls_the_product_as_the_app_for_that_request_only(
         State(app): State<connect_axum::app::AppState>,
     ) -> connect_axum::error::Result<Json<Value>> {
         Ok(Json(
-            app.product
+            app.product()
                 .as_forge_app(&invocation)?
                 .get("/rest/api/3/myself")
                 .await?,
@@ -353,7 +353,7 @@ async fn the_system_token_calls_the_product_as_the_app_for_that_request_only(
         Router::new()
             .route("/forge/whoami", get(whoami))
             .route_layer(middleware::from_fn_with_state(
-                app.state.auth.clone(),
+                app.state.auth().clone(),
                 auth::require_forge,
             ))
             .with_state(app.state.clone()),

@@ -460,7 +460,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     let tenant = install(&app, &forge, &site).await;
     let key = key_of(&app, &tenant).await;
     let first = app
-        .store
+        .store()
         .forge()
         .system_token(&key)
         .await
@@ -487,7 +487,13 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
         )
         .await;
     assert_eq!(refreshed.status, StatusCode::OK);
-    let stored = app.store.forge().system_token(&key).await.unwrap().unwrap();
+    let stored = app
+        .store()
+        .forge()
+        .system_token(&key)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.token.expose(), later);
     assert_eq!(stored.expires_at.timestamp(), later_exp);
     assert_eq!(
@@ -512,7 +518,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     )
     .await;
     assert_eq!(
-        app.store
+        app.store()
             .forge()
             .system_token(&key)
             .await
@@ -538,7 +544,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     )
     .await;
     assert!(
-        app.store
+        app.store()
             .forge()
             .system_token(&other_key)
             .await
@@ -554,7 +560,7 @@ async fn the_system_token_is_stored_sealed_and_replaced_only_by_a_newer_app_call
     )
     .await;
     let kept = app
-        .store
+        .store()
         .forge()
         .system_token(&other_key)
         .await
@@ -579,10 +585,10 @@ async fn a_stored_token_calls_the_product_as_the_app_outside_any_request(
     let installed = app.deliver(EVENTS, &fit, Some(&token), &installed()).await;
     let key = key_of(&app, installed.json()["tenant"].as_str().unwrap()).await;
 
-    let stored = app.store.forge().system_token(&key).await.unwrap();
+    let stored = app.store().forge().system_token(&key).await.unwrap();
     let me: Value = app
         .state
-        .product
+        .product()
         .as_stored_forge_app(stored.as_ref())
         .unwrap()
         .get("/rest/api/3/myself")
@@ -594,13 +600,13 @@ async fn a_stored_token_calls_the_product_as_the_app_outside_any_request(
     // Past its expiry: a typed error, and no call.
     app.raw("update forge_system_token set expires_at = '2020-01-01T00:00:00+00:00'")
         .await;
-    let expired = app.store.forge().system_token(&key).await.unwrap();
+    let expired = app.store().forge().system_token(&key).await.unwrap();
     assert!(matches!(
-        app.state.product.as_stored_forge_app(expired.as_ref()),
+        app.state.product().as_stored_forge_app(expired.as_ref()),
         Err(ProductError::SystemTokenExpired { .. })
     ));
     assert!(matches!(
-        app.state.product.as_stored_forge_app(None),
+        app.state.product().as_stored_forge_app(None),
         Err(ProductError::NoStoredSystemToken)
     ));
     assert_eq!(product.received().len(), 1);
@@ -673,7 +679,7 @@ async fn forge_residency_hooks_move_the_data_on_the_same_state_machine(
         json!({ "status": "ready-to-commit", "location": "EU" })
     );
     assert_eq!(
-        issue_notes::StoredLocation::read(&app.store, &key)
+        issue_notes::StoredLocation::read(app.store(), &key)
             .await
             .unwrap()
             .as_deref(),
@@ -733,7 +739,7 @@ async fn a_forge_tenant_past_its_retention_is_purged_with_everything_it_had(
         &json!({}),
     )
     .await;
-    let purged = connect_axum::retention::purge_due(&app.store, std::time::Duration::ZERO)
+    let purged = connect_axum::retention::purge_due(app.store(), std::time::Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);

@@ -187,8 +187,8 @@ async fn closed_accounts_are_anonymised_and_nothing_else_is_touched(app: TestApp
     let again = personal_data::report_due(&app.state).await.unwrap();
     assert_eq!(again.tenants, 0);
     assert_eq!(reports.lock().unwrap().batches.len(), 3);
-    let restarted = issue_notes::app(app.state.config.as_ref().clone())
-        .state_over(app.store.clone())
+    let restarted = issue_notes::app(app.state.config().clone())
+        .state_over(app.store().clone())
         .unwrap();
     assert_eq!(
         personal_data::report_due(&restarted).await.unwrap().tenants,
@@ -208,7 +208,7 @@ async fn a_rate_limited_report_defers_the_tenant_and_changes_nothing(
     assert_eq!((summary.tenants, summary.deferred), (0, 1));
     assert_eq!(authors(&app, &a).await, [Some("closed-1".to_owned())]);
     // Deferred by the Retry-After (120 s): not due now, due in three minutes.
-    let store: &Store = &app.store;
+    let store: &Store = app.store();
     assert!(
         store
             .bookkeeping()

@@ -155,7 +155,7 @@ async fn a_request_cancelled_while_its_begin_is_in_flight_leaves_no_transaction_
     let proxy = Proxy::start(postgres_addr()).await;
     let app = app_behind(&proxy, 1).await;
     assert_eq!(
-        app.store.pool_usage().max,
+        app.store().pool_usage().max,
         2,
         "every tenant transaction shares one connection (the library's own statements have another)"
     );

@@ -34,7 +34,7 @@ async fn status(app: &TestApp, tenant: &TestTenant, id: &str) -> TestResponse {
 
 async fn location(app: &TestApp, tenant: &TestTenant) -> Option<String> {
     let record = app.stored_tenant(&tenant.client_key).await;
-    issue_notes::StoredLocation::read(&app.store, &record.installation.client_key)
+    issue_notes::StoredLocation::read(app.store(), &record.installation.client_key)
         .await
         .unwrap()
 }

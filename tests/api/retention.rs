@@ -47,7 +47,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
         StatusCode::NO_CONTENT
     );
 
-    let within = retention::purge_due(&app.store, DAY).await.unwrap();
+    let within = retention::purge_due(app.store(), DAY).await.unwrap();
     assert!(within.is_empty(), "{within:?}");
     assert_eq!(
         stored_notes(&app, &gone).await,
@@ -55,7 +55,7 @@ async fn uninstalled_tenants_are_purged_with_their_rows_once_retention_ends(app:
         "data is kept within the window"
     );
 
-    let purged = retention::purge_due(&app.store, Duration::ZERO)
+    let purged = retention::purge_due(app.store(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
@@ -90,7 +90,7 @@ async fn a_reinstall_within_the_window_cancels_the_purge(app: TestApp) {
         StatusCode::NO_CONTENT
     );
     app.install_tenant(tenant.clone()).await;
-    let purged = retention::purge_due(&app.store, Duration::ZERO)
+    let purged = retention::purge_due(app.store(), Duration::ZERO)
         .await
         .unwrap();
     assert!(purged.is_empty(), "{purged:?}");
@@ -118,7 +118,7 @@ async fn the_background_task_purges_by_itself_after_a_short_window(app: TestApp)
     add_notes(&app, &gone, 1).await;
     add_notes(&app, &stays, 1).await;
     let task = retention::spawn(
-        app.store.clone(),
+        app.store().clone(),
         Duration::from_secs(2),
         Duration::from_millis(100),
     );

@@ -59,7 +59,7 @@ async fn an_unscoped_query_through_the_request_path_reaches_no_other_tenants_row
         Router::new()
             .route("/api/unscoped", get(unscoped))
             .route_layer(middleware::from_fn_with_state(
-                app.state.auth.clone(),
+                app.state.auth().clone(),
                 auth::require_jwt::<ProductJwt>,
             ))
             .with_state(pg),
@@ -210,7 +210,7 @@ async fn a_plain_text_secret_is_refused_unless_the_legacy_setting_lets_it_be_sea
     app.signed(&planted, "GET", NOTES, None)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "secret_unavailable");
-    assert_eq!(app.store.tenants().reencrypt_secrets().await.unwrap(), 0);
+    assert_eq!(app.store().tenants().reencrypt_secrets().await.unwrap(), 0);
     assert_eq!(
         stored_secret(&app, &planted).await,
         (planted.secret.clone(), None)

@@ -13,7 +13,7 @@ async fn unknown_tenants_are_not_found(app: TestApp) {
 
 async fn tenant_state_changes_are_persisted(app: TestApp) {
     let tenant = app.install("acme").await;
-    let store: &Store = &app.store;
+    let store: &Store = app.store();
     let record = app.stored_tenant(&tenant.client_key).await;
     let key = record.installation.client_key.clone();
     let disable = LifecycleToken {
@@ -78,7 +78,7 @@ async fn all(store: &Store, key: &connect_axum::store::ClientKey, issue: &str) -
 
 async fn a_note_is_deleted_by_its_author_only_when_an_author_is_given(app: TestApp) {
     let (a, b) = (app.install("a").await, app.install("b").await);
-    let store: &Store = &app.store;
+    let store: &Store = app.store();
     let a = app.stored_tenant(&a.client_key).await;
     let b = app.stored_tenant(&b.client_key).await;
     let (a, b) = (&a.installation.client_key, &b.installation.client_key);
@@ -427,12 +427,12 @@ async fn existing_notes_keep_their_ids_when_ids_become_per_tenant(old: TestApp) 
         }
     };
     let (a_key, b_key) = (
-        key(old.store.clone(), &a).await,
-        key(old.store.clone(), &b).await,
+        key(old.store().clone(), &a).await,
+        key(old.store().clone(), &b).await,
     );
     let mut written = Vec::new();
     for (tenant, issue) in [(&a_key, "PROJ-1"), (&b_key, "PROJ-1"), (&a_key, "PROJ-2")] {
-        let mut tx = old.store.tenant_transaction(tenant).await.unwrap();
+        let mut tx = old.store().tenant_transaction(tenant).await.unwrap();
         let (id,): (i64,) = tx
             .query(
                 "insert into note (client_key, issue_key, body, created_at) \

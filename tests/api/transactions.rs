@@ -56,7 +56,7 @@ struct Read {
 
 async fn rows_read_into_structs_tuples_and_single_values(app: TestApp) {
     let key = key_of(&app, "acme").await;
-    let store = &app.store;
+    let store = app.store();
     let before = connect_axum::store::now();
     insert(store, &key, "signed", Some("account-1")).await;
     insert(store, &key, "anonymous", None).await;
@@ -127,7 +127,7 @@ async fn rows_read_into_structs_tuples_and_single_values(app: TestApp) {
 
 async fn a_tenant_transaction_dropped_without_commit_keeps_none_of_its_writes(app: TestApp) {
     let key = key_of(&app, "acme").await;
-    let store = &app.store;
+    let store = app.store();
     {
         let mut tx = store.tenant_transaction(&key).await.unwrap();
         tx.query(
@@ -167,7 +167,7 @@ async fn idle_in_transaction(app: &TestApp) -> String {
 async fn on_one_connection_the_next_transaction_commits_nothing_a_dropped_one_wrote() {
     let app = TestApp::postgres_tuned(&admin_url(), |o| o.pool_size = 1, |_| None).await;
     let (acme, other) = (key_of(&app, "acme").await, key_of(&app, "other").await);
-    let store = &app.store;
+    let store = app.store();
     for _ in 0..3 {
         let mut tx = store.tenant_transaction(&acme).await.unwrap();
         tx.query(

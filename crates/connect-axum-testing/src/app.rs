@@ -152,12 +152,11 @@ impl AppUnderTest {
                 .trim_end_matches('/')
                 .to_owned(),
         };
-        let server = self.factory.build(config, store.clone()).await;
+        let server = self.factory.build(config, store).await;
         TestApp {
             database_url,
             router: server.router(),
             state: server.state().clone(),
-            store,
             keys,
             site,
             app: self.clone(),
@@ -188,7 +187,6 @@ pub struct TestApp {
     pub database_url: String,
     pub router: Router,
     pub state: AppState,
-    pub store: Store,
     /// The install-key server the app fetches signed-install keys from.
     pub keys: KeyServer,
     /// The site whose tenants install the app.
@@ -247,7 +245,7 @@ impl TestApp {
         let addr = listener.local_addr().expect("its address");
         tokio::spawn(connect_axum::app::serve(
             vec![(listener, self.router.clone())],
-            self.state.config.server.header_read_timeout,
+            self.state.config().server.header_read_timeout,
             std::future::pending(),
         ));
         addr
@@ -271,6 +269,11 @@ impl TestApp {
                 config,
             )
             .await
+    }
+
+    /// The app's store (its state's).
+    pub fn store(&self) -> &Store {
+        self.state.store()
     }
 
     /// A tenant of the app's site, not yet installed.
@@ -412,6 +415,6 @@ impl TestApp {
     /// # Panics
     /// When the store does not answer.
     pub async fn find_stored_tenant(&self, client_key: &str) -> Option<Arc<TenantRecord>> {
-        crate::store::find_tenant_in(&self.store, client_key).await
+        crate::store::find_tenant_in(self.store(), client_key).await
     }
 }

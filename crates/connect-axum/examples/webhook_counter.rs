@@ -37,7 +37,7 @@ pub fn feature(state: &AppState, counts: Counts) -> Router<AppState> {
         .route("/webhooks/count", post(count))
         .route("/api/webhook-counts", get(list))
         .route_layer(middleware::from_fn_with_state(
-            state.auth.clone(),
+            state.auth().clone(),
             auth::require_jwt::<ProductJwt>,
         ))
         .with_state(counts)

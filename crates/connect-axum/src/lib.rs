@@ -11,8 +11,7 @@
 //!
 //! ```no_run
 //! use axum::{Json, Router, routing::get};
-//! use connect_axum::auth::{ContextJwt, Tenant};
-//! use connect_axum::server::ConnectApp;
+//! use connect_axum::{ConnectApp, ContextJwt, Tenant};
 //!
 //! async fn whoami(tenant: Tenant) -> Json<serde_json::Value> {
 //!     Json(serde_json::json!({
@@ -37,6 +36,11 @@
 //! the group's authentication ([`auth::require_jwt`], [`auth::require_forge`]) → the handler with
 //! its [`auth::Tenant`] → [`store::Store::tenant_transaction`] (row-level security on
 //! Postgres).
+//!
+//! The names an app author reaches for first are at the root: [`ConnectApp`], [`Builder`],
+//! [`AppState`], [`Config`], [`Tenant`] and the authentication modes ([`ContextJwt`],
+//! [`ProductJwt`], [`ForgeInvocation`], [`AuthMode`]), [`Store`], [`ClientKey`],
+//! [`ProductClient`], [`Error`] and [`Result`]. The rest is reached through its module:
 //!
 //! - [`server`], [`cli`]: composing an app, and its command line.
 //! - [`state`], [`app`]: the state handlers reach; the routes under the stack, and serving.
@@ -78,3 +82,11 @@ pub mod slots;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+
+pub use auth::{AuthMode, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use product::ProductClient;
+pub use server::{Builder, ConnectApp};
+pub use state::AppState;
+pub use store::{ClientKey, Store};

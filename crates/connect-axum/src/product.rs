@@ -237,7 +237,7 @@ impl ProductClient {
 
     /// Calls the product as the Forge app outside any request (a background job, an event
     /// handler), with the tenant's stored system token
-    /// ([`Store::system_token`](crate::store::Store::system_token)) at the
+    /// ([`ForgeRecords::system_token`](crate::store::ForgeRecords::system_token)) at the
     /// `apiBaseUrl` it was stored with.
     ///
     /// # Errors

@@ -42,7 +42,7 @@ pub struct ForgeEvent {
 
 /// What an app does with Forge events. Runs on the server's worker, outside any request: reach
 /// the product with the tenant's stored system token
-/// ([`Store::system_token`](crate::store::Store::system_token)).
+/// ([`ForgeRecords::system_token`](crate::store::ForgeRecords::system_token)).
 #[async_trait]
 pub trait ForgeEventHandler: Send + Sync + 'static {
     /// Whether this handler wants events of `event_type` (default: all).

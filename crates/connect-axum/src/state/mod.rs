@@ -28,25 +28,73 @@ pub mod forge_events;
 
 pub use forge_events::{ForgeEvent, ForgeEventHandler, ForgeEvents, HandlerError};
 
-/// What every handler can reach.
+/// What every handler can reach: the configuration, the store, the descriptor and the clients
+/// of the product and of Forge, through its accessors.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub auth: Authenticator,
-    pub descriptor: Arc<Descriptor>,
-    pub product: ProductClient,
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Store,
+    pub(crate) auth: Authenticator,
+    pub(crate) descriptor: Arc<Descriptor>,
+    pub(crate) product: ProductClient,
+    pub(crate) realm_mover: Arc<dyn RealmMover>,
+    pub(crate) account_ids: Arc<[Arc<dyn AccountIdSource>]>,
+    pub(crate) forge_events: forge_events::ForgeEvents,
+    pub(crate) forge_storage: ForgeStorage,
+    pub(crate) forge_users: OfflineUserTokens,
+}
+
+impl AppState {
+    /// The configuration the server started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store: tenants, the app's tenant transactions, the library's bookkeeping.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The authenticator every route group's check runs on.
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The descriptor the app serves; its key is the app key.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    /// Calls into a tenant's product, as the app or as a user.
+    pub fn product(&self) -> &ProductClient {
+        &self.product
+    }
+
     /// Moves a tenant's data between realms when Atlassian migrates it (data residency);
     /// [`NothingToMove`](crate::data::NothingToMove) unless the app gives one.
-    pub realm_mover: Arc<dyn RealmMover>,
+    pub fn realm_mover(&self) -> &dyn RealmMover {
+        &*self.realm_mover
+    }
+
     /// Where the app keeps Atlassian account ids, for personal data reporting.
-    pub account_ids: Arc<[Arc<dyn AccountIdSource>]>,
+    pub fn account_ids(&self) -> &[Arc<dyn AccountIdSource>] {
+        &self.account_ids
+    }
+
     /// The app's Forge event handlers, run from the durable queue.
-    pub forge_events: forge_events::ForgeEvents,
+    pub fn forge_events(&self) -> &ForgeEvents {
+        &self.forge_events
+    }
+
     /// Forge hosted storage, for a Forge tenant's system token.
-    pub forge_storage: ForgeStorage,
+    pub fn forge_storage(&self) -> &ForgeStorage {
+        &self.forge_storage
+    }
+
     /// Offline user tokens, fetched with a tenant's stored system token.
-    pub forge_users: OfflineUserTokens,
+    pub fn forge_users(&self) -> &OfflineUserTokens {
+        &self.forge_users
+    }
 }
 
 impl AppState {

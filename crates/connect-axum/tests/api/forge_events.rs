@@ -108,11 +108,11 @@ async fn a_failing_handler_runs_again_after_its_backoff_and_is_given_up_after_th
         );
     }
     // The installed event no handler wants is not queued; nothing is left pending.
-    assert_eq!(app.store.events().pending().await.unwrap(), 0);
+    assert_eq!(app.store().events().pending().await.unwrap(), 0);
     assert_eq!(app.raw("select id from forge_event").await.len(), 2);
     // Forgotten once done long enough ago.
     let pruned = app
-        .store
+        .store()
         .events()
         .prune(connect_axum::store::now())
         .await

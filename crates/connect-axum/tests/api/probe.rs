@@ -79,7 +79,7 @@ async fn context(tenant: Tenant, invocation: ForgeInvocation) -> Json<Value> {
 /// The product's `myself` as the invoking user, with the invocation's user token.
 async fn as_user(invocation: ForgeInvocation, State(app): State<AppState>) -> Result<Json<Value>> {
     Ok(Json(
-        app.product
+        app.product()
             .as_forge_user(&invocation)?
             .get("/rest/api/3/myself")
             .await?,
@@ -96,7 +96,7 @@ async fn offline(
         .offline_user_token(tenant.client_key(), &account)
         .await?;
     Ok(Json(
-        app.product
+        app.product()
             .with_forge_token(&token, &api_base_url)
             .get("/rest/api/3/myself")
             .await?,
@@ -111,7 +111,7 @@ async fn storage_get(
 ) -> Result<Json<Value>> {
     let token = app.system_token(tenant.client_key()).await?;
     let value: Option<Value> = app
-        .forge_storage
+        .forge_storage()
         .for_installation(&token.token)
         .get(&key)
         .await?;
@@ -126,7 +126,7 @@ async fn storage_put(
     JsonBody(value): JsonBody<Value>,
 ) -> Result<StatusCode> {
     let token = app.system_token(tenant.client_key()).await?;
-    app.forge_storage
+    app.forge_storage()
         .for_installation(&token.token)
         .set(&key, &value, SetOptions::default())
         .await?;

@@ -67,7 +67,7 @@ async fn a_get_with_a_query_as_the_app_is_accepted_by_the_product() {
     let (app, site) = app_on(&fake).await;
     let issue: Value = app
         .state
-        .product
+        .product()
         .as_app(&site)
         .get("/rest/api/3/issue/PROJ-1?fields=summary,status&expand=names&q=a%20b+c*")
         .await
@@ -81,7 +81,7 @@ async fn a_post_with_a_body_as_the_app_is_accepted_by_the_product() {
     let (app, site) = app_on(&fake).await;
     let comment: Value = app
         .state
-        .product
+        .product()
         .as_app(&site)
         .post(
             "/rest/api/3/issue/PROJ-1/comment",
@@ -98,7 +98,7 @@ async fn calls_under_a_base_path_sign_the_path_relative_to_it() {
     let (app, site) = app_on(&fake).await;
     let issue: Value = app
         .state
-        .product
+        .product()
         .as_app(&site)
         .get("/rest/api/3/issue/PROJ-1?x=1")
         .await
@@ -129,7 +129,7 @@ async fn a_tampered_qsh_is_refused_by_the_product() {
 async fn product_errors_come_back_typed() {
     let fake = start("", 900).await;
     let (app, site) = app_on(&fake).await;
-    let caller = app.state.product.as_app(&site);
+    let caller = app.state.product().as_app(&site);
     match caller.get::<Value>("/rest/api/3/nothing-here").await {
         Err(ProductError::Status { status, body }) => {
             assert_eq!(status, 404);
@@ -158,7 +158,7 @@ async fn product_errors_come_back_typed() {
     drop(listener);
     assert!(matches!(
         app.state
-            .product
+            .product()
             .as_app(&unreachable)
             .get::<Value>("/rest/api/3/issue/PROJ-1")
             .await,
@@ -174,7 +174,7 @@ async fn a_short_retry_after_is_waited_out_and_retried() {
     let started = std::time::Instant::now();
     let answer: Value = app
         .state
-        .product
+        .product()
         .as_app(&site)
         .get("/rest/api/3/busy")
         .await
@@ -196,7 +196,7 @@ async fn the_user_token_is_fetched_once_and_reused() {
     let (app, site) = app_on(&fake).await;
     let scopes = ["write", "READ"];
     let calls = (0..5).map(|_| {
-        let client = app.state.product.clone();
+        let client = app.state.product().clone();
         let site = site.clone();
         async move {
             client
@@ -210,7 +210,7 @@ async fn the_user_token_is_fetched_once_and_reused() {
     }
     let me: Value = app
         .state
-        .product
+        .product()
         .as_user(&site, "user-1", &["READ", "WRITE"])
         .get("/rest/api/3/myself")
         .await
@@ -226,7 +226,7 @@ async fn the_user_token_is_fetched_again_after_it_expires() {
     let (app, site) = app_on(&fake).await;
     let caller = app
         .state
-        .product
+        .product()
         .as_user(&site, "user-1", &["READ", "WRITE"]);
     caller.get::<Value>("/rest/api/3/myself").await.unwrap();
     caller.get::<Value>("/rest/api/3/myself").await.unwrap();
@@ -244,7 +244,7 @@ async fn acting_as_a_user_needs_the_tenants_oauth_client() {
     site.oauth_client_id = None;
     assert!(matches!(
         app.state
-            .product
+            .product()
             .as_user(&site, "user-1", &["READ"])
             .get::<Value>("/rest/api/3/myself")
             .await,
@@ -253,7 +253,7 @@ async fn acting_as_a_user_needs_the_tenants_oauth_client() {
     let (_, site) = app_on(&fake).await;
     assert!(matches!(
         app.state
-            .product
+            .product()
             .as_user(&site, "user-2", &["READ"])
             .get::<Value>("/rest/api/3/myself")
             .await,
