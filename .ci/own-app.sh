@@ -21,8 +21,27 @@ build_app() {
 }
 
 build_app README.md "a small app" hello-issues
-DATABASE_URL="sqlite://$work/hello-issues.db" SECRETS_KEY_FILE="$work/hello-issues.key" \
-  "$root/target/debug/hello-issues" check
+export DATABASE_URL="sqlite://$work/hello-issues.db" SECRETS_KEY_FILE="$work/hello-issues.key"
+"$root/target/debug/hello-issues" check
+# Served, it refuses its routes to a caller without a token, each door with its reason.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$port "$root/target/debug/hello-issues" >"$work/hello-issues.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+expect_refusal() {
+  local body status
+  body=$(curl -s -o - -w '\n%{http_code}' "http://127.0.0.1:$port$1")
+  status=${body##*$'\n'}
+  if [ "$status" != 401 ] || ! grep -q "\"error\":\"$2\"" <<<"$body"; then
+    echo "GET $1: expected 401 $2, got: $body"; cat "$work/hello-issues.log"; exit 1
+  fi
+  echo "GET $1: 401 $2"
+}
+expect_refusal /api/issues/PROJ-1/hello missing_token
+expect_refusal /forge/api/issues/PROJ-1/hello forge_not_configured
+kill $server
+unset DATABASE_URL SECRETS_KEY_FILE
 
 build_app docs/guide/build-an-app.md "your own app" bookmarks
 cargo run --quiet -p connect-axum-testing --example own-app -- "$root/target/debug/bookmarks"
