@@ -200,7 +200,7 @@ impl ForgeSite {
     }
 }
 
-fn uuid_like(n: u128) -> String {
+pub(crate) fn uuid_like(n: u128) -> String {
     let hex = format!("{n:032x}");
     format!(
         "{}-{}-{}-{}-{}",

@@ -52,6 +52,7 @@ mod both;
 pub mod forge;
 pub mod forge_api;
 pub mod product;
+pub mod sidecar;
 pub mod site;
 pub mod store;
 
@@ -59,4 +60,5 @@ pub use app::{AppUnderTest, BASE_URL, TestApp, TestResponse};
 pub use forge::{FakeForge, Fit, ForgeSite};
 pub use forge_api::FakeForgeApi;
 pub use product::{Call, Caller, FakeProduct, ProductBuilder, Reply};
+pub use sidecar::FakeSidecar;
 pub use site::{KeyServer, Site, TestTenant};

@@ -37,7 +37,11 @@ const FLOORS: &[(&str, u8)] = &[
 ];
 
 /// The doors: the rooms of one may not name the rooms of another.
-const DOORS: &[(&str, &[&str])] = &[("connect", &["auth::connect"]), ("forge", &["auth::forge"])];
+const DOORS: &[(&str, &[&str])] = &[
+    ("connect", &["auth::connect"]),
+    ("forge", &["auth::forge"]),
+    ("container", &["auth::container"]),
+];
 
 struct Source {
     /// The file's module path (`store::cache`, `auth` for `auth/mod.rs`).

@@ -19,6 +19,7 @@ use crate::slots::{Slot, Slots};
 use crate::store::{ClientKey, LifecycleToken, Store};
 
 pub mod connect;
+pub mod container;
 pub mod forge;
 pub use crate::protocol::{jwt, qsh};
 use crate::store::StoreError;
@@ -85,6 +86,12 @@ pub enum AuthError {
     UnmappedInstallation,
     #[error("Forge Remote is not configured (FORGE_APP_ID)")]
     ForgeNotConfigured,
+    #[error("no x-forge-invocation-id header: Forge's sidecar sends one with every invocation")]
+    MissingInvocationId,
+    #[error("the x-forge-invocation-id header is not an invocation id")]
+    InvalidInvocationId,
+    #[error("the app does not run as a Forge Container (FORGE_EGRESS_PROXY_URL)")]
+    ContainerNotConfigured,
     #[error("the invocation token's icLabel is not an Isolated Cloud label")]
     InvalidIcLabel,
     #[error(
@@ -150,6 +157,9 @@ impl AuthError {
             AuthError::InvalidIssuer => "invalid_issuer",
             AuthError::UnmappedInstallation => "unmapped_installation",
             AuthError::ForgeNotConfigured => "forge_not_configured",
+            AuthError::MissingInvocationId => "missing_invocation_id",
+            AuthError::InvalidInvocationId => "invalid_invocation_id",
+            AuthError::ContainerNotConfigured => "container_not_configured",
             AuthError::InvalidIcLabel => "invalid_ic_label",
             AuthError::IsolatedCloudNotConfigured => "isolated_cloud_not_configured",
             AuthError::SecretUnavailable => "secret_unavailable",
@@ -187,6 +197,7 @@ struct Inner {
     write_rate_limit: Option<TenantRateLimiter>,
     body_read_timeout: Duration,
     forge: Option<ForgeSettings>,
+    container: Option<container::InvocationContexts>,
     system_tokens: crate::auth::forge::system_tokens::SystemTokens,
     slots: Slots,
 }
@@ -243,6 +254,7 @@ impl Authenticator {
                 write_rate_limit: None,
                 body_read_timeout: crate::body::DEFAULT_READ_TIMEOUT,
                 forge: None,
+                container: None,
                 system_tokens: crate::auth::forge::system_tokens::SystemTokens::new(store.clone()),
                 slots: Slots::unlimited(),
             }),

@@ -3,6 +3,7 @@
 
 mod compliance;
 mod connect;
+mod container;
 mod forge;
 mod metrics;
 mod server;
@@ -14,6 +15,7 @@ pub use connect::{
     ConnectConfig, DEFAULT_ALLOWED_BASE_URLS, DEFAULT_SESSION_MAX_LIFETIME, MAX_JWT_LEEWAY_SECS,
     SESSION_TOKEN_TTL, TOKEN_LIFETIME_RANGE_SECS,
 };
+pub use container::{ContainerConfig, DEFAULT_CONTAINER_PORT};
 pub use forge::{
     APP_ARI_PREFIX, DEFAULT_CONTEXT_ID_TEMPLATE, ForgeConfig, ForgeModuleKeys,
     IC_LABEL_PLACEHOLDER, check_context_id_template, check_ic_jwks_template,
@@ -38,6 +40,9 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     /// Who may read `GET /metrics`, and where it is served.
     pub metrics: MetricsConfig,
+    /// Set when the app runs as a Forge Container (`FORGE_EGRESS_PROXY_URL` set): its Forge
+    /// routes are then the sidecar's to reach.
+    pub container: Option<ContainerConfig>,
 }
 
 impl Config {
@@ -49,7 +54,8 @@ impl Config {
     /// Reads the configuration from `lookup`, which returns a variable's value if set.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let server = ServerConfig::from_vars(&var)?;
+        let container = ContainerConfig::from_vars(&var)?;
+        let server = ServerConfig::from_vars(&var, container.is_some())?;
         let connect = ConnectConfig::from_vars(&var)?;
         let store = StoreConfig::from_vars(&var)?;
         let compliance = ComplianceConfig::from_vars(&var)?;
@@ -62,6 +68,7 @@ impl Config {
             forge,
             compliance,
             metrics,
+            container,
         })
     }
 

@@ -18,9 +18,11 @@ pub const MAX_BODY_READ_TIMEOUT_SECS: u64 = 30;
 /// Where the server listens, and what it admits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// BIND: the address to listen on (default `127.0.0.1`).
+    /// BIND: the address to listen on (default `127.0.0.1`; `0.0.0.0` as a Forge Container,
+    /// where the sidecar reaches the app from beside it).
     pub bind: IpAddr,
-    /// PORT: the port to listen on (default 3000).
+    /// PORT: the port to listen on (default 3000); as a Forge Container, `SERVER_PORT`, the one
+    /// Forge gives (default 8080).
     pub port: u16,
     /// BASE_URL: the app's public URL (default `http://localhost:$PORT`): the descriptor's
     /// baseUrl, the `aud` of signed installs, and the base QSH paths are relative to.
@@ -62,12 +64,23 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Reads the section from `var`.
+    /// Reads the section from `var`; `container` when the app runs as a Forge Container.
     pub(super) fn from_vars(
         var: &impl Fn(&'static str) -> Option<String>,
+        container: bool,
     ) -> Result<Self, ConfigError> {
-        let port: u16 = parse(var, "PORT", "3000")?;
-        let bind: IpAddr = parse(var, "BIND", "127.0.0.1")?;
+        let (port, bind): (u16, IpAddr) = if container {
+            let port = super::DEFAULT_CONTAINER_PORT.to_string();
+            (
+                parse(var, "SERVER_PORT", &port)?,
+                parse(var, "BIND", "0.0.0.0")?,
+            )
+        } else {
+            (
+                parse(var, "PORT", "3000")?,
+                parse(var, "BIND", "127.0.0.1")?,
+            )
+        };
         let base_url = var("BASE_URL").unwrap_or_else(|| format!("http://localhost:{port}"));
         let base_url = http_url("BASE_URL", &base_url)?;
         let max_body_bytes = parse::<NonZeroUsize>(var, "MAX_BODY_BYTES", "1048576")?.get();
@@ -184,6 +197,34 @@ mod tests {
             server(&[("PORT", "8080")]).base_url.as_str(),
             "http://localhost:8080/"
         );
+    }
+
+    #[test]
+    fn a_forge_container_listens_where_forge_says_and_for_its_sidecar() {
+        let container = |vars: &[(&str, &str)]| {
+            let mut vars = vars.to_vec();
+            vars.push(("FORGE_EGRESS_PROXY_URL", "http://localhost:7072"));
+            config(&vars).unwrap()
+        };
+        let c = container(&[("PORT", "3000")]);
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.bind.to_string(), "0.0.0.0");
+        assert_eq!(
+            c.container.unwrap().egress_proxy_url.as_str(),
+            "http://localhost:7072/"
+        );
+        assert_eq!(container(&[("SERVER_PORT", "9000")]).server.port, 9000);
+        assert_eq!(
+            container(&[("BIND", "127.0.0.1")]).server.bind.to_string(),
+            "127.0.0.1"
+        );
+        let remote = config(&[("SERVER_PORT", "9000")]).unwrap();
+        assert!(remote.container.is_none());
+        assert_eq!(remote.server.port, 3000);
+        each_is_refused_by_name(&[
+            ("FORGE_EGRESS_PROXY_URL", "localhost:7072"),
+            ("FORGE_EGRESS_PROXY_URL", "http://localhost:7072/?x=1"),
+        ]);
     }
 
     #[test]

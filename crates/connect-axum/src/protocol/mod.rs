@@ -3,6 +3,7 @@
 //! doors or axum.
 
 pub mod credentials;
+pub mod egress;
 pub mod jwt;
 pub mod qsh;
 

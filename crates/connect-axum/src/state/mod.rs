@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::middleware;
 
+use crate::auth::container::InvocationContexts;
 use crate::auth::forge::IsolatedClouds;
 use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
 use crate::config::Config;
@@ -152,6 +153,13 @@ impl AppState {
         };
         // Built here, not by each client, so that what starts the server decides how calls leave.
         let transport = Transport::new(config.connect.product_timeout);
+        let auth = match &config.container {
+            Some(container) => auth.with_container(InvocationContexts::new(
+                transport.clone(),
+                &container.egress_proxy_url,
+            )),
+            None => auth,
+        };
         let product = ProductClient::with_transport(
             transport.clone(),
             descriptor.key(),
@@ -192,12 +200,21 @@ impl AppState {
         ))
     }
 
-    /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]).
+    /// `routes` behind a Forge Invocation Token (see [`auth::require_forge`]), or, when the app
+    /// runs as a Forge Container, behind the sidecar's invocation (see
+    /// [`auth::container::require_container`]).
     pub fn with_forge<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        let routes = routes.route_layer(middleware::from_fn_with_state(
-            self.auth.clone(),
-            auth::require_forge,
-        ));
+        let routes = if self.auth.is_container() {
+            routes.route_layer(middleware::from_fn_with_state(
+                self.auth.clone(),
+                auth::container::require_container,
+            ))
+        } else {
+            routes.route_layer(middleware::from_fn_with_state(
+                self.auth.clone(),
+                auth::require_forge,
+            ))
+        };
         // Outside the token check: a browser's preflight carries no token. The 405 answer is
         // set first so that the layer covers it (the router sets its own only where none is).
         match crate::cors::forge_layer(&self.config.forge.cors_origins) {

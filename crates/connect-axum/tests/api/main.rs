@@ -4,6 +4,7 @@
 mod probe;
 
 mod auth;
+mod container;
 mod example;
 mod forge_api;
 mod forge_app_only;
