@@ -37,12 +37,13 @@ pub struct ForgeEvent {
     pub payload: Value,
     /// This run's number, from 1.
     pub attempt: u32,
+    /// When this replica or another first queued the delivery.
     pub received_at: DateTime<Utc>,
 }
 
 /// What an app does with Forge events. Runs on the server's worker, outside any request: reach
 /// the product with the tenant's stored system token
-/// ([`Store::system_token`](crate::store::Store::system_token)).
+/// ([`store.forge().system_token`](crate::store::ForgeRecords::system_token)).
 #[async_trait]
 pub trait ForgeEventHandler: Send + Sync + 'static {
     /// Whether this handler wants events of `event_type` (default: all).
@@ -63,6 +64,7 @@ pub struct ForgeEvents {
 }
 
 impl ForgeEvents {
+    /// The app's `handlers`, each run in this order on the events it [handles](ForgeEventHandler::handles).
     pub fn new(handlers: Vec<Arc<dyn ForgeEventHandler>>) -> Self {
         Self {
             handlers: handlers.into(),
