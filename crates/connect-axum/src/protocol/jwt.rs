@@ -51,7 +51,7 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub struct PeekedHeader {
     /// The signing algorithm the token names, `HS256` or `RS256` for the tokens taken here.
     pub alg: String,
-    /// The id of the public key that signs it (signed installs, Forge tokens); `None` on
+    /// The id of the public key that signs it (signed installs, Forge tokens); not read on
     /// HS256 tokens.
     pub kid: Option<String>,
 }
