@@ -66,7 +66,7 @@ pub enum Error {
     /// A JSON extractor got a body without a JSON `Content-Type` (415 `unsupported_media_type`).
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
-    /// A call to the tenant's product failed (502, or 504 on a timeout).
+    /// A call to the tenant's product, Forge storage or the GraphQL API failed (see `status`).
     #[error("{message}")]
     Upstream {
         /// The status answered: 502, 504 when the call timed out, 503 when no usable Forge system
