@@ -8,10 +8,10 @@ use connect_axum::state::{ForgeEvent, ForgeEventHandler, HandlerError};
 use super::IssueKey;
 
 /// The Forge event of a deleted Jira issue.
-pub const ISSUE_DELETED: &str = "avi:jira:deleted:issue";
+pub(crate) const ISSUE_DELETED: &str = "avi:jira:deleted:issue";
 
 /// Deletes the tenant's notes on an issue Jira deleted. A redelivery finds nothing to delete.
-pub struct IssueDeleted;
+pub(crate) struct IssueDeleted;
 
 #[async_trait]
 impl ForgeEventHandler for IssueDeleted {

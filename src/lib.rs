@@ -186,6 +186,7 @@ impl IssueKey {
 /// The body of `POST …/notes`, as JSON or as a form.
 #[derive(Debug, Deserialize)]
 pub struct CreateNote {
+    /// The note's text: 1 to [`MAX_NOTE_CHARS`] characters, without NUL.
     pub body: String,
 }
 
@@ -217,7 +218,9 @@ pub struct PageQuery {
 /// A page of notes: `next` is the cursor of the following page, `null` on the last.
 #[derive(Debug, Serialize)]
 pub struct NotesPage {
+    /// The page's notes, oldest first.
     pub notes: Vec<Note>,
+    /// The `cursor` of the following page; `None` (`null`) on the last.
     pub next: Option<String>,
 }
 

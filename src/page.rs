@@ -17,14 +17,14 @@ use connect_axum::error::{QueryParams, Result};
 
 /// The query Jira sends: `issueKey={issue.key}` (plus its own parameters and the `jwt`).
 #[derive(Debug, Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     #[serde(rename = "issueKey")]
     pub issue_key: String,
 }
 
 /// `GET /issue-notes?issueKey=…`: the notes panel, with a session token for its API calls on
 /// that issue only (the page's JWT covers `issueKey` by its qsh).
-pub async fn issue_notes(
+pub(crate) async fn issue_notes(
     tenant: Tenant,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<PageQuery>,
@@ -70,7 +70,7 @@ pub async fn issue_notes(
 }
 
 /// `GET /icon.svg`: the panel's icon in the issue view.
-pub async fn icon() -> impl IntoResponse {
+pub(crate) async fn icon() -> impl IntoResponse {
     (
         [
             (CONTENT_TYPE, "image/svg+xml"),

@@ -10,24 +10,34 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all(serialize = "camelCase"))]
 pub struct Note {
+    /// The note's id, numbered per tenant in the order written; pages run in its order.
     pub id: i64,
+    /// The issue the note is on, `PROJ-1`.
     pub issue_key: String,
+    /// The note's text.
     pub body: String,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// The Atlassian account id of the user who wrote it; `None` when no user was behind the
+    /// request (the product's own call).
     pub author: Option<String>,
 }
 
 /// A note to create.
 #[derive(Debug, Clone)]
 pub struct NewNote {
+    /// The issue it goes on, `PROJ-1`.
     pub issue_key: String,
+    /// Its text, already checked.
     pub body: String,
+    /// The account id of the writing user; `None` when no user is behind the request.
     pub author: Option<String>,
 }
 
 /// A page of a tenant's notes on one issue, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotesPage {
+    /// The page's notes, oldest first.
     pub notes: Vec<Note>,
     /// Whether notes follow the last of this page.
     pub more: bool,
@@ -45,6 +55,7 @@ pub struct NoteCaps {
 /// What adding a note did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoteCreation {
+    /// The note was written, as stored.
     Created(Note),
     /// The issue holds [`NoteCaps::per_issue`] notes; nothing was written.
     IssueFull,

@@ -11,19 +11,19 @@ use connect_axum::error::{JsonBody, Result};
 
 /// The part of a `jira:issue_*` webhook body the feature reads.
 #[derive(Debug, Deserialize)]
-pub struct IssueEvent {
+pub(crate) struct IssueEvent {
     pub issue: EventIssue,
 }
 
 /// The issue a webhook is about.
 #[derive(Debug, Deserialize)]
-pub struct EventIssue {
+pub(crate) struct EventIssue {
     pub key: String,
 }
 
 /// `jira:issue_deleted`: the tenant's notes on that issue go with it. Deliveries repeat, so a
 /// second one finds nothing and still answers 204.
-pub async fn issue_deleted(
+pub(crate) async fn issue_deleted(
     tenant: Tenant,
     State(app): State<AppState>,
     JsonBody(event): JsonBody<IssueEvent>,

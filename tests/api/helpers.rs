@@ -5,22 +5,22 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use connect_axum::store::{Keyring, StoreOptions};
-pub use connect_axum_testing::site::{KeyServer, hs256, now, qsh_of, with_overrides};
-pub use connect_axum_testing::store::{admin_cleanup, admin_url, secrets_key, unique_name};
-pub use connect_axum_testing::{AppUnderTest, BASE_URL, TestApp, TestResponse, TestTenant};
+pub(crate) use connect_axum_testing::site::{KeyServer, hs256, now, qsh_of, with_overrides};
+pub(crate) use connect_axum_testing::store::{admin_cleanup, admin_url, secrets_key, unique_name};
+pub(crate) use connect_axum_testing::{AppUnderTest, BASE_URL, TestApp, TestResponse, TestTenant};
 use serde_json::{Value, json};
 
 /// The descriptor's app key.
-pub const APP_KEY: &str = "connect-axum-issue-notes";
+pub(crate) const APP_KEY: &str = "connect-axum-issue-notes";
 
 /// The sample, as `main` builds it.
-pub fn sample() -> AppUnderTest {
+pub(crate) fn sample() -> AppUnderTest {
     AppUnderTest::new(issue_notes::app)
 }
 
 /// The sample on a fresh store, as `TestApp::postgres()` and the like.
 #[allow(async_fn_in_trait)]
-pub trait SampleApp: Sized {
+pub(crate) trait SampleApp: Sized {
     async fn postgres() -> Self;
     async fn postgres_with(vars: impl Fn(&str) -> Option<String>) -> Self;
     async fn postgres_at(admin_url: &str, vars: impl Fn(&str) -> Option<String>) -> Self;
@@ -64,7 +64,7 @@ impl SampleApp for TestApp {
 }
 
 /// A site of the sample, as `TestTenant::new(name)`.
-pub trait SampleTenant {
+pub(crate) trait SampleTenant {
     fn new(name: &str) -> Self;
 }
 
@@ -79,31 +79,31 @@ impl SampleTenant for TestTenant {
 }
 
 /// A signed-install token for `tenant`, with default claims overridden by `extra`.
-pub fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
+pub(crate) fn install_token(tenant: &TestTenant, path: &str, extra: Value) -> String {
     tenant.install_token(path, extra)
 }
 
 /// The keyring of this process's `SECRETS_KEY`.
-pub fn keyring() -> Arc<Keyring> {
+pub(crate) fn keyring() -> Arc<Keyring> {
     connect_axum_testing::store::keyring()
 }
 
 /// The sample's store options on `database_url` (its migrations, a pool of 5).
-pub fn store_options(database_url: &str) -> StoreOptions {
+pub(crate) fn store_options(database_url: &str) -> StoreOptions {
     sample().store_options(database_url)
 }
 
 /// The server binary, run as a process on a free loopback port, its stdout collected.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
     logs: Option<std::thread::JoinHandle<String>>,
     /// `http://127.0.0.1:{port}`.
-    pub url: String,
+    pub(crate) url: String,
 }
 
 impl ServerProcess {
     /// Starts the binary with `env` on top of `PORT` and waits until `/readyz` answers 200.
-    pub async fn start(env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -149,7 +149,7 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -157,7 +157,7 @@ impl ServerProcess {
     }
 
     /// Waits (at most 15 s) for the process to exit; returns its status and everything it logged.
-    pub async fn exited(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn exited(mut self) -> (std::process::ExitStatus, String) {
         let started = std::time::Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -174,7 +174,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then [`exited`](Self::exited).
-    pub async fn stop(self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn stop(self) -> (std::process::ExitStatus, String) {
         self.terminate();
         self.exited().await
     }
@@ -189,7 +189,7 @@ impl Drop for ServerProcess {
 
 /// With the database gone: `/readyz` answers 503 `store_unavailable` within 1 s (a Kubernetes
 /// probe gives up after 1 s by default), and a read and a write of `tenant`'s notes within 2 s.
-pub async fn assert_outage_answered_in_time(app: &TestApp, tenant: &TestTenant) {
+pub(crate) async fn assert_outage_answered_in_time(app: &TestApp, tenant: &TestTenant) {
     use std::time::{Duration, Instant};
     const NOTES: &str = "/api/issues/PROJ-1/notes";
     let started = Instant::now();
@@ -216,7 +216,7 @@ pub async fn assert_outage_answered_in_time(app: &TestApp, tenant: &TestTenant) 
 }
 
 /// Polls `tenant`'s notes until they answer 200 (at most 20 s), then `/readyz` must too.
-pub async fn until_recovered(app: &TestApp, tenant: &TestTenant) {
+pub(crate) async fn until_recovered(app: &TestApp, tenant: &TestTenant) {
     use std::time::{Duration, Instant};
     let started = Instant::now();
     loop {
@@ -240,7 +240,7 @@ pub async fn until_recovered(app: &TestApp, tenant: &TestTenant) {
 }
 
 /// Every note of `tenant` on the notes list `path`, following the pages (product JWTs).
-pub async fn all_notes(app: &TestApp, tenant: &TestTenant, path: &str) -> Vec<Value> {
+pub(crate) async fn all_notes(app: &TestApp, tenant: &TestTenant, path: &str) -> Vec<Value> {
     let mut notes = Vec::new();
     let mut target = format!("{path}?limit=100");
     loop {

@@ -184,8 +184,11 @@ fn config(database_url: &str, keys_url: &str, vars: impl Fn(&str) -> Option<Stri
 
 /// An app under test on its own store, with the site that installs it.
 pub struct TestApp {
+    /// The test's own database, `postgres://…/<unique name>` or `sqlite://<temp dir>/test.db`.
     pub database_url: String,
+    /// The app's whole router, middleware included, that requests are sent to in process.
     pub router: Router,
+    /// The state the app's handlers get.
     pub state: AppState,
     /// The install-key server the app fetches signed-install keys from.
     pub keys: KeyServer,
@@ -197,8 +200,11 @@ pub struct TestApp {
 
 /// A response, read whole.
 pub struct TestResponse {
+    /// The status the app answered.
     pub status: StatusCode,
+    /// The response's headers.
     pub headers: HeaderMap,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 

@@ -174,9 +174,11 @@ impl FakeForge {
 /// A site with the app installed through Forge: its installation and site ids.
 #[derive(Clone, Debug)]
 pub struct ForgeSite {
+    /// The name the test gave the site.
     pub name: String,
     /// `app.installationId`: `ari:cloud:ecosystem::installation/<uuid>`.
     pub installation_id: String,
+    /// The site's cloud id, a random UUID, which its FITs carry.
     pub cloud_id: String,
     /// The product of its `apiBaseUrl`.
     pub product: String,

@@ -31,8 +31,11 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 /// How the product answers a call.
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The status answered.
     pub status: StatusCode,
+    /// The headers answered, as name and value.
     pub headers: Vec<(String, String)>,
+    /// The body answered.
     pub body: Vec<u8>,
 }
 
@@ -81,22 +84,35 @@ impl IntoResponse for Reply {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Caller {
     /// The app, by its JWT; with the token's claims.
-    App { claims: Value },
+    App {
+        /// The verified claims of the app's JWT (`iss`, `qsh`, `exp`, …).
+        claims: Value,
+    },
     /// A user, by a bearer token the authorization server granted (or one given to
     /// [`FakeProduct::bearer`]).
-    User { account_id: String },
+    User {
+        /// The account id the bearer token was granted for.
+        account_id: String,
+    },
     /// No one: the call was answered 401 for `reason`.
-    Refused { reason: String },
+    Refused {
+        /// Why the product refused the caller, also the 401's body.
+        reason: String,
+    },
 }
 
 /// A call the product received.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The HTTP method, `GET`, `POST`, ….
     pub method: String,
     /// The path relative to the site's base path.
     pub path: String,
+    /// The query string without its `?`; `None` when there was none.
     pub query: Option<String>,
+    /// Who the product took the caller for.
     pub caller: Caller,
+    /// The request body as sent.
     pub body: Vec<u8>,
 }
 

@@ -29,7 +29,9 @@ pub fn now() -> i64 {
 
 /// The key pair Atlassian signs installs with, made once per test process.
 pub struct InstallKey {
+    /// The 2048-bit RSA private key, PKCS#8 PEM: signs the test's installs.
     pub private_pem: String,
+    /// Its public key, SPKI PEM, as the key server publishes it.
     pub public_pem: String,
 }
 
@@ -54,7 +56,9 @@ pub fn install_key() -> &'static InstallKey {
 /// The install-key server (`INSTALL_KEYS_URL`) on loopback, publishing the install key under
 /// [`KID`] and counting fetches.
 pub struct KeyServer {
+    /// The server's base URL, `http://127.0.0.1:<port>`: the app's `INSTALL_KEYS_URL`.
     pub url: String,
+    /// Key fetches so far, any kid; read with [`KeyServer::hits`].
     pub hits: Arc<AtomicUsize>,
 }
 
@@ -94,16 +98,22 @@ async fn serve_key(
 /// A site installing the app whose key is `app_key`, served at `app_base_url`.
 #[derive(Clone, Debug)]
 pub struct Site {
+    /// The app key installs and tokens name (the descriptor's `key`).
     pub app_key: String,
+    /// The app's `BASE_URL` without a trailing `/`: the audience of signed installs.
     pub app_base_url: String,
 }
 
 /// A tenant as its site knows it.
 #[derive(Clone, Debug)]
 pub struct TestTenant {
+    /// The tenant's clientKey, `{name}-client-key`.
     pub client_key: String,
+    /// The sharedSecret its install gives the app; it signs the tenant's JWTs.
     pub secret: String,
+    /// The site's base URL, `https://{name}.atlassian.net`.
     pub base_url: String,
+    /// The site that installs the app for this tenant.
     pub site: Site,
 }
 

@@ -55,10 +55,14 @@ pub async fn find_tenant_in(store: &Store, client_key: &str) -> Option<Arc<Tenan
 
 /// A database made for one test and dropped after it.
 pub enum TestDb {
+    /// A database of its own on a Postgres server, dropped (with force) when this is.
     Postgres {
+        /// The server's URL as its admin, who creates and drops the database.
         admin_url: String,
+        /// The database's unique name.
         name: String,
     },
+    /// A SQLite file in a temporary directory, removed with it.
     Sqlite(tempfile::TempDir),
     /// Another app's database, dropped with that app.
     Shared,

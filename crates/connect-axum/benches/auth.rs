@@ -2,6 +2,8 @@
 //! beside it the Forge door's: verify a Forge Invocation Token (RS256, key from the cached JWKS)
 //! and read its claims.
 
+#![expect(missing_docs, reason = "criterion_main! generates a `pub fn main`")]
+
 use std::hint::black_box;
 
 use connect_axum::protocol::{jwt, qsh};

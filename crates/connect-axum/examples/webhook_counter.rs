@@ -27,7 +27,7 @@ use serde::Deserialize;
 pub struct Counts(Arc<Mutex<HashMap<(ClientKey, String), u64>>>);
 
 #[derive(Deserialize)]
-pub struct Event {
+struct Event {
     event: String,
 }
 

@@ -18,6 +18,7 @@ use crate::store::{self, Installation, TenantRecord};
 #[derive(Debug, Parser)]
 #[command(name = "connect-axum", version, about)]
 pub struct Cli {
+    /// The command given; none means `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -32,6 +33,7 @@ pub enum Command {
     Migrate,
     /// Inspect installed tenants (never shows a secret).
     Tenants {
+        /// `list` or `show`.
         #[command(subcommand)]
         command: TenantsCommand,
     },
@@ -52,11 +54,13 @@ pub enum Command {
     },
     /// Manage the encryption of sharedSecrets at rest.
     Secrets {
+        /// `rotate`.
         #[command(subcommand)]
         command: SecretsCommand,
     },
     /// Personal data reporting (GDPR).
     PersonalData {
+        /// `report`.
         #[command(subcommand)]
         command: PersonalDataCommand,
     },

@@ -11,10 +11,13 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 /// `https://*.suffix` for any subdomain of `suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginPattern {
+    /// One origin, lowercased: `https://app.example.net:8443`.
     Exact(String),
-    /// `scheme://` and `.suffix` of `scheme://*.suffix`.
+    /// `scheme://*.suffix`: every subdomain of `suffix`, however deep.
     Subdomains {
+        /// `https://` or `http://`.
         scheme: String,
+        /// The lowercased suffix with its leading dot, `.example.net`.
         suffix: String,
     },
 }

@@ -12,10 +12,13 @@ pub struct Descriptor {
 /// Why an app's descriptor cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {
+    /// The descriptor text does not parse as JSON.
     #[error("the descriptor is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
+    /// The descriptor is not an object with a string `key`, the app key.
     #[error("the descriptor has no string \"key\"")]
     NoKey,
+    /// The app was built without [`Builder::descriptor`](crate::server::Builder::descriptor).
     #[error("the app gave no descriptor (Builder::descriptor)")]
     Missing,
 }

@@ -15,56 +15,83 @@ pub enum Error {
     /// 401 with a stable reason code.
     #[error("{message}")]
     Unauthorized {
+        /// The reason code, the body's `error`: `expired`, `qsh_mismatch`, ….
         reason: &'static str,
+        /// Why, for a person: the body's `message`.
         message: String,
     },
     /// 400 with a reason code.
     #[error("{message}")]
     BadRequest {
+        /// The reason code, the body's `error`: `invalid_json`, `invalid_path`, ….
         reason: &'static str,
+        /// Why, for a person: the body's `message`.
         message: String,
     },
     /// 403 with a reason code.
     #[error("{message}")]
     Forbidden {
+        /// The reason code, the body's `error`: `base_url_not_allowed`, `user_invocation`, ….
         reason: &'static str,
+        /// Why, for a person: the body's `message`.
         message: String,
     },
     /// 409 with a reason code.
     #[error("{message}")]
     Conflict {
+        /// The reason code, the body's `error`: `client_key_taken`, `stale_lifecycle_token`, ….
         reason: &'static str,
+        /// Why, for a person: the body's `message`.
         message: String,
     },
+    /// No route or resource has this path (404 `not_found`).
     #[error("not found")]
     NotFound,
+    /// The route does not take the request's method (405 `method_not_allowed`).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The request was not answered within `REQUEST_TIMEOUT_SECS` (408 `request_timeout`).
     #[error("the request took too long")]
     RequestTimeout,
     /// The body did not arrive within `BODY_READ_TIMEOUT_SECS` of the request's admission.
     #[error("the request body took too long to arrive")]
     BodyTimeout,
+    /// The body is longer than `MAX_BODY_BYTES` (413 `payload_too_large`).
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// The headers' names and values add up to more than `MAX_HEADER_BYTES` (431
+    /// `headers_too_large`).
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    /// A JSON extractor got a body without a JSON `Content-Type` (415 `unsupported_media_type`).
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
-    /// A call to the tenant's product failed (502, or 504 on a timeout).
+    /// A call to the tenant's product, Forge storage or the GraphQL API failed (see `status`).
     #[error("{message}")]
     Upstream {
+        /// The status answered: 502, 504 when the call timed out, 503 when no usable Forge system
+        /// token is stored.
         status: StatusCode,
+        /// The reason code, the body's `error`: `product_error`, `product_timeout`,
+        /// `storage_error`, `impersonation_refused`, ….
         reason: &'static str,
+        /// Why, for a person: the body's `message`.
         message: String,
     },
+    /// Every slot of the pool the request needs is taken (`MAX_CONCURRENT_REQUESTS` or
+    /// `MAX_ANONYMOUS_REQUESTS`; 503 `overloaded`).
     #[error("the server is at its limit of concurrent requests; retry shortly")]
     Overloaded,
     /// The tenant holds its share of the concurrent requests (`MAX_CONCURRENT_REQUESTS_PER_TENANT`).
     #[error("this tenant has as many requests in progress as it may; retry shortly")]
     TenantBusy,
+    /// The tenant, or its users' writes, went over the rate allowed (`TENANT_RATE_LIMIT`,
+    /// `TENANT_WRITE_RATE_LIMIT`; 429 `rate_limited`).
     #[error("too many requests for this tenant; retry after {retry_after} s")]
-    RateLimited { retry_after: u64 },
+    RateLimited {
+        /// Seconds until the tenant may send again, the `Retry-After` header.
+        retry_after: u64,
+    },
     /// The store cannot be reached now (503; a `store::StoreError` that is unavailable).
     #[error("the store is unavailable")]
     StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

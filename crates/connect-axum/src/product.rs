@@ -36,10 +36,18 @@ const CALLS: Policy = Policy {
 pub enum ProductError {
     /// The product answered with an error status.
     #[error("the product answered {status}")]
-    Status { status: StatusCode, body: String },
+    Status {
+        /// The status the product answered, not a 2xx.
+        status: StatusCode,
+        /// The start of the product's error body, at most 4 KiB of whole characters.
+        body: String,
+    },
     /// The product asked to slow down for longer than the client waits.
     #[error("the product is rate limiting; retry after {retry_after:?}")]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// The product's last `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     /// No answer within the client's timeout.
     #[error("the product did not answer in time")]
     Timeout,
@@ -57,7 +65,10 @@ pub enum ProductError {
     NoOAuthClient,
     /// The authorization server refused the user grant.
     #[error("the authorization server refused the user token grant ({status})")]
-    Grant { status: StatusCode },
+    Grant {
+        /// The authorization server's status.
+        status: StatusCode,
+    },
     /// The Forge invocation carried no system token (`appSystemToken` unset in the manifest)
     /// or no `apiBaseUrl`.
     #[error("the Forge invocation carried no system token or apiBaseUrl")]
@@ -72,6 +83,7 @@ pub enum ProductError {
     /// The stored system token has expired, or is about to.
     #[error("the stored Forge system token expired at {expired_at}")]
     SystemTokenExpired {
+        /// When the stored token expires (or expired).
         expired_at: chrono::DateTime<chrono::Utc>,
     },
 }

@@ -44,12 +44,16 @@ use crate::store::{AppMigrations, Store, StoreError, StoreOptions};
 /// Why a server could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The app gave no descriptor, or one that is not a JSON object with a string `key`.
     #[error("invalid descriptor: {0}")]
     Descriptor(#[from] DescriptorError),
+    /// The embedded store's secrets key file (`SECRETS_KEY_FILE`) could not be read or made.
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
+    /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The server could not bind `BIND`:`PORT`, or serving failed.
     #[error("could not listen: {0}")]
     Listen(#[from] std::io::Error),
 }

@@ -33,73 +33,123 @@ pub use connect::{
 pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, ForgeToken, require_forge};
 pub use tenant::{Access, IssueRef, License, Owner, Tenant, TokenKind};
 
-/// Why a request was not authenticated; each has a stable reason code.
+/// Why a request was not authenticated: a 401 whose body's `error` is the stable reason code
+/// ([`AuthError::code`]); a verified Forge invocation whose tenant is refused gets 403 instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The request carries no token where its route looks for one (`missing_token`).
     #[error("no JWT in the Authorization header, the jwt query parameter or the jwt form field")]
     MissingToken,
+    /// The token came in more than one place, or twice in one (`multiple_tokens`).
     #[error("the JWT was sent in more than one place")]
     MultipleTokens,
+    /// The `Authorization` header uses another scheme than the route's `JWT` or `Bearer`
+    /// (`unsupported_scheme`).
     #[error("the Authorization header must use the JWT scheme")]
     UnsupportedScheme,
+    /// The token is not a decodable JWT, or one of its ids is empty or too long to store
+    /// (`malformed_token`).
     #[error("the JWT could not be decoded")]
     MalformedToken,
+    /// The token's `alg` is not the one its door takes: HS256 for Connect JWTs, RS256 for signed
+    /// installs and Forge tokens (`unsupported_algorithm`).
     #[error("the JWT's algorithm is not accepted here")]
     UnsupportedAlgorithm,
+    /// The token lacks a claim its door requires: `iss`, `exp`, `iat`, a session's `aud` or
+    /// `auth_time` (`missing_claim`).
     #[error("the JWT lacks a required claim")]
     MissingClaim,
+    /// The signature does not verify with the tenant's sharedSecret or the published RSA key
+    /// (`bad_signature`).
     #[error("the JWT's signature does not verify")]
     BadSignature,
+    /// `exp` is past, beyond the leeway (`expired`).
     #[error("the JWT has expired")]
     Expired,
+    /// `nbf` is still ahead, beyond the leeway (`not_yet_valid`).
     #[error("the JWT is not valid yet")]
     NotYetValid,
+    /// `iat` (or a session's `auth_time`) is ahead of now, beyond the leeway
+    /// (`issued_in_future`).
     #[error("the JWT was issued in the future")]
     IssuedInFuture,
+    /// `exp` is further from `iat` (or from now) than `MAX_TOKEN_LIFETIME_SECS`
+    /// (`lifetime_too_long`).
     #[error("the JWT lives longer than this app accepts (MAX_TOKEN_LIFETIME_SECS)")]
     LifetimeTooLong,
+    /// No Connect tenant is installed with the token's `iss` (a session token's `aud`)
+    /// (`unknown_tenant`).
     #[error("the JWT's issuer is not an installed tenant")]
     UnknownTenant,
+    /// The tenant is known but has uninstalled the app (`tenant_uninstalled`).
     #[error("the tenant has uninstalled the app")]
     TenantUninstalled,
+    /// The tenant has disabled the app and the route does not serve disabled tenants
+    /// (`tenant_disabled`).
     #[error("the tenant has disabled the app")]
     TenantDisabled,
+    /// A Connect JWT or signed install without its `qsh` claim (`missing_qsh`).
     #[error("the JWT has no qsh claim")]
     MissingQsh,
+    /// The `qsh` is not the hash of this request's method, path and query (`qsh_mismatch`).
     #[error("the JWT's qsh does not match this request")]
     QshMismatch,
+    /// A context token (`qsh` `context-qsh`) on a route that takes only tokens bound to the
+    /// request, such as [`ProductJwt`] (`context_token_not_allowed`).
     #[error("this route does not accept context tokens")]
     ContextTokenNotAllowed,
+    /// The token's `aud` is not this app: its base URL for a signed install, its app ARI for a
+    /// Forge token (`invalid_audience`).
     #[error("the JWT's audience is not this app")]
     InvalidAudience,
+    /// A lifecycle payload's `clientKey` is not the token's issuer (`issuer_mismatch`).
     #[error("the JWT's issuer does not match the payload's clientKey")]
     IssuerMismatch,
+    /// A signed install or Forge token without a usable `kid` header (`invalid_kid`).
     #[error("the signed install has no usable key id")]
     InvalidKeyId,
+    /// The key server publishes no usable key for the token's `kid` (`unknown_kid`).
     #[error("no public key is published for the signed install's key id")]
     UnknownKeyId,
+    /// The install key server or the Forge JWKS could not be fetched, or fetches are at their limit
+    /// (`key_server_unavailable`).
     #[error("the key server could not be reached")]
     KeyServerUnavailable,
+    /// The token's `iss` is not the issuer its door takes, such as `forge/invocation-token`
+    /// (`invalid_issuer`).
     #[error("the JWT's issuer is not the one this route accepts")]
     InvalidIssuer,
+    /// A verified Forge token whose `installationId` (or cloud id) leads to no installed tenant
+    /// (`unmapped_installation`).
     #[error("no tenant is installed with the invocation's installationId")]
     UnmappedInstallation,
+    /// A Forge token reached an app without `FORGE_APP_ID` (`forge_not_configured`).
     #[error("Forge Remote is not configured (FORGE_APP_ID)")]
     ForgeNotConfigured,
+    /// A container request without `x-forge-invocation-id` (`missing_invocation_id`).
     #[error("no x-forge-invocation-id header: Forge's sidecar sends one with every invocation")]
     MissingInvocationId,
+    /// An invocation id that could not stand in the egress header (`invalid_invocation_id`).
     #[error("the x-forge-invocation-id header is not an invocation id")]
     InvalidInvocationId,
+    /// A container route in an app that does not run as a Forge Container
+    /// (`container_not_configured`).
     #[error("the app does not run as a Forge Container (FORGE_EGRESS_PROXY_URL)")]
     ContainerNotConfigured,
+    /// A Forge token's `icLabel` is not a valid Isolated Cloud label (`invalid_ic_label`).
     #[error("the invocation token's icLabel is not an Isolated Cloud label")]
     InvalidIcLabel,
+    /// A Forge token from an Isolated Cloud while `FORGE_IC_JWKS_URL_TEMPLATE` is unset
+    /// (`isolated_cloud_not_configured`).
     #[error(
         "the invocation token comes from an Isolated Cloud this app is not set up for (FORGE_IC_JWKS_URL_TEMPLATE)"
     )]
     IsolatedCloudNotConfigured,
+    /// The tenant's stored sharedSecret does not open (sealed with a key not configured, corrupt,
+    /// or plain text not allowed); logged as an error (`secret_unavailable`).
     #[error("the tenant's stored secret cannot be used; the operator has been told")]
     SecretUnavailable,
+    /// The session chain began longer ago than `SESSION_MAX_LIFETIME_SECS` (`session_expired`).
     #[error("the session began too long ago; get a fresh token from the product")]
     SessionExpired,
 }
@@ -318,12 +368,12 @@ impl Authenticator {
         }
     }
 
-    /// The concurrency limits this authenticator admits requests within.
     /// Where the system tokens of verified Forge calls are kept.
     pub fn system_tokens(&self) -> &crate::auth::forge::system_tokens::SystemTokens {
         &self.inner.system_tokens
     }
 
+    /// The concurrency limits this authenticator admits requests within.
     pub fn slots(&self) -> &Slots {
         &self.inner.slots
     }

@@ -72,7 +72,9 @@ impl std::str::FromStr for LogFormat {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}: {message}")]
 pub struct ConfigError {
+    /// The environment variable, `DATABASE_URL`.
     pub var: &'static str,
+    /// What is wrong with its value, for the operator.
     pub message: String,
 }
 

@@ -33,13 +33,19 @@ pub enum ImpersonationError {
     /// Atlassian refused to impersonate the user (`success: false`, or GraphQL errors), with its
     /// messages; a refusal is not remembered, so the next call asks again.
     #[error("Atlassian refused to impersonate the user: {}", messages.join("; "))]
-    Refused { messages: Vec<String> },
+    Refused {
+        /// The `errors[].message` texts Atlassian gave; empty when it gave none.
+        messages: Vec<String>,
+    },
     /// The GraphQL API answered with an error status (401 for a system token it refuses).
     #[error("the GraphQL API answered {0}")]
     Status(u16),
     /// The GraphQL API asked to slow down.
     #[error("the GraphQL API is rate limiting; retry after {retry_after:?}")]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// The API's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     /// No answer within the client's timeout.
     #[error("the GraphQL API did not answer in time")]
     Timeout,

@@ -11,24 +11,34 @@ use serde::{Deserialize, Serialize};
 /// Why a token did not decode or verify; the doors map each to their own reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Not three base64url JSON parts, longer than [`MAX_TOKEN_LEN`], or a claim of the wrong type.
     #[error("the JWT could not be decoded")]
     Malformed,
+    /// The header's `alg` is missing or not the one algorithm the verifier takes.
     #[error("the JWT's algorithm is not accepted here")]
     UnsupportedAlgorithm,
+    /// A claim the verifier requires (`exp` always) is absent.
     #[error("the JWT lacks a required claim")]
     MissingClaim,
+    /// The signature does not verify with the key given.
     #[error("the JWT's signature does not verify")]
     BadSignature,
+    /// `exp` is past, beyond the leeway.
     #[error("the JWT has expired")]
     Expired,
+    /// `nbf` is still ahead, beyond the leeway.
     #[error("the JWT is not valid yet")]
     NotYetValid,
+    /// `iat` is ahead of now, beyond the leeway ([`check_issued`]).
     #[error("the JWT was issued in the future")]
     IssuedInFuture,
+    /// The token lives longer than [`TimeLimits::max_lifetime`] ([`check_lifetime`]).
     #[error("the JWT lives longer than this app accepts (MAX_TOKEN_LIFETIME_SECS)")]
     LifetimeTooLong,
+    /// `iss` is not the issuer the verifier requires.
     #[error("the JWT's issuer is not the one expected")]
     InvalidIssuer,
+    /// `aud` is not the audience the verifier requires.
     #[error("the JWT's audience is not the one expected")]
     InvalidAudience,
 }
@@ -39,14 +49,19 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The header fields read before verification.
 #[derive(Debug, Deserialize)]
 pub struct PeekedHeader {
+    /// The signing algorithm the token names, `HS256` or `RS256` for the tokens taken here.
     pub alg: String,
+    /// The id of the public key that signs it (signed installs, Forge tokens); not read on
+    /// HS256 tokens.
     pub kid: Option<String>,
 }
 
 /// The claims read before verification, only to find who signed the token.
 #[derive(Debug, Deserialize)]
 pub struct PeekedClaims {
+    /// The issuer: a Connect tenant's clientKey, or the app key on its own session tokens.
     pub iss: Option<String>,
+    /// The audience; the tenant's clientKey on the app's session tokens.
     pub aud: Option<Audience>,
 }
 
@@ -54,7 +69,9 @@ pub struct PeekedClaims {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Audience {
+    /// `"aud": "…"`.
     One(String),
+    /// `"aud": ["…", …]`.
     Many(Vec<String>),
 }
 
@@ -71,22 +88,33 @@ impl Audience {
 /// Verified claims of a Connect JWT.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
+    /// The issuer: the tenant's clientKey, or the app key on the app's session tokens.
     pub iss: String,
+    /// The Atlassian account id of the user behind the call, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The audience: the tenant's clientKey on session tokens, the app's base URL on signed
+    /// installs; product JWTs usually carry none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
     /// Required: [`verify`] refuses a token without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
+    /// When the token was issued (Unix seconds); required on lifecycle tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not valid before (Unix seconds), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    /// The token's id; a lifecycle token without one is known by its SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The query string hash: of the request's method, path and query, or `context-qsh` on a
+    /// context token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qsh: Option<String>,
+    /// The `context` claim of context and session tokens: the product context the page was
+    /// opened in (`{"jira": {"issue": {"key": …}}}`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,
     /// On the app's session tokens: when the chain of tokens began (Unix seconds), copied on

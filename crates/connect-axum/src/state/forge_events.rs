@@ -37,6 +37,7 @@ pub struct ForgeEvent {
     pub payload: Value,
     /// This run's number, from 1.
     pub attempt: u32,
+    /// When this replica or another first queued the delivery.
     pub received_at: DateTime<Utc>,
 }
 
@@ -63,6 +64,7 @@ pub struct ForgeEvents {
 }
 
 impl ForgeEvents {
+    /// The app's `handlers`, each run in this order on the events it [handles](ForgeEventHandler::handles).
     pub fn new(handlers: Vec<Arc<dyn ForgeEventHandler>>) -> Self {
         Self {
             handlers: handlers.into(),

@@ -34,7 +34,7 @@ pub const UNKNOWN_KEY_READS_PER_SEC: u32 = 10;
 
 /// The tenant registry answering lookups from memory.
 #[derive(Clone)]
-pub struct TenantCache {
+pub(crate) struct TenantCache {
     inner: Arc<dyn Tenants>,
     tenants: Cache<String, Arc<TenantRecord>>,
     /// Forge installation ids to client keys; an entry is trusted only while the cached tenant
@@ -80,7 +80,7 @@ impl KnownKeys {
 
 impl TenantCache {
     /// Caches up to `capacity` tenants of `inner`.
-    pub fn new(inner: Arc<dyn Tenants>, capacity: u64) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Tenants>, capacity: u64) -> Self {
         Self {
             inner,
             tenants: Cache::builder()
@@ -106,7 +106,7 @@ impl TenantCache {
     /// Loads the client keys the store holds; until it has, every lookup asks the store.
     /// Keys only ever join the set (a purged one costs a query, nothing more), so loading again
     /// after missed changes cannot lose one.
-    pub async fn load_known_keys(&self) -> Result<(), StoreError> {
+    pub(crate) async fn load_known_keys(&self) -> Result<(), StoreError> {
         let keys = self.inner.client_keys().await?;
         {
             let mut hashes = self.known.hashes.write().unwrap_or_else(|e| e.into_inner());
@@ -118,7 +118,7 @@ impl TenantCache {
 
     /// Forgets one tenant, or every tenant when `None` (changes may have been missed: the known
     /// keys are then loaded again, in the background).
-    pub fn forget(&self, client_key: Option<&str>) {
+    pub(crate) fn forget(&self, client_key: Option<&str>) {
         self.changes.fetch_add(1, Ordering::SeqCst);
         match client_key {
             Some(key) => {

@@ -24,7 +24,9 @@ use super::{ClientKey, PgStore, PoolUsage, SqliteStore, StoreError, TenantTransa
 /// ```
 #[derive(Clone)]
 pub enum Database {
+    /// Postgres, with row-level security on tenant tables.
     Postgres(Box<PgStore>),
+    /// An embedded SQLite file (no `DATABASE_URL`).
     Sqlite(SqliteStore),
 }
 

@@ -33,6 +33,7 @@ pub struct ForgeInstallation {
 /// What became of a Forge install, and the tenant it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForgeSaved {
+    /// Whether the install was saved, stale, or refused for its installationId.
     pub outcome: SaveOutcome,
     /// The tenant installed or revived (for [`SaveOutcome::InstallationIdTaken`], the one that
     /// was asked for).
@@ -45,9 +46,11 @@ pub struct ForgeSaved {
 /// The app's system token as stored for a tenant.
 #[derive(Debug, Clone)]
 pub struct StoredSystemToken {
+    /// The token, opened from its sealed form.
     pub token: ForgeToken,
     /// Where product calls with it go (`app.apiBaseUrl`).
     pub api_base_url: String,
+    /// When the token stops working: its own `exp`, at most four hours after it was stored.
     pub expires_at: DateTime<Utc>,
 }
 

@@ -10,7 +10,9 @@ use super::Backend;
 /// are known to the other and sqlx still refuses a version nobody knows.
 #[derive(Debug, Clone, Default)]
 pub struct AppMigrations {
+    /// The app's Postgres migrations, `sqlx::migrate!("migrations/postgres")`.
     pub postgres: Vec<Migration>,
+    /// The app's SQLite migrations, `sqlx::migrate!("migrations/sqlite")`.
     pub sqlite: Vec<Migration>,
     /// Tables with a `client_key` column: on Postgres each is put under row-level security after
     /// the migrations (`connect_axum_tenant_table`); on both, a start fails if one lacks the column.

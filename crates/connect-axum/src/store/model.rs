@@ -48,20 +48,38 @@ impl fmt::Display for ClientKey {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Installation {
+    /// `clientKey`: the tenant.
     pub client_key: ClientKey,
+    /// `key`: the app key the site installed (for a Forge-born tenant, the app's ARI).
     #[serde(rename = "key")]
     pub app_key: String,
+    /// `sharedSecret`: signs the HS256 JWTs of the tenant and of the app's calls to it; a
+    /// Forge-born tenant's is random and never used.
     #[serde(skip)]
     pub shared_secret: SharedSecret,
+    /// `baseUrl`, without a trailing `/`: the site, `https://acme.atlassian.net`, that product
+    /// calls go under (a Forge-born tenant's `siteUrl`, else its `apiBaseUrl`).
     pub base_url: String,
+    /// `displayUrl`: the site's custom domain users see, when it has one.
     pub display_url: Option<String>,
+    /// `productType`: `jira`, `confluence`, ….
     pub product_type: Option<String>,
+    /// `description`: the site's description, as its administrator set it.
     pub description: Option<String>,
+    /// `serverVersion`: the product's version on the site.
     pub server_version: Option<String>,
+    /// `pluginsVersion`: the version of Connect on the site.
     pub plugins_version: Option<String>,
+    /// `oauthClientId`: the app's OAuth client on the site, which acting as its users needs;
+    /// `None` when the site sent none.
     pub oauth_client_id: Option<String>,
+    /// `serviceEntitlementNumber`: the site's licence of a paid app, when it has one.
     pub service_entitlement_number: Option<String>,
+    /// `cloudId`: the site's cloud id; trusted to find the tenant only once a verified Forge
+    /// token confirms it.
     pub cloud_id: Option<String>,
+    /// `installationId`: the Forge installation (`ari:cloud:ecosystem::installation/<uuid>`)
+    /// of a Connect-on-Forge or Forge-born tenant.
     pub installation_id: Option<String>,
 }
 
@@ -109,16 +127,24 @@ impl Origin {
 /// A stored tenant: its installation and its state.
 #[derive(Debug, Clone)]
 pub struct TenantRecord {
+    /// The installation as last installed (or as the Forge installation made it).
     pub installation: Installation,
+    /// Which door the tenant came in by; a Forge-born tenant is refused for Connect JWTs.
     pub origin: Origin,
     /// `app.apiBaseUrl` of the latest verified Forge install or trigger: where product calls
     /// with a Forge token go.
     pub api_base_url: Option<String>,
     /// `app.appVersion` of the latest verified Forge install or upgrade.
     pub app_version: Option<String>,
+    /// False between a `disabled` hook and the next `enabled`; only lifecycle routes serve a
+    /// disabled tenant.
     pub enabled: bool,
+    /// When the tenant was first installed.
     pub installed_at: DateTime<Utc>,
+    /// When the tenant's record last changed.
     pub updated_at: DateTime<Utc>,
+    /// When the app was uninstalled; `None` while installed. Its data is purged once the
+    /// retention after this runs out.
     pub uninstalled_at: Option<DateTime<Utc>>,
 }
 
@@ -159,18 +185,27 @@ pub enum SaveOutcome {
 /// A tenant removed for good once its retention after uninstalling ran out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purged {
+    /// The tenant removed.
     pub client_key: ClientKey,
+    /// When it had uninstalled the app.
     pub uninstalled_at: DateTime<Utc>,
 }
 
 /// Where a realm migration stands; stored and answered as its text (`ready-to-commit`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationState {
+    /// `scheduled`: announced by `schedule`; nothing moved yet.
     Scheduled,
+    /// `in-progress`: `start` came and the app's [`RealmMover`](crate::data::RealmMover) is
+    /// moving the data.
     InProgress,
+    /// `ready-to-commit`: the app moved the data; `commit` makes it final, `rollback` undoes it.
     ReadyToCommit,
+    /// `committed`: the move is final.
     Committed,
+    /// `rolled-back`: the move was undone, or never started.
     RolledBack,
+    /// `failed`: the move failed (see the migration's `error_code`); it must be rolled back.
     Failed,
 }
 
@@ -226,14 +261,18 @@ impl FromStr for MigrationState {
 /// A tenant's data residency migration, as the migration service drives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealmMigration {
+    /// `migrationId`, the migration service's id of this migration.
     pub migration_id: String,
     /// The realm the data moves to, e.g. `EU`.
     pub location: String,
     /// Where the data was before the move (`None`: the realm it was installed in).
     pub previous_location: Option<String>,
+    /// Where the migration stands.
     pub state: MigrationState,
     /// Why it failed, as the migration service's codes (`E0001`…).
     pub error_code: Option<String>,
+    /// `startTime` of the scheduled window, the text as the migration service sent it.
     pub start_time: Option<String>,
+    /// `endTime` of the scheduled window, the text as the migration service sent it.
     pub end_time: Option<String>,
 }

@@ -7,28 +7,36 @@ use super::{ClientKey, Database, StoreError, now};
 /// A trigger delivery taken from the queue for the app's handlers.
 #[derive(Debug, Clone)]
 pub struct QueuedEvent {
+    /// The tenant the delivery's verified invocation token named.
     pub client_key: ClientKey,
     /// The delivery's id: the hash of its body without `retryContext`.
     pub id: String,
+    /// The delivery's `eventType` (`avi:jira:created:issue`, …), or the library's name for a
+    /// scheduled trigger or preUninstall.
     pub event_type: String,
     /// The delivery's body as received.
     pub body: String,
     /// How many times it was taken, this time included.
     pub attempts: u32,
+    /// When the delivery was first queued.
     pub received_at: DateTime<Utc>,
 }
 
 /// What a handler run made of a queued event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
+    /// Handled; kept, marked done, until pruned.
     Done,
     /// Failed; taken again at `at`.
     Retry {
+        /// When it is due again.
         at: DateTime<Utc>,
+        /// The handler's error, stored as the event's last error.
         error: String,
     },
     /// Failed for the last time; kept, marked done, with its error.
     GaveUp {
+        /// The handler's last error, stored with the event.
         error: String,
     },
 }

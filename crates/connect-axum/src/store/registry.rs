@@ -167,7 +167,9 @@ impl TenantRow {
 #[derive(Debug, thiserror::Error)]
 #[error("the sharedSecret of tenant {client_key:?}: {source}")]
 pub struct UnreadableSecret {
+    /// The tenant whose secret it is.
     pub client_key: String,
+    /// Why it does not open.
     #[source]
     pub source: OpenError,
 }

@@ -56,17 +56,23 @@ impl fmt::Debug for Keyring {
 /// A sealed sharedSecret as stored: the id of the key and the base64 of nonce and ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
+    /// The sealing key's id: 16 hex digits derived from the key, never the key itself.
     pub key_id: String,
+    /// Base64 of the AES-256-GCM nonce and ciphertext, bound to the tenant's clientKey.
     pub ciphertext: String,
 }
 
 /// Why a stored secret could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// It was sealed with the key of this id, neither `SECRETS_KEY` nor one of
+    /// `SECRETS_OLD_KEYS`.
     #[error("the secret was sealed with key {0}, which is not configured")]
     UnknownKey(String),
+    /// The ciphertext does not open with its key: altered, or copied from another tenant's row.
     #[error("the sealed secret is corrupt or belongs to another tenant")]
     Corrupt,
+    /// It is stored unsealed while `SECRETS_ALLOW_PLAINTEXT` is off.
     #[error("the secret is stored in plain text, which SECRETS_ALLOW_PLAINTEXT does not allow")]
     Plaintext,
 }

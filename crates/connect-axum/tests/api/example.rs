@@ -8,8 +8,9 @@ use tower::ServiceExt;
 
 use crate::probe::*;
 
+// The example's public items are its crate root's; as a module here they reach no further.
 #[path = "../../examples/webhook_counter.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod webhook_counter;
 
 async fn the_example_counts_each_tenants_webhooks_apart(app: TestApp) {

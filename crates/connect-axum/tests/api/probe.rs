@@ -14,14 +14,14 @@ use connect_axum::config::Config;
 use connect_axum::error::{JsonBody, PathParams, Result};
 use connect_axum::forge::storage::SetOptions;
 use connect_axum::server::{Builder, ConnectApp};
-pub use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
-pub use connect_axum_testing::{
+pub(crate) use connect_axum_testing::site::{KID, hs256, install_key, now, qsh_of, rs256};
+pub(crate) use connect_axum_testing::{
     AppUnderTest, BASE_URL, Site, TestApp, TestResponse, TestTenant, on_both_stores,
 };
 use serde_json::{Value, json};
 
 /// The probe's app key.
-pub const APP_KEY: &str = "connect-axum-probe";
+pub(crate) const APP_KEY: &str = "connect-axum-probe";
 
 const DESCRIPTOR: &str = r#"{
     "key": "connect-axum-probe",
@@ -142,7 +142,7 @@ async fn debug_invocation(invocation: ForgeInvocation) -> String {
 /// `POST /api/probe/form` (a form) behind [`ContextJwt`],
 /// `GET /api/probe/product` behind [`ProductJwt`], `GET /forge/probe` and `POST /forge/echo`
 /// behind a Forge Invocation Token.
-pub fn app(config: Config) -> Builder {
+pub(crate) fn app(config: Config) -> Builder {
     ConnectApp::builder(config)
         .descriptor(DESCRIPTOR)
         .routes::<ContextJwt>(
@@ -175,12 +175,12 @@ pub fn app(config: Config) -> Builder {
 }
 
 /// The probe, to start on a fresh store.
-pub fn probe() -> AppUnderTest {
+pub(crate) fn probe() -> AppUnderTest {
     AppUnderTest::new(app)
 }
 
 /// The site that installs the probe.
-pub fn site() -> Site {
+pub(crate) fn site() -> Site {
     Site {
         app_key: APP_KEY.to_owned(),
         app_base_url: BASE_URL.to_owned(),
@@ -189,7 +189,7 @@ pub fn site() -> Site {
 
 /// `app` on a fresh Postgres database or SQLite file, trusting `forge`, with `extra` settings over
 /// the test defaults.
-pub async fn start_trusting(
+pub(crate) async fn start_trusting(
     app: AppUnderTest,
     postgres: bool,
     forge: &connect_axum_testing::FakeForge,

@@ -9,14 +9,20 @@ use crate::error::Error;
 /// only `app.installationId` is required beyond the registered claims.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct InvocationClaims {
+    /// Expiry (Unix seconds); the verifier refuses a token without it.
     #[serde(default)]
     pub exp: Option<i64>,
+    /// When Forge issued the token (Unix seconds); a lifecycle event without it is ordered by
+    /// `exp`.
     #[serde(default)]
     pub iat: Option<i64>,
+    /// Not valid before (Unix seconds), when present.
     #[serde(default)]
     pub nbf: Option<i64>,
+    /// The token's id; a lifecycle event without one is known by the token's SHA-256.
     #[serde(default)]
     pub jti: Option<String>,
+    /// What Forge says of the invoked app: its installation, environment, module and licence.
     pub app: AppClaims,
     /// The view the call comes from: UI invocations only.
     #[serde(default)]
@@ -36,15 +42,23 @@ pub struct AppClaims {
     /// The app's ARI.
     #[serde(default)]
     pub id: Option<String>,
+    /// `appVersion`: the deployed version that was invoked, `1.0.0`.
     #[serde(default)]
     pub app_version: Option<String>,
+    /// `installationId`: `ari:cloud:ecosystem::installation/<uuid>`, which a Forge tenant is
+    /// found by; a reinstall gets a new one.
     pub installation_id: String,
+    /// `apiBaseUrl`: where the app calls the product back,
+    /// `https://api.atlassian.com/ex/<product>/<cloudId>`.
     #[serde(default)]
     pub api_base_url: Option<String>,
+    /// `environment`: the Forge environment the app runs in.
     #[serde(default)]
     pub environment: Option<EnvironmentClaims>,
+    /// `module`: the manifest module that was invoked.
     #[serde(default)]
     pub module: Option<ModuleClaims>,
+    /// `installation`: the installation and the products it spans.
     #[serde(default)]
     pub installation: Option<InstallationClaims>,
     /// Paid apps in production only.
@@ -56,29 +70,39 @@ pub struct AppClaims {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgeLicense {
+    /// `active`: whether the site holds a live licence or trial; absent reads as inactive.
     #[serde(default)]
     pub active: Option<bool>,
     /// Deprecated for `active`.
     #[serde(default)]
     pub is_active: Option<bool>,
+    /// `billingPeriod`: how often the subscription is billed, as Forge spells it.
     #[serde(default)]
     pub billing_period: Option<String>,
     /// `capabilityStandard`, `capabilityAdvanced`.
     #[serde(default)]
     pub capability_set: Option<String>,
+    /// `ccpEntitlementId`: the entitlement's id in Atlassian's commerce platform.
     #[serde(default)]
     pub ccp_entitlement_id: Option<String>,
+    /// `ccpEntitlementSlug`: the entitlement's short readable identifier.
     #[serde(default)]
     pub ccp_entitlement_slug: Option<String>,
+    /// `isEvaluation`: whether the licence is a trial ([`License::Active`]'s `evaluation`).
+    ///
+    /// [`License::Active`]: crate::auth::License::Active
     #[serde(default)]
     pub is_evaluation: Option<bool>,
+    /// `subscriptionEndDate`: when the subscription ends, the timestamp text as sent.
     #[serde(default)]
     pub subscription_end_date: Option<String>,
+    /// `trialEndDate`: when the trial ends, the timestamp text as sent.
     #[serde(default)]
     pub trial_end_date: Option<String>,
     /// `COMMERCIAL`, `COMMUNITY`, `ACADEMIC`, `DEVELOPER`, … (sources disagree on case).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// `modes`, as sent; the library does not read them.
     #[serde(default)]
     pub modes: Option<Vec<String>>,
 }
@@ -93,8 +117,10 @@ impl ForgeLicense {
 /// `app.environment`: `type` is `DEVELOPMENT`, `STAGING` or `PRODUCTION`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EnvironmentClaims {
+    /// `type`: `DEVELOPMENT`, `STAGING` or `PRODUCTION`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// `id`: the environment's id, distinct per environment of one app.
     #[serde(default)]
     pub id: Option<String>,
 }
@@ -102,8 +128,10 @@ pub struct EnvironmentClaims {
 /// `app.module`: the invoked module's type (`xen:macro`, `core:endpoint`, …) and key.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModuleClaims {
+    /// `type`: `core:endpoint` for the app's own calls, the UI module's type for a user's.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// `key`: the module's key in the manifest.
     #[serde(default)]
     pub key: Option<String>,
 }
@@ -111,8 +139,10 @@ pub struct ModuleClaims {
 /// `app.installation`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct InstallationClaims {
+    /// `id`: the installation's id.
     #[serde(default)]
     pub id: Option<String>,
+    /// `contexts`: each product the installation is in; empty when Forge sends none.
     #[serde(default)]
     pub contexts: Vec<InstallationContext>,
 }
@@ -121,12 +151,16 @@ pub struct InstallationClaims {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallationContext {
+    /// `name`: the product, `jira`, `confluence`, ….
     #[serde(default)]
     pub name: Option<String>,
+    /// `apiBaseUrl`: where that product is called back.
     #[serde(default)]
     pub api_base_url: Option<String>,
+    /// `cloudId`: the site's cloud id, which an unmapped installation's tenant is looked up by.
     #[serde(default)]
     pub cloud_id: Option<String>,
+    /// `workspaceId`: the product's workspace on the site, when it has one.
     #[serde(default)]
     pub workspace_id: Option<String>,
 }

@@ -50,6 +50,7 @@ pub struct SystemTokens {
 }
 
 impl SystemTokens {
+    /// Writes to `store`, skipping a token this replica wrote in the last 15 minutes.
     pub fn new(store: Store) -> Self {
         Self {
             store,

@@ -18,9 +18,12 @@ use crate::store::{LifecycleToken, TenantRecord};
 /// A verified Forge Invocation Token.
 #[derive(Debug, Clone)]
 pub struct VerifiedFit {
+    /// The token's claims, verified.
     pub claims: Arc<InvocationClaims>,
     /// Orders and deduplicates the lifecycle changes the token makes.
     pub lifecycle: LifecycleToken,
+    /// The app's system token from the `x-forge-oauth-system` header, which the FIT does not
+    /// cover; `None` when the call carries none (`appSystemToken` unset in the manifest).
     pub system_token: Option<ForgeToken>,
 }
 

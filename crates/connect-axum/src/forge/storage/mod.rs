@@ -66,13 +66,19 @@ pub enum StorageError {
     /// (the message is the start of the body when the body is not that JSON).
     #[error("Forge storage answered {status} {}: {message}", code.as_deref().unwrap_or("without a code"))]
     Api {
+        /// The status Forge answered, not a 2xx.
         status: StatusCode,
+        /// Forge's error code, `KEY_NOT_FOUND`, …; `None` when the body has none.
         code: Option<String>,
+        /// Forge's error message, or the start of its body.
         message: String,
     },
     /// Forge kept answering 429 (or asked to wait longer than the client does).
     #[error("Forge storage is rate limiting; retry after {retry_after:?}")]
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// Forge's last `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     /// No answer within the client's timeout.
     #[error("Forge storage did not answer in time")]
     Timeout,

@@ -6,9 +6,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "unit", content = "value", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Ttl {
+    /// This many seconds after the write (`{"unit": "SECONDS", "value": n}`).
     Seconds(u32),
+    /// This many minutes after the write.
     Minutes(u32),
+    /// This many hours after the write.
     Hours(u32),
+    /// This many days after the write.
     Days(u32),
 }
 
@@ -55,7 +59,9 @@ impl SetOptions {
 /// A stored key and its value.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Entry<T> {
+    /// The key the value is stored under.
     pub key: String,
+    /// The stored value, decoded from its JSON.
     pub value: T,
 }
 

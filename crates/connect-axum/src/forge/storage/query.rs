@@ -7,17 +7,29 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Condition {
+    /// `BEGINS_WITH`: the attribute starts with the one value.
     BeginsWith,
+    /// `BETWEEN`: the attribute lies between the two values.
     Between,
+    /// `EQUAL_TO`: the attribute is the one value.
     EqualTo,
+    /// `NOT_EQUAL_TO`: the attribute is not the one value.
     NotEqualTo,
+    /// `GREATER_THAN`: the attribute is above the one value.
     GreaterThan,
+    /// `GREATER_THAN_EQUAL_TO`: the attribute is the one value or above.
     GreaterThanEqualTo,
+    /// `LESS_THAN`: the attribute is below the one value.
     LessThan,
+    /// `LESS_THAN_EQUAL_TO`: the attribute is the one value or below.
     LessThanEqualTo,
+    /// `CONTAINS`: the attribute (a string or list) contains the one value.
     Contains,
+    /// `NOT_CONTAINS`: the attribute (a string or list) does not contain the one value.
     NotContains,
+    /// `EXISTS`: the entity has the attribute; no values.
     Exists,
+    /// `NOT_EXISTS`: the entity lacks the attribute; no values.
     NotExists,
 }
 
@@ -25,15 +37,20 @@ pub enum Condition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Sort {
+    /// `ASC`: lowest range value first.
     Asc,
+    /// `DESC`: highest range value first.
     Desc,
 }
 
 /// A filter on one attribute of an entity.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Filter {
+    /// The entity attribute tested, as named in the manifest.
     pub property: String,
+    /// How the attribute is compared with `values`.
     pub condition: Condition,
+    /// The operands: none for `EXISTS`/`NOT_EXISTS`, two for `BETWEEN`, else one.
     pub values: Vec<Value>,
 }
 
@@ -52,7 +69,9 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Filters {
+    /// `{"and": [...]}`: every filter must pass.
     And(Vec<Filter>),
+    /// `{"or": [...]}`: at least one filter must pass.
     Or(Vec<Filter>),
 }
 
