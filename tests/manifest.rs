@@ -117,9 +117,9 @@ fn descriptor() -> Value {
     serde_json::from_str(issue_notes::DESCRIPTOR).unwrap()
 }
 
-/// The value of `pub const NAME: &str = "…";` in a Rust source.
+/// The value of `const NAME: &str = "…";` (of any visibility) in a Rust source.
 fn rust_str_const<'a>(source: &'a str, name: &str) -> &'a str {
-    let start = format!("pub const {name}: &str = \"");
+    let start = format!(" const {name}: &str = \"");
     let rest = &source[source.find(&start).unwrap_or_else(|| panic!("no {name}")) + start.len()..];
     &rest[..rest.find('"').unwrap()]
 }
