@@ -1,6 +1,8 @@
-//! Calls from the app into a tenant's product (Jira, Confluence): JWT-signed as the app, or with
-//! an OAuth 2.0 bearer token acting as a user.
+//! Calls from the app into a tenant's product (Jira, Confluence): JWT-signed as the app, with
+//! an OAuth 2.0 bearer token acting as a user, with a Forge token, or in a Forge Container
+//! through Forge's egress proxy.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::outbound::{self, Failure, Policy, Transport};
+use crate::protocol::egress::{PROXY_AUTHORIZATION_HEADER, ProxyAuthorization};
 use crate::protocol::{ForgeToken, jwt, qsh};
 use crate::store::{Installation, StoredSystemToken};
 
@@ -57,6 +60,13 @@ pub enum ProductError {
     /// The answer was not the JSON expected.
     #[error("the product's answer could not be decoded: {0}")]
     Decode(String),
+    /// In a Forge Container, the call's host is not among the app's egress hosts (refused
+    /// before anything was sent).
+    #[error("{host} is not among the app's egress hosts")]
+    EgressRefused {
+        /// The host refused.
+        host: String,
+    },
     /// The path is not a path on the tenant's site.
     #[error("the path must start with / and stay on the tenant's site")]
     InvalidPath,
@@ -80,6 +90,9 @@ pub enum ProductError {
     /// No system token was ever stored for the tenant (no delivery carried one).
     #[error("no Forge system token is stored for the tenant")]
     NoStoredSystemToken,
+    /// A call through Forge's egress proxy from an app that does not run as a Forge Container.
+    #[error("the app does not run as a Forge Container: there is no egress proxy")]
+    NotInContainer,
     /// The stored system token has expired, or is about to.
     #[error("the stored Forge system token expired at {expired_at}")]
     SystemTokenExpired {
@@ -112,6 +125,13 @@ impl From<ProductError> for crate::error::Error {
     fn from(e: ProductError) -> Self {
         let (status, reason) = match e {
             ProductError::Timeout => (axum::http::StatusCode::GATEWAY_TIMEOUT, "product_timeout"),
+            ProductError::NotInContainer => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "not_in_container",
+            ),
+            ProductError::EgressRefused { .. } => {
+                (axum::http::StatusCode::BAD_GATEWAY, "egress_refused")
+            }
             ProductError::NoStoredSystemToken | ProductError::SystemTokenExpired { .. } => (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "system_token_unavailable",
@@ -216,7 +236,7 @@ impl ProductClient {
     pub fn as_app<'a>(&'a self, tenant: &'a Installation) -> Caller<'a> {
         Caller {
             client: self,
-            base_url: &tenant.base_url,
+            base_url: Cow::Borrowed(&tenant.base_url),
             auth: CallerAuth::App(tenant),
         }
     }
@@ -227,7 +247,7 @@ impl ProductClient {
     pub fn as_app_at<'a>(&'a self, tenant: &'a Installation, base_url: &'a str) -> Caller<'a> {
         Caller {
             client: self,
-            base_url,
+            base_url: Cow::Borrowed(base_url),
             auth: CallerAuth::App(tenant),
         }
     }
@@ -242,7 +262,7 @@ impl ProductClient {
     ) -> Caller<'a> {
         Caller {
             client: self,
-            base_url: api_base_url,
+            base_url: Cow::Borrowed(api_base_url),
             auth: CallerAuth::Bearer(token.expose()),
         }
     }
@@ -263,8 +283,39 @@ impl ProductClient {
         let token = usable_system_token(token)?;
         Ok(Caller {
             client: self,
-            base_url: &token.api_base_url,
+            base_url: Cow::Borrowed(&token.api_base_url),
             auth: CallerAuth::Bearer(token.token.expose()),
+        })
+    }
+
+    /// Calls `product` through Forge's egress proxy, in a Forge Container, for whom
+    /// `authorization` says: within an invocation as its principal, the app or its user; outside
+    /// one as the app or a user of an installation. `product` is `jira`, `confluence`, `compass`,
+    /// `bitbucket`, or `atlassian` for Atlassian's GraphQL API (`post("/graphql", …)`); paths are
+    /// the product's own (`/rest/api/3/myself`).
+    ///
+    /// # Errors
+    /// [`ProductError::NotInContainer`] outside a Forge Container; [`ProductError::InvalidPath`]
+    /// for another product.
+    pub fn through_proxy(
+        &self,
+        authorization: &ProxyAuthorization,
+        product: &str,
+    ) -> Result<Caller<'_>, ProductError> {
+        let proxy = self.transport.proxy().ok_or(ProductError::NotInContainer)?;
+        if !matches!(
+            product,
+            "jira" | "confluence" | "compass" | "bitbucket" | "atlassian"
+        ) {
+            return Err(ProductError::InvalidPath);
+        }
+        Ok(Caller {
+            client: self,
+            base_url: Cow::Owned(format!(
+                "{}/{product}",
+                proxy.as_str().trim_end_matches('/')
+            )),
+            auth: CallerAuth::Proxy(authorization.to_string()),
         })
     }
 
@@ -277,7 +328,7 @@ impl ProductClient {
     ) -> Caller<'a> {
         Caller {
             client: self,
-            base_url: &tenant.base_url,
+            base_url: Cow::Borrowed(&tenant.base_url),
             auth: CallerAuth::User(tenant, account_id, scopes),
         }
     }
@@ -392,7 +443,7 @@ impl ProductClient {
 /// Calls to one tenant's product, as the app, as one user, or as a Forge app.
 pub struct Caller<'a> {
     client: &'a ProductClient,
-    base_url: &'a str,
+    base_url: Cow<'a, str>,
     auth: CallerAuth<'a>,
 }
 
@@ -400,6 +451,8 @@ enum CallerAuth<'a> {
     App(&'a Installation),
     User(&'a Installation, &'a str, &'a [&'a str]),
     Bearer(&'a str),
+    /// The `forge-proxy-authorization` of a call through Forge's egress proxy.
+    Proxy(String),
 }
 
 impl Caller<'_> {
@@ -437,17 +490,25 @@ impl Caller<'_> {
                 let request = http.request(method.clone(), url.clone());
                 let (method, url, base_path) = (&method, &url, &base_path);
                 async move {
-                    let authorization = match self.auth {
-                        CallerAuth::App(tenant) => {
-                            format!("JWT {}", client.app_token(tenant, method, url, base_path))
-                        }
-                        CallerAuth::User(tenant, account_id, scopes) => format!(
-                            "Bearer {}",
-                            client.user_token(tenant, account_id, scopes).await?
+                    let mut request = match &self.auth {
+                        CallerAuth::App(tenant) => request.header(
+                            AUTHORIZATION,
+                            format!("JWT {}", client.app_token(tenant, method, url, base_path)),
                         ),
-                        CallerAuth::Bearer(token) => format!("Bearer {token}"),
+                        CallerAuth::User(tenant, account_id, scopes) => request.header(
+                            AUTHORIZATION,
+                            format!(
+                                "Bearer {}",
+                                client.user_token(tenant, account_id, scopes).await?
+                            ),
+                        ),
+                        CallerAuth::Bearer(token) => {
+                            request.header(AUTHORIZATION, format!("Bearer {token}"))
+                        }
+                        CallerAuth::Proxy(header) => {
+                            request.header(PROXY_AUTHORIZATION_HEADER, header)
+                        }
                     };
-                    let mut request = request.header(AUTHORIZATION, authorization);
                     if let Some(body) = body {
                         request = request
                             .header(CONTENT_TYPE, "application/json")
@@ -464,7 +525,7 @@ impl Caller<'_> {
         if !path.starts_with('/') || path.starts_with("//") {
             return Err(ProductError::InvalidPath);
         }
-        let base = Url::parse(self.base_url).map_err(|_| ProductError::InvalidPath)?;
+        let base = Url::parse(&self.base_url).map_err(|_| ProductError::InvalidPath)?;
         let url = Url::parse(&format!("{}{path}", self.base_url.trim_end_matches('/')))
             .map_err(|_| ProductError::InvalidPath)?;
         if url.origin() != base.origin() {

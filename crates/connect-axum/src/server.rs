@@ -75,6 +75,7 @@ pub struct Builder<S = AppState> {
     realm_mover: Option<Arc<dyn RealmMover>>,
     account_ids: Vec<Arc<dyn AccountIdSource>>,
     forge_handlers: Vec<Arc<dyn ForgeEventHandler>>,
+    egress_hosts: Vec<String>,
     make_state: MakeState<S>,
 }
 
@@ -102,6 +103,7 @@ impl Builder<AppState> {
             realm_mover: self.realm_mover,
             account_ids: self.account_ids,
             forge_handlers: self.forge_handlers,
+            egress_hosts: self.egress_hosts,
             make_state: Box::new(make),
         }
     }
@@ -138,6 +140,16 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// `routes` behind the JWT check of mode `M`; their handlers take the verified `Tenant`.
     pub fn routes<M: AuthMode>(self, routes: Router<S>) -> Self {
         self.routes_with(move |state| state.with_jwt::<M, S>(routes))
+    }
+
+    /// The external hosts the app calls, as its Forge manifest declares them
+    /// (`permissions.external.fetch.backend`: `api.example.com`, `*.example.com` or a URL). In a
+    /// Forge Container every call leaves through Forge's egress proxy, and one to a host neither
+    /// Forge's nor declared here fails before it is sent (`EgressRefused`); elsewhere the list is
+    /// not used.
+    pub fn egress_hosts<H: Into<String>>(mut self, hosts: impl IntoIterator<Item = H>) -> Self {
+        self.egress_hosts.extend(hosts.into_iter().map(Into::into));
+        self
     }
 
     /// Adds a handler of Forge events (product events the manifest's triggers send, lifecycle
@@ -207,7 +219,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     }
 
     fn state_with(&self, store: Store, descriptor: Descriptor) -> AppState {
-        let mut state = AppState::with_descriptor(self.config.clone(), store, descriptor);
+        let mut state = AppState::wire(self.config.clone(), store, descriptor, &self.egress_hosts);
         if let Some(mover) = &self.realm_mover {
             state.realm_mover = mover.clone();
         }
@@ -271,6 +283,7 @@ impl ConnectApp {
             realm_mover: None,
             account_ids: Vec::new(),
             forge_handlers: Vec::new(),
+            egress_hosts: Vec::new(),
             make_state: Box::new(AppState::clone),
         }
     }

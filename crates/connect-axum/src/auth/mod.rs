@@ -21,6 +21,7 @@ use crate::store::{ClientKey, LifecycleToken, Store};
 pub mod connect;
 pub mod container;
 pub mod forge;
+mod invocation;
 pub use crate::protocol::{jwt, qsh};
 use crate::store::StoreError;
 mod tenant;
@@ -31,6 +32,7 @@ pub use connect::{
     SESSION_TOKEN_HEADER, SESSION_TOKEN_TTL, is_form, require_jwt,
 };
 pub use forge::{ForgeInvocation, ForgeKeys, ForgeSettings, ForgeToken, require_forge};
+pub use invocation::Invocation;
 pub use tenant::{Access, IssueRef, License, Owner, Tenant, TokenKind};
 
 /// Why a request was not authenticated: a 401 whose body's `error` is the stable reason code

@@ -55,6 +55,13 @@ pub enum ImpersonationError {
     /// The answer was not the JSON expected.
     #[error("the GraphQL API's answer could not be decoded: {0}")]
     Decode(String),
+    /// In a Forge Container, the call's host is not among the app's egress hosts (refused
+    /// before anything was sent).
+    #[error("{host} is not among the app's egress hosts")]
+    EgressRefused {
+        /// The host refused.
+        host: String,
+    },
     /// The account id is empty, longer than 128 characters or has control characters (checked
     /// before any call).
     #[error("invalid account id")]
@@ -74,6 +81,7 @@ impl From<ImpersonationError> for crate::error::Error {
             }
             ImpersonationError::Refused { .. } => (Http::BAD_GATEWAY, "impersonation_refused"),
             ImpersonationError::Timeout => (Http::GATEWAY_TIMEOUT, "impersonation_timeout"),
+            ImpersonationError::EgressRefused { .. } => (Http::BAD_GATEWAY, "egress_refused"),
             _ => (Http::BAD_GATEWAY, "impersonation_error"),
         };
         crate::error::Error::Upstream {

@@ -26,6 +26,10 @@ pub(crate) enum Failure {
     /// The answer's body is larger than its reader accepts.
     #[error("the answer is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// In a Forge Container, a call to a host the app does not declare as an egress host
+    /// (refused before anything is sent).
+    #[error("calls to {host} are not among the app's egress hosts")]
+    EgressRefused { host: String },
 }
 
 impl From<reqwest::Error> for Failure {
@@ -42,8 +46,8 @@ impl From<reqwest::Error> for Failure {
 }
 
 /// `From<Failure>` and `From<reqwest::Error>` for a client's error whose `Timeout`,
-/// `Transport(String)`, `Decode(String)` and `RateLimited { retry_after }` mean what the
-/// failure's do; the closure-like tail makes its error of a non-2xx answer from the status and
+/// `Transport(String)`, `Decode(String)`, `RateLimited { retry_after }` and
+/// `EgressRefused { host }` mean what the failure's do; the closure-like tail makes its error of a non-2xx answer from the status and
 /// the start of the body.
 macro_rules! from_failure {
     ($error:ident, |$status:ident, $body:pat_param| $make:expr) => {
@@ -60,6 +64,7 @@ macro_rules! from_failure {
                         body: $body,
                     } => $make,
                     Failure::RateLimited { retry_after } => Self::RateLimited { retry_after },
+                    Failure::EgressRefused { host } => Self::EgressRefused { host },
                 }
             }
         }

@@ -2,12 +2,16 @@
 //! Forge storage, Atlassian's GraphQL API, install keys, Forge's JWKS): a request sent under the
 //! shared timeout, the 429s its client's [`Policy`] waits out, and one [`Failure`] for what went
 //! wrong. The clients keep only what is their own: credentials, URLs, shapes, their own errors.
+//! In a Forge Container the transport is the egress proxy's ([`Transport::through_proxy`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use url::Url;
 
 mod body;
+mod egress;
 mod failure;
 mod retry;
 
@@ -20,6 +24,7 @@ pub(crate) use retry::Policy;
 #[derive(Clone)]
 pub(crate) struct Transport {
     http: reqwest::Client,
+    egress: Option<Arc<egress::Egress>>,
 }
 
 impl Transport {
@@ -32,7 +37,22 @@ impl Transport {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("the HTTP client's configuration is static and valid");
-        Self { http }
+        Self { http, egress: None }
+    }
+
+    /// [`new`](Self::new) for a Forge Container: every request leaves through Forge's egress
+    /// proxy at `proxy`, and one to any host but the proxy and the declared `hosts` is refused
+    /// ([`Failure::EgressRefused`]).
+    pub(crate) fn through_proxy(timeout: Duration, proxy: &Url, hosts: &[String]) -> Self {
+        Self {
+            egress: Some(Arc::new(egress::Egress::new(proxy, hosts))),
+            ..Self::new(timeout)
+        }
+    }
+
+    /// The egress proxy every request leaves through, in a Forge Container.
+    pub(crate) fn proxy(&self) -> Option<&Url> {
+        self.egress.as_deref().map(egress::Egress::proxy)
     }
 
     /// Sends the request `build` makes and returns a successful (2xx) answer; `build` runs again
@@ -85,9 +105,12 @@ impl Transport {
         }
     }
 
-    /// The one place every request leaves through, where a route other than the direct one
-    /// (Forge's egress proxy in container mode, issue 25) belongs.
-    async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, Failure> {
+    /// The one place every request leaves through: directly, or in a Forge Container through
+    /// the egress proxy alone.
+    async fn execute(&self, mut request: reqwest::Request) -> Result<reqwest::Response, Failure> {
+        if let Some(egress) = &self.egress {
+            egress.route(&mut request)?;
+        }
         Ok(self.http.execute(request).await?)
     }
 }

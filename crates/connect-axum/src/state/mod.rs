@@ -102,6 +102,17 @@ impl AppState {
     /// Wires the state for `config` over `store`, serving the app's `descriptor` (its key is the
     /// app key tokens are checked against and product calls are signed with).
     pub fn with_descriptor(config: Config, store: Store, descriptor: Descriptor) -> Self {
+        Self::wire(config, store, descriptor, &[])
+    }
+
+    /// [`with_descriptor`](Self::with_descriptor) whose calls, in a Forge Container, may reach
+    /// `egress_hosts` beside Forge's own APIs.
+    pub(crate) fn wire(
+        config: Config,
+        store: Store,
+        descriptor: Descriptor,
+        egress_hosts: &[String],
+    ) -> Self {
         monitoring::handle();
         let install_keys = InstallKeys::new(
             &config.connect.install_keys_url,
@@ -152,7 +163,14 @@ impl AppState {
             None => auth,
         };
         // Built here, not by each client, so that what starts the server decides how calls leave.
-        let transport = Transport::new(config.connect.product_timeout);
+        let transport = match &config.container {
+            Some(container) => Transport::through_proxy(
+                config.connect.product_timeout,
+                &container.egress_proxy_url,
+                egress_hosts,
+            ),
+            None => Transport::new(config.connect.product_timeout),
+        };
         let auth = match &config.container {
             Some(container) => auth.with_container(InvocationContexts::new(
                 transport.clone(),
@@ -165,8 +183,12 @@ impl AppState {
             descriptor.key(),
             &config.connect.oauth_auth_server_url,
         );
-        let forge_storage =
-            ForgeStorage::with_transport(transport.clone(), &config.forge.api_base_url);
+        // A container's storage calls go to the egress proxy, under the same paths.
+        let storage_base = match &config.container {
+            Some(container) => &container.egress_proxy_url,
+            None => &config.forge.api_base_url,
+        };
+        let forge_storage = ForgeStorage::with_transport(transport.clone(), storage_base);
         let forge_users = OfflineUserTokens::with_transport(
             transport,
             &config.forge.graphql_url,
@@ -236,10 +258,18 @@ impl AppState {
         routes: Router<S>,
     ) -> Router<S> {
         let keys: std::sync::Arc<[String]> = module_keys.into();
-        self.with_forge(routes.route_layer(middleware::from_fn_with_state(
-            keys,
-            auth::forge::require_app_invocation,
-        )))
+        let routes = if self.auth.is_container() {
+            routes.route_layer(middleware::from_fn_with_state(
+                keys,
+                auth::container::require_app_invocation,
+            ))
+        } else {
+            routes.route_layer(middleware::from_fn_with_state(
+                keys,
+                auth::forge::require_app_invocation,
+            ))
+        };
+        self.with_forge(routes)
     }
 
     /// Public `routes` (no authentication), each request within the anonymous slots.

@@ -68,6 +68,16 @@ impl InvocationContext {
             .filter(|a| !a.is_empty())
     }
 
+    /// The key of the invoked module (`app.module.key`, else `context.moduleKey`).
+    pub fn module_key(&self) -> Option<&str> {
+        self.app
+            .module
+            .as_ref()
+            .and_then(|m| m.get("key"))
+            .or_else(|| self.context.get("moduleKey"))
+            .and_then(Value::as_str)
+    }
+
     fn text(&self, field: &str) -> Option<String> {
         self.context
             .get(field)
@@ -76,7 +86,7 @@ impl InvocationContext {
     }
 
     /// The product of the invoked module, from its type (`jira:issuePanel` is Jira's).
-    fn product(&self) -> Option<String> {
+    pub(crate) fn product(&self) -> Option<String> {
         let module_type = self.app.module.as_ref()?.get("type")?.as_str()?;
         let (product, _) = module_type.split_once(':')?;
         matches!(product, "jira" | "confluence" | "compass" | "bitbucket")

@@ -1,5 +1,6 @@
-//! A typed client of Forge hosted storage from a remote: the key-value store, secrets and custom
-//! entities of one installation, reached through the REST API with the app's system token.
+//! A typed client of Forge hosted storage: the key-value store, secrets and custom entities of
+//! one installation, reached through the REST API with the app's system token from a remote, or
+//! through Forge's egress proxy from a container ([`ForgeStorage::through_proxy`]).
 //!
 //! Every operation is `POST {api base}/forge/storage/kvs/v1/{op}` with a JSON body; keys are
 //! checked here before any call, and a 429 is waited out a few times before it becomes
@@ -28,6 +29,7 @@ use url::Url;
 
 use crate::outbound::{self, Policy, Transport};
 use crate::protocol::ForgeToken;
+use crate::protocol::egress::{PROXY_AUTHORIZATION_HEADER, ProxyAuthorization};
 
 mod options;
 mod query;
@@ -88,6 +90,13 @@ pub enum StorageError {
     /// A value could not be encoded, or an answer was not the JSON expected.
     #[error("a Forge storage value could not be encoded or decoded: {0}")]
     Decode(String),
+    /// In a Forge Container, the call's host is not among the app's egress hosts (refused
+    /// before anything was sent).
+    #[error("{host} is not among the app's egress hosts")]
+    EgressRefused {
+        /// The host refused.
+        host: String,
+    },
 }
 
 impl StorageError {
@@ -117,6 +126,7 @@ impl From<StorageError> for crate::error::Error {
                 return crate::error::Error::bad_request("invalid_limit", e.to_string());
             }
             StorageError::Timeout => (Http::GATEWAY_TIMEOUT, "storage_timeout"),
+            StorageError::EgressRefused { .. } => (Http::BAD_GATEWAY, "egress_refused"),
             _ => (Http::BAD_GATEWAY, "storage_error"),
         };
         crate::error::Error::Upstream {
@@ -158,7 +168,17 @@ impl ForgeStorage {
     pub fn for_installation<'a>(&'a self, token: &'a ForgeToken) -> Storage<'a> {
         Storage {
             client: self,
-            token,
+            credential: Credential::Token(token),
+        }
+    }
+
+    /// The storage of the installation `authorization` names (its invocation's, or one named
+    /// outside any invocation), in a Forge Container: calls go through Forge's egress proxy, the
+    /// client's API base.
+    pub fn through_proxy<'a>(&'a self, authorization: &'a ProxyAuthorization) -> Storage<'a> {
+        Storage {
+            client: self,
+            credential: Credential::Proxy(authorization),
         }
     }
 }
@@ -167,7 +187,16 @@ impl ForgeStorage {
 #[derive(Clone, Copy)]
 pub struct Storage<'a> {
     client: &'a ForgeStorage,
-    token: &'a ForgeToken,
+    credential: Credential<'a>,
+}
+
+/// What tells Forge whose storage a call reaches.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// The installation's system token, from a remote.
+    Token(&'a ForgeToken),
+    /// The egress proxy's header, from a container.
+    Proxy(&'a ProxyAuthorization),
 }
 
 #[derive(Serialize)]
@@ -350,10 +379,17 @@ impl Storage<'_> {
     ) -> Result<reqwest::Response, StorageError> {
         let body = serde_json::to_vec(body).map_err(|e| StorageError::Decode(e.to_string()))?;
         let url = format!("{}/{op}", self.client.endpoint);
-        let authorization = format!("Bearer {}", self.token.expose());
+        let (name, value) = match self.credential {
+            Credential::Token(token) => {
+                (AUTHORIZATION.as_str(), format!("Bearer {}", token.expose()))
+            }
+            Credential::Proxy(authorization) => {
+                (PROXY_AUTHORIZATION_HEADER, authorization.to_string())
+            }
+        };
         let request = |http: &reqwest::Client| {
             http.post(&url)
-                .header(AUTHORIZATION, &authorization)
+                .header(name, &value)
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone())
         };
