@@ -143,6 +143,13 @@ impl FakeForgeApi {
         Self { shared }
     }
 
+    /// Serves the storage operation `op` (`get`, `entity/set`, …) for `installation_id`, as the
+    /// route does for a caller holding one of its system tokens: Forge's egress proxy does this
+    /// for a container, whose calls carry no token.
+    pub(crate) fn storage_for(&self, installation_id: &str, op: &str, body: &[u8]) -> Response {
+        storage_of(&self.shared, Some(installation_id.to_owned()), op, body)
+    }
+
     /// The API's base URL, `http://127.0.0.1:<port>` (the storage client's API base).
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
@@ -384,9 +391,15 @@ async fn storage(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let installation = shared.knobs().authenticate(&headers);
+    storage_of(&shared, installation, &op, &body)
+}
+
+/// One storage operation `op` for `installation` (`None`: the caller was not recognised).
+fn storage_of(shared: &Shared, installation: Option<String>, op: &str, body: &[u8]) -> Response {
     let mut knobs = shared.knobs();
-    let installation = knobs.authenticate(&headers);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let op = op.to_owned();
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     knobs.storage.push(StorageCall {
         op: op.clone(),
         installation_id: installation.clone(),

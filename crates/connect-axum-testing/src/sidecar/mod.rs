@@ -2,7 +2,8 @@
 //! invocations reach the app with an `x-forge-invocation-id` and no token ([`FakeSidecar::invoke`]),
 //! and the app's `FORGE_EGRESS_PROXY_URL` points at the sidecar, which answers
 //! `GET /invocation/context` for the invocations it made and checks `forge-proxy-authorization`
-//! on every call it receives (each recorded, for a test to assert).
+//! on every call it receives (each recorded, for a test to assert). Its egress routes
+//! serve Forge storage and the product calls a test answers ([`FakeSidecar::on_product`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use connect_axum::protocol::egress::{
     INVOCATION_ID_HEADER, PROXY_AUTHORIZATION_HEADER, ProxyAuthorization, ProxyScope,
 };
@@ -21,17 +22,24 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::forge::{ForgeSite, uuid_like};
-use crate::{TestApp, TestResponse};
+use crate::product::Reply;
+use crate::{FakeForgeApi, TestApp, TestResponse};
+
+mod egress;
+
+pub use egress::EgressCall;
 
 /// The app id of the container app the sidecar serves.
 pub const CONTAINER_APP_ID: &str = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000c0de";
 
-#[derive(Default)]
 struct Shared {
     contexts: Mutex<HashMap<String, Value>>,
     authorizations: Mutex<Vec<String>>,
     context_fetches: AtomicUsize,
     down: AtomicBool,
+    api: FakeForgeApi,
+    egress_calls: Mutex<Vec<EgressCall>>,
+    product_handlers: Mutex<Vec<(String, String, egress::Handler)>>,
 }
 
 /// Forge's sidecar on a free loopback port.
@@ -44,9 +52,19 @@ pub struct FakeSidecar {
 impl FakeSidecar {
     /// Starts the sidecar.
     pub async fn start() -> Self {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            contexts: Mutex::default(),
+            authorizations: Mutex::default(),
+            context_fetches: AtomicUsize::default(),
+            down: AtomicBool::default(),
+            api: FakeForgeApi::start().await,
+            egress_calls: Mutex::default(),
+            product_handlers: Mutex::default(),
+        });
         let router = Router::new()
             .route("/invocation/context", get(context))
+            .route("/forge/storage/kvs/v1/{*op}", post(egress::storage))
+            .route("/{product}/{*path}", any(egress::product))
             .with_state(shared.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -146,6 +164,39 @@ impl FakeSidecar {
             .lock()
             .expect("not poisoned")
             .clone()
+    }
+
+    /// Answers the container's `method` calls to `path` on the proxy (`/jira/rest/api/3/…`) with
+    /// `reply`, whoever they are made for (the [`EgressCall`] says).
+    pub fn on_product(
+        &self,
+        method: &str,
+        path: &str,
+        reply: impl Fn(&EgressCall) -> Reply + Send + Sync + 'static,
+    ) {
+        self.shared
+            .product_handlers
+            .lock()
+            .expect("not poisoned")
+            .push((
+                method.to_owned(),
+                path.to_owned(),
+                std::sync::Arc::new(reply),
+            ));
+    }
+
+    /// Every product call the container made through the proxy, in order.
+    pub fn product_calls(&self) -> Vec<EgressCall> {
+        self.shared
+            .egress_calls
+            .lock()
+            .expect("not poisoned")
+            .clone()
+    }
+
+    /// The Forge storage behind the proxy: what each installation stored, and every call.
+    pub fn storage(&self) -> &FakeForgeApi {
+        &self.shared.api
     }
 
     /// Sends `method path` to `app` as the sidecar forwards an invocation: with the invocation

@@ -2,7 +2,8 @@
 //! each resolved through the sidecar to its installation and user.
 
 use axum::http::StatusCode;
-use connect_axum_testing::{FakeSidecar, Fit, TestApp};
+use connect_axum::protocol::egress::ProxyActor;
+use connect_axum_testing::{FakeSidecar, Fit, Reply, TestApp};
 use serde_json::json;
 
 use crate::probe::probe;
@@ -120,6 +121,132 @@ async fn a_sidecar_that_does_not_answer_is_a_503_and_then_recovers(
     assert_eq!(response.status, StatusCode::OK);
 }
 
+async fn product_calls_go_through_the_proxy_as_the_user_and_as_the_app(
+    app: TestApp,
+    sidecar: FakeSidecar,
+) {
+    sidecar.on_product("GET", "/jira/rest/api/3/myself", |call| {
+        let who = match &call.actor {
+            Some(ProxyActor::User { .. }) => "user",
+            Some(ProxyActor::App) => "app",
+            None => "no one",
+        };
+        Reply::json(StatusCode::OK, &json!({ "who": who }))
+    });
+    let site = sidecar.site("acme");
+    let id = sidecar.invocation(FakeSidecar::user_context(&site, "557058:alice", "PROJ-1"));
+    for who in ["user", "app"] {
+        let path = format!("/forge/invocation/myself/{who}");
+        let response = sidecar.invoke(&app, &id, "GET", &path, None).await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        assert_eq!(response.json(), json!({ "who": who }));
+    }
+    let calls = sidecar.product_calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].authorization, format!("Forge id={id},as=user"));
+    assert_eq!(calls[1].authorization, format!("Forge id={id},as=app"));
+    for call in &calls {
+        assert_eq!(
+            call.installation_id.as_deref(),
+            Some(&*site.installation_id)
+        );
+    }
+    assert_eq!(
+        sidecar.authorizations(),
+        [
+            format!("Forge id={id}"),
+            format!("Forge id={id},as=user"),
+            format!("Forge id={id},as=app"),
+        ]
+    );
+}
+
+async fn an_invocation_of_the_app_itself_cannot_call_as_a_user(app: TestApp, sidecar: FakeSidecar) {
+    let site = sidecar.site("acme");
+    let id = sidecar.invocation(FakeSidecar::app_context(&site));
+    let response = sidecar
+        .invoke(&app, &id, "GET", "/forge/invocation/myself/user", None)
+        .await;
+    // As on a remote whose invocation carries no user token: a clear error, no call.
+    response.assert_error(StatusCode::BAD_GATEWAY, "product_error");
+    assert!(sidecar.product_calls().is_empty(), "nothing was sent");
+}
+
+async fn forge_storage_goes_through_the_proxy_per_installation(app: TestApp, sidecar: FakeSidecar) {
+    let (a, b) = (sidecar.site("acme"), sidecar.site("globex"));
+    let ia = sidecar.invocation(FakeSidecar::user_context(&a, "557058:alice", "PROJ-1"));
+    let ib = sidecar.invocation(FakeSidecar::user_context(&b, "557058:bob", "PROJ-1"));
+    let put = sidecar
+        .invoke(
+            &app,
+            &ia,
+            "PUT",
+            "/forge/invocation/storage/colour",
+            Some(&json!("red")),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT, "{:?}", put.body);
+    assert_eq!(
+        sidecar.storage().stored(&a.installation_id, "colour"),
+        Some(json!("red"))
+    );
+    assert_eq!(sidecar.storage().stored(&b.installation_id, "colour"), None);
+    let read = |id: String| {
+        let (app, sidecar) = (&app, &sidecar);
+        async move {
+            sidecar
+                .invoke(app, &id, "GET", "/forge/invocation/storage/colour", None)
+                .await
+                .json()
+        }
+    };
+    assert_eq!(read(ia.clone()).await, json!({ "value": "red" }));
+    assert_eq!(read(ib.clone()).await, json!({ "value": null }));
+    // Each storage call carried its invocation's header, which the proxy resolved.
+    let installations: Vec<_> = sidecar
+        .storage()
+        .storage_requests()
+        .into_iter()
+        .map(|call| call.installation_id)
+        .collect();
+    assert_eq!(
+        installations,
+        [
+            Some(a.installation_id.clone()),
+            Some(a.installation_id.clone()),
+            Some(b.installation_id.clone()),
+        ]
+    );
+    let headers = sidecar.authorizations();
+    assert_eq!(
+        headers
+            .iter()
+            .filter(|h| **h == format!("Forge id={ia}"))
+            .count(),
+        3
+    );
+    assert_eq!(
+        headers
+            .iter()
+            .filter(|h| **h == format!("Forge id={ib}"))
+            .count(),
+        2
+    );
+}
+
+async fn a_call_to_a_host_the_app_did_not_declare_is_refused_unsent(
+    app: TestApp,
+    sidecar: FakeSidecar,
+) {
+    let site = sidecar.site("acme");
+    let id = sidecar.invocation(FakeSidecar::user_context(&site, "557058:alice", "PROJ-1"));
+    sidecar
+        .invoke(&app, &id, "GET", "/forge/elsewhere", None)
+        .await
+        .assert_error(StatusCode::BAD_GATEWAY, "egress_refused");
+    assert!(sidecar.product_calls().is_empty());
+}
+
 crate::probe::on_both_stores!(
     app = probe(),
     with = sidecar,
@@ -130,4 +257,8 @@ crate::probe::on_both_stores!(
     an_invocation_id_that_could_forge_an_egress_header_is_refused_unsent,
     an_invocation_the_sidecar_does_not_know_is_refused,
     a_sidecar_that_does_not_answer_is_a_503_and_then_recovers,
+    product_calls_go_through_the_proxy_as_the_user_and_as_the_app,
+    an_invocation_of_the_app_itself_cannot_call_as_a_user,
+    forge_storage_goes_through_the_proxy_per_installation,
+    a_call_to_a_host_the_app_did_not_declare_is_refused_unsent,
 );

@@ -303,8 +303,57 @@ async fn browsers_of_allowed_origins_get_a_preflight_without_a_token(postgres: b
     );
 }
 
+/// `auth::Invocation`, the handler's view of either Forge door, on a remote: the user token, the
+/// system token, the storage of the token's installation.
+async fn the_invocation_extractor_calls_with_the_remote_tokens(postgres: bool) {
+    let w = world(postgres, vec![]).await;
+    w.product.bearer("user-token-2", "557058:forge-user");
+    w.product.bearer(&w.system, "app-system");
+    let fit = || {
+        w.forge
+            .fit_on(&w.site)
+            .api_base_url(w.product.base_url())
+            .sign()
+    };
+    let tokens = [
+        (USER_TOKEN_HEADER, "user-token-2"),
+        (SYSTEM_TOKEN_HEADER, w.system.as_str()),
+    ];
+    for (who, account) in [("user", "557058:forge-user"), ("app", "app-system")] {
+        let path = format!("/forge/invocation/myself/{who}");
+        let me = w
+            .app
+            .send(kit::invocation("GET", &path, &fit(), &tokens, None))
+            .await;
+        assert_eq!(
+            me.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&me.body)
+        );
+        assert_eq!(me.json()["accountId"], account);
+    }
+    let body = json!("blue");
+    let put = w
+        .app
+        .send(kit::invocation(
+            "PUT",
+            "/forge/invocation/storage/colour",
+            &fit(),
+            &tokens,
+            Some(&body),
+        ))
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        w.api.stored(&w.site.installation_id, "colour"),
+        Some(json!("blue"))
+    );
+}
+
 crate::probe::on_both_stores!(
     postgres: bool,
+    the_invocation_extractor_calls_with_the_remote_tokens,
     the_user_token_calls_the_product_as_that_user_and_is_never_shown,
     offline_user_tokens_come_from_the_stored_system_token_and_are_kept,
     forge_storage_is_reached_with_the_stored_system_token,

@@ -9,7 +9,9 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use connect_axum::app::AppState;
-use connect_axum::auth::{self, ContextJwt, ForgeInvocation, ProductJwt, Tenant};
+use connect_axum::auth::{
+    self, ContextJwt, ForgeInvocation, ForgeToken, Invocation, ProductJwt, Tenant,
+};
 use connect_axum::config::Config;
 use connect_axum::error::{JsonBody, PathParams, Result};
 use connect_axum::forge::storage::SetOptions;
@@ -133,6 +135,59 @@ async fn storage_put(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The product's `myself`, as the invocation's user (`/user`) or the app (`/app`), whichever
+/// Forge door the invocation came by.
+async fn invocation_myself(
+    invocation: Invocation,
+    State(app): State<AppState>,
+    PathParams(who): PathParams<String>,
+) -> Result<Json<Value>> {
+    let caller = if who == "user" {
+        invocation.product_as_user(app.product())?
+    } else {
+        invocation.product_as_app(app.product())?
+    };
+    Ok(Json(caller.get("/rest/api/3/myself").await?))
+}
+
+/// A value of the invocation's Forge storage, whichever door it came by.
+async fn invocation_storage_get(
+    invocation: Invocation,
+    State(app): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<Value>> {
+    let storage = invocation
+        .storage(app.forge_storage())
+        .expect("the probe's invocations carry a system token");
+    let value: Option<Value> = storage.get(&key).await?;
+    Ok(Json(json!({ "value": value })))
+}
+
+/// Sets a value of the invocation's Forge storage.
+async fn invocation_storage_put(
+    invocation: Invocation,
+    State(app): State<AppState>,
+    PathParams(key): PathParams<String>,
+    JsonBody(value): JsonBody<Value>,
+) -> Result<StatusCode> {
+    let storage = invocation
+        .storage(app.forge_storage())
+        .expect("the probe's invocations carry a system token");
+    storage.set(&key, &value, SetOptions::default()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A product call to a host the app never declared.
+async fn elsewhere(State(app): State<AppState>) -> Result<Json<Value>> {
+    let token = ForgeToken::new("not-sent".to_owned());
+    Ok(Json(
+        app.product()
+            .with_forge_token(&token, "https://elsewhere.example")
+            .get("/rest/api/3/myself")
+            .await?,
+    ))
+}
+
 /// The invocation as `Debug` shows it.
 async fn debug_invocation(invocation: ForgeInvocation) -> String {
     format!("{invocation:?}")
@@ -165,7 +220,13 @@ pub(crate) fn app(config: Config) -> Builder {
                 .route("/forge/as-user", get(as_user))
                 .route("/forge/offline/{account}", get(offline))
                 .route("/forge/storage/{key}", get(storage_get).put(storage_put))
-                .route("/forge/debug", get(debug_invocation)),
+                .route("/forge/debug", get(debug_invocation))
+                .route("/forge/invocation/myself/{who}", get(invocation_myself))
+                .route(
+                    "/forge/invocation/storage/{key}",
+                    get(invocation_storage_get).put(invocation_storage_put),
+                )
+                .route("/forge/elsewhere", get(elsewhere)),
         )
         .forge_routes(
             Router::new()

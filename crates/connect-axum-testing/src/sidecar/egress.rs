@@ -1,0 +1,145 @@
+//! The sidecar's egress routes: what a container's calls reach through `FORGE_EGRESS_PROXY_URL`.
+//! Forge storage is served by a [`FakeForgeApi`] of the sidecar's own, for the installation the
+//! call's `forge-proxy-authorization` names; product calls (`/{product}/{path}`) are answered by
+//! the handlers a test registers, 404 where none matches. Every call is recorded.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use connect_axum::protocol::egress::{
+    PROXY_AUTHORIZATION_HEADER, ProxyActor, ProxyAuthorization, ProxyScope,
+};
+use serde_json::json;
+
+use super::Shared;
+use crate::product::Reply;
+
+/// A product's answer to a call through the proxy, by the call.
+pub(super) type Handler = Arc<dyn Fn(&EgressCall) -> Reply + Send + Sync>;
+
+/// A call a container made through the egress proxy.
+#[derive(Debug, Clone)]
+pub struct EgressCall {
+    /// The HTTP method.
+    pub method: String,
+    /// The path on the proxy, `/jira/rest/api/3/myself`.
+    pub path: String,
+    /// The query string without its `?`.
+    pub query: Option<String>,
+    /// The `forge-proxy-authorization` it carried, `<none>` without one.
+    pub authorization: String,
+    /// The installation the header resolved to (through the invocation for `id=`).
+    pub installation_id: Option<String>,
+    /// Whom the header made the call for.
+    pub actor: Option<ProxyActor>,
+    /// The body as sent.
+    pub body: Vec<u8>,
+}
+
+impl Shared {
+    /// Records `headers`' proxy authorization and resolves it to an installation: the one it
+    /// names, or that of the invocation it names.
+    pub(super) fn resolve(
+        &self,
+        headers: &HeaderMap,
+    ) -> (String, Option<ProxyAuthorization>, Option<String>) {
+        let authorization = headers
+            .get(PROXY_AUTHORIZATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+            .to_owned();
+        self.authorizations
+            .lock()
+            .expect("not poisoned")
+            .push(authorization.clone());
+        let parsed = ProxyAuthorization::parse(&authorization).ok();
+        let installation = parsed.as_ref().and_then(|p| match &p.scope {
+            ProxyScope::Installation(id) => Some(id.clone()),
+            ProxyScope::Invocation(id) => self
+                .contexts
+                .lock()
+                .expect("not poisoned")
+                .get(id)
+                .and_then(|c| c["app"]["installationId"].as_str().map(str::to_owned)),
+        });
+        (authorization, parsed, installation)
+    }
+}
+
+fn refused(status: StatusCode, code: &str) -> Response {
+    (status, axum::Json(json!({ "code": code, "message": code }))).into_response()
+}
+
+/// `POST /forge/storage/kvs/v1/{op}`: the installation's storage.
+pub(super) async fn storage(
+    State(shared): State<Arc<Shared>>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, _, installation) = shared.resolve(&headers);
+    if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    match installation {
+        Some(id) => shared.api.storage_for(&id, &op, &body),
+        None => refused(StatusCode::UNAUTHORIZED, "INVALID_PROXY_AUTHORIZATION"),
+    }
+}
+
+/// `/{product}/{*path}`: a product call, answered by the first handler registered for its
+/// method and path.
+pub(super) async fn product(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    Path((product, path)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (authorization, parsed, installation_id) = shared.resolve(&headers);
+    let call = EgressCall {
+        method: method.as_str().to_owned(),
+        path: format!("/{product}/{path}"),
+        query,
+        authorization,
+        installation_id,
+        actor: parsed.and_then(|p| p.actor),
+        body: body.to_vec(),
+    };
+    shared
+        .egress_calls
+        .lock()
+        .expect("not poisoned")
+        .push(call.clone());
+    if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if call.installation_id.is_none() {
+        return refused(StatusCode::UNAUTHORIZED, "INVALID_PROXY_AUTHORIZATION");
+    }
+    let handler = shared
+        .product_handlers
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .find(|(m, p, _)| *m == call.method && *p == call.path)
+        .map(|(_, _, h)| h.clone());
+    let Some(handler) = handler else {
+        return refused(StatusCode::NOT_FOUND, "NOT_FOUND");
+    };
+    let reply = handler(&call);
+    let mut response = (reply.status, reply.body).into_response();
+    for (name, value) in reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name),
+            axum::http::HeaderValue::try_from(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
