@@ -111,6 +111,13 @@ impl AppUnderTest {
         self.start(db, url, |_| {}, vars).await
     }
 
+    /// On the embedded store in memory (what a Forge Container runs on when `DATABASE_URL` is
+    /// unset), configured by `vars`: nothing written anywhere.
+    pub async fn in_memory_with(&self, vars: impl Fn(&str) -> Option<String>) -> TestApp {
+        let url = connect_axum::config::IN_MEMORY_URL.to_owned();
+        self.start(TestDb::Memory, url, |_| {}, vars).await
+    }
+
     /// The app's store options on `database_url`: the configured ones (with the app's
     /// migrations) and the test defaults: a pool of 5, this process's secrets key.
     pub fn store_options(&self, database_url: &str) -> StoreOptions {
@@ -176,6 +183,9 @@ fn config(database_url: &str, keys_url: &str, vars: impl Fn(&str) -> Option<Stri
             "DATABASE_URL" => Some(database_url.to_owned()),
             "DB_POOL_SIZE" => Some("5".to_owned()),
             "SECRETS_KEY" => Some(secrets_key().to_owned()),
+            // The test's SQLite file is the one file a test app in a container may write.
+            "CONTAINER_WRITABLE_DIRS" => connect_axum::config::sqlite_file(database_url)
+                .and_then(|file| file.parent().map(|dir| dir.display().to_string())),
             _ => None,
         })
     })

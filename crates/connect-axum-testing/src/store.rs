@@ -64,6 +64,8 @@ pub enum TestDb {
     },
     /// A SQLite file in a temporary directory, removed with it.
     Sqlite(tempfile::TempDir),
+    /// The embedded store in memory: nothing to remove.
+    Memory,
     /// Another app's database, dropped with that app.
     Shared,
 }

@@ -25,6 +25,7 @@ use tracing::Span;
 use crate::auth::{LifecycleJwt, ProductJwt};
 use crate::error::Error;
 use crate::monitoring;
+use crate::protocol::egress::{self, INVOCATION_ID_HEADER, INVOCATION_LOG_ATTRIBUTES_HEADER};
 use crate::residency;
 use crate::store::StoreError;
 
@@ -104,14 +105,9 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
+                    let header = |name: &str| request.headers().get(name)?.to_str().ok();
                     // Forge's B3 ids, so a remote's log lines meet Forge's invocation logs.
-                    let b3 = |name: &str| {
-                        request
-                            .headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .filter(|id| is_b3_id(id))
-                    };
+                    let b3 = |name: &str| header(name).filter(|id| is_b3_id(id));
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
@@ -120,6 +116,8 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
                         request_id,
                         trace_id = b3("x-b3-traceid"),
                         span_id = b3("x-b3-spanid"),
+                        forge_invocation = egress::log_attributes(header(INVOCATION_LOG_ATTRIBUTES_HEADER)),
+                        invocation_id = header(INVOCATION_ID_HEADER).filter(|id| egress::is_valid_id(id)),
                         client_key = tracing::field::Empty,
                     )
                 })

@@ -22,7 +22,10 @@ pub use forge::{
 };
 pub use metrics::MetricsConfig;
 pub use server::{MAX_BODY_READ_TIMEOUT_SECS, MAX_HEADER_READ_TIMEOUT_SECS, ServerConfig};
-pub use store::{Backend, DEFAULT_ACQUIRE_TIMEOUT, KeyFileError, SecretsKeys, StoreConfig};
+pub use store::{
+    Backend, DEFAULT_ACQUIRE_TIMEOUT, IN_MEMORY_URL, KeyFileError, SecretsKeys, StoreConfig,
+    sqlite_file,
+};
 pub use values::{ConfigError, HostPatterns, LogFormat};
 
 /// The service's configuration, by section. Tests build it with [`Config::from_vars`].
@@ -57,7 +60,10 @@ impl Config {
         let container = ContainerConfig::from_vars(&var)?;
         let server = ServerConfig::from_vars(&var, container.is_some())?;
         let connect = ConnectConfig::from_vars(&var)?;
-        let store = StoreConfig::from_vars(&var)?;
+        let store = StoreConfig::from_vars(&var, container.is_some())?;
+        if let Some(container) = &container {
+            container.check_store(&store)?;
+        }
         let compliance = ComplianceConfig::from_vars(&var)?;
         let forge = ForgeConfig::from_vars(&var)?;
         let metrics = MetricsConfig::from_vars(&var, server.port, server.bind)?;

@@ -59,7 +59,7 @@ pub struct ServerConfig {
     /// bursts of twice that; more are answered 429 with `Retry-After` (default 20; 0: no limit).
     /// The product's own calls are not counted.
     pub tenant_write_rate_limit: u32,
-    /// LOG_FORMAT: `pretty` (default) or `json`.
+    /// LOG_FORMAT: `pretty` (default), `json`, or `forge` (a Forge Container's default).
     pub log_format: LogFormat,
 }
 
@@ -124,7 +124,11 @@ impl ServerConfig {
             max_concurrent_requests_per_tenant,
             tenant_rate_limit: parse(var, "TENANT_RATE_LIMIT", "0")?,
             tenant_write_rate_limit: parse(var, "TENANT_WRITE_RATE_LIMIT", "20")?,
-            log_format: parse(var, "LOG_FORMAT", "pretty")?,
+            log_format: parse(
+                var,
+                "LOG_FORMAT",
+                if container { "forge" } else { "pretty" },
+            )?,
         })
     }
 }

@@ -102,7 +102,8 @@ pub struct KeyFileError {
 /// Where the tenants are kept, and how their secrets are sealed.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// DATABASE_URL: `postgres://…` or `sqlite:…` (default `sqlite://connect-axum.db`).
+    /// DATABASE_URL: `postgres://…` or `sqlite:…` (default `sqlite://connect-axum.db`; as a
+    /// Forge Container, `sqlite::memory:`, which writes no file).
     pub database_url: String,
     /// MIGRATION_DATABASE_URL: a `postgres://…` login that owns the tables and runs the
     /// migrations; `DATABASE_URL` is then a serving login that owns nothing, a member of
@@ -123,6 +124,9 @@ pub struct StoreConfig {
     /// SECRETS_KEY_FILE: where the embedded store keeps its generated key (default
     /// `connect-axum.secrets.key`).
     pub secrets_key_file: PathBuf,
+    /// Whether the key that seals sharedSecrets is made in memory at each start and never
+    /// written: an in-memory store as a Forge Container, whose secrets die with the process.
+    pub secrets_in_memory: bool,
     /// SECRETS_ALLOW_PLAINTEXT: also read sharedSecrets stored in plain text, as written before
     /// secrets were sealed, so that start-up (or `secrets rotate`) seals them (default false:
     /// a plain-text secret, which anyone able to write the table could plant, is refused).
@@ -131,11 +135,18 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Reads the section from `var`.
+    /// Reads the section from `var`; `container` when the app runs as a Forge Container, whose
+    /// default store is in memory.
     pub(super) fn from_vars(
         var: &impl Fn(&'static str) -> Option<String>,
+        container: bool,
     ) -> Result<Self, ConfigError> {
-        let database_url =
-            var("DATABASE_URL").unwrap_or_else(|| "sqlite://connect-axum.db".to_owned());
+        let default_url = if container {
+            IN_MEMORY_URL
+        } else {
+            "sqlite://connect-axum.db"
+        };
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| default_url.to_owned());
         let backend = database_url
             .parse::<Backend>()
             .map_err(|message| ConfigError {
@@ -171,6 +182,8 @@ impl StoreConfig {
             }
             None => None,
         };
+        let secrets_in_memory =
+            secrets.is_none() && backend == Backend::Sqlite && sqlite_file(&database_url).is_none();
         let pool_size = parse::<NonZeroU32>(var, "DB_POOL_SIZE", "10")?.get();
         let acquire_timeout = Duration::from_millis(
             parse::<NonZeroU64>(
@@ -186,13 +199,29 @@ impl StoreConfig {
             pool_size,
             acquire_timeout,
             tenant_cache_size: parse(var, "TENANT_CACHE_SIZE", "100000")?,
-            secrets,
             secrets_key_file: PathBuf::from(
                 var("SECRETS_KEY_FILE").unwrap_or_else(|| "connect-axum.secrets.key".to_owned()),
             ),
+            secrets_in_memory,
+            secrets,
             secrets_allow_plaintext,
         })
     }
+}
+
+/// The embedded store in memory: one database shared by the pool's connections, gone with the
+/// process.
+pub const IN_MEMORY_URL: &str = "sqlite::memory:";
+
+/// The file an `sqlite:` URL keeps its database in; `None` for another backend or an in-memory
+/// database.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.strip_prefix("//").unwrap_or(path);
+    let in_memory =
+        path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line (the Docker image's default).
     Json,
+    /// One flat JSON object per line as Forge reads a container's output: `ts`, `level`, `msg`,
+    /// the request's fields (`forge_invocation` among them) and the event's (a Forge
+    /// Container's default).
+    Forge,
 }
 
 impl std::str::FromStr for LogFormat {
@@ -63,7 +67,8 @@ impl std::str::FromStr for LogFormat {
         match s.to_ascii_lowercase().as_str() {
             "pretty" => Ok(LogFormat::Pretty),
             "json" => Ok(LogFormat::Json),
-            _ => Err("must be json or pretty".to_owned()),
+            "forge" => Ok(LogFormat::Forge),
+            _ => Err("must be json, forge or pretty".to_owned()),
         }
     }
 }

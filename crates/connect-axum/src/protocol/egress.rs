@@ -12,6 +12,21 @@ pub const INVOCATION_ID_HEADER: &str = "x-forge-invocation-id";
 /// `forge_invocation`.
 pub const INVOCATION_LOG_ATTRIBUTES_HEADER: &str = "x-forge-invocation-log-attributes";
 
+/// The longest log-attributes header a log line carries.
+pub const MAX_LOG_ATTRIBUTES_CHARS: usize = 4096;
+
+/// What a container's log lines carry as `forge_invocation`: the invocation's log-attributes
+/// header as the sidecar sent it, when it is base64 of at most [`MAX_LOG_ATTRIBUTES_CHARS`].
+/// Forge documents the field as that header; whether it wants it decoded is unconfirmed, and
+/// this is the one place that changes if so.
+pub fn log_attributes(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| {
+        (1..=MAX_LOG_ATTRIBUTES_CHARS).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    })
+}
+
 /// The header every call through the egress proxy carries.
 pub const PROXY_AUTHORIZATION_HEADER: &str = "forge-proxy-authorization";
 
@@ -271,5 +286,17 @@ mod tests {
         ] {
             assert_eq!(ProxyAuthorization::parse(header), Err(error), "{header:?}");
         }
+    }
+
+    #[test]
+    fn log_attributes_are_carried_only_as_bounded_base64() {
+        assert_eq!(log_attributes(Some("eyJhIjoxfQ==")), Some("eyJhIjoxfQ=="));
+        assert_eq!(log_attributes(Some("a\"b")), None);
+        assert_eq!(log_attributes(Some("")), None);
+        assert_eq!(
+            log_attributes(Some(&"A".repeat(MAX_LOG_ATTRIBUTES_CHARS + 1))),
+            None
+        );
+        assert_eq!(log_attributes(None), None);
     }
 }

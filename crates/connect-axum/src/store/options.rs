@@ -1,5 +1,6 @@
 //! The store's options from the configuration's store section: the keyring that seals sharedSecrets
-//! is made of `SECRETS_KEY`, or of the embedded store's key file, made (and logged) on first use.
+//! is made of `SECRETS_KEY`, or of the embedded store's key file, made (and logged) on first use,
+//! or, for a store in memory, of a key made at start that is never written.
 
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ impl StoreOptions {
     pub fn from_config(config: &StoreConfig) -> Result<Self, KeyFileError> {
         let keyring = match &config.secrets {
             Some(keys) => Keyring::new(keys.current(), keys.old()),
+            // What it seals lives in the same memory and dies with it.
+            None if config.secrets_in_memory => Keyring::new(&rand::random(), &[]),
             None => {
                 let path = &config.secrets_key_file;
                 let (keyring, created) =

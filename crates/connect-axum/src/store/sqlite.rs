@@ -29,17 +29,30 @@ impl SqliteStore {
         pool_size: u32,
         app: &super::AppMigrations,
     ) -> Result<Self, StoreError> {
+        let in_memory = crate::config::sqlite_file(url).is_none();
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        owner_only(options.get_filename()).map_err(sqlx::Error::Io)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size)
-            .connect_with(options)
-            .await?;
+        let pool = if in_memory {
+            // The database lives as long as one connection to it does: keep one, always.
+            SqlitePoolOptions::new()
+                .max_connections(pool_size)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.journal_mode(SqliteJournalMode::Memory))
+                .await?
+        } else {
+            let options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            owner_only(options.get_filename()).map_err(sqlx::Error::Io)?;
+            SqlitePoolOptions::new()
+                .max_connections(pool_size)
+                .connect_with(options)
+                .await?
+        };
         let library = sqlx::migrate!("migrations/sqlite");
         let applied: bool = sqlx::query_scalar(
             "select count(*) > 0 from sqlite_master where type = 'table' and name = '_sqlx_migrations'",

@@ -262,3 +262,43 @@ crate::probe::on_both_stores!(
     forge_storage_goes_through_the_proxy_per_installation,
     a_call_to_a_host_the_app_did_not_declare_is_refused_unsent,
 );
+
+/// A container's store by default: SQLite in memory, no key file, one database across the pool's
+/// connections (many requests at once, each installation's tenant kept).
+#[tokio::test]
+async fn the_in_memory_store_serves_concurrent_invocations_of_many_installations() {
+    let sidecar = FakeSidecar::start().await;
+    let vars = sidecar.vars();
+    let app = probe()
+        .in_memory_with(move |name| match name {
+            "SECRETS_KEY" => Some(String::new()),
+            name => vars(name),
+        })
+        .await;
+    let sites: Vec<_> = (0..8).map(|i| sidecar.site(&format!("site-{i}"))).collect();
+    let mut calls = Vec::new();
+    for site in &sites {
+        for n in 0..4 {
+            let id = sidecar.invocation(FakeSidecar::user_context(site, "557058:alice", "PROJ-1"));
+            let (app, sidecar) = (&app, &sidecar);
+            calls.push(async move {
+                let body = json!({ "n": n });
+                let r = sidecar
+                    .invoke(app, &id, "POST", "/forge/echo", Some(&body))
+                    .await;
+                (site.installation_id.clone(), r)
+            });
+        }
+    }
+    for (installation, response) in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        assert_eq!(response.json()["clientKey"], installation);
+    }
+    // Nothing was written where the test runs: no database file, no key file.
+    let written: Vec<_> = std::fs::read_dir(".")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("file:") || name.starts_with("connect-axum."))
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+}
