@@ -28,9 +28,8 @@ impl ForgeEventHandler for IssueDeleted {
         let Ok(issue_key) = IssueKey::parse(key) else {
             return Ok(());
         };
-        let deleted =
-            super::store::delete_issue_notes(app.store(), &event.client_key, issue_key.as_str())
-                .await?;
+        let notes = super::notes::Notes::of_tenant(app, &event.client_key).await?;
+        let deleted = notes.delete_issue(issue_key.as_str()).await?;
         tracing::info!(
             tenant.client_key = %event.client_key,
             issue_key = issue_key.as_str(),

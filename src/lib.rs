@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use connect_axum::app::AppState;
+use connect_axum::auth::container::ContainerInvocation;
 use connect_axum::auth::{self, ContextJwt, Owner, ProductJwt, Tenant};
 use connect_axum::config::Config;
 use connect_axum::error::{Error, JsonBody, PathParams, QueryParams, Result};
@@ -22,6 +23,8 @@ use connect_axum::server::{Builder, ConnectApp};
 use connect_axum::store::AppMigrations;
 
 mod forge;
+pub mod forge_sql;
+pub mod notes;
 mod page;
 mod realm;
 pub mod store;
@@ -29,6 +32,7 @@ pub mod store;
 pub use realm::{NoteAuthors, StoredLocation};
 mod webhooks;
 
+use notes::Notes;
 use store::{NewNote, Note, NoteCreation, NoteDeletion};
 
 pub use store::NoteCaps;
@@ -98,6 +102,8 @@ pub fn app_with(config: Config, caps: NoteCaps) -> Builder {
     ConnectApp::builder(config)
         .descriptor(DESCRIPTOR)
         .migrations(migrations())
+        // In a Forge Container the notes live in each installation's Forge SQL database.
+        .sql_migrations(forge_sql::migrations())
         .account_ids(realm::NoteAuthors)
         .realm_mover(realm::StoredLocation)
         // A product JWT bound to the request, or the iframe's context / session token.
@@ -262,20 +268,15 @@ fn parse_page(query: &PageQuery) -> Result<(i64, u32)> {
 async fn list_notes(
     tenant: Tenant,
     State(app): State<AppState>,
+    invocation: Option<Extension<ContainerInvocation>>,
     PathParams(issue_key): PathParams<String>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Json<NotesPage>> {
     let issue_key = IssueKey::parse(&issue_key)?;
     let (after, limit) = parse_page(&query)?;
     tenant.require_issue(issue_key.as_str())?;
-    let page = store::list_notes(
-        app.store(),
-        tenant.client_key(),
-        issue_key.as_str(),
-        after,
-        limit,
-    )
-    .await?;
+    let notes = Notes::of_request(&app, &tenant, invocation.as_deref()).await?;
+    let page = notes.list(issue_key.as_str(), after, limit).await?;
     let next = match (page.more, page.notes.last()) {
         (true, Some(last)) => Some(cursor_after(last.id)),
         _ => None,
@@ -290,6 +291,7 @@ async fn list_notes(
 async fn create_note(
     tenant: Tenant,
     State(app): State<AppState>,
+    invocation: Option<Extension<ContainerInvocation>>,
     caps: Option<Extension<NoteCaps>>,
     PathParams(issue_key): PathParams<String>,
     input: CreateNote,
@@ -310,7 +312,8 @@ async fn create_note(
         author: tenant.account_id().map(str::to_owned),
     };
     let caps = caps.map_or_else(NoteCaps::default, |Extension(caps)| caps);
-    match store::create_note(app.store(), tenant.client_key(), note, caps).await? {
+    let notes = Notes::of_request(&app, &tenant, invocation.as_deref()).await?;
+    match notes.create(note, caps).await? {
         NoteCreation::Created(note) => Ok((StatusCode::CREATED, Json(note))),
         NoteCreation::IssueFull => Err(Error::Conflict {
             reason: "issue_note_limit",
@@ -328,6 +331,7 @@ async fn create_note(
 async fn delete_note(
     tenant: Tenant,
     State(app): State<AppState>,
+    invocation: Option<Extension<ContainerInvocation>>,
     PathParams((issue_key, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode> {
     let issue_key = IssueKey::parse(&issue_key)?;
@@ -340,15 +344,8 @@ async fn delete_note(
         Owner::Account(account) => Some(account),
         Owner::Nobody => return Err(not_note_author()),
     };
-    match store::delete_note(
-        app.store(),
-        tenant.client_key(),
-        issue_key.as_str(),
-        id,
-        author,
-    )
-    .await?
-    {
+    let notes = Notes::of_request(&app, &tenant, invocation.as_deref()).await?;
+    match notes.delete(issue_key.as_str(), id, author).await? {
         NoteDeletion::Deleted => Ok(StatusCode::NO_CONTENT),
         NoteDeletion::Missing => Err(Error::NotFound),
         NoteDeletion::OtherAuthor => Err(not_note_author()),

@@ -29,9 +29,8 @@ pub(crate) async fn issue_deleted(
     JsonBody(event): JsonBody<IssueEvent>,
 ) -> Result<StatusCode> {
     let issue_key = IssueKey::parse(&event.issue.key)?;
-    let deleted =
-        super::store::delete_issue_notes(app.store(), tenant.client_key(), issue_key.as_str())
-            .await?;
+    let notes = super::notes::Notes::of_tenant(&app, tenant.client_key()).await?;
+    let deleted = notes.delete_issue(issue_key.as_str()).await?;
     tracing::info!(
         tenant.client_key = %tenant.client_key(),
         issue_key = issue_key.as_str(),

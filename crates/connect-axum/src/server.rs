@@ -36,6 +36,7 @@ use crate::auth::AuthMode;
 use crate::config::{Config, KeyFileError};
 use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::{Descriptor, DescriptorError};
+use crate::forge::sql::SqlMigrations;
 use crate::monitoring;
 use crate::state::AppState;
 use crate::state::{ForgeEventHandler, ForgeEvents};
@@ -76,6 +77,7 @@ pub struct Builder<S = AppState> {
     account_ids: Vec<Arc<dyn AccountIdSource>>,
     forge_handlers: Vec<Arc<dyn ForgeEventHandler>>,
     egress_hosts: Vec<String>,
+    sql_migrations: SqlMigrations,
     make_state: MakeState<S>,
 }
 
@@ -104,6 +106,7 @@ impl Builder<AppState> {
             account_ids: self.account_ids,
             forge_handlers: self.forge_handlers,
             egress_hosts: self.egress_hosts,
+            sql_migrations: self.sql_migrations,
             make_state: Box::new(make),
         }
     }
@@ -114,6 +117,14 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
     /// app key tokens are checked against and product calls are signed with. Required.
     pub fn descriptor(mut self, json: &str) -> Self {
         self.descriptor = Some(json.to_owned());
+        self
+    }
+
+    /// The app's Forge SQL migrations, applied in a Forge Container to each installation's
+    /// database on its first use ([`AppState::sql_in`]) and by a sweep over the installations
+    /// after the start.
+    pub fn sql_migrations(mut self, migrations: SqlMigrations) -> Self {
+        self.sql_migrations = migrations;
         self
     }
 
@@ -225,6 +236,7 @@ impl<S: Clone + Send + Sync + 'static> Builder<S> {
         }
         state.account_ids = self.account_ids.clone().into();
         state.forge_events = ForgeEvents::new(self.forge_handlers.clone());
+        state.sql_migrations = self.sql_migrations.clone();
         state
     }
 
@@ -284,6 +296,7 @@ impl ConnectApp {
             account_ids: Vec::new(),
             forge_handlers: Vec::new(),
             egress_hosts: Vec::new(),
+            sql_migrations: SqlMigrations::new(),
             make_state: Box::new(AppState::clone),
         }
     }
@@ -340,6 +353,7 @@ impl ConnectApp {
         if config.forge.app_ari.is_some() {
             crate::ops::forge_queue::spawn(self.state.clone());
         }
+        crate::ops::sql_sweep::spawn(self.state.clone());
         let mut listeners = vec![(listener, self.router)];
         if let Some(metrics) = metrics_listener {
             listeners.push((metrics, monitoring::endpoint::router(self.state.clone())));

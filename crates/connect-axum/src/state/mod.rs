@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::middleware;
 
-use crate::auth::container::InvocationContexts;
+use crate::auth::container::{ContainerInvocation, InvocationContexts};
 use crate::auth::forge::IsolatedClouds;
 use crate::auth::{self, AuthMode, Authenticator, ForgeKeys, ForgeSettings, InstallKeys};
 use crate::config::Config;
@@ -16,11 +16,13 @@ use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::Descriptor;
 use crate::error::Error;
 use crate::forge::impersonation::{ImpersonationTarget, OfflineUserTokens};
+use crate::forge::sql::{ForgeSql, Sql, SqlMigrations};
 use crate::forge::storage::ForgeStorage;
 use crate::monitoring;
 use crate::outbound::Transport;
 use crate::product::ProductClient;
 use crate::protocol::ForgeToken;
+use crate::protocol::egress::ProxyAuthorization;
 use crate::slots::{self, Slots};
 use crate::store::Store;
 use crate::store::{ClientKey, StoredSystemToken};
@@ -43,7 +45,12 @@ pub struct AppState {
     pub(crate) forge_events: forge_events::ForgeEvents,
     pub(crate) forge_storage: ForgeStorage,
     pub(crate) forge_users: OfflineUserTokens,
+    pub(crate) forge_sql: Option<ForgeSql>,
+    pub(crate) sql_migrations: SqlMigrations,
 }
+
+/// How long a Forge SQL call may take: above Forge's own limits (DDL stops at 20 s).
+pub const FORGE_SQL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
 
 impl AppState {
     /// The configuration the server started with.
@@ -95,6 +102,56 @@ impl AppState {
     /// Offline user tokens, fetched with a tenant's stored system token.
     pub fn forge_users(&self) -> &OfflineUserTokens {
         &self.forge_users
+    }
+
+    /// Forge SQL, when the app runs as a Forge Container; `None` elsewhere.
+    pub fn forge_sql(&self) -> Option<&ForgeSql> {
+        self.forge_sql.as_ref()
+    }
+
+    /// The app's Forge SQL migrations (none unless the builder was given them).
+    pub fn sql_migrations(&self) -> &SqlMigrations {
+        &self.sql_migrations
+    }
+
+    /// The Forge SQL database of the invocation's installation, brought up to date with the
+    /// app's migrations first (checked once per installation and process).
+    ///
+    /// # Errors
+    /// 500 `not_in_container` outside a Forge Container; the migration that failed.
+    pub async fn sql_in(&self, invocation: &ContainerInvocation) -> Result<Sql<'_>, Error> {
+        self.sql_at(
+            &invocation.context.app.installation_id,
+            &invocation.proxy_authorization,
+        )
+        .await
+    }
+
+    /// The Forge SQL database of `installation_id` reached as the app, outside an invocation
+    /// (an event handler, a job), brought up to date as [`sql_in`](Self::sql_in) does.
+    ///
+    /// # Errors
+    /// As [`sql_in`](Self::sql_in); 400 `invalid_installation` for an id the egress header
+    /// cannot carry.
+    pub async fn sql_of(&self, installation_id: &str) -> Result<Sql<'_>, Error> {
+        let authorization = ProxyAuthorization::installation_as_app(installation_id)
+            .map_err(|_| Error::bad_request("invalid_installation", "not an installation id"))?;
+        self.sql_at(installation_id, &authorization).await
+    }
+
+    async fn sql_at(
+        &self,
+        installation_id: &str,
+        authorization: &ProxyAuthorization,
+    ) -> Result<Sql<'_>, Error> {
+        let forge_sql = self.forge_sql.as_ref().ok_or_else(|| Error::Upstream {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            reason: "not_in_container",
+            message: "Forge SQL is reached only from a Forge Container".to_owned(),
+        })?;
+        let sql = forge_sql.at(authorization);
+        self.sql_migrations.ensure(installation_id, &sql).await?;
+        Ok(sql)
     }
 }
 
@@ -189,6 +246,12 @@ impl AppState {
             None => &config.forge.api_base_url,
         };
         let forge_storage = ForgeStorage::with_transport(transport.clone(), storage_base);
+        let forge_sql = config.container.as_ref().map(|container| {
+            ForgeSql::with_transport(
+                Transport::through_proxy(FORGE_SQL_TIMEOUT, &container.egress_proxy_url, &[]),
+                &container.egress_proxy_url,
+            )
+        });
         let forge_users = OfflineUserTokens::with_transport(
             transport,
             &config.forge.graphql_url,
@@ -205,6 +268,8 @@ impl AppState {
             forge_events: forge_events::ForgeEvents::default(),
             forge_storage,
             forge_users,
+            forge_sql,
+            sql_migrations: SqlMigrations::new(),
         }
     }
 }
