@@ -1,3 +1,4 @@
+# check=skip=FromPlatformFlagConstDisallowed
 # Build in the Rust image; run as a non-root user in a slim image (the default target), or as a
 # Forge Container (`--target forge-container`, docs/guide/running-on-atlassian.md).
 FROM rust:1.95-bookworm AS build
@@ -12,10 +13,11 @@ COPY bench bench
 RUN cargo build --release --locked --bin connect-axum
 
 # A Forge Container: build it with `docker buildx build --platform linux/amd64 --target
-# forge-container .` (the flag makes the build stage amd64 too, so that its binary runs here).
+# forge-container .` (the flag makes the build stage amd64 too, so that its binary runs here; the
+# constant platform is deliberate, Forge runs nothing else, hence the check skipped on line 1).
 # Forge runs it as UID/GID 1000 on a read-only root filesystem, with no volume: distroless (glibc
-# and libgcc for the binary, no shell, no package manager), and a server that writes no file in
-# container mode. FORGE_EGRESS_PROXY_URL, which Forge sets, switches that mode on.
+# and libgcc for the binary, no shell, no package manager); container mode is to write no file
+# (its in-memory store is issue 25's). FORGE_EGRESS_PROXY_URL, which Forge sets, switches it on.
 FROM --platform=linux/amd64 gcr.io/distroless/cc-debian12:nonroot AS forge-container
 COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum
 USER 1000:1000

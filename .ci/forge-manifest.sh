@@ -13,5 +13,6 @@ if ! cmp -s .ci/forge-manifest/package-lock.json "$cache/package-lock.json" ||
 fi
 cp .ci/forge-manifest/validate.mjs "$cache/"
 manifests=$(git ls-files --cached --others --exclude-standard -- 'forge/manifest.yml' 'forge/**/manifest.yml')
+[ -n "$manifests" ] || { echo "no Forge manifest under forge/" >&2; exit 1; }
 # shellcheck disable=SC2086 # one argument per manifest path (none has a space)
 node "$cache/validate.mjs" $manifests
