@@ -659,7 +659,11 @@ fn the_container_has_a_documented_size_and_scales_by_min_and_max_only() {
         scaling[&Yaml::from_str("min")].as_i64().unwrap(),
         scaling[&Yaml::from_str("max")].as_i64().unwrap(),
     );
-    assert!(0 <= min && 1 <= max && min <= max, "{}: {min}..{max}", m.path);
+    assert!(
+        0 <= min && 1 <= max && min <= max,
+        "{}: {min}..{max}",
+        m.path
+    );
 }
 
 #[test]
@@ -678,21 +682,31 @@ fn the_image_tag_is_the_samples_version() {
 fn the_image_listens_where_forge_sends_traffic() {
     let target = DOCKERFILE
         .split("\nFROM ")
-        .find(|stage| stage.lines().next().unwrap().ends_with(" AS forge-container"))
+        .find(|stage| {
+            stage
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(" AS forge-container")
+        })
         .expect("the Dockerfile has a forge-container target");
     let port = connect_axum::config::DEFAULT_CONTAINER_PORT;
-    assert!(target.contains(&format!("\nEXPOSE {port}\n")), "EXPOSE {port}");
-    assert!(target.contains("\nUSER 1000:1000\n"), "Forge runs UID/GID 1000");
+    assert!(
+        target.contains(&format!("\nEXPOSE {port}\n")),
+        "EXPOSE {port}"
+    );
+    assert!(
+        target.contains("\nUSER 1000:1000\n"),
+        "Forge runs UID/GID 1000"
+    );
     // `forge tunnel` runs the image the guide builds from that target.
     let m = container();
     let image = text(
         &the_container(&m)["tunnel"]["docker"]["image"],
         "tunnel.docker.image",
     );
-    let guide = std::fs::read_to_string(repo_file(Path::new(
-        "docs/guide/running-on-atlassian.md",
-    )))
-    .unwrap();
+    let guide = std::fs::read_to_string(repo_file(Path::new("docs/guide/running-on-atlassian.md")))
+        .unwrap();
     assert!(
         guide.contains(&format!("--target forge-container -t {image} ")),
         "the guide builds {image} from the forge-container target"
