@@ -1,4 +1,6 @@
-# Build in the Rust image, run as a non-root user in a slim one.
+# check=skip=FromPlatformFlagConstDisallowed
+# Build in the Rust image; run as a non-root user in a slim image (the default target), or as a
+# Forge Container (`--target forge-container`, docs/guide/running-on-atlassian.md).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,7 +12,23 @@ COPY src src
 COPY bench bench
 RUN cargo build --release --locked --bin connect-axum
 
-FROM debian:bookworm-slim
+# A Forge Container: build it with `docker buildx build --platform linux/amd64 --target
+# forge-container .` (the flag makes the build stage amd64 too, so that its binary runs here; the
+# constant platform is deliberate, Forge runs nothing else, hence the check skipped on line 1).
+# Forge runs it as UID/GID 1000 on a read-only root filesystem, with no volume: distroless (glibc
+# and libgcc for the binary, no shell, no package manager); container mode is to write no file
+# (its in-memory store is issue 25's). FORGE_EGRESS_PROXY_URL, which Forge sets, switches it on.
+FROM --platform=linux/amd64 gcr.io/distroless/cc-debian12:nonroot AS forge-container
+COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum
+USER 1000:1000
+# Forge's health probe is an HTTP GET of the manifest's health route (/healthz): distroless has no
+# shell for a HEALTHCHECK. Forge sends traffic to SERVER_PORT only, 8080 when unset.
+ENV LOG_FORMAT=json \
+    SERVER_PORT=8080
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/connect-axum"]
+
+FROM debian:bookworm-slim AS server
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

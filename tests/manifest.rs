@@ -1,7 +1,8 @@
-//! The sample's Forge manifests (`forge/manifest.yml` and its Connect-on-Forge variant) checked
-//! against the server they describe: the library's default Forge paths and the tokens it needs
-//! there, the sample's Forge routes and product event, the panel's `invokeRemote` paths and the
-//! Connect descriptor. A manifest that drifts from any of them fails here, not on a live site.
+//! The sample's Forge manifests (`forge/manifest.yml`, its Connect-on-Forge variant and the Forge
+//! Container one) checked against the server they describe: the library's default Forge paths and
+//! the tokens it needs there, the sample's Forge routes and product event, the panel's paths and
+//! the Connect descriptor; for the container, its service against the image and the health route.
+//! A manifest that drifts from any of them fails here, not on a live site.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,12 @@ use connect_axum::state::forge_events::{INSTALLED, UPGRADED};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
-const FRONTEND: &str = include_str!("../forge/src/frontend/index.jsx");
+const FRONTEND: &str = include_str!("../forge/src/frontend/panel.jsx");
+// The panel's entries: each gives it the call of its kind of app.
+const REMOTE_ENTRY: &str = include_str!("../forge/src/frontend/index.jsx");
+const CONTAINER_ENTRY: &str = include_str!("../forge/src/frontend/container.jsx");
+const DOCKERFILE: &str = include_str!("../Dockerfile");
+const SAMPLE_PAGE: &str = include_str!("../src/page.rs");
 const SAMPLE_ROUTES: &str = include_str!("../src/lib.rs");
 // The handler's module is private to the sample, so its constant is read from the source.
 const SAMPLE_EVENTS: &str = include_str!("../src/forge.rs");
@@ -428,7 +434,7 @@ fn the_panel_renders_the_frontend_that_calls_the_samples_forge_routes() {
     for (_, path) in &server {
         assert!(path.starts_with(FORGE_NOTES_PREFIX), "{path}");
     }
-    assert!(FRONTEND.contains("invokeRemote("));
+    assert!(REMOTE_ENTRY.contains("renderPanel(invokeRemote)"));
     let routes: BTreeSet<String> = server.iter().map(|(_, path)| path.clone()).collect();
     assert_eq!(
         frontend_paths(),
@@ -555,4 +561,281 @@ fn the_forge_remote_guide_shows_the_manifest_as_it_is() {
         guide.contains(&block),
         "docs/guide/forge-remote.md's ```yaml block differs from forge/manifest.yml"
     );
+}
+
+fn container() -> Manifest {
+    Manifest::load(
+        "forge/container/manifest.yml",
+        include_str!("../forge/container/manifest.yml"),
+    )
+}
+
+/// The key rule of `@forge/manifest` 13.7.0's schema for services and containers:
+/// `^[a-z]([a-z0-9-]{0,23}[a-z0-9])?$`.
+fn is_service_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match bytes {
+        [first] => first.is_ascii_lowercase(),
+        [first, middle @ .., last] => {
+            first.is_ascii_lowercase()
+                && middle.len() <= 23
+                && middle.iter().all(|b| inner(b) || *b == b'-')
+                && inner(last)
+        }
+        [] => false,
+    }
+}
+
+fn services(m: &Manifest) -> &[Yaml] {
+    m.doc["services"]
+        .as_vec()
+        .unwrap_or_else(|| panic!("{}: no services", m.path))
+}
+
+/// The one container of the one service.
+fn the_container(m: &Manifest) -> &Yaml {
+    let services = services(m);
+    assert_eq!(services.len(), 1, "{}: one service", m.path);
+    let containers = services[0]["containers"].as_vec().unwrap();
+    // Only the first container of a service receives traffic.
+    assert_eq!(containers.len(), 1, "{}: one container", m.path);
+    &containers[0]
+}
+
+#[test]
+fn service_and_container_keys_match_forges_rule() {
+    for (key, fits) in [
+        ("notes", true),
+        ("a", true),
+        ("notes-server", true),
+        ("a234567890123456789012345", true),
+        ("a2345678901234567890123456", false),
+        ("Notes", false),
+        ("notes_server", false),
+        ("notes-", false),
+        ("1notes", false),
+        ("", false),
+    ] {
+        assert_eq!(is_service_key(key), fits, "{key:?}");
+    }
+    let m = container();
+    for service in services(&m) {
+        let key = text(&service["key"], "service key");
+        assert!(is_service_key(key), "{}: service key {key:?}", m.path);
+        for c in service["containers"].as_vec().unwrap() {
+            let key = text(&c["key"], "container key");
+            assert!(is_service_key(key), "{}: container key {key:?}", m.path);
+        }
+    }
+}
+
+#[test]
+fn the_container_has_a_documented_size_and_scales_by_min_and_max_only() {
+    // The pairs Forge's manifest reference allows; the schema does not check them.
+    const SIZES: [(&str, &str); 9] = [
+        ("30m", "64Mi"),
+        ("60m", "128Mi"),
+        ("125m", "256Mi"),
+        ("250m", "512Mi"),
+        ("500m", "1Gi"),
+        ("1000m", "2Gi"),
+        ("2000m", "4Gi"),
+        ("4000m", "8Gi"),
+        ("4000m", "16Gi"),
+    ];
+    let m = container();
+    let resources = &the_container(&m)["resources"];
+    let size = (
+        text(&resources["cpu"], "cpu"),
+        text(&resources["memory"], "memory"),
+    );
+    assert!(SIZES.contains(&size), "{}: {size:?}", m.path);
+
+    let scaling = services(&m)[0]["scaling"].as_hash().unwrap();
+    let keys: BTreeSet<&str> = scaling.keys().map(|k| text(k, "scaling key")).collect();
+    assert_eq!(keys, BTreeSet::from(["max", "min"]), "{}", m.path);
+    let (min, max) = (
+        scaling[&Yaml::from_str("min")].as_i64().unwrap(),
+        scaling[&Yaml::from_str("max")].as_i64().unwrap(),
+    );
+    assert!(
+        0 <= min && 1 <= max && min <= max,
+        "{}: {min}..{max}",
+        m.path
+    );
+}
+
+#[test]
+fn the_image_tag_is_the_samples_version() {
+    // Forge's registry keeps a tag once pushed: each release is pushed under its own version.
+    let m = container();
+    assert_eq!(
+        the_container(&m)["tag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{}",
+        m.path
+    );
+}
+
+#[test]
+fn the_image_listens_where_forge_sends_traffic() {
+    let target = DOCKERFILE
+        .split("\nFROM ")
+        .find(|stage| {
+            stage
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(" AS forge-container")
+        })
+        .expect("the Dockerfile has a forge-container target");
+    let port = connect_axum::config::DEFAULT_CONTAINER_PORT;
+    assert!(
+        target.contains(&format!("\nEXPOSE {port}\n")),
+        "EXPOSE {port}"
+    );
+    assert!(
+        target.contains("\nUSER 1000:1000\n"),
+        "Forge runs UID/GID 1000"
+    );
+    // `forge tunnel` runs the image the guide builds from that target.
+    let m = container();
+    let image = text(
+        &the_container(&m)["tunnel"]["docker"]["image"],
+        "tunnel.docker.image",
+    );
+    let guide = std::fs::read_to_string(repo_file(Path::new("docs/guide/running-on-atlassian.md")))
+        .unwrap();
+    assert!(
+        guide.contains(&format!("--target forge-container -t {image} ")),
+        "the guide builds {image} from the forge-container target"
+    );
+}
+
+#[tokio::test]
+async fn the_health_route_is_the_servers_and_answers_200_in_container_mode() {
+    let m = container();
+    let path = text(&the_container(&m)["health"]["route"]["path"], "health path");
+    assert_eq!(the_container(&m)["health"]["type"].as_str(), Some("http"));
+    assert_eq!(path, "/healthz", "{}: the library's liveness route", m.path);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("health.db").display());
+    let key_file = dir.path().join("secrets.key").display().to_string();
+    let config = Config::from_vars(|name| match name {
+        // Nothing listens there: the health route asks the sidecar nothing.
+        "FORGE_EGRESS_PROXY_URL" => Some("http://127.0.0.1:9".to_owned()),
+        "DATABASE_URL" => Some(db.clone()),
+        "SECRETS_KEY_FILE" => Some(key_file.clone()),
+        _ => None,
+    })
+    .unwrap();
+    assert!(config.container.is_some(), "container mode");
+    let app = issue_notes::app(config).build().await.unwrap();
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.router(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+}
+
+#[test]
+fn every_container_endpoint_is_the_services_and_routes_to_a_path_the_server_serves() {
+    let (events, _, _) = library_paths();
+    let m = container();
+    assert!(m.doc["remotes"].is_badvalue(), "{}: no remote", m.path);
+    let service = text(&services(&m)[0]["key"], "service key");
+    for endpoint in m.modules("endpoint") {
+        let key = text(&endpoint["key"], "endpoint key");
+        assert!(endpoint["remote"].is_badvalue(), "{}: {key}", m.path);
+        assert_eq!(
+            endpoint["service"].as_str(),
+            Some(service),
+            "{}: endpoint {key}",
+            m.path
+        );
+        if let Some(path) = endpoint["route"]["path"].as_str() {
+            assert_eq!(
+                path, events,
+                "{}: endpoint {key} routes to {path}, which the library does not serve",
+                m.path
+            );
+        }
+    }
+    for module in m.modules("trigger") {
+        let endpoint = m.endpoint_of("trigger", module);
+        assert_eq!(endpoint["route"]["path"].as_str(), Some(events.as_str()));
+    }
+    // What the container has no use for: the installation is the tenant, the sidecar holds the
+    // tokens, and whether it delivers these at all is unconfirmed.
+    for kind in ["scheduledTrigger", "preUninstall"] {
+        assert!(m.modules(kind).is_empty(), "{}: {kind}", m.path);
+    }
+}
+
+#[test]
+fn the_container_triggers_carry_only_the_event_the_sample_handles() {
+    let issue_deleted = rust_str_const(SAMPLE_EVENTS, "ISSUE_DELETED");
+    let m = container();
+    let events: BTreeSet<&str> = m
+        .modules("trigger")
+        .iter()
+        .flat_map(|t| t["events"].as_vec().unwrap())
+        .map(|e| text(e, "event"))
+        .collect();
+    assert_eq!(events, BTreeSet::from([issue_deleted]), "{}", m.path);
+    assert!(m.scopes().contains("read:jira-work"), "{}", m.path);
+}
+
+#[test]
+fn the_container_keeps_its_data_in_forge_sql() {
+    let m = container();
+    let sql = m.modules("sql");
+    assert_eq!(sql.len(), 1, "{}: one sql module", m.path);
+    assert_eq!(sql[0]["key"].as_str(), Some("main"));
+    assert_eq!(sql[0]["engine"].as_str(), Some("mysql"));
+}
+
+#[test]
+fn the_container_panel_is_the_samples_panel_over_invoke_service() {
+    let m = container();
+    let [forge, _] = manifests();
+    let panels = m.modules("jira:issuePanel");
+    assert_eq!(panels.len(), 1, "{}", m.path);
+    let (panel, remote_panel) = (&panels[0], &forge.modules("jira:issuePanel")[0]);
+    for field in ["key", "title", "resource", "render"] {
+        assert_eq!(panel[field], remote_panel[field], "{}: {field}", m.path);
+    }
+    assert_eq!(
+        m.resource_file(text(&panel["resource"], "resource")),
+        repo_file(Path::new("forge/src/frontend/container.jsx")),
+        "{}",
+        m.path
+    );
+    assert!(CONTAINER_ENTRY.contains("await invokeService(request)"));
+    assert!(CONTAINER_ENTRY.contains("renderPanel("));
+
+    let endpoint = m.endpoint_of("jira:issuePanel resolver", &panel["resolver"]);
+    // invokeService gives the path; a route here would not be used.
+    assert!(endpoint["route"].is_badvalue(), "{}", m.path);
+    assert!(enabled(&endpoint["auth"], "appUserToken"), "{}", m.path);
+
+    // No public host serves it: the icon is a resource file, the server's own.
+    let icon = text(&panel["icon"], "icon");
+    let (resource, file) = icon
+        .strip_prefix("resource:")
+        .and_then(|r| r.split_once(';'))
+        .unwrap_or_else(|| panic!("{}: icon {icon:?} is not resource:<key>;<path>", m.path));
+    let svg = std::fs::read_to_string(m.resource_file(resource).join(file)).unwrap();
+    assert_eq!(svg.trim_end(), rust_raw_str_const(SAMPLE_PAGE, "ICON"));
+}
+
+/// The value of `const NAME: &str = r##"…"##;` in a Rust source.
+fn rust_raw_str_const<'a>(source: &'a str, name: &str) -> &'a str {
+    let start = format!("const {name}: &str = r##\"");
+    let rest = &source[source.find(&start).unwrap_or_else(|| panic!("no {name}")) + start.len()..];
+    &rest[..rest.find("\"##").unwrap()]
 }
