@@ -2,7 +2,8 @@
 //! invocations reach the app with an `x-forge-invocation-id` and no token ([`FakeSidecar::invoke`]),
 //! and the app's `FORGE_EGRESS_PROXY_URL` points at the sidecar, which answers
 //! `GET /invocation/context` for the invocations it made and checks `forge-proxy-authorization`
-//! on every call it receives (each recorded, for a test to assert).
+//! on every call it receives (each recorded, for a test to assert); it serves Forge SQL over
+//! MariaDB too ([`FakeForgeSql`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use connect_axum::protocol::egress::{
     INVOCATION_ID_HEADER, PROXY_AUTHORIZATION_HEADER, ProxyAuthorization, ProxyScope,
 };
@@ -22,6 +23,10 @@ use tokio::net::TcpListener;
 
 use crate::forge::{ForgeSite, uuid_like};
 use crate::{TestApp, TestResponse};
+
+mod sql;
+
+pub use sql::{DEFAULT_MARIADB_URL, FakeForgeSql, SqlCall, SqlRoute};
 
 /// The app id of the container app the sidecar serves.
 pub const CONTAINER_APP_ID: &str = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000c0de";
@@ -32,6 +37,7 @@ struct Shared {
     authorizations: Mutex<Vec<String>>,
     context_fetches: AtomicUsize,
     down: AtomicBool,
+    sql: FakeForgeSql,
 }
 
 /// Forge's sidecar on a free loopback port.
@@ -47,6 +53,8 @@ impl FakeSidecar {
         let shared = Arc::new(Shared::default());
         let router = Router::new()
             .route("/invocation/context", get(context))
+            .route("/forge/storage/sql/v1/execute", post(sql::execute))
+            .route("/forge/storage/sql/v1/execute/ddl", post(sql::execute_ddl))
             .with_state(shared.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -131,6 +139,11 @@ impl FakeSidecar {
     /// Answers every call 503 from now on (`true`), or serves again.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Its Forge SQL, over MariaDB.
+    pub fn sql(&self) -> &FakeForgeSql {
+        &self.shared.sql
     }
 
     /// How many times a context was asked for.
