@@ -384,13 +384,13 @@ enum Kind {
 #[expect(clippy::result_large_err, reason = "the refusal is the answer")]
 fn classify(query: &str, route: SqlRoute) -> Result<Kind, Response> {
     let words = words(query);
-    if let Some(semicolon) = words.iter().position(|w| w == ";") {
-        if semicolon + 1 < words.len() {
-            return Err(query_error(
-                "SQL_POLICY_VIOLATION",
-                "only one statement is allowed per query",
-            ));
-        }
+    if let Some(semicolon) = words.iter().position(|w| w == ";")
+        && semicolon + 1 < words.len()
+    {
+        return Err(query_error(
+            "SQL_POLICY_VIOLATION",
+            "only one statement is allowed per query",
+        ));
     }
     if words
         .windows(2)
@@ -453,9 +453,9 @@ fn words(query: &str) -> Vec<String> {
         if c == '\'' || c == '"' || c == '`' {
             i += 1;
             while i < chars.len() {
-                if chars[i] == '\\' && c != '`' {
-                    i += 2;
-                } else if chars[i] == c && chars.get(i + 1) == Some(&c) {
+                // A backslash escape, or a doubled quote standing for itself.
+                if (chars[i] == '\\' && c != '`') || (chars[i] == c && chars.get(i + 1) == Some(&c))
+                {
                     i += 2;
                 } else if chars[i] == c {
                     break;

@@ -102,10 +102,10 @@ fn skip_line(bytes: &[u8], start: usize) -> usize {
 /// ([`SqlError::MultipleStatements`]) and a placeholder in a `LIMIT` ([`SqlError::LimitPlaceholder`]).
 pub(super) fn check(sql: &str) -> Result<(), SqlError> {
     let tokens = tokens(sql);
-    if let Some(semicolon) = tokens.iter().position(|t| *t == Token::Semicolon) {
-        if semicolon + 1 < tokens.len() {
-            return Err(SqlError::MultipleStatements);
-        }
+    if let Some(semicolon) = tokens.iter().position(|t| *t == Token::Semicolon)
+        && semicolon + 1 < tokens.len()
+    {
+        return Err(SqlError::MultipleStatements);
     }
     let mut in_limit = false;
     for token in &tokens {
