@@ -322,10 +322,15 @@ async fn serve(shared: &Shared, route: SqlRoute, headers: &HeaderMap, body: &[u8
             );
         }
     };
-    let text = format!(
-        "SET STATEMENT max_statement_time={:.3} FOR {query}",
-        limit.as_secs_f64()
-    );
+    // `SET @var` cannot carry a `SET STATEMENT`; it is quick, and the timeout below bounds it.
+    let text = if words(&query)[0].eq_ignore_ascii_case("set") {
+        query.clone()
+    } else {
+        format!(
+            "SET STATEMENT max_statement_time={:.3} FOR {query}",
+            limit.as_secs_f64()
+        )
+    };
     let started = Instant::now();
     let run = run(&pool, &text, &params, kind);
     // MariaDB stops the statement itself; this bounds a call it does not.

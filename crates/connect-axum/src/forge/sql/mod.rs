@@ -57,11 +57,11 @@ mod migrations;
 mod scan;
 mod value;
 
+/// The macro building a statement's parameters, here beside [`SqlValue`].
+pub use crate::sql_params;
 pub use migrations::{LEDGER_TABLE, SqlMigrations, list_installations};
 pub use scan::{Limit, limit};
 pub use value::SqlValue;
-/// The macro building a statement's parameters, here beside [`SqlValue`].
-pub use crate::sql_params;
 
 /// The path of the DML route under the proxy.
 pub const EXECUTE_PATH: &str = "/forge/storage/sql/v1/execute";
