@@ -60,5 +60,5 @@ pub use app::{AppUnderTest, BASE_URL, TestApp, TestResponse};
 pub use forge::{FakeForge, Fit, ForgeSite};
 pub use forge_api::FakeForgeApi;
 pub use product::{Call, Caller, FakeProduct, ProductBuilder, Reply};
-pub use sidecar::FakeSidecar;
+pub use sidecar::{FakeForgeSql, FakeSidecar};
 pub use site::{KeyServer, Site, TestTenant};

@@ -2,8 +2,9 @@
 //! invocations reach the app with an `x-forge-invocation-id` and no token ([`FakeSidecar::invoke`]),
 //! and the app's `FORGE_EGRESS_PROXY_URL` points at the sidecar, which answers
 //! `GET /invocation/context` for the invocations it made and checks `forge-proxy-authorization`
-//! on every call it receives (each recorded, for a test to assert). Its egress routes
-//! serve Forge storage and the product calls a test answers ([`FakeSidecar::on_product`]).
+//! on every call it receives (each recorded, for a test to assert); it serves Forge storage,
+//! the product calls a test answers ([`FakeSidecar::on_product`]) and Forge SQL over MariaDB
+//! ([`FakeForgeSql`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,6 +30,10 @@ mod egress;
 
 pub use egress::EgressCall;
 
+mod sql;
+
+pub use sql::{DEFAULT_MARIADB_URL, FakeForgeSql, SqlCall, SqlRoute};
+
 /// The app id of the container app the sidecar serves.
 pub const CONTAINER_APP_ID: &str = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000c0de";
 
@@ -40,6 +45,7 @@ struct Shared {
     api: FakeForgeApi,
     egress_calls: Mutex<Vec<EgressCall>>,
     product_handlers: Mutex<Vec<(String, String, egress::Handler)>>,
+    sql: FakeForgeSql,
 }
 
 /// Forge's sidecar on a free loopback port.
@@ -60,10 +66,13 @@ impl FakeSidecar {
             api: FakeForgeApi::start().await,
             egress_calls: Mutex::default(),
             product_handlers: Mutex::default(),
+            sql: FakeForgeSql::default(),
         });
         let router = Router::new()
             .route("/invocation/context", get(context))
             .route("/forge/storage/kvs/v1/{*op}", post(egress::storage))
+            .route("/forge/storage/sql/v1/execute", post(sql::execute))
+            .route("/forge/storage/sql/v1/execute/ddl", post(sql::execute_ddl))
             .route("/{product}/{*path}", any(egress::product))
             .with_state(shared.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -149,6 +158,11 @@ impl FakeSidecar {
     /// Answers every call 503 from now on (`true`), or serves again.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Its Forge SQL, over MariaDB.
+    pub fn sql(&self) -> &FakeForgeSql {
+        &self.shared.sql
     }
 
     /// How many times a context was asked for.

@@ -12,6 +12,7 @@ mod forge_calls;
 mod forge_cloud_id;
 mod forge_context;
 mod forge_events;
+mod forge_sql;
 mod keys;
 mod lifecycle;
 mod product;

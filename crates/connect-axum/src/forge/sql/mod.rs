@@ -57,6 +57,8 @@ mod migrations;
 mod scan;
 mod value;
 
+/// The macro building a statement's parameters, here beside [`SqlValue`].
+pub use crate::sql_params;
 pub use migrations::{LEDGER_TABLE, SqlMigrations, list_installations};
 pub use scan::{Limit, limit};
 pub use value::SqlValue;
