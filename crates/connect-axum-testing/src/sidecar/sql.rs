@@ -132,6 +132,25 @@ impl FakeForgeSql {
         *self.limits.lock().expect("not poisoned") = Limits { select, write, ddl };
     }
 
+    /// The rows `query` reads straight from `installation_id`'s database, each as Forge SQL
+    /// would answer it: what a test checks the app wrote.
+    ///
+    /// # Panics
+    /// When MariaDB cannot run `query`.
+    pub async fn rows(&self, installation_id: &str, query: &str) -> Vec<Value> {
+        let pool = self
+            .pool(installation_id)
+            .await
+            .expect("the installation's database");
+        let rows = sqlx::query(query)
+            .fetch_all(&pool)
+            .await
+            .expect("MariaDB runs the query");
+        rows.iter()
+            .map(|row| row_json(row).expect("a row Forge SQL could answer"))
+            .collect()
+    }
+
     /// Drops the databases this fake made; also done, best effort, when it is dropped.
     pub async fn cleanup(&self) {
         let names = std::mem::take(&mut *self.names.lock().expect("not poisoned"));

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The container door under load: the release server in container mode (FORGE_EGRESS_PROXY_URL
+# alone: the in-memory store, Forge SQL for the notes), behind the testing kit's fake sidecar
+# with Forge SQL on MariaDB. N installations with 10 notes each on PROJ-1, then wrk on
+# GET /forge/api/issues/PROJ-1/notes (each request the next installation's invocation) at 1, 32
+# and 128 connections. For each level: req/s, latency, the server's own CPU per request
+# (user + system of all its threads, /proc/PID/stat) and its peak RSS; the goal is RSS <= 32 MiB,
+# half of Forge's smallest size (64Mi).
+#
+#   bench/container.sh [--installations N] [--duration SECONDS]
+#
+# The fake sidecar and MariaDB run on the same machine and are in every request's path (each
+# notes page is one Forge SQL call through the sidecar): compare CPU per request, which counts
+# the server alone, rather than req/s with the Connect door's (bench/run.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+installations=50 duration=20 warmup=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --installations) installations=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true
+fi
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+
+source .ci/mariadb.sh
+server_pid="" sidecar_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null
+  stop_throwaway_mariadb
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin connect-axum -p issue-notes
+cargo build --release --locked -p connect-axum-testing --example fake-sidecar
+out=bench/out/container
+mkdir -p "$out"
+rm -f "$out"/*
+
+target/release/examples/fake-sidecar --installations "$installations" --ids "$out/ids.txt" \
+  >"$out/sidecar.txt" 2>"$out/sidecar.log" &
+sidecar_pid=$!
+for _ in $(seq 300); do [ -s "$out/sidecar.txt" ] && break; sleep 0.1; done
+proxy=$(head -n 1 "$out/sidecar.txt")
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+app="http://127.0.0.1:$port"
+# Started as Forge starts it: its variables alone, in a folder it may not write.
+run_dir=$(mktemp -d) && chmod 555 "$run_dir"
+( cd "$run_dir" && exec env -i FORGE_EGRESS_PROXY_URL="$proxy" SERVER_PORT="$port" RUST_LOG=info \
+    "$OLDPWD/target/release/connect-axum" ) >"$out/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 300); do curl -fs "$app/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
+
+# 10 notes on PROJ-1 of each installation, through the server.
+while read -r id; do
+  for n in $(seq 10); do
+    curl -fs -o /dev/null -X POST "$app/forge/api/issues/PROJ-1/notes" \
+      -H "x-forge-invocation-id: $id" -H 'content-type: application/json' \
+      -d "{\"body\": \"note $n\"}"
+  done
+done <"$out/ids.txt"
+
+ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+hz=$(getconf CLK_TCK)
+url="$app/forge/api/issues/PROJ-1/notes"
+for c in 1 32 128; do
+  threads=$(( c < 2 ? 1 : 2 ))
+  wrk -t$threads -c$c -d${warmup}s -s bench/container.lua "$url" -- "$out/ids.txt" >/dev/null
+  ( peak=0
+    while kill -0 "$server_pid" 2>/dev/null; do
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)
+      [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$out/rss-c$c.txt"
+      sleep 0.2
+    done ) &
+  sampler=$!
+  before=$(ticks)
+  wrk -t$threads -c$c -d${duration}s --latency -s bench/container.lua "$url" -- "$out/ids.txt" >"$out/wrk-c$c.txt"
+  after=$(ticks)
+  kill $sampler 2>/dev/null || true
+  echo "$(( after - before )) $hz" >"$out/cpu-c$c.txt"
+done
+awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/rss-peak.txt"
+echo "$idle_rss" >"$out/rss-idle.txt"
+
+python3 bench/report-container.py "$out" "$installations"
