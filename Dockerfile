@@ -16,15 +16,15 @@ RUN cargo build --release --locked --bin connect-axum
 # forge-container .` (the flag makes the build stage amd64 too, so that its binary runs here; the
 # constant platform is deliberate, Forge runs nothing else, hence the check skipped on line 1).
 # Forge runs it as UID/GID 1000 on a read-only root filesystem, with no volume: distroless (glibc
-# and libgcc for the binary, no shell, no package manager); container mode is to write no file
-# (its in-memory store is issue 25's). FORGE_EGRESS_PROXY_URL, which Forge sets, switches it on.
+# and libgcc for the binary, no shell, no package manager); container mode writes no file (its
+# store is in memory, its log lines Forge's JSON on stdout). FORGE_EGRESS_PROXY_URL, which Forge
+# sets, switches it on.
 FROM --platform=linux/amd64 gcr.io/distroless/cc-debian12:nonroot AS forge-container
 COPY --from=build /src/target/release/connect-axum /usr/local/bin/connect-axum
 USER 1000:1000
 # Forge's health probe is an HTTP GET of the manifest's health route (/healthz): distroless has no
 # shell for a HEALTHCHECK. Forge sends traffic to SERVER_PORT only, 8080 when unset.
-ENV LOG_FORMAT=json \
-    SERVER_PORT=8080
+ENV SERVER_PORT=8080
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/connect-axum"]
 

@@ -141,13 +141,7 @@ pub async fn create_note(
             NoteCreation::TenantFull
         });
     }
-    Ok(NoteCreation::Created(Note {
-        id,
-        issue_key: note.issue_key,
-        body: note.body,
-        author: note.author,
-        created_at,
-    }))
+    Ok(NoteCreation::Created(note.stored(id, created_at)))
 }
 
 /// Deletes one note; with `author`, only if that account wrote it (the condition is part of the

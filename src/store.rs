@@ -34,6 +34,19 @@ pub struct NewNote {
     pub author: Option<String>,
 }
 
+impl NewNote {
+    /// The note as stored with `id` at `created_at`.
+    pub fn stored(self, id: i64, created_at: DateTime<Utc>) -> Note {
+        Note {
+            id,
+            issue_key: self.issue_key,
+            body: self.body,
+            author: self.author,
+            created_at,
+        }
+    }
+}
+
 /// A page of a tenant's notes on one issue, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotesPage {
@@ -156,13 +169,7 @@ pub async fn create_note(
     .execute()
     .await?;
     tx.commit().await?;
-    Ok(NoteCreation::Created(Note {
-        id,
-        issue_key: note.issue_key,
-        body: note.body,
-        author: note.author,
-        created_at,
-    }))
+    Ok(NoteCreation::Created(note.stored(id, created_at)))
 }
 
 /// Deletes one of the tenant's notes; with `author`, only if that account wrote it (the

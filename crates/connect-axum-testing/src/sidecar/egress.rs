@@ -9,9 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use connect_axum::protocol::egress::{
-    PROXY_AUTHORIZATION_HEADER, ProxyActor, ProxyAuthorization, ProxyScope,
-};
+use connect_axum::protocol::egress::{ProxyActor, ProxyAuthorization};
 use serde_json::json;
 
 use super::Shared;
@@ -40,31 +38,14 @@ pub struct EgressCall {
 }
 
 impl Shared {
-    /// Records `headers`' proxy authorization and resolves it to an installation: the one it
-    /// names, or that of the invocation it names.
+    /// Records `headers`' proxy authorization and resolves it to an installation.
     pub(super) fn resolve(
         &self,
         headers: &HeaderMap,
     ) -> (String, Option<ProxyAuthorization>, Option<String>) {
-        let authorization = headers
-            .get(PROXY_AUTHORIZATION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>")
-            .to_owned();
-        self.authorizations
-            .lock()
-            .expect("not poisoned")
-            .push(authorization.clone());
+        let authorization = self.received(headers);
         let parsed = ProxyAuthorization::parse(&authorization).ok();
-        let installation = parsed.as_ref().and_then(|p| match &p.scope {
-            ProxyScope::Installation(id) => Some(id.clone()),
-            ProxyScope::Invocation(id) => self
-                .contexts
-                .lock()
-                .expect("not poisoned")
-                .get(id)
-                .and_then(|c| c["app"]["installationId"].as_str().map(str::to_owned)),
-        });
+        let installation = parsed.as_ref().and_then(|p| self.installation_of(&p.scope));
         (authorization, parsed, installation)
     }
 }

@@ -238,20 +238,41 @@ impl FakeSidecar {
     }
 }
 
+impl Shared {
+    /// Records the call's `forge-proxy-authorization` (`<none>` without one) and returns it.
+    fn received(&self, headers: &HeaderMap) -> String {
+        let authorization = headers
+            .get(PROXY_AUTHORIZATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+            .to_owned();
+        self.authorizations
+            .lock()
+            .expect("not poisoned")
+            .push(authorization.clone());
+        authorization
+    }
+
+    /// The installation a header's scope names: its own, or that of the invocation it names
+    /// (`None` for an invocation the sidecar did not make).
+    fn installation_of(&self, scope: &ProxyScope) -> Option<String> {
+        match scope {
+            ProxyScope::Installation(id) => Some(id.clone()),
+            ProxyScope::Invocation(id) => self
+                .contexts
+                .lock()
+                .expect("not poisoned")
+                .get(id)
+                .and_then(|c| c["app"]["installationId"].as_str().map(str::to_owned)),
+        }
+    }
+}
+
 /// `GET /invocation/context`: the context of the invocation the header names, 404 for one the
 /// sidecar did not make, 401 without a header of the proxy's grammar.
 async fn context(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     shared.context_fetches.fetch_add(1, Ordering::SeqCst);
-    let authorization = headers
-        .get(PROXY_AUTHORIZATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
-    shared
-        .authorizations
-        .lock()
-        .expect("not poisoned")
-        .push(authorization.clone());
+    let authorization = shared.received(&headers);
     if shared.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

@@ -29,7 +29,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use connect_axum::protocol::egress::{PROXY_AUTHORIZATION_HEADER, ProxyAuthorization, ProxyScope};
+use connect_axum::protocol::egress::ProxyAuthorization;
 use serde_json::{Map, Value, json};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
@@ -272,26 +272,11 @@ fn query_error(code: &str, message: impl Into<String>) -> Response {
 }
 
 async fn serve(shared: &Shared, route: SqlRoute, headers: &HeaderMap, body: &[u8]) -> Response {
-    let authorization = headers
-        .get(PROXY_AUTHORIZATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
-    shared
-        .authorizations
-        .lock()
-        .expect("not poisoned")
-        .push(authorization.clone());
-    let installation = match ProxyAuthorization::parse(&authorization).map(|a| a.scope) {
-        Ok(ProxyScope::Installation(id)) => Ok(id),
-        Ok(ProxyScope::Invocation(id)) => {
-            let contexts = shared.contexts.lock().expect("not poisoned");
-            contexts
-                .get(&id)
-                .and_then(|c| c["app"]["installationId"].as_str())
-                .map(str::to_owned)
-                .ok_or(StatusCode::FORBIDDEN)
-        }
+    let authorization = shared.received(headers);
+    let installation = match ProxyAuthorization::parse(&authorization) {
+        Ok(parsed) => shared
+            .installation_of(&parsed.scope)
+            .ok_or(StatusCode::FORBIDDEN),
         Err(_) => Err(StatusCode::UNAUTHORIZED),
     };
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
