@@ -7,6 +7,7 @@ mod bounds;
 mod browser;
 mod cli;
 mod concurrency;
+mod container;
 mod faults;
 mod forge;
 mod forge_door;

@@ -75,8 +75,13 @@ pub fn router_with(state: AppState, routes: Router<AppState>) -> Router {
         .merge(realm_migration)
         .merge(forge_realm_migration)
         // Forge trigger deliveries, preUninstall and the scheduled trigger: a Forge Invocation
-        // Token, verified by the handlers before the body is read.
-        .merge(crate::hooks::forge::router(&state))
+        // Token, verified by the handlers before the body is read; in a container, the trigger
+        // deliveries and the async events' consumer behind the container door.
+        .merge(if state.auth.is_container() {
+            crate::hooks::container::router(&state)
+        } else {
+            crate::hooks::forge::router(&state)
+        })
         // The app's own, each group with its authentication.
         .merge(routes)
         .fallback(crate::error::not_found)

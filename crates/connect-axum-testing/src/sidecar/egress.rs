@@ -1,7 +1,8 @@
 //! The sidecar's egress routes: what a container's calls reach through `FORGE_EGRESS_PROXY_URL`.
 //! Forge storage is served by a [`FakeForgeApi`] of the sidecar's own, for the installation the
 //! call's `forge-proxy-authorization` names; product calls (`/{product}/{path}`) are answered by
-//! the handlers a test registers, 404 where none matches. Every call is recorded.
+//! the handlers a test registers, 404 where none matches; pushes onto Forge's async events are
+//! kept for a test to deliver back. Every call is recorded.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect_axum::protocol::egress::{ProxyActor, ProxyAuthorization};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Shared;
 use crate::product::Reply;
@@ -35,6 +36,21 @@ pub struct EgressCall {
     pub actor: Option<ProxyActor>,
     /// The body as sent.
     pub body: Vec<u8>,
+}
+
+/// An event the container pushed onto Forge's async events.
+#[derive(Debug, Clone)]
+pub struct PushedEvent {
+    /// The `forge-proxy-authorization` the push carried.
+    pub authorization: String,
+    /// The installation the header resolved to.
+    pub installation_id: Option<String>,
+    /// The push's `queueName`.
+    pub queue: String,
+    /// The push's `jobId`.
+    pub job_id: String,
+    /// The event's `body` (the first of the push's `payload`).
+    pub body: Value,
 }
 
 impl Shared {
@@ -123,4 +139,36 @@ pub(super) async fn product(
         }
     }
     response
+}
+
+/// `POST /atlassian/forge/events/v1/async-events`: a push, kept; answers its job id.
+pub(super) async fn push_event(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (authorization, _, installation_id) = shared.resolve(&headers);
+    if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if installation_id.is_none() {
+        return refused(StatusCode::UNAUTHORIZED, "INVALID_PROXY_AUTHORIZATION");
+    }
+    let push: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (Some(queue), Some(job_id), Some(event)) = (
+        push["queueName"].as_str(),
+        push["jobId"].as_str(),
+        push.pointer("/payload/0/body"),
+    ) else {
+        return refused(StatusCode::BAD_REQUEST, "INVALID_PUSH");
+    };
+    let pushed = PushedEvent {
+        authorization,
+        installation_id,
+        queue: queue.to_owned(),
+        job_id: job_id.to_owned(),
+        body: event.clone(),
+    };
+    shared.pushed.lock().expect("not poisoned").push(pushed);
+    (StatusCode::OK, axum::Json(json!({ "jobId": job_id }))).into_response()
 }

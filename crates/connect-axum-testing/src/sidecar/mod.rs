@@ -28,7 +28,7 @@ use crate::{FakeForgeApi, TestApp, TestResponse};
 
 mod egress;
 
-pub use egress::EgressCall;
+pub use egress::{EgressCall, PushedEvent};
 
 mod sql;
 
@@ -46,6 +46,7 @@ struct Shared {
     egress_calls: Mutex<Vec<EgressCall>>,
     product_handlers: Mutex<Vec<(String, String, egress::Handler)>>,
     sql: FakeForgeSql,
+    pushed: Mutex<Vec<PushedEvent>>,
 }
 
 /// Forge's sidecar on a free loopback port.
@@ -67,12 +68,17 @@ impl FakeSidecar {
             egress_calls: Mutex::default(),
             product_handlers: Mutex::default(),
             sql: FakeForgeSql::default(),
+            pushed: Mutex::default(),
         });
         let router = Router::new()
             .route("/invocation/context", get(context))
             .route("/forge/storage/kvs/v1/{*op}", post(egress::storage))
             .route("/forge/storage/sql/v1/execute", post(sql::execute))
             .route("/forge/storage/sql/v1/execute/ddl", post(sql::execute_ddl))
+            .route(
+                "/atlassian/forge/events/v1/async-events",
+                post(egress::push_event),
+            )
             .route("/{product}/{*path}", any(egress::product))
             .with_state(shared.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -206,6 +212,12 @@ impl FakeSidecar {
             .lock()
             .expect("not poisoned")
             .clone()
+    }
+
+    /// Every event the container pushed onto Forge's async events, in order; a test delivers
+    /// one back to the app's consumer endpoint as Forge would.
+    pub fn pushed_events(&self) -> Vec<PushedEvent> {
+        self.shared.pushed.lock().expect("not poisoned").clone()
     }
 
     /// The Forge storage behind the proxy: what each installation stored, and every call.

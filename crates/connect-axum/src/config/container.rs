@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use super::store::{StoreConfig, sqlite_file};
-use super::values::{ConfigError, http_url};
+use super::values::{ConfigError, http_url, path_var};
 
 /// The port a container listens on when Forge sets no `SERVER_PORT` (as under `forge tunnel`).
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
@@ -22,6 +22,28 @@ pub struct ContainerConfig {
     /// Forge publishes none yet, and its root filesystem is read-only). An embedded store's file
     /// or key file elsewhere refuses the start.
     pub writable_dirs: Vec<PathBuf>,
+    /// CONTAINER_EVENTS_QUEUE: the Forge async events queue the app's event handlers' work is
+    /// handed to (default `connect-axum-events`; the manifest's `consumer` names it).
+    pub events_queue: String,
+    /// CONTAINER_EVENTS_CONSUMER_PATH: where that queue's events are delivered back and the
+    /// handlers run (default `/forge/events/consume`; the consumer's endpoint route).
+    pub events_consumer_path: String,
+}
+
+fn queue_name(var: &impl Fn(&'static str) -> Option<String>) -> Result<String, ConfigError> {
+    let name = var("CONTAINER_EVENTS_QUEUE").unwrap_or_else(|| "connect-axum-events".to_owned());
+    let valid = (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError {
+            var: "CONTAINER_EVENTS_QUEUE",
+            message: "must be 1 to 100 letters, digits, - and _".to_owned(),
+        })
+    }
 }
 
 impl ContainerConfig {
@@ -40,6 +62,12 @@ impl ContainerConfig {
                         .filter(|dir| !dir.is_empty())
                         .map(PathBuf::from)
                         .collect(),
+                    events_queue: queue_name(var)?,
+                    events_consumer_path: path_var(
+                        var,
+                        "CONTAINER_EVENTS_CONSUMER_PATH",
+                        "/forge/events/consume",
+                    )?,
                 })
             })
             .transpose()

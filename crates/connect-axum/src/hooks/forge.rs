@@ -40,7 +40,7 @@ pub fn router(app: &AppState) -> Router<AppState> {
 }
 
 /// A field of a delivery, at the top level or under `payload`.
-fn field<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
     body.get(name)
         .or_else(|| body.get("payload").and_then(|p| p.get(name)))
 }
@@ -89,7 +89,7 @@ fn parse_body(bytes: &Bytes) -> Result<Value> {
         .map_err(|_| Error::bad_request("invalid_json", "the delivery's body is not JSON"))
 }
 
-fn event_type(body: &Value) -> Result<&str> {
+pub(super) fn event_type(body: &Value) -> Result<&str> {
     let kind = field(body, "eventType")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::bad_request("missing_event_type", "the delivery has no eventType"))?;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::data::{AccountIdSource, RealmMover};
 use crate::descriptor::Descriptor;
 use crate::error::Error;
+use crate::forge::events::AsyncEvents;
 use crate::forge::impersonation::{ImpersonationTarget, OfflineUserTokens};
 use crate::forge::sql::{ForgeSql, Sql, SqlMigrations};
 use crate::forge::storage::ForgeStorage;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub(crate) forge_users: OfflineUserTokens,
     pub(crate) forge_sql: Option<ForgeSql>,
     pub(crate) sql_migrations: SqlMigrations,
+    pub(crate) async_events: Option<AsyncEvents>,
 }
 
 /// How long a Forge SQL call may take: above Forge's own limits (DDL stops at 20 s).
@@ -107,6 +109,11 @@ impl AppState {
     /// Forge SQL, when the app runs as a Forge Container; `None` elsewhere.
     pub fn forge_sql(&self) -> Option<&ForgeSql> {
         self.forge_sql.as_ref()
+    }
+
+    /// Forge's async events, when the app runs as a Forge Container; `None` elsewhere.
+    pub fn async_events(&self) -> Option<&AsyncEvents> {
+        self.async_events.as_ref()
     }
 
     /// The app's Forge SQL migrations (none unless the builder was given them).
@@ -252,6 +259,9 @@ impl AppState {
                 &container.egress_proxy_url,
             )
         });
+        let async_events = config.container.as_ref().map(|container| {
+            AsyncEvents::with_transport(transport.clone(), &container.egress_proxy_url)
+        });
         let forge_users = OfflineUserTokens::with_transport(
             transport,
             &config.forge.graphql_url,
@@ -270,6 +280,7 @@ impl AppState {
             forge_users,
             forge_sql,
             sql_migrations: SqlMigrations::new(),
+            async_events,
         }
     }
 }
