@@ -7,19 +7,21 @@
 # (user + system of all its threads, /proc/PID/stat) and its peak RSS; the goal is RSS <= 32 MiB,
 # half of Forge's smallest size (64Mi).
 #
-#   bench/container.sh [--installations N] [--duration SECONDS]
+#   bench/container.sh [--installations N] [--duration SECONDS] [--eager-commit]
 #
 # The fake sidecar and MariaDB run on the same machine and are in every request's path (each
-# notes page is one Forge SQL call through the sidecar): compare CPU per request, which counts
-# the server alone, rather than req/s with the Connect door's (bench/run.sh).
+# notes page is one Forge SQL call through the sidecar). Beside it, in the same run, the same
+# binary through the Connect door on its embedded SQLite store (JWT + QSH, the same page of 10
+# notes): compare CPU per request, which counts the server alone, rather than req/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-installations=50 duration=20 warmup=5
+installations=50 duration=20 warmup=5 arena_eager_commit=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --installations) installations=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
+    --eager-commit) arena_eager_commit=2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +43,7 @@ trap cleanup EXIT
 
 cargo build --release --locked --bin connect-axum -p issue-notes
 cargo build --release --locked -p connect-axum-testing --example fake-sidecar
+cargo build --release --locked --example bench-seed
 out=bench/out/container
 mkdir -p "$out"
 rm -f "$out"/*
@@ -56,7 +59,10 @@ port=$(free_port)
 app="http://127.0.0.1:$port"
 # Started as Forge starts it: its variables alone, in a folder it may not write.
 run_dir=$(mktemp -d) && chmod 555 "$run_dir"
+# MIMALLOC_ARENA_EAGER_COMMIT=0 as the image sets it (the Dockerfile's forge-container target);
+# bench/container.sh --eager-commit measures without it.
 ( cd "$run_dir" && exec env -i FORGE_EGRESS_PROXY_URL="$proxy" SERVER_PORT="$port" RUST_LOG=info \
+    MIMALLOC_ARENA_EAGER_COMMIT="$arena_eager_commit" \
     "$OLDPWD/target/release/connect-axum" ) >"$out/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do curl -fs "$app/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -73,24 +79,45 @@ done <"$out/ids.txt"
 
 ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 hz=$(getconf CLK_TCK)
-url="$app/forge/api/issues/PROJ-1/notes"
-for c in 1 32 128; do
-  threads=$(( c < 2 ? 1 : 2 ))
-  wrk -t$threads -c$c -d${warmup}s -s bench/container.lua "$url" -- "$out/ids.txt" >/dev/null
-  ( peak=0
-    while kill -0 "$server_pid" 2>/dev/null; do
-      rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)
-      [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$out/rss-c$c.txt"
-      sleep 0.2
-    done ) &
-  sampler=$!
-  before=$(ticks)
-  wrk -t$threads -c$c -d${duration}s --latency -s bench/container.lua "$url" -- "$out/ids.txt" >"$out/wrk-c$c.txt"
-  after=$(ticks)
-  kill $sampler 2>/dev/null || true
-  echo "$(( after - before )) $hz" >"$out/cpu-c$c.txt"
-done
-awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/rss-peak.txt"
-echo "$idle_rss" >"$out/rss-idle.txt"
+# load DOOR URL SCRIPT ARGFILE: wrk at 1, 32 and 128 connections; CPU ticks and RSS per level.
+load() {
+  local door=$1 url=$2 script=$3 argfile=$4
+  for c in 1 32 128; do
+    threads=$(( c < 2 ? 1 : 2 ))
+    wrk -t$threads -c$c -d${warmup}s -s "$script" "$url" -- "$argfile" >/dev/null
+    ( peak=0
+      while kill -0 "$server_pid" 2>/dev/null; do
+        rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)
+        [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$out/$door-rss-c$c.txt"
+        sleep 0.2
+      done ) &
+    sampler=$!
+    before=$(ticks)
+    wrk -t$threads -c$c -d${duration}s --latency -s "$script" "$url" -- "$argfile" >"$out/$door-wrk-c$c.txt"
+    after=$(ticks)
+    kill $sampler 2>/dev/null || true
+    echo "$(( after - before )) $hz" >"$out/$door-cpu-c$c.txt"
+  done
+  awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/$door-rss-peak.txt"
+}
+load container "$app/forge/api/issues/PROJ-1/notes" bench/container.lua "$out/ids.txt"
+echo "$idle_rss" >"$out/container-rss-idle.txt"
+kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+
+# The Connect door, same binary, embedded SQLite in a folder of its own.
+port=$(free_port) keys_port=$(free_port)
+app="http://127.0.0.1:$port"
+connect_dir=$(mktemp -d)
+( cd "$connect_dir" && exec env -i PORT="$port" BASE_URL=https://bench.example.com \
+    INSTALL_KEYS_URL="http://127.0.0.1:$keys_port" RUST_LOG=info \
+    MIMALLOC_ARENA_EAGER_COMMIT="$arena_eager_commit" \
+    "$OLDPWD/target/release/connect-axum" ) >"$out/connect-server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 300); do curl -fs "$app/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")" >"$out/connect-rss-idle.txt"
+target/release/examples/bench-seed --app "$app" --base-url https://bench.example.com \
+  --keys-port "$keys_port" --tenants "$installations" --tokens "$out/tokens.txt"
+load connect "$app/api/issues/PROJ-1/notes" bench/notes.lua "$out/tokens.txt"
+rm -rf "$connect_dir"
 
 python3 bench/report-container.py "$out" "$installations"

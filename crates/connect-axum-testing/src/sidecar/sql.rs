@@ -190,8 +190,10 @@ impl FakeForgeSql {
             .execute(format!("CREATE DATABASE IF NOT EXISTS `{name}`").as_str())
             .await?;
         self.names.lock().expect("not poisoned").push(name.clone());
+        // Few connections each: MariaDB's default max_connections (151) holds dozens of
+        // installations under load (bench/container.sh runs 50).
         let pool = MySqlPoolOptions::new()
-            .max_connections(8)
+            .max_connections(2)
             .connect_with(MySqlConnectOptions::from_str(&self.url)?.database(&name))
             .await?;
         databases.insert(installation_id.to_owned(), pool.clone());
