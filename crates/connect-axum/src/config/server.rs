@@ -85,7 +85,13 @@ impl ServerConfig {
         let base_url = http_url("BASE_URL", &base_url)?;
         let max_body_bytes = parse::<NonZeroUsize>(var, "MAX_BODY_BYTES", "1048576")?.get();
         let max_header_bytes = parse::<NonZeroUsize>(var, "MAX_HEADER_BYTES", "32768")?.get();
-        let max_concurrent_requests: usize = parse(var, "MAX_CONCURRENT_REQUESTS", "1024")?;
+        // A container's smallest size (30m CPU) serves about 150 requests a second: 32 in flight
+        // is a fifth of a second of its work, and keeps it within half of its 64Mi.
+        let max_concurrent_requests: usize = parse(
+            var,
+            "MAX_CONCURRENT_REQUESTS",
+            if container { "32" } else { "1024" },
+        )?;
         let max_anonymous_requests = parse::<NonZeroUsize>(
             var,
             "MAX_ANONYMOUS_REQUESTS",
@@ -212,6 +218,10 @@ mod tests {
         };
         let c = container(&[("PORT", "3000")]);
         assert_eq!(c.server.port, 8080);
+        // Sized for the smallest container; the log lines Forge reads.
+        assert_eq!(c.server.max_concurrent_requests, 32);
+        assert_eq!(c.server.max_concurrent_requests_per_tenant, 4);
+        assert_eq!(c.server.log_format, crate::config::LogFormat::Forge);
         assert_eq!(c.server.bind.to_string(), "0.0.0.0");
         assert_eq!(
             c.container.unwrap().egress_proxy_url.as_str(),
