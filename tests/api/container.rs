@@ -201,3 +201,44 @@ async fn a_handler_that_fails_is_a_503_for_forge_to_deliver_again() {
     let page = sidecar.invoke(&app, &alice, "GET", NOTES, None).await;
     assert_eq!(bodies(&page.json()), Vec::<Value>::new());
 }
+
+#[tokio::test]
+async fn the_sweep_brings_every_installation_up_to_date_before_its_first_request() {
+    let (app, sidecar) = container().await;
+    let sites: Vec<_> = (0..3).map(|n| sidecar.site(&format!("site-{n}"))).collect();
+    let failed = connect_axum::ops::sql_sweep::sweep(&app.state).await;
+    assert_eq!(failed, 0);
+    let names = issue_notes::forge_sql::migrations()
+        .names()
+        .map(|n| json!({ "name": n }))
+        .collect::<Vec<_>>();
+    for site in &sites {
+        let applied = sidecar
+            .sql()
+            .rows(
+                &site.installation_id,
+                "SELECT name FROM connect_axum_migrations ORDER BY name",
+            )
+            .await;
+        assert_eq!(applied, names, "{}", site.name);
+    }
+    // The first request finds its database ready: no schema statement is sent for it.
+    let ddl = sidecar
+        .sql()
+        .calls_on(connect_axum_testing::sidecar::SqlRoute::Ddl)
+        .len();
+    let id = sidecar.invocation(FakeSidecar::user_context(
+        &sites[0],
+        "557058:alice",
+        "PROJ-1",
+    ));
+    let page = sidecar.invoke(&app, &id, "GET", NOTES, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    assert_eq!(
+        sidecar
+            .sql()
+            .calls_on(connect_axum_testing::sidecar::SqlRoute::Ddl)
+            .len(),
+        ddl
+    );
+}

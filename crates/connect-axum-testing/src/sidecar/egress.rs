@@ -172,3 +172,33 @@ pub(super) async fn push_event(
     shared.pushed.lock().expect("not poisoned").push(pushed);
     (StatusCode::OK, axum::Json(json!({ "jobId": job_id }))).into_response()
 }
+
+/// `GET /v1/installations?pageSize=&cursor=`: the sites made, a page at a time (at most 100),
+/// `{results: [{id, installationContext}], cursor}` with the next page's cursor, none on the last.
+/// The shape the library reads; Forge's own is unconfirmed.
+pub(super) async fn installations(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let size = query
+        .get("pageSize")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 100);
+    let start = query
+        .get("cursor")
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0);
+    let all = shared.installations.lock().expect("not poisoned").clone();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|(id, cloud)| json!({ "id": id, "installationContext": format!("ari:cloud:jira::site/{cloud}") }))
+        .collect();
+    let next = (start + size < all.len()).then(|| (start + size).to_string());
+    axum::Json(json!({ "results": page, "cursor": next })).into_response()
+}

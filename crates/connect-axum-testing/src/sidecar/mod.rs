@@ -47,6 +47,7 @@ struct Shared {
     product_handlers: Mutex<Vec<(String, String, egress::Handler)>>,
     sql: FakeForgeSql,
     pushed: Mutex<Vec<PushedEvent>>,
+    installations: Mutex<Vec<(String, String)>>,
 }
 
 /// Forge's sidecar on a free loopback port.
@@ -69,6 +70,7 @@ impl FakeSidecar {
             product_handlers: Mutex::default(),
             sql: FakeForgeSql::default(),
             pushed: Mutex::default(),
+            installations: Mutex::default(),
         });
         let router = Router::new()
             .route("/invocation/context", get(context))
@@ -79,6 +81,7 @@ impl FakeSidecar {
                 "/atlassian/forge/events/v1/async-events",
                 post(egress::push_event),
             )
+            .route("/v1/installations", get(egress::installations))
             .route("/{product}/{*path}", any(egress::product))
             .with_state(shared.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -95,9 +98,10 @@ impl FakeSidecar {
         move |name| (name == "FORGE_EGRESS_PROXY_URL").then(|| url.clone())
     }
 
-    /// A site with the app installed, with ids of its own.
+    /// A site with the app installed, with ids of its own; listed by the proxy's
+    /// `GET /v1/installations` from now on.
     pub fn site(&self, name: &str) -> ForgeSite {
-        ForgeSite {
+        let site = ForgeSite {
             name: name.to_owned(),
             installation_id: format!(
                 "ari:cloud:ecosystem::installation/{}",
@@ -105,7 +109,13 @@ impl FakeSidecar {
             ),
             cloud_id: uuid_like(rand08::random()),
             product: "jira".to_owned(),
-        }
+        };
+        self.shared
+            .installations
+            .lock()
+            .expect("not poisoned")
+            .push((site.installation_id.clone(), site.cloud_id.clone()));
+        site
     }
 
     /// Makes an invocation whose context is `context`; returns its id.
