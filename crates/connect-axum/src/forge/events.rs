@@ -5,8 +5,8 @@
 //!
 //! **Unconfirmed**: the route (`POST {proxy}/atlassian/forge/events/v1/async-events`) is in
 //! Atlassian's container API list; its body is taken to be what `@forge/events` pushes from a
-//! function (`queueName`, `jobId`, `type`, `schema`, `payload: [{body}]`, `time`). [`push`]
-//! (AsyncEvents::push) is the one place to change when a live container shows otherwise.
+//! function (`queueName`, `jobId`, `type`, `schema`, `payload: [{body}]`, `time`).
+//! [`AsyncEvents::push`] is the one place to change when a live container shows otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
