@@ -11,8 +11,9 @@
 #
 # The fake sidecar and MariaDB run on the same machine and are in every request's path (each
 # notes page is one Forge SQL call through the sidecar). Beside it, in the same run, the same
-# binary through the Connect door on its embedded SQLite store (JWT + QSH, the same page of 10
-# notes): compare CPU per request, which counts the server alone, rather than req/s.
+# binary through the Connect door (JWT + QSH) and the Forge Remote door (a Forge Invocation Token
+# from the kit's fake Forge), each on its embedded SQLite store and the same page of 10 notes:
+# compare CPU per request, which counts the server alone, rather than req/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,15 +35,18 @@ command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2;
 
 source .ci/mariadb.sh
 server_pid="" sidecar_pid=""
+forge_pid=""
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
-  [ -n "$sidecar_pid" ] && kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null
+  # Each step on its own: one that fails (a process already gone) must not skip the rest.
+  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
+  [ -z "$forge_pid" ] || kill "$forge_pid" 2>/dev/null || true
+  if [ -n "$sidecar_pid" ]; then kill "$sidecar_pid" 2>/dev/null && wait "$sidecar_pid" 2>/dev/null || true; fi
   stop_throwaway_mariadb
 }
 trap cleanup EXIT
 
 cargo build --release --locked --bin connect-axum -p issue-notes
-cargo build --release --locked -p connect-axum-testing --example fake-sidecar
+cargo build --release --locked -p connect-axum-testing --example fake-sidecar --example fake-forge
 cargo build --release --locked --example bench-seed
 out=bench/out/container
 mkdir -p "$out"
@@ -118,6 +122,27 @@ echo "$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")" >"$out/connect-rss
 target/release/examples/bench-seed --app "$app" --base-url https://bench.example.com \
   --keys-port "$keys_port" --tenants "$installations" --tokens "$out/tokens.txt"
 load connect "$app/api/issues/PROJ-1/notes" bench/notes.lua "$out/tokens.txt"
+kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
 rm -rf "$connect_dir"
+
+# The Forge Remote door, same binary, embedded SQLite; sites installed through the fake Forge.
+port=$(free_port)
+app="http://127.0.0.1:$port"
+remote_dir=$(mktemp -d)
+target/release/examples/fake-forge --app "$app" --installations "$installations" \
+  --tokens "$out/fits.txt" >"$out/forge-vars.txt" 2>"$out/forge.log" &
+forge_pid=$!
+for _ in $(seq 300); do grep -q '^$' "$out/forge-vars.txt" 2>/dev/null && break; sleep 0.1; done
+forge_vars=$(grep = "$out/forge-vars.txt" | tr '\n' ' ')
+# shellcheck disable=SC2086 # one KEY=VALUE word per setting of the fake Forge
+( cd "$remote_dir" && exec env -i PORT="$port" BASE_URL=https://bench.example.com RUST_LOG=info \
+    MIMALLOC_ARENA_EAGER_COMMIT="$arena_eager_commit" $forge_vars \
+    "$OLDPWD/target/release/connect-axum" ) >"$out/remote-server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 300); do curl -fs "$app/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")" >"$out/remote-rss-idle.txt"
+for _ in $(seq 600); do [ -s "$out/fits.txt" ] && break; sleep 0.1; done
+load remote "$app/forge/api/issues/PROJ-1/notes" bench/remote.lua "$out/fits.txt"
+rm -rf "$remote_dir"
 
 python3 bench/report-container.py "$out" "$installations"

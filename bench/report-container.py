@@ -50,7 +50,7 @@ def door(name):
     }
 
 
-doors = {"container": door("container"), "connect": door("connect")}
+doors = {name: door(name) for name in ("container", "connect", "remote")}
 result = {
     "installations": installations,
     "machine": {"cores": os.cpu_count(), "system": platform.platform()},
