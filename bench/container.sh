@@ -83,12 +83,14 @@ done <"$out/ids.txt"
 
 ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 hz=$(getconf CLK_TCK)
-# load DOOR URL SCRIPT ARGFILE: wrk at 1, 32 and 128 connections; CPU ticks and RSS per level.
+# load DOOR URL TOKENS [HEADER PREFIX PATH]: wrk with bench/notes.lua at 1, 32 and 128
+# connections; CPU ticks and RSS per level.
 load() {
-  local door=$1 url=$2 script=$3 argfile=$4
+  local door=$1 url=$2
+  shift 2
   for c in 1 32 128; do
     threads=$(( c < 2 ? 1 : 2 ))
-    wrk -t$threads -c$c -d${warmup}s -s "$script" "$url" -- "$argfile" >/dev/null
+    wrk -t$threads -c$c -d${warmup}s -s bench/notes.lua "$url" -- "$@" >/dev/null
     ( peak=0
       while kill -0 "$server_pid" 2>/dev/null; do
         rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)
@@ -97,14 +99,15 @@ load() {
       done ) &
     sampler=$!
     before=$(ticks)
-    wrk -t$threads -c$c -d${duration}s --latency -s "$script" "$url" -- "$argfile" >"$out/$door-wrk-c$c.txt"
+    wrk -t$threads -c$c -d${duration}s --latency -s bench/notes.lua "$url" -- "$@" >"$out/$door-wrk-c$c.txt"
     after=$(ticks)
     kill $sampler 2>/dev/null || true
     echo "$(( after - before )) $hz" >"$out/$door-cpu-c$c.txt"
   done
   awk '/VmHWM/ {print $2}' "/proc/$server_pid/status" >"$out/$door-rss-peak.txt"
 }
-load container "$app/forge/api/issues/PROJ-1/notes" bench/container.lua "$out/ids.txt"
+load container "$app/forge/api/issues/PROJ-1/notes" "$out/ids.txt" x-forge-invocation-id "" \
+  /forge/api/issues/PROJ-1/notes
 echo "$idle_rss" >"$out/container-rss-idle.txt"
 kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
 
@@ -121,7 +124,7 @@ for _ in $(seq 300); do curl -fs "$app/readyz" >/dev/null 2>&1 && break; sleep 0
 echo "$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")" >"$out/connect-rss-idle.txt"
 target/release/examples/bench-seed --app "$app" --base-url https://bench.example.com \
   --keys-port "$keys_port" --tenants "$installations" --tokens "$out/tokens.txt"
-load connect "$app/api/issues/PROJ-1/notes" bench/notes.lua "$out/tokens.txt"
+load connect "$app/api/issues/PROJ-1/notes" "$out/tokens.txt"
 kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
 rm -rf "$connect_dir"
 
@@ -142,7 +145,8 @@ server_pid=$!
 for _ in $(seq 300); do curl -fs "$app/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 echo "$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")" >"$out/remote-rss-idle.txt"
 for _ in $(seq 600); do [ -s "$out/fits.txt" ] && break; sleep 0.1; done
-load remote "$app/forge/api/issues/PROJ-1/notes" bench/remote.lua "$out/fits.txt"
+load remote "$app/forge/api/issues/PROJ-1/notes" "$out/fits.txt" Authorization "Bearer " \
+  /forge/api/issues/PROJ-1/notes
 rm -rf "$remote_dir"
 
 python3 bench/report-container.py "$out" "$installations"
