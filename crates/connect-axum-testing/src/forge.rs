@@ -144,15 +144,7 @@ impl FakeForge {
 
     /// A site that installs the app through Forge alone, with ids of its own.
     pub fn site(&self, name: &str) -> ForgeSite {
-        ForgeSite {
-            name: name.to_owned(),
-            installation_id: format!(
-                "ari:cloud:ecosystem::installation/{}",
-                uuid_like(rand08::random())
-            ),
-            cloud_id: uuid_like(rand08::random()),
-            product: "jira".to_owned(),
-        }
+        ForgeSite::random(name)
     }
 
     /// A user's FIT from `site`'s issue panel on PROJ-1; see [`Fit::new`].
@@ -168,6 +160,21 @@ impl FakeForge {
             .module("core:endpoint", "lifecycle")
             .no_context()
             .principal(None)
+    }
+}
+
+impl ForgeSite {
+    /// A Jira site named `name` with a random installation id and cloud id.
+    pub(crate) fn random(name: &str) -> Self {
+        ForgeSite {
+            name: name.to_owned(),
+            installation_id: format!(
+                "ari:cloud:ecosystem::installation/{}",
+                uuid_like(rand08::random())
+            ),
+            cloud_id: uuid_like(rand08::random()),
+            product: "jira".to_owned(),
+        }
     }
 }
 

@@ -101,15 +101,7 @@ impl FakeSidecar {
     /// A site with the app installed, with ids of its own; listed by the proxy's
     /// `GET /v1/installations` from now on.
     pub fn site(&self, name: &str) -> ForgeSite {
-        let site = ForgeSite {
-            name: name.to_owned(),
-            installation_id: format!(
-                "ari:cloud:ecosystem::installation/{}",
-                uuid_like(rand08::random())
-            ),
-            cloud_id: uuid_like(rand08::random()),
-            product: "jira".to_owned(),
-        };
+        let site = ForgeSite::random(name);
         self.shared
             .installations
             .lock()

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::forge::{event_type, field};
+use super::forge::{checked_event_type, event_type, field};
 use crate::auth::Tenant;
 use crate::auth::container::ContainerInvocation;
 use crate::error::{Error, JsonBody, Result};
@@ -99,7 +99,7 @@ async fn consume(
             "the delivery holds no event this app queued",
         )
     })?;
-    let kind = event_type(&json!({ "eventType": kind }))?.to_owned();
+    let kind = checked_event_type(kind)?.to_owned();
     let retries = field(&delivery, "retryContext")
         .and_then(|r| r.get("retryCount"))
         .and_then(Value::as_u64)

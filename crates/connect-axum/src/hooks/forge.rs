@@ -93,6 +93,11 @@ pub(super) fn event_type(body: &Value) -> Result<&str> {
     let kind = field(body, "eventType")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::bad_request("missing_event_type", "the delivery has no eventType"))?;
+    checked_event_type(kind)
+}
+
+/// `kind` when it reads as an event type: 1 to 200 visible ASCII characters.
+pub(super) fn checked_event_type(kind: &str) -> Result<&str> {
     if kind.is_empty()
         || kind.len() > MAX_EVENT_TYPE_LEN
         || !kind.bytes().all(|b| b.is_ascii_graphic())
