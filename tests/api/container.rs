@@ -133,9 +133,11 @@ async fn events_are_forges_to_send_and_malformed_ones_are_refused() {
         )
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_event");
-    app.call("POST", "/forge/events", None, Some(&event))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "missing_invocation_id");
+    for path in ["/forge/events", "/forge/events/consume"] {
+        app.call("POST", path, None, Some(&event))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "missing_invocation_id");
+    }
     // An event no handler wants is answered and not pushed.
     let other = json!({ "eventType": "avi:jira:created:issue", "issue": { "key": "PROJ-2" } });
     let answered = sidecar
@@ -241,4 +243,33 @@ async fn the_sweep_brings_every_installation_up_to_date_before_its_first_request
             .len(),
         ddl
     );
+}
+
+#[tokio::test]
+async fn a_user_writes_notes_as_itself_and_deletes_only_its_own() {
+    let (app, sidecar) = container().await;
+    let site = sidecar.site("acme");
+    let alice = sidecar.invocation(FakeSidecar::user_context(&site, "557058:alice", "PROJ-1"));
+    let mallory = sidecar.invocation(FakeSidecar::user_context(&site, "557058:mallory", "PROJ-1"));
+    // The author is the invocation's user; a body naming another is not read for it.
+    let body = json!({ "body": "mine", "author": "557058:mallory" });
+    let created = sidecar
+        .invoke(&app, &alice, "POST", NOTES, Some(&body))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.json()["author"], "557058:alice");
+    let note = format!("{NOTES}/{}", created.json()["id"]);
+    sidecar
+        .invoke(&app, &mallory, "DELETE", &note, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "not_note_author");
+    // A user's invocation reaches only the issue it was made on.
+    sidecar
+        .invoke(&app, &alice, "GET", "/forge/api/issues/PROJ-2/notes", None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "issue_not_allowed");
+    let page = sidecar.invoke(&app, &alice, "GET", NOTES, None).await;
+    assert_eq!(bodies(&page.json()), [json!("mine")]);
+    let deleted = sidecar.invoke(&app, &alice, "DELETE", &note, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 }
